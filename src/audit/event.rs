@@ -1,0 +1,147 @@
+//! One struct per audit event, emitted once: the audit line, the log line and
+//! the report all come from the same value.
+//!
+//! Events carry counts, names from the config, keyed subject hashes and keyed
+//! digests. Never a value read from a row.
+
+use serde::{Deserialize, Serialize};
+
+/// Audit record format version, in every record as `v`.
+pub const FORMAT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ChildCount {
+    pub target: String,
+    /// The foreign key column that ties the child rows to their parent.
+    pub via: String,
+    pub action: String,
+    pub count: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct Totals {
+    pub deleted: u64,
+    pub anonymized: u64,
+    pub held: u64,
+    pub failed_rules: u64,
+    pub guard_trips: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobOutcome {
+    pub job: String,
+    pub status: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    RunStart {
+        version: String,
+        command: String,
+        dry_run: bool,
+        as_of: String,
+        config_digest: String,
+        jobs_digest: String,
+        jobs: Vec<String>,
+        key_id: String,
+    },
+    /// One committed batch (written before the commit; see `BatchRollback`).
+    Batch {
+        job: String,
+        rule: String,
+        policy: String,
+        target: String,
+        action: String,
+        batch: u64,
+        count: u64,
+        children: Vec<ChildCount>,
+        /// Keyed digest of the batch's keys, in the order they were processed.
+        keys_digest: String,
+        /// Keyed hashes of the distinct subjects in the batch.
+        subjects: Vec<String>,
+    },
+    /// The batch recorded just before was not committed.
+    BatchRollback {
+        job: String,
+        rule: String,
+        batch: u64,
+        reason: String,
+    },
+    /// Rows that matched but were skipped because a legal hold lists their subject.
+    Hold {
+        job: String,
+        rule: String,
+        policy: String,
+        target: String,
+        count: u64,
+        subjects: Vec<String>,
+        subjects_truncated: bool,
+    },
+    Guard {
+        job: String,
+        rule: String,
+        policy: String,
+        target: String,
+        matched: u64,
+        total: u64,
+        reason: String,
+    },
+    /// Dry run: what the rule would do.
+    Plan {
+        job: String,
+        rule: String,
+        policy: String,
+        target: String,
+        action: String,
+        matched: u64,
+        held: u64,
+        total: u64,
+        children: Vec<ChildCount>,
+    },
+    Failure {
+        job: String,
+        rule: Option<String>,
+        policy: String,
+        target: Option<String>,
+        error: String,
+    },
+    Locked {
+        job: String,
+    },
+    RunEnd {
+        status: String,
+        totals: Totals,
+        jobs: Vec<JobOutcome>,
+    },
+}
+
+impl Event {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::RunStart { .. } => "run_start",
+            Event::Batch { .. } => "batch",
+            Event::BatchRollback { .. } => "batch_rollback",
+            Event::Hold { .. } => "hold",
+            Event::Guard { .. } => "guard",
+            Event::Plan { .. } => "plan",
+            Event::Failure { .. } => "failure",
+            Event::Locked { .. } => "locked",
+            Event::RunEnd { .. } => "run_end",
+        }
+    }
+}
+
+/// A record as written: envelope, event, chain link.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    pub v: u32,
+    pub seq: u64,
+    pub ts: String,
+    pub run: String,
+    pub kid: String,
+    #[serde(flatten)]
+    pub event: Event,
+    /// Hash of the previous record (64 zeros for the first).
+    pub prev: String,
+}

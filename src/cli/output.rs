@@ -1,0 +1,213 @@
+//! Rendering reports as tables (people) or JSON Lines (machines).
+//!
+//! JSON Lines: one object per line, each with `"v": 1` (format version) and a
+//! `type` field: `rule`, `summary`, `check`, `verify`. Documented in the README.
+
+use crate::audit::verify::FileReport;
+use crate::check::CheckReport;
+use crate::engine::{RuleStatus, RunReport};
+use serde_json::json;
+
+pub const OUTPUT_VERSION: u32 = 1;
+
+fn status_word(s: &RuleStatus) -> &'static str {
+    match s {
+        RuleStatus::Pending => "pending",
+        RuleStatus::Done => "done",
+        RuleStatus::Guard => "GUARD",
+        RuleStatus::Failed => "FAILED",
+        RuleStatus::Interrupted => "interrupted",
+    }
+}
+
+pub fn run_table(r: &RunReport, dry: bool) -> String {
+    let count_head = if dry { "WOULD" } else { "DONE" };
+    let mut rows: Vec<[String; 8]> = vec![[
+        "JOB".into(),
+        "RULE".into(),
+        "POLICY".into(),
+        "TARGET".into(),
+        "ACTION".into(),
+        count_head.into(),
+        "HELD".into(),
+        "STATUS".into(),
+    ]];
+    let mut notes: Vec<(usize, String)> = Vec::new();
+    for j in &r.jobs {
+        if j.rules.is_empty() {
+            rows.push([
+                j.job.clone(),
+                "-".into(),
+                j.policy.clone(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                "-".into(),
+                j.status.clone(),
+            ]);
+        }
+        for rule in &j.rules {
+            let n = if dry { rule.matched } else { rule.done };
+            rows.push([
+                rule.job.clone(),
+                rule.rule.clone(),
+                rule.policy.clone(),
+                rule.target.clone(),
+                rule.action.clone(),
+                n.to_string(),
+                rule.held.to_string(),
+                status_word(&rule.status).into(),
+            ]);
+            for c in &rule.children {
+                rows.push([
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    format!("└ {} ({})", c.target, c.via),
+                    c.action.clone(),
+                    c.count.to_string(),
+                    String::new(),
+                    String::new(),
+                ]);
+            }
+            if let Some(m) = &rule.message {
+                notes.push((rows.len(), m.clone()));
+            }
+        }
+    }
+    let mut width = [0usize; 8];
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for (i, row) in rows.iter().enumerate() {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            let pad = width[c].saturating_sub(cell.chars().count());
+            if c == 5 || c == 6 {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            }
+            line.push_str("  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+        for (after, note) in &notes {
+            if *after == i + 1 {
+                out.push_str(&format!("    ! {note}\n"));
+            }
+        }
+    }
+    let t = &r.totals;
+    out.push_str(&format!(
+        "\nrun {} ({}): {}; deleted {}, anonymized {}, held {}, failed rules {}, guard trips {}\naudit: {}\n",
+        r.run, if dry { "dry run" } else { "executed" }, r.status, t.deleted, t.anonymized, t.held, t.failed_rules, t.guard_trips, r.audit_file
+    ));
+    out
+}
+
+pub fn run_json(r: &RunReport) -> String {
+    let mut out = String::new();
+    for j in &r.jobs {
+        for rule in &j.rules {
+            let mut v = serde_json::to_value(rule).expect("serializes");
+            v["v"] = json!(OUTPUT_VERSION);
+            v["type"] = json!("rule");
+            out.push_str(&v.to_string());
+            out.push('\n');
+        }
+    }
+    let v = json!({
+        "v": OUTPUT_VERSION,
+        "type": "summary",
+        "run": r.run,
+        "mode": r.mode,
+        "as_of": r.as_of,
+        "status": r.status,
+        "totals": r.totals,
+        "jobs": r.jobs.iter().map(|j| json!({"job": j.job, "policy": j.policy, "status": j.status})).collect::<Vec<_>>(),
+        "audit_file": r.audit_file,
+        "exit_code": r.exit.code(),
+    });
+    out.push_str(&v.to_string());
+    out.push('\n');
+    out
+}
+
+pub fn check_table(c: &CheckReport) -> String {
+    let mut out = String::new();
+    for u in &c.unreachable {
+        out.push_str(&format!("error: {u}\n"));
+    }
+    for p in &c.problems {
+        out.push_str(&format!("error: {p}\n"));
+    }
+    for w in &c.warnings {
+        out.push_str(&format!("warning: {w}\n"));
+    }
+    out.push_str(&format!(
+        "{} rules checked: {} errors, {} warnings, {} unreachable sources\n",
+        c.rules_checked,
+        c.problems.len(),
+        c.warnings.len(),
+        c.unreachable.len()
+    ));
+    out
+}
+
+pub fn check_json(c: &CheckReport) -> String {
+    let mut v = serde_json::to_value(c).expect("serializes");
+    v["v"] = json!(OUTPUT_VERSION);
+    v["type"] = json!("check");
+    v["ok"] = json!(c.ok());
+    format!("{v}\n")
+}
+
+pub fn verify_table(reports: &[FileReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let chain = match &r.broken_at {
+            None => "chain ok".to_string(),
+            Some((n, why)) => format!("BROKEN at record {n}: {why}"),
+        };
+        out.push_str(&format!(
+            "{}: {} records, {} .. {}, {}, {}\n",
+            r.file.display(),
+            r.records,
+            r.first_ts.as_deref().unwrap_or("-"),
+            r.last_ts.as_deref().unwrap_or("-"),
+            chain,
+            if r.sealed {
+                "sealed"
+            } else {
+                "NOT sealed (run did not finish)"
+            }
+        ));
+    }
+    let bad = reports.iter().filter(|r| !r.ok()).count();
+    out.push_str(&format!(
+        "{} logs verified, {} ok, {} failed\n",
+        reports.len(),
+        reports.len() - bad,
+        bad
+    ));
+    out
+}
+
+pub fn verify_json(reports: &[FileReport]) -> String {
+    let mut out = String::new();
+    for r in reports {
+        let mut v = serde_json::to_value(r).expect("serializes");
+        v["v"] = json!(OUTPUT_VERSION);
+        v["type"] = json!("verify");
+        v["ok"] = json!(r.ok());
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    out
+}

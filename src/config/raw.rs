@@ -1,0 +1,136 @@
+//! The files as written: strict serde structs, nothing interpreted yet.
+//!
+//! `deny_unknown_fields` everywhere, so a misspelt key is an error with a
+//! position rather than a silently ignored safety setting. Values the
+//! validation pass needs to point at are `Spanned`.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Regions every source and store must declare one of (empty: no restriction).
+    #[serde(default)]
+    pub allowed_regions: Vec<Spanned<String>>,
+    #[serde(default)]
+    pub sources: BTreeMap<String, Spanned<RawSource>>,
+    #[serde(default)]
+    pub audit: Option<RawAudit>,
+    #[serde(default)]
+    pub state: Option<RawState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    pub url: Spanned<String>,
+    #[serde(default)]
+    pub region: Option<Spanned<String>>,
+    #[serde(default)]
+    pub max_connections: Option<Spanned<u32>>,
+    /// Pause between two batches on this source (SQLite writers starve otherwise).
+    #[serde(default)]
+    pub batch_pause: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    #[serde(default)]
+    pub dir: Option<String>,
+    #[serde(default)]
+    pub hmac_key_env: Option<Spanned<String>>,
+    #[serde(default)]
+    pub region: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawState {
+    #[serde(default)]
+    pub url: Option<Spanned<String>>,
+    #[serde(default)]
+    pub lease_ttl: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawJob {
+    pub name: Spanned<String>,
+    pub policy: Spanned<String>,
+    #[serde(default)]
+    pub schedule: Option<Spanned<String>>,
+    #[serde(default)]
+    pub description: Option<String>,
+    /// Higher runs first when several jobs run in one pass.
+    #[serde(default)]
+    pub priority: Option<i32>,
+    /// A manual job never runs unless named with `--job`.
+    #[serde(default)]
+    pub manual: Option<bool>,
+    #[serde(default)]
+    pub rules: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Spanned<String>,
+    pub target: Spanned<String>,
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub subject: Option<Spanned<String>>,
+    #[serde(default)]
+    pub select: Option<Spanned<RawSelect>>,
+    #[serde(default, rename = "where")]
+    pub where_: Option<Spanned<String>>,
+    #[serde(default)]
+    pub hold: Option<Spanned<String>>,
+    pub action: Spanned<RawAction>,
+    #[serde(default)]
+    pub batch_size: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_rows: Option<Spanned<i64>>,
+    #[serde(default)]
+    pub max_fraction: Option<Spanned<f64>>,
+    #[serde(default)]
+    pub children: Vec<Spanned<RawChild>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSelect {
+    pub column: Spanned<String>,
+    /// Rows whose column is before `as_of - older_than`.
+    #[serde(default)]
+    pub older_than: Option<Spanned<String>>,
+    /// Rows whose column is after `as_of - newer_than` (e.g. birthdays of minors).
+    #[serde(default)]
+    pub newer_than: Option<Spanned<String>>,
+    /// How the column stores time when it is text or a number.
+    #[serde(default)]
+    pub format: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawChild {
+    pub target: Spanned<String>,
+    pub foreign_key: Spanned<String>,
+    pub action: Spanned<RawAction>,
+    /// The child's own key; needed when it has children of its own or hashes columns.
+    #[serde(default)]
+    pub key: Option<Spanned<String>>,
+    #[serde(default)]
+    pub children: Vec<Spanned<RawChild>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum RawAction {
+    Delete,
+    Anonymize(BTreeMap<String, Spanned<String>>),
+}

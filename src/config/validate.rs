@@ -1,0 +1,586 @@
+//! Second phase: raw structs → typed model, collecting every problem at once.
+//!
+//! Offline only: nothing here touches the network. Checks against the live
+//! schema (does the table exist, is the foreign key covered) live in
+//! `crate::check`.
+
+use super::diagnostic::{Diagnostic, SourceFile};
+use super::interpolate::{expand, has_literal_password};
+use super::model::*;
+use super::period::Period;
+use super::raw::*;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::time::Duration;
+use toml::Spanned;
+
+/// Collects diagnostics for one file.
+struct Ctx<'a> {
+    file: &'a SourceFile,
+    errors: &'a mut Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn err<T>(&mut self, spanned: &Spanned<T>, msg: impl Into<String>) {
+        self.errors.push(self.file.at(spanned.span(), msg));
+    }
+
+    fn origin<T>(&self, spanned: &Spanned<T>) -> Origin {
+        let (line, column) = self.file.position(spanned.span().start);
+        Origin {
+            file: self.file.path.clone(),
+            line,
+            column,
+        }
+    }
+}
+
+fn is_identifier(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+}
+
+fn is_job_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 100
+        && s.chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+}
+
+pub fn validate_config(
+    file: &SourceFile,
+    raw: RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Config> {
+    let mut cx = Ctx { file, errors };
+    let allowed_regions: Vec<String> = raw
+        .allowed_regions
+        .iter()
+        .map(|r| r.get_ref().clone())
+        .collect();
+    let region_ok = |cx: &mut Ctx,
+                     region: &Option<Spanned<String>>,
+                     what: &str,
+                     at: &dyn Fn(&mut Ctx, String)| {
+        if allowed_regions.is_empty() {
+            return;
+        }
+        match region {
+            Some(r) if allowed_regions.contains(r.get_ref()) => {}
+            Some(r) => cx.err(
+                r,
+                format!(
+                    "{what} is in region `{}`, which is not in allowed_regions {:?}: personal data must stay in-country",
+                    r.get_ref(),
+                    allowed_regions
+                ),
+            ),
+            None => at(
+                cx,
+                format!("{what} declares no region, but allowed_regions is set: add `region = \"...\"`"),
+            ),
+        }
+    };
+
+    let mut sources = BTreeMap::new();
+    for (name, spanned) in &raw.sources {
+        let src = spanned.get_ref();
+        if !is_identifier(name) {
+            cx.err(
+                spanned,
+                format!("source name `{name}` must be letters, digits and `_`"),
+            );
+        }
+        if has_literal_password(src.url.get_ref()) {
+            cx.err(
+                &src.url,
+                format!("source `{name}`: the url holds a literal password; take it from the environment with ${{VAR}}"),
+            );
+        }
+        let url = match expand(src.url.get_ref(), env) {
+            Ok(u) => u,
+            Err(e) => {
+                cx.err(&src.url, format!("source `{name}`: {e}"));
+                continue;
+            }
+        };
+        if !(url.starts_with("postgres://")
+            || url.starts_with("postgresql://")
+            || url.starts_with("mysql://")
+            || url.starts_with("mariadb://")
+            || url.starts_with("sqlite:"))
+        {
+            cx.err(
+                &src.url,
+                format!("source `{name}`: url must start with postgres://, mysql://, mariadb:// or sqlite:"),
+            );
+        }
+        region_ok(
+            &mut cx,
+            &src.region,
+            &format!("source `{name}`"),
+            &|cx, m| cx.err(spanned, m),
+        );
+        let batch_pause = match &src.batch_pause {
+            None => Duration::ZERO,
+            Some(p) => parse_pause(&mut cx, p),
+        };
+        let max_connections = src
+            .max_connections
+            .as_ref()
+            .map(|m| *m.get_ref())
+            .unwrap_or(4);
+        if let Some(m) = &src.max_connections
+            && *m.get_ref() == 0
+        {
+            cx.err(m, "max_connections must be at least 1");
+        }
+        sources.insert(
+            name.clone(),
+            Source {
+                name: name.clone(),
+                url,
+                region: src.region.as_ref().map(|r| r.get_ref().clone()),
+                max_connections,
+                batch_pause,
+            },
+        );
+    }
+
+    let audit = match raw.audit {
+        Some(a) => {
+            let env_name = a
+                .hmac_key_env
+                .as_ref()
+                .map(|s| s.get_ref().clone())
+                .unwrap_or_else(|| "LETHE_AUDIT_KEY".into());
+            if let Some(k) = &a.hmac_key_env
+                && !is_identifier(k.get_ref())
+            {
+                cx.err(
+                    k,
+                    "hmac_key_env names an environment variable: letters, digits and `_`",
+                );
+            }
+            if let Some(r) = &a.region {
+                region_ok(&mut cx, &Some(r.clone()), "the audit sink", &|_, _| {});
+            }
+            AuditConfig {
+                dir: a.dir.unwrap_or_else(|| "var/audit".into()).into(),
+                hmac_key_env: env_name,
+                region: a.region.map(|r| r.into_inner()),
+            }
+        }
+        None => AuditConfig {
+            dir: "var/audit".into(),
+            hmac_key_env: "LETHE_AUDIT_KEY".into(),
+            region: None,
+        },
+    };
+
+    let state = match raw.state {
+        Some(s) => {
+            let url = match &s.url {
+                Some(u) => match expand(u.get_ref(), env) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        cx.err(u, format!("state url: {e}"));
+                        String::new()
+                    }
+                },
+                None => DEFAULT_STATE_URL.into(),
+            };
+            let lease_ttl = match &s.lease_ttl {
+                Some(t) => match t.get_ref().parse::<Period>() {
+                    Ok(p) if p.as_std() >= Duration::from_secs(5) => p.as_std(),
+                    Ok(_) => {
+                        cx.err(t, "lease_ttl must be at least 5s");
+                        Duration::from_secs(60)
+                    }
+                    Err(e) => {
+                        cx.err(t, e);
+                        Duration::from_secs(60)
+                    }
+                },
+                None => Duration::from_secs(60),
+            };
+            StateConfig { url, lease_ttl }
+        }
+        None => StateConfig {
+            url: DEFAULT_STATE_URL.into(),
+            lease_ttl: Duration::from_secs(60),
+        },
+    };
+
+    Some(Config {
+        file: file.path.clone(),
+        allowed_regions,
+        sources,
+        audit,
+        state,
+    })
+}
+
+/// Where leases and run history live when the config says nothing.
+pub const DEFAULT_STATE_URL: &str = "sqlite://var/state.db?mode=rwc";
+
+fn parse_pause(cx: &mut Ctx, p: &Spanned<String>) -> Duration {
+    let s = p.get_ref().trim();
+    if let Some(ms) = s.strip_suffix("ms") {
+        match ms.parse::<u64>() {
+            Ok(v) => return Duration::from_millis(v),
+            Err(_) => {
+                cx.err(p, format!("`{s}` is not a pause (e.g. `50ms`, `1s`)"));
+                return Duration::ZERO;
+            }
+        }
+    }
+    match s.parse::<Period>() {
+        Ok(per) => per.as_std(),
+        Err(e) => {
+            cx.err(p, e);
+            Duration::ZERO
+        }
+    }
+}
+
+/// Parse `source.table` or `source.schema.table`.
+fn parse_table(cx: &mut Ctx, config: &Config, s: &Spanned<String>, what: &str) -> Option<TableRef> {
+    let parts: Vec<&str> = s.get_ref().split('.').collect();
+    let (source, schema, table) = match parts.as_slice() {
+        [src, t] => (*src, None, *t),
+        [src, sch, t] => (*src, Some(*sch), *t),
+        _ => {
+            cx.err(
+                s,
+                format!(
+                    "{what} `{}` must be `<source>.<table>` or `<source>.<schema>.<table>`",
+                    s.get_ref()
+                ),
+            );
+            return None;
+        }
+    };
+    if !config.sources.contains_key(source) {
+        let known: Vec<&String> = config.sources.keys().collect();
+        cx.err(s, format!("{what} `{}` names source `{source}`, which config does not define (known: {known:?})", s.get_ref()));
+        return None;
+    }
+    for part in schema.iter().chain(std::iter::once(&table)) {
+        if !is_identifier(part) {
+            cx.err(
+                s,
+                format!("{what}: `{part}` is not a plain identifier (letters, digits, `_`)"),
+            );
+            return None;
+        }
+    }
+    Some(TableRef {
+        source: source.to_string(),
+        schema: schema.map(str::to_string),
+        table: table.to_string(),
+    })
+}
+
+fn column(cx: &mut Ctx, s: &Spanned<String>, what: &str) -> String {
+    if !is_identifier(s.get_ref()) {
+        cx.err(
+            s,
+            format!(
+                "{what} `{}` is not a plain column name (letters, digits, `_`)",
+                s.get_ref()
+            ),
+        );
+    }
+    s.get_ref().clone()
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    let (head, arg) = match s.split_once(':') {
+        Some((h, a)) => (h, Some(a)),
+        None => (s, None),
+    };
+    Ok(match (head, arg) {
+        ("null", None) => Strategy::Null,
+        ("redact", None) => Strategy::Redact,
+        ("hash", None) => Strategy::Hash,
+        ("mask", None) => Strategy::Mask(4),
+        ("mask", Some(n)) => Strategy::Mask(n.parse().map_err(|_| {
+            format!("`mask:{n}`: the number of characters to keep must be a whole number")
+        })?),
+        ("year", None) => Strategy::Year,
+        ("month", None) => Strategy::Month,
+        ("fixed", Some(v)) => Strategy::Fixed(v.to_string()),
+        ("fixed", None) => return Err("`fixed` needs a value: `fixed:<value>`".into()),
+        _ => {
+            return Err(format!(
+                "unknown strategy `{s}` (use null, fixed:<value>, redact, hash, mask, mask:<n>, year or month)"
+            ));
+        }
+    })
+}
+
+fn action(cx: &mut Ctx, a: &Spanned<RawAction>) -> Action {
+    match a.get_ref() {
+        RawAction::Delete => Action::Delete,
+        RawAction::Anonymize(cols) => {
+            if cols.is_empty() {
+                cx.err(a, "anonymize names no columns");
+            }
+            let mut out = Vec::new();
+            for (col, strat) in cols {
+                if !is_identifier(col) {
+                    cx.err(strat, format!("`{col}` is not a plain column name"));
+                }
+                match parse_strategy(strat.get_ref()) {
+                    Ok(s) => out.push((col.clone(), s)),
+                    Err(e) => cx.err(strat, format!("column `{col}`: {e}")),
+                }
+            }
+            Action::Anonymize(out)
+        }
+    }
+}
+
+fn children(
+    cx: &mut Ctx,
+    config: &Config,
+    parent: &TableRef,
+    raw: &[Spanned<RawChild>],
+    depth: usize,
+) -> Vec<Child> {
+    let mut out = Vec::new();
+    for c in raw {
+        let rc = c.get_ref();
+        if depth > 4 {
+            cx.err(c, "children nest more than four levels deep");
+            continue;
+        }
+        let Some(target) = parse_table(cx, config, &rc.target, "child target") else {
+            continue;
+        };
+        if target.source != parent.source {
+            cx.err(
+                &rc.target,
+                format!(
+                    "child `{target}` is on source `{}` but its parent is on `{}`: a batch is one transaction, so children must share the parent's source",
+                    target.source, parent.source
+                ),
+            );
+        }
+        let foreign_key = column(cx, &rc.foreign_key, "foreign_key");
+        let key = rc.key.as_ref().map(|k| column(cx, k, "key"));
+        let act = action(cx, &rc.action);
+        let grandchildren = children(cx, config, &target, &rc.children, depth + 1);
+        out.push(Child {
+            target,
+            foreign_key,
+            key,
+            action: act,
+            children: grandchildren,
+            origin: cx.origin(c),
+        });
+    }
+    out
+}
+
+pub fn validate_job(
+    file: &SourceFile,
+    raw: RawJob,
+    config: &Config,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Job> {
+    let mut cx = Ctx { file, errors };
+    if !is_job_name(raw.name.get_ref()) {
+        cx.err(
+            &raw.name,
+            "job name must be lowercase letters, digits, `-` or `_`",
+        );
+    }
+    if raw.policy.get_ref().trim().is_empty() {
+        cx.err(
+            &raw.policy,
+            "policy must cite the policy section this job enforces, e.g. \"IV(2)2\"",
+        );
+    }
+    if let Some(s) = &raw.schedule {
+        let fields = s.get_ref().split_whitespace().count();
+        if fields != 6 {
+            cx.err(
+                s,
+                format!("schedule has {fields} fields; Lethe's cron has 6, seconds first (e.g. \"0 30 2 * * *\")"),
+            );
+        }
+    }
+    if raw.rules.is_empty() {
+        cx.errors.push(file.whole("job has no [[rules]]"));
+    }
+    let mut names = BTreeSet::new();
+    let mut rules = Vec::new();
+    for spanned in &raw.rules {
+        let r = spanned.get_ref();
+        if !is_job_name(r.name.get_ref()) {
+            cx.err(
+                &r.name,
+                "rule name must be lowercase letters, digits, `-` or `_`",
+            );
+        }
+        if !names.insert(r.name.get_ref().clone()) {
+            cx.err(
+                &r.name,
+                format!("rule `{}` appears twice in this job", r.name.get_ref()),
+            );
+        }
+        let Some(target) = parse_table(&mut cx, config, &r.target, "target") else {
+            continue;
+        };
+        let key = r
+            .key
+            .as_ref()
+            .map(|k| column(&mut cx, k, "key"))
+            .unwrap_or_else(|| "id".into());
+        let subject = r.subject.as_ref().map(|s| column(&mut cx, s, "subject"));
+        let select = r.select.as_ref().map(|s| {
+            let sel = s.get_ref();
+            let column = column(&mut cx, &sel.column, "select column");
+            let (period_s, older) = match (&sel.older_than, &sel.newer_than) {
+                (Some(o), None) => (Some(o), true),
+                (None, Some(n)) => (Some(n), false),
+                _ => {
+                    cx.err(s, "select needs exactly one of `older_than` or `newer_than`");
+                    (None, true)
+                }
+            };
+            let period = match period_s.map(|p| (p, p.get_ref().parse::<Period>())) {
+                Some((_, Ok(p))) => p,
+                Some((sp, Err(e))) => {
+                    cx.err(sp, e);
+                    Period { amount: 0, unit: super::period::Unit::Days }
+                }
+                None => Period { amount: 0, unit: super::period::Unit::Days },
+            };
+            let format = match sel.format.as_ref().map(|f| f.get_ref().as_str()) {
+                None | Some("native") => TimeFormat::Native,
+                Some("rfc3339") => TimeFormat::Rfc3339,
+                Some("unix") => TimeFormat::Unix,
+                Some("unix_ms") => TimeFormat::UnixMs,
+                Some("date") => TimeFormat::Date,
+                Some(other) => {
+                    cx.err(
+                        sel.format.as_ref().expect("format is set"),
+                        format!("unknown time format `{other}` (use native, rfc3339, date, unix or unix_ms)"),
+                    );
+                    TimeFormat::Native
+                }
+            };
+            Select { column, period, older, format }
+        });
+        let where_ = r.where_.as_ref().map(|w| {
+            if w.get_ref().contains(';') {
+                cx.err(w, "`where` must be one SQL predicate, without `;`");
+            }
+            w.get_ref().clone()
+        });
+        if select.is_none() && where_.is_none() {
+            cx.err(
+                spanned,
+                "rule selects nothing: give `select = { column, older_than }`, `where`, or both",
+            );
+        }
+        let hold = r.hold.as_ref().and_then(|h| {
+            let parts: Vec<&str> = h.get_ref().rsplitn(2, '.').collect();
+            if parts.len() != 2 {
+                cx.err(h, "hold must be `<source>.<table>.<column>`");
+                return None;
+            }
+            let table_spanned = Spanned::new(h.span(), parts[1].to_string());
+            let table = parse_table(&mut cx, config, &table_spanned, "hold table")?;
+            if table.source != target.source {
+                cx.err(h, "the hold list must live on the same source as the target, so it is read in the same transaction");
+            }
+            if subject.is_none() {
+                cx.err(h, "a hold lists subjects: the rule needs `subject = \"<column>\"` too");
+            }
+            if !is_identifier(parts[0]) {
+                cx.err(h, format!("`{}` is not a plain column name", parts[0]));
+            }
+            Some(HoldRef { table, column: parts[0].to_string() })
+        });
+        let act = action(&mut cx, &r.action);
+        let batch_size = match &r.batch_size {
+            None => DEFAULT_BATCH_SIZE,
+            Some(b) => {
+                let v = *b.get_ref();
+                if v < 1 || v as usize > MAX_BATCH_SIZE {
+                    cx.err(
+                        b,
+                        format!("batch_size must be between 1 and {MAX_BATCH_SIZE}"),
+                    );
+                    DEFAULT_BATCH_SIZE
+                } else {
+                    v as usize
+                }
+            }
+        };
+        let max_rows = r.max_rows.as_ref().and_then(|m| {
+            if *m.get_ref() < 0 {
+                cx.err(m, "max_rows cannot be negative");
+                None
+            } else {
+                Some(*m.get_ref() as u64)
+            }
+        });
+        let max_fraction = r.max_fraction.as_ref().and_then(|m| {
+            let v = *m.get_ref();
+            if !(v > 0.0 && v <= 1.0) {
+                cx.err(m, "max_fraction must be greater than 0 and at most 1");
+                None
+            } else {
+                Some(v)
+            }
+        });
+        let kids = children(&mut cx, config, &target, &r.children, 1);
+        rules.push(Rule {
+            name: r.name.get_ref().clone(),
+            target,
+            key,
+            subject,
+            select,
+            where_,
+            hold,
+            action: act,
+            batch_size,
+            max_rows,
+            max_fraction,
+            children: kids,
+            origin: cx.origin(spanned),
+        });
+    }
+    Some(Job {
+        name: raw.name.into_inner(),
+        policy: raw.policy.into_inner(),
+        schedule: raw.schedule.map(|s| s.into_inner()),
+        description: raw.description,
+        priority: raw.priority.unwrap_or(0),
+        manual: raw.manual.unwrap_or(false),
+        rules,
+        file: file.path.clone(),
+    })
+}
+
+/// Job names must be unique across files.
+pub fn check_unique_jobs(jobs: &[(SourceFile, Job)], errors: &mut Vec<Diagnostic>) {
+    let mut seen: BTreeMap<&str, &Path> = BTreeMap::new();
+    for (file, job) in jobs {
+        if let Some(first) = seen.insert(job.name.as_str(), file.path.as_path()) {
+            errors.push(file.whole(format!(
+                "job `{}` is also defined in {}",
+                job.name,
+                first.display()
+            )));
+        }
+    }
+}

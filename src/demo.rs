@@ -1,0 +1,487 @@
+//! `lethe demo`: a small company database with personal data in every table
+//! the shipped jobs cover, generated deterministically, then plan → run →
+//! verify on it. The same schema and data serve the integration tests on
+//! PostgreSQL and MariaDB (`create_schema`, `seed`).
+
+use crate::cli::args::{Global, Output};
+use crate::cli::output;
+use crate::config;
+use crate::engine::{self, Mode, RunOptions};
+use crate::error::{Error, ExitCode};
+use crate::keys::{DEMO_KEY, Keys};
+use crate::sql::{Builder, Db, Engine, Val};
+use chrono::{DateTime, TimeDelta, Utc};
+
+/// Column types per engine: (PostgreSQL, MySQL, SQLite).
+#[derive(Clone, Copy)]
+enum Ty {
+    Id,
+    Ref,
+    Text,
+    Ts,
+    Date,
+    Int,
+}
+
+fn ty(engine: Engine, t: Ty) -> &'static str {
+    match (engine, t) {
+        (Engine::Sqlite, Ty::Id) => "INTEGER PRIMARY KEY",
+        (_, Ty::Id) => "BIGINT PRIMARY KEY",
+        (Engine::Sqlite, Ty::Ref | Ty::Int) => "INTEGER",
+        (_, Ty::Ref | Ty::Int) => "BIGINT",
+        (Engine::Postgres, Ty::Text) => "TEXT",
+        (Engine::MySql | Engine::MariaDb, Ty::Text) => "VARCHAR(255)",
+        (Engine::Sqlite, Ty::Text) => "TEXT",
+        (Engine::Postgres, Ty::Ts) => "TIMESTAMPTZ",
+        (Engine::MySql | Engine::MariaDb, Ty::Ts) => "DATETIME(6)",
+        (Engine::Sqlite, Ty::Ts | Ty::Date) => "TEXT",
+        (_, Ty::Date) => "DATE",
+    }
+}
+
+struct Table {
+    name: &'static str,
+    cols: &'static [(&'static str, Ty)],
+    /// (column, referenced table, ON DELETE)
+    fks: &'static [(&'static str, &'static str, &'static str)],
+    indexes: &'static [&'static str],
+}
+
+const TABLES: &[Table] = &[
+    Table {
+        name: "users",
+        cols: &[
+            ("id", Ty::Id),
+            ("phone", Ty::Text),
+            ("name", Ty::Text),
+            ("id_card_no", Ty::Text),
+            ("birthday", Ty::Date),
+            ("is_minor", Ty::Int),
+            ("location_consent", Ty::Int),
+            ("created_at", Ty::Ts),
+            ("cancelled_at", Ty::Ts),
+        ],
+        fks: &[],
+        indexes: &["cancelled_at", "birthday"],
+    },
+    Table {
+        name: "legal_holds",
+        cols: &[
+            ("id", Ty::Id),
+            ("user_id", Ty::Ref),
+            ("reason", Ty::Text),
+            ("placed_at", Ty::Ts),
+        ],
+        fks: &[],
+        indexes: &["user_id"],
+    },
+    Table {
+        name: "posts",
+        cols: &[
+            ("id", Ty::Id),
+            ("user_id", Ty::Ref),
+            ("body", Ty::Text),
+            ("created_at", Ty::Ts),
+            ("deleted_at", Ty::Ts),
+        ],
+        fks: &[("user_id", "users", "RESTRICT")],
+        indexes: &["user_id", "deleted_at"],
+    },
+    Table {
+        name: "comments",
+        cols: &[
+            ("id", Ty::Id),
+            ("user_id", Ty::Ref),
+            ("post_id", Ty::Ref),
+            ("body", Ty::Text),
+            ("created_at", Ty::Ts),
+        ],
+        fks: &[
+            ("user_id", "users", "CASCADE"),
+            ("post_id", "posts", "CASCADE"),
+        ],
+        indexes: &["user_id", "post_id"],
+    },
+    Table {
+        name: "orders",
+        cols: &[
+            ("id", Ty::Id),
+            ("user_id", Ty::Ref),
+            ("consignee_name", Ty::Text),
+            ("phone", Ty::Text),
+            ("address", Ty::Text),
+            ("total_cents", Ty::Int),
+            ("completed_at", Ty::Ts),
+        ],
+        fks: &[("user_id", "users", "RESTRICT")],
+        indexes: &["user_id", "completed_at"],
+    },
+    Table {
+        name: "locations",
+        cols: &[
+            ("id", Ty::Id),
+            ("user_id", Ty::Ref),
+            ("lat", Ty::Text),
+            ("lon", Ty::Text),
+            ("recorded_at", Ty::Ts),
+        ],
+        fks: &[("user_id", "users", "CASCADE")],
+        indexes: &["user_id", "recorded_at"],
+    },
+    Table {
+        name: "events",
+        cols: &[
+            ("id", Ty::Id),
+            ("user_ref", Ty::Text),
+            ("device_id", Ty::Text),
+            ("ip", Ty::Text),
+            ("kind", Ty::Text),
+            ("created_at", Ty::Ts),
+        ],
+        fks: &[],
+        indexes: &["created_at", "user_ref"],
+    },
+];
+
+/// Drop and create the demo tables.
+pub async fn create_schema(db: &Db) -> Result<(), Error> {
+    let d = db.dialect();
+    let engine = d.engine();
+    for t in TABLES.iter().rev() {
+        let mut b = Builder::new(d);
+        b.push("DROP TABLE IF EXISTS ").push(&d.quote(t.name));
+        db.execute(&b.finish()).await?;
+    }
+    for t in TABLES {
+        let mut b = Builder::new(d);
+        b.push("CREATE TABLE ").push(&d.quote(t.name)).push(" (");
+        for (i, (c, k)) in t.cols.iter().enumerate() {
+            if i > 0 {
+                b.push(", ");
+            }
+            b.push(&d.quote(c)).push(" ").push(ty(engine, *k));
+        }
+        for (c, r, on) in t.fks {
+            b.push(&format!(
+                ", FOREIGN KEY ({}) REFERENCES {} ({}) ON DELETE {on}",
+                d.quote(c),
+                d.quote(r),
+                d.quote("id")
+            ));
+        }
+        b.push(")");
+        db.execute(&b.finish()).await?;
+        for c in t.indexes {
+            let mut b = Builder::new(d);
+            b.push(&format!(
+                "CREATE INDEX {} ON {} ({})",
+                d.quote(&format!("ix_{}_{c}", t.name)),
+                d.quote(t.name),
+                d.quote(c)
+            ));
+            db.execute(&b.finish()).await?;
+        }
+    }
+    Ok(())
+}
+
+/// A small deterministic generator (no randomness: the demo and tests repeat).
+struct Gen(u64);
+
+impl Gen {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+const SURNAMES: &[&str] = &[
+    "Zhang", "Wang", "Li", "Zhao", "Chen", "Liu", "Yang", "Huang", "Zhou", "Wu",
+];
+const GIVEN: &[&str] = &[
+    "Wei", "Fang", "Min", "Jing", "Lei", "Yan", "Jun", "Hua", "Ying", "Tao",
+];
+
+/// What `seed` wrote, for the summary and for tests.
+#[derive(Debug, Clone, Default)]
+pub struct Seeded {
+    pub users: u64,
+    pub rows: u64,
+    /// Users that are cancelled past the 15-day grace, not minors, not held.
+    pub cancelled_due: Vec<i64>,
+    pub held: Vec<i64>,
+}
+
+fn ts(engine: Engine, t: DateTime<Utc>) -> String {
+    match engine {
+        Engine::Postgres => t.format("%Y-%m-%d %H:%M:%S+00").to_string(),
+        _ => t.format("%Y-%m-%d %H:%M:%S").to_string(),
+    }
+}
+
+/// The personal phone number of user `i` (tests grep every output for these).
+pub fn phone_of(i: i64) -> String {
+    format!("1390{:07}", 1_234_567 + i * 7)
+}
+
+/// The ID-card number of user `i`.
+pub fn id_card_of(i: i64) -> String {
+    format!(
+        "3101{:06}19{:02}{:06}",
+        100_000 + i,
+        70 + i % 30,
+        400_000 + i * 3
+    )
+}
+
+async fn insert(db: &Db, table: &Table, rows: &[Vec<Option<String>>]) -> Result<(), Error> {
+    let d = db.dialect();
+    let engine = d.engine();
+    let per = (900 / table.cols.len()).max(1);
+    for chunk in rows.chunks(per) {
+        let mut b = Builder::new(d);
+        b.push("INSERT INTO ").push(&d.quote(table.name)).push(" (");
+        for (i, (c, _)) in table.cols.iter().enumerate() {
+            if i > 0 {
+                b.push(", ");
+            }
+            b.push(&d.quote(c));
+        }
+        b.push(") VALUES ");
+        for (ri, row) in chunk.iter().enumerate() {
+            if ri > 0 {
+                b.push(", ");
+            }
+            b.push("(");
+            for (ci, v) in row.iter().enumerate() {
+                if ci > 0 {
+                    b.push(", ");
+                }
+                let val = v.clone().map(Val::Text).unwrap_or(Val::Null);
+                if engine == Engine::Postgres {
+                    let p = b.bind_deferred(val);
+                    let t = match table.cols[ci].1 {
+                        Ty::Id | Ty::Ref | Ty::Int => "BIGINT",
+                        Ty::Text => "TEXT",
+                        Ty::Ts => "TIMESTAMPTZ",
+                        Ty::Date => "DATE",
+                    };
+                    b.push(&format!("CAST({p} AS {t})"));
+                } else {
+                    b.bind(val);
+                }
+            }
+            b.push(")");
+        }
+        db.execute(&b.finish()).await?;
+    }
+    Ok(())
+}
+
+/// Fill the demo tables with `users` users and their data, dated relative to `now`.
+pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Error> {
+    let engine = db.dialect().engine();
+    let mut g = Gen(42);
+    let s = |v: String| Some(v);
+    let t = |d: DateTime<Utc>| Some(ts(engine, d));
+    let days = |n: u64| TimeDelta::days(n as i64);
+    let mut out = Seeded::default();
+    let (mut u, mut holds, mut posts, mut comments, mut orders, mut locs, mut events) =
+        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let n = i64::from(users);
+    for i in 1..=n {
+        let minor = i % 50 == 0;
+        let flagged = i % 97 == 0;
+        let birthday = if minor {
+            now - days(365 * 9 + g.below(365 * 3))
+        } else {
+            now - days(365 * 20 + g.below(365 * 40))
+        };
+        let cancelled = if i % 7 == 0 {
+            Some(now - days(20 + g.below(300)))
+        } else if i % 13 == 0 {
+            Some(now - days(g.below(10)))
+        } else {
+            None
+        };
+        let held = i % 7 == 0 && i % 3 == 0 && holds.len() < 5;
+        if held {
+            let hold_id = holds.len() + 1;
+            holds.push(vec![
+                s(hold_id.to_string()),
+                s(i.to_string()),
+                s("litigation".into()),
+                t(now - days(40)),
+            ]);
+            out.held.push(i);
+        }
+        if i % 7 == 0 && !held && !minor && !flagged {
+            out.cancelled_due.push(i);
+        }
+        let name = format!(
+            "{} {} {:04}",
+            SURNAMES[(i % 10) as usize],
+            GIVEN[(i / 10 % 10) as usize],
+            i
+        );
+        u.push(vec![
+            s(i.to_string()),
+            s(phone_of(i)),
+            s(name.clone()),
+            s(id_card_of(i)),
+            Some(birthday.format("%Y-%m-%d").to_string()),
+            s(i64::from(flagged).to_string()),
+            s(i64::from(i % 9 != 0).to_string()),
+            t(now - days(400 + g.below(1000))),
+            cancelled.and_then(t),
+        ]);
+        let pid = i;
+        posts.push(vec![
+            s(pid.to_string()),
+            s(i.to_string()),
+            s(format!("post by {name}")),
+            t(now - days(g.below(300))),
+            if i % 11 == 0 {
+                t(now - days(31 + g.below(60)))
+            } else {
+                None
+            },
+        ]);
+        for k in 0..2 {
+            let cid = i * 2 + k - 1;
+            let on_post = 1 + g.below(n as u64) as i64;
+            comments.push(vec![
+                s(cid.to_string()),
+                s(i.to_string()),
+                s(on_post.to_string()),
+                s(format!("comment {cid}")),
+                t(now - days(g.below(200))),
+            ]);
+        }
+        for k in 0..2 {
+            let oid = i * 2 + k - 1;
+            orders.push(vec![
+                s(oid.to_string()),
+                s(i.to_string()),
+                s(name.clone()),
+                s(phone_of(i)),
+                s(format!("{} Nanjing Road, Shanghai", 100 + i)),
+                s((1000 + g.below(90_000)).to_string()),
+                t(now - days(g.below(365 * 5))),
+            ]);
+        }
+        for k in 0..3 {
+            let lid = i * 3 + k - 2;
+            locs.push(vec![
+                s(lid.to_string()),
+                s(i.to_string()),
+                s(format!("31.{:04}", g.below(10_000))),
+                s(format!("121.{:04}", g.below(10_000))),
+                t(now - days(g.below(120))),
+            ]);
+        }
+        for k in 0..10 {
+            let eid = i * 10 + k - 9;
+            events.push(vec![
+                s(eid.to_string()),
+                s(i.to_string()),
+                s(format!("dev-{:08x}", i * 7919)),
+                s(format!("10.{}.{}.{}", i % 250, k, g.below(250))),
+                s(["click", "follow", "favourite", "search", "share"][(k % 5) as usize].into()),
+                t(now - days(g.below(365)) - TimeDelta::seconds(g.below(86_400) as i64)),
+            ]);
+        }
+    }
+    for (tbl, rows) in TABLES
+        .iter()
+        .zip([&u, &holds, &posts, &comments, &orders, &locs, &events])
+    {
+        insert(db, tbl, rows).await?;
+        out.rows += rows.len() as u64;
+    }
+    out.users = n as u64;
+    Ok(out)
+}
+
+/// `lethe demo`: reset the demo database, seed it, plan, run, verify.
+pub async fn run_demo(g: &Global, users: u32, as_of: DateTime<Utc>) -> Result<ExitCode, Error> {
+    let loaded = config::load(&g.config, &g.jobs)?;
+    let key_env = &loaded.config.audit.hmac_key_env;
+    let keys = match Keys::from_env(key_env) {
+        Ok(k) => k,
+        Err(_) => {
+            eprintln!(
+                "warning: {key_env} is not set; the demo uses its built-in key `{DEMO_KEY}`, which is NOT for production"
+            );
+            Keys::from_secret(DEMO_KEY.as_bytes())
+        }
+    };
+    let src =
+        loaded.config.sources.get("app").ok_or_else(|| {
+            Error::Usage("the demo needs a source named `app` in the config".into())
+        })?;
+    if let Some(path) = src.url.strip_prefix("sqlite://") {
+        let file = path.split('?').next().unwrap_or("");
+        if let Some(parent) = std::path::Path::new(file).parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::Other(format!("cannot create {}: {e}", parent.display())))?;
+        }
+    }
+    let db = Db::connect("app", &src.url, 2, std::time::Duration::ZERO).await?;
+    create_schema(&db).await?;
+    let seeded = seed(&db, users, as_of).await?;
+    db.close().await;
+    println!(
+        "demo: {} users and {} rows of personal data in {} ({} cancelled accounts past the grace period, {} under legal hold)\n",
+        seeded.users,
+        seeded.rows,
+        src.display_url(),
+        seeded.cancelled_due.len() + seeded.held.len(),
+        seeded.held.len()
+    );
+
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let opts = |mode| RunOptions {
+        as_of,
+        mode,
+        jobs: vec![],
+        cancel: cancel.clone(),
+    };
+    println!("== lethe plan ==");
+    let plan = engine::run(&loaded, &keys, opts(Mode::Plan)).await?;
+    print_report(g, &plan, true);
+    println!("== lethe run ==");
+    let run = engine::run(&loaded, &keys, opts(Mode::Execute)).await?;
+    print_report(g, &run, false);
+    println!("== lethe run (again: nothing left to do) ==");
+    let again = engine::run(&loaded, &keys, opts(Mode::Execute)).await?;
+    println!(
+        "second run: deleted {}, anonymized {} (status {})\n",
+        again.totals.deleted, again.totals.anonymized, again.status
+    );
+    println!("== lethe audit verify ==");
+    let reports: Vec<_> = [&plan.audit_file, &run.audit_file, &again.audit_file]
+        .iter()
+        .map(|f| crate::audit::verify::verify_file(std::path::Path::new(f)))
+        .collect();
+    print!("{}", output::verify_table(&reports));
+    let verified = reports.iter().all(|r| r.ok());
+    Ok(if !verified {
+        ExitCode::Unexpected
+    } else {
+        run.exit.worst(again.exit)
+    })
+}
+
+fn print_report(g: &Global, r: &engine::RunReport, dry: bool) {
+    match g.output {
+        Output::Table => println!("{}", output::run_table(r, dry)),
+        Output::Json => print!("{}", output::run_json(r)),
+    }
+}

@@ -1,0 +1,881 @@
+//! The engine: runs jobs rule by rule, batch by batch.
+//!
+//! What it guarantees:
+//! - the cutoff is fixed when a rule starts (`as_of`), and batches walk the
+//!   selecting column's order without re-scanning finished work;
+//! - a batch is one short transaction, children before parents, and its audit
+//!   record is written (fsynced) before it commits;
+//! - guards stop a rule before it touches anything;
+//! - a failing rule does not stop the others; cancellation stops at the next
+//!   batch boundary.
+//!
+//! This module never builds SQL text: it asks `sql::statements` for statements
+//! and `sql::Db` to run them. Dry run is this module choosing not to call the
+//! batch path at all.
+
+use crate::audit::{AuditWriter, ChildCount, Event, JobOutcome, Totals};
+use crate::config::{Job, Loaded, Rule, TableRef};
+use crate::error::{Error, ExitCode};
+use crate::keys::{Keys, looks_hashed};
+use crate::sql::statements::{BatchRow, ChildSql, Cursor, RuleSql, Tables, hash_update};
+use crate::sql::{ColumnInfo, Db, TableInfo, Tx, schema};
+use crate::state::State;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How many held subjects one hold record lists at most.
+const HELD_SUBJECTS_MAX: usize = 1_000;
+/// Keys per statement when acting on children (under every engine's bind limit).
+const KEY_CHUNK: usize = 5_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// `lethe plan`: count only.
+    Plan,
+    /// `lethe run --dry-run`: count only, reported as a run.
+    DryRun,
+    /// `lethe run`.
+    Execute,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub as_of: DateTime<Utc>,
+    pub mode: Mode,
+    /// Jobs named on the command line; empty means every non-manual job.
+    pub jobs: Vec<String>,
+    pub cancel: CancellationToken,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleStatus {
+    /// Dry run with work to do.
+    Pending,
+    /// Nothing (left) to do, or all done.
+    Done,
+    Guard,
+    Failed,
+    Interrupted,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleReport {
+    pub job: String,
+    pub rule: String,
+    pub policy: String,
+    pub target: String,
+    pub action: String,
+    pub status: RuleStatus,
+    /// Rows eligible when the rule started (not held).
+    pub matched: u64,
+    pub held: u64,
+    pub total: u64,
+    /// Rows acted on (deleted or anonymized) in the parent table.
+    pub done: u64,
+    pub children: Vec<ChildCount>,
+    pub batches: u64,
+    pub longest_batch_ms: u64,
+    /// Keyed hashes of a few subjects the rule would touch (dry run only).
+    pub sample_subjects: Vec<String>,
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobReport {
+    pub job: String,
+    pub policy: String,
+    pub status: String,
+    pub rules: Vec<RuleReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub run: String,
+    pub mode: Mode,
+    pub as_of: String,
+    pub audit_file: String,
+    pub status: String,
+    pub totals: Totals,
+    pub jobs: Vec<JobReport>,
+    #[serde(skip)]
+    pub exit: ExitCode,
+}
+
+/// Tables inspected so far, by reference.
+#[derive(Default)]
+struct TableCache(BTreeMap<String, TableInfo>);
+
+impl Tables for TableCache {
+    fn get(&self, t: &TableRef) -> Option<&TableInfo> {
+        self.0.get(&t.to_string())
+    }
+}
+
+/// Every table a rule names.
+fn rule_tables(rule: &Rule) -> Vec<TableRef> {
+    fn kids(out: &mut Vec<TableRef>, cs: &[crate::config::Child]) {
+        for c in cs {
+            out.push(c.target.clone());
+            kids(out, &c.children);
+        }
+    }
+    let mut out = vec![rule.target.clone()];
+    if let Some(h) = &rule.hold {
+        out.push(h.table.clone());
+    }
+    kids(&mut out, &rule.children);
+    out
+}
+
+/// Inspect the tables of a rule and build its statements.
+pub async fn prepare_rule(
+    db: &Db,
+    rule: &Rule,
+    as_of: DateTime<Utc>,
+) -> Result<RuleSql, Vec<String>> {
+    let mut cache = TableCache::default();
+    for t in rule_tables(rule) {
+        match schema::table_info(db, &t).await {
+            Ok(Some(info)) => {
+                cache.0.insert(t.to_string(), info);
+            }
+            Ok(None) => {}
+            Err(e) => return Err(vec![e.to_string()]),
+        }
+    }
+    RuleSql::prepare(db.dialect(), rule, &cache, as_of)
+}
+
+/// Connected sources, opened on first use; a source that cannot be reached
+/// fails only the rules that use it.
+pub struct Sources<'a> {
+    loaded: &'a Loaded,
+    open: BTreeMap<String, Result<Db, String>>,
+}
+
+impl<'a> Sources<'a> {
+    pub fn new(loaded: &'a Loaded) -> Self {
+        Self {
+            loaded,
+            open: BTreeMap::new(),
+        }
+    }
+
+    pub async fn get(&mut self, name: &str) -> Result<&Db, String> {
+        if !self.open.contains_key(name) {
+            let src = self
+                .loaded
+                .config
+                .sources
+                .get(name)
+                .ok_or_else(|| format!("unknown source `{name}`"))?;
+            let res = Db::connect(name, &src.url, src.max_connections, src.batch_pause)
+                .await
+                .map_err(|e| format!("{e} ({})", src.display_url()));
+            if let Err(e) = &res {
+                tracing::error!(source = name, error = %e, "source unreachable");
+            }
+            self.open.insert(name.to_string(), res);
+        }
+        self.open[name].as_ref().map_err(|e| e.clone())
+    }
+
+    pub async fn close(&self) {
+        for db in self.open.values().flatten() {
+            db.close().await;
+        }
+    }
+}
+
+/// Run (or dry-run) the selected jobs and write one audit file.
+pub async fn run(loaded: &Loaded, keys: &Keys, opts: RunOptions) -> Result<RunReport, Error> {
+    let jobs = select_jobs(loaded, &opts.jobs)?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+    // The audit sink first: if it cannot be written, nothing is touched.
+    let mut audit = AuditWriter::create(&loaded.config.audit.dir, &run_id, &keys.key_id)?;
+    let state = if opts.mode == Mode::Execute {
+        let s = State::open(&loaded.config.state.url, loaded.config.state.lease_ttl).await?;
+        s.run_started(&run_id, "run", &audit.path().display().to_string())
+            .await?;
+        Some(s)
+    } else {
+        None
+    };
+    audit.append(Event::RunStart {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        command: match opts.mode {
+            Mode::Plan => "plan",
+            _ => "run",
+        }
+        .into(),
+        dry_run: opts.mode != Mode::Execute,
+        as_of: opts.as_of.to_rfc3339(),
+        config_digest: loaded.config_digest.clone(),
+        jobs_digest: loaded.jobs_digest.clone(),
+        jobs: jobs.iter().map(|j| j.name.clone()).collect(),
+        key_id: keys.key_id.clone(),
+    })?;
+    tracing::info!(run = %run_id, mode = ?opts.mode, jobs = jobs.len(), "run started");
+
+    let mut sources = Sources::new(loaded);
+    let mut reports = Vec::new();
+    let mut exit = ExitCode::Ok;
+    let mut totals = Totals::default();
+    let mut fatal: Option<Error> = None;
+    for job in jobs {
+        if opts.cancel.is_cancelled() {
+            break;
+        }
+        let mut ctx = JobCtx {
+            job,
+            keys,
+            audit: &mut audit,
+            opts: &opts,
+        };
+        let res = match &state {
+            Some(state) => run_job_leased(&mut ctx, state, &run_id, &mut sources).await,
+            None => run_job(&mut ctx, &mut sources).await.map(Some),
+        };
+        match res {
+            Ok(Some(report)) => {
+                for r in &report.rules {
+                    exit = exit.worst(match r.status {
+                        RuleStatus::Pending => ExitCode::Pending,
+                        RuleStatus::Done => ExitCode::Ok,
+                        RuleStatus::Guard => ExitCode::Guard,
+                        RuleStatus::Failed => ExitCode::Partial,
+                        RuleStatus::Interrupted => ExitCode::Ok,
+                    });
+                    match r.action.as_str() {
+                        "delete" => totals.deleted += r.done,
+                        _ => totals.anonymized += r.done,
+                    }
+                    totals.held += r.held;
+                    totals.failed_rules += u64::from(r.status == RuleStatus::Failed);
+                    totals.guard_trips += u64::from(r.status == RuleStatus::Guard);
+                }
+                reports.push(report);
+            }
+            Ok(None) => {
+                exit = exit.worst(ExitCode::Locked);
+                reports.push(JobReport {
+                    job: job.name.clone(),
+                    policy: job.policy.clone(),
+                    status: "locked".into(),
+                    rules: vec![],
+                });
+            }
+            Err(e) => {
+                // The audit log or the state store failed: stop everything.
+                fatal = Some(e);
+                break;
+            }
+        }
+    }
+    sources.close().await;
+
+    let interrupted = opts.cancel.is_cancelled();
+    let status = if fatal.is_some() {
+        "failed"
+    } else if interrupted {
+        "interrupted"
+    } else if exit == ExitCode::Ok || exit == ExitCode::Pending {
+        "completed"
+    } else {
+        "partial"
+    };
+    let end = audit.append(Event::RunEnd {
+        status: status.into(),
+        totals: totals.clone(),
+        jobs: reports
+            .iter()
+            .map(|j| JobOutcome {
+                job: j.job.clone(),
+                status: j.status.clone(),
+            })
+            .collect(),
+    });
+    if let Some(state) = &state {
+        let _ = state
+            .run_ended(&run_id, status, audit.head(), audit.records())
+            .await;
+        state.close().await;
+    }
+    if let Some(e) = fatal {
+        return Err(e);
+    }
+    end?;
+    tracing::info!(run = %run_id, status, deleted = totals.deleted, anonymized = totals.anonymized, held = totals.held, "run ended");
+    Ok(RunReport {
+        run: run_id,
+        mode: opts.mode,
+        as_of: opts.as_of.to_rfc3339(),
+        audit_file: audit.path().display().to_string(),
+        status: status.into(),
+        totals,
+        jobs: reports,
+        exit: if interrupted {
+            exit.worst(ExitCode::Partial)
+        } else {
+            exit
+        },
+    })
+}
+
+fn select_jobs<'a>(loaded: &'a Loaded, names: &[String]) -> Result<Vec<&'a Job>, Error> {
+    if names.is_empty() {
+        return Ok(loaded.jobs.iter().filter(|j| !j.manual).collect());
+    }
+    let mut out = Vec::new();
+    for n in names {
+        match loaded.job(n) {
+            Some(j) => out.push(j),
+            None => {
+                let known: Vec<&str> = loaded.jobs.iter().map(|j| j.name.as_str()).collect();
+                return Err(Error::Usage(format!(
+                    "no job named `{n}` (jobs: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(out)
+}
+
+struct JobCtx<'a> {
+    job: &'a Job,
+    keys: &'a Keys,
+    audit: &'a mut AuditWriter,
+    opts: &'a RunOptions,
+}
+
+/// Hold the job's lease for the whole job; renew it in the background.
+async fn run_job_leased(
+    ctx: &mut JobCtx<'_>,
+    state: &State,
+    run_id: &str,
+    sources: &mut Sources<'_>,
+) -> Result<Option<JobReport>, Error> {
+    let lease = format!("job:{}", ctx.job.name);
+    if !state.acquire(&lease, run_id).await? {
+        tracing::warn!(job = %ctx.job.name, "another run holds this job's lease");
+        ctx.audit.append(Event::Locked {
+            job: ctx.job.name.clone(),
+        })?;
+        return Ok(None);
+    }
+    let lost = CancellationToken::new();
+    let renewer = {
+        let lost = lost.clone();
+        let every = state.lease_ttl / 3;
+        let (lease, holder) = (lease.clone(), run_id.to_string());
+        // Renewal shares the state store: a clone of its pool would be another
+        // connection; renewing through `state` directly keeps one.
+        let state_ptr: &State = state;
+        async move {
+            loop {
+                tokio::time::sleep(every).await;
+                match state_ptr.renew(&lease, &holder).await {
+                    Ok(true) => {}
+                    _ => {
+                        lost.cancel();
+                        return;
+                    }
+                }
+            }
+        }
+    };
+    let job_cancel = ctx.opts.cancel.child_token();
+    let opts = RunOptions {
+        cancel: job_cancel.clone(),
+        ..ctx.opts.clone()
+    };
+    let mut inner = JobCtx {
+        job: ctx.job,
+        keys: ctx.keys,
+        audit: ctx.audit,
+        opts: &opts,
+    };
+    let result = tokio::select! {
+        r = run_job(&mut inner, sources) => r,
+        _ = renewer => unreachable!("the renewer only returns after cancelling"),
+    };
+    let _ = lost;
+    state.release(&lease, run_id).await?;
+    result.map(Some)
+}
+
+async fn run_job(ctx: &mut JobCtx<'_>, sources: &mut Sources<'_>) -> Result<JobReport, Error> {
+    let job = ctx.job;
+    let mut rules = Vec::new();
+    for rule in &job.rules {
+        if ctx.opts.cancel.is_cancelled() {
+            break;
+        }
+        let report = run_rule(ctx, rule, sources).await?;
+        rules.push(report);
+    }
+    let status = if rules.iter().any(|r| r.status == RuleStatus::Failed) {
+        "partial"
+    } else if rules.iter().any(|r| r.status == RuleStatus::Guard) {
+        "guard"
+    } else if ctx.opts.cancel.is_cancelled() {
+        "interrupted"
+    } else if rules.iter().any(|r| r.status == RuleStatus::Pending) {
+        "pending"
+    } else {
+        "done"
+    };
+    Ok(JobReport {
+        job: job.name.clone(),
+        policy: job.policy.clone(),
+        status: status.into(),
+        rules,
+    })
+}
+
+fn blank_report(job: &Job, rule: &Rule) -> RuleReport {
+    RuleReport {
+        job: job.name.clone(),
+        rule: rule.name.clone(),
+        policy: job.policy.clone(),
+        target: rule.target.to_string(),
+        action: rule.action.name().into(),
+        status: RuleStatus::Done,
+        matched: 0,
+        held: 0,
+        total: 0,
+        done: 0,
+        children: vec![],
+        batches: 0,
+        longest_batch_ms: 0,
+        sample_subjects: vec![],
+        message: None,
+    }
+}
+
+/// Run one rule. `Err` only when the audit log fails (the run must stop);
+/// every other problem becomes a failed rule.
+async fn run_rule(
+    ctx: &mut JobCtx<'_>,
+    rule: &Rule,
+    sources: &mut Sources<'_>,
+) -> Result<RuleReport, Error> {
+    let mut report = blank_report(ctx.job, rule);
+    let span = tracing::info_span!("rule", job = %ctx.job.name, rule = %rule.name);
+    let _enter = span.enter();
+    let db = match sources.get(&rule.target.source).await {
+        Ok(db) => db,
+        Err(e) => return fail(ctx, rule, report, e),
+    };
+    let sql = match prepare_rule(db, rule, ctx.opts.as_of).await {
+        Ok(s) => s,
+        Err(problems) => return fail(ctx, rule, report, problems.join("; ")),
+    };
+    match count_and_guard(ctx, db, rule, &sql, &mut report).await {
+        Ok(true) => {}
+        Ok(false) => return Ok(report),
+        Err(Error::Audit(a)) => return Err(Error::Audit(a)),
+        Err(e) => return fail(ctx, rule, report, e.to_string()),
+    }
+    if ctx.opts.mode != Mode::Execute {
+        report.status = if report.matched > 0 {
+            RuleStatus::Pending
+        } else {
+            RuleStatus::Done
+        };
+        ctx.audit.append(Event::Plan {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            policy: ctx.job.policy.clone(),
+            target: report.target.clone(),
+            action: report.action.clone(),
+            matched: report.matched,
+            held: report.held,
+            total: report.total,
+            children: report.children.clone(),
+        })?;
+        return Ok(report);
+    }
+    if report.matched == 0 {
+        return Ok(report);
+    }
+    match execute(ctx, db, rule, &sql, &mut report).await {
+        Ok(()) => Ok(report),
+        Err(Error::Audit(a)) => Err(Error::Audit(a)),
+        Err(e) => fail(ctx, rule, report, e.to_string()),
+    }
+}
+
+fn fail(
+    ctx: &mut JobCtx<'_>,
+    rule: &Rule,
+    mut report: RuleReport,
+    error: String,
+) -> Result<RuleReport, Error> {
+    tracing::error!(target_table = %rule.target, error = %error, "rule failed");
+    ctx.audit.append(Event::Failure {
+        job: ctx.job.name.clone(),
+        rule: Some(rule.name.clone()),
+        policy: ctx.job.policy.clone(),
+        target: Some(rule.target.to_string()),
+        error: error.clone(),
+    })?;
+    report.status = RuleStatus::Failed;
+    report.message = Some(error);
+    Ok(report)
+}
+
+/// Count, audit holds and check guards. `Ok(false)`: a guard stopped the rule.
+async fn count_and_guard(
+    ctx: &mut JobCtx<'_>,
+    db: &Db,
+    rule: &Rule,
+    sql: &RuleSql,
+    report: &mut RuleReport,
+) -> Result<bool, Error> {
+    let d = db.dialect();
+    report.total = db.count(&sql.count_total(d)).await?;
+    report.matched = db.count(&sql.count_eligible(d)).await?;
+    if sql.hold.is_some() {
+        report.held = db.count(&sql.count_held(d)).await?;
+    }
+    if ctx.opts.mode != Mode::Execute {
+        report.children = count_children(db, sql).await?;
+        if sql.subject.is_some() {
+            let stmt = sql.select_batch(d, None);
+            let rows = sql.parse_batch(db.fetch(&stmt).await?);
+            let mut seen = BTreeSet::new();
+            for r in rows.iter().filter_map(|r| r.subject.as_deref()) {
+                if seen.len() >= 5 {
+                    break;
+                }
+                seen.insert(ctx.keys.subject(r));
+            }
+            report.sample_subjects = seen.into_iter().collect();
+        }
+    }
+    if report.held > 0 {
+        let subjects = match sql.held_subjects(d, HELD_SUBJECTS_MAX + 1) {
+            Some(stmt) => db.fetch(&stmt).await?,
+            None => vec![],
+        };
+        let truncated = subjects.len() > HELD_SUBJECTS_MAX;
+        let hashed: BTreeSet<String> = subjects
+            .iter()
+            .take(HELD_SUBJECTS_MAX)
+            .filter_map(|r| r[0].as_deref().map(|s| ctx.keys.subject(s)))
+            .collect();
+        tracing::info!(held = report.held, "rows skipped for legal hold");
+        ctx.audit.append(Event::Hold {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            policy: ctx.job.policy.clone(),
+            target: report.target.clone(),
+            count: report.held,
+            subjects: hashed.into_iter().collect(),
+            subjects_truncated: truncated,
+        })?;
+    }
+    let reason = match (rule.max_rows, rule.max_fraction) {
+        (Some(max), _) if report.matched > max => {
+            Some(format!("{} rows match, max_rows is {max}", report.matched))
+        }
+        (_, Some(f)) if report.total > 0 && (report.matched as f64 / report.total as f64) > f => {
+            Some(format!(
+                "{} of {} rows match ({:.1}%), max_fraction is {:.1}%",
+                report.matched,
+                report.total,
+                100.0 * report.matched as f64 / report.total as f64,
+                100.0 * f
+            ))
+        }
+        _ => None,
+    };
+    if let Some(reason) = reason {
+        tracing::warn!(%reason, "guard stopped the rule before it touched anything");
+        ctx.audit.append(Event::Guard {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            policy: ctx.job.policy.clone(),
+            target: report.target.clone(),
+            matched: report.matched,
+            total: report.total,
+            reason: reason.clone(),
+        })?;
+        report.status = RuleStatus::Guard;
+        report.message = Some(reason);
+        return Ok(false);
+    }
+    Ok(true)
+}
+
+async fn count_children(db: &Db, sql: &RuleSql) -> Result<Vec<ChildCount>, Error> {
+    type Path = (Vec<usize>, String, String, String);
+    fn walk(children: &[ChildSql], path: &mut Vec<usize>, out: &mut Vec<Path>) {
+        for (i, c) in children.iter().enumerate() {
+            path.push(i);
+            // Grandchildren first: that is the order a batch acts in.
+            walk(&c.children, path, out);
+            out.push((
+                path.clone(),
+                c.display.clone(),
+                c.fk.name.clone(),
+                c.action.name().to_string(),
+            ));
+            path.pop();
+        }
+    }
+    let mut paths = Vec::new();
+    walk(&sql.children, &mut Vec::new(), &mut paths);
+    let mut out = Vec::new();
+    for (path, target, via, action) in paths {
+        let count = db.count(&sql.count_child(db.dialect(), &path)).await?;
+        out.push(ChildCount {
+            target,
+            via,
+            action,
+            count,
+        });
+    }
+    Ok(out)
+}
+
+fn add_count(into: &mut Vec<ChildCount>, target: &str, via: &str, action: &str, n: u64) {
+    match into
+        .iter_mut()
+        .find(|c| c.target == target && c.via == via && c.action == action)
+    {
+        Some(c) => c.count += n,
+        None => into.push(ChildCount {
+            target: target.to_string(),
+            via: via.to_string(),
+            action: action.to_string(),
+            count: n,
+        }),
+    }
+}
+
+/// New values for the hashed columns of one row; `None` if nothing changes.
+fn rehash(keys: &Keys, values: &[Option<String>]) -> Option<Vec<Option<String>>> {
+    let mut changed = false;
+    let out = values
+        .iter()
+        .map(|v| match v {
+            Some(v) if !looks_hashed(v) => {
+                changed = true;
+                Some(keys.pseudonym(v))
+            }
+            other => other.clone(),
+        })
+        .collect();
+    changed.then_some(out)
+}
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Act on one child table (and its children first) for a set of parent keys.
+fn process_child<'a>(
+    tx: &'a mut Tx,
+    db: &'a Db,
+    keys: &'a Keys,
+    child: &'a ChildSql,
+    parent_key: &'a ColumnInfo,
+    parent_keys: &'a [String],
+    counts: &'a mut Vec<ChildCount>,
+) -> BoxFut<'a, Result<(), Error>> {
+    Box::pin(async move {
+        let d = db.dialect();
+        for chunk in parent_keys.chunks(KEY_CHUNK) {
+            if !child.needs_keys() {
+                let n = tx
+                    .execute(db, &child.act_by_parent(d, parent_key, chunk))
+                    .await?;
+                add_count(
+                    counts,
+                    &child.display,
+                    &child.fk.name,
+                    child.action.name(),
+                    n,
+                );
+                continue;
+            }
+            let rows = tx
+                .fetch(db, &child.select_keys(d, parent_key, chunk))
+                .await?;
+            let ckey = child.key.as_ref().expect("needs_keys implies a key");
+            let child_keys: Vec<String> = rows.iter().filter_map(|r| r[0].clone()).collect();
+            for gc in &child.children {
+                process_child(tx, db, keys, gc, ckey, &child_keys, counts).await?;
+            }
+            let hashed = child.action.hash_columns();
+            if !hashed.is_empty() {
+                for r in &rows {
+                    if let (Some(k), Some(new)) = (&r[0], rehash(keys, &r[1..])) {
+                        tx.execute(db, &hash_update(d, &child.table, ckey, &hashed, &new, k))
+                            .await?;
+                    }
+                }
+            }
+            for ck in child_keys.chunks(KEY_CHUNK) {
+                tx.execute(db, &child.act_by_keys(d, ck)).await?;
+            }
+            add_count(
+                counts,
+                &child.display,
+                &child.fk.name,
+                child.action.name(),
+                child_keys.len() as u64,
+            );
+        }
+        Ok(())
+    })
+}
+
+/// The batch loop.
+async fn execute(
+    ctx: &mut JobCtx<'_>,
+    db: &Db,
+    rule: &Rule,
+    sql: &RuleSql,
+    report: &mut RuleReport,
+) -> Result<(), Error> {
+    let d = db.dialect();
+    let fast = sql.fast_delete(d);
+    let mut cursor: Option<Cursor> = None;
+    let mut batch_no = 0u64;
+    loop {
+        if ctx.opts.cancel.is_cancelled() {
+            report.status = RuleStatus::Interrupted;
+            tracing::warn!("interrupted at a batch boundary");
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut tx = db.begin().await?;
+        let mut children = Vec::new();
+        let outcome: Result<Vec<BatchRow>, Error> = async {
+            if fast {
+                let rows = tx.fetch(db, &sql.delete_batch(d)).await?;
+                return Ok(rows
+                    .into_iter()
+                    .filter_map(|mut r| {
+                        let subject = r.pop().flatten();
+                        Some(BatchRow {
+                            key: r.pop().flatten()?,
+                            subject,
+                            order: None,
+                            hashed: vec![],
+                        })
+                    })
+                    .collect());
+            }
+            let rows = sql.parse_batch(tx.fetch(db, &sql.select_batch(d, cursor.as_ref())).await?);
+            if rows.is_empty() {
+                return Ok(rows);
+            }
+            let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+            for child in &sql.children {
+                process_child(
+                    &mut tx,
+                    db,
+                    ctx.keys,
+                    child,
+                    &sql.key,
+                    &keys_list,
+                    &mut children,
+                )
+                .await?;
+            }
+            let hashed = sql.action.hash_columns();
+            if !hashed.is_empty() {
+                for r in &rows {
+                    if let Some(new) = rehash(ctx.keys, &r.hashed) {
+                        tx.execute(
+                            db,
+                            &hash_update(d, &sql.table, &sql.key, &hashed, &new, &r.key),
+                        )
+                        .await?;
+                    }
+                }
+            }
+            for chunk in keys_list.chunks(KEY_CHUNK) {
+                tx.execute(db, &sql.act_by_keys(d, chunk)).await?;
+            }
+            Ok(rows)
+        }
+        .await;
+        let rows = match outcome {
+            Ok(rows) => rows,
+            Err(e) => {
+                let _ = tx.rollback(db).await;
+                return Err(e);
+            }
+        };
+        if rows.is_empty() {
+            tx.rollback(db).await?;
+            break;
+        }
+        batch_no += 1;
+        let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+        let subjects: BTreeSet<String> = rows
+            .iter()
+            .filter_map(|r| r.subject.as_deref().map(|s| ctx.keys.subject(s)))
+            .collect();
+        let count = rows.len() as u64;
+        // Recorded before commit: a crash between the two leaves a record of a
+        // batch that the next run will do (and record) again, never an
+        // unrecorded deletion.
+        if let Err(e) = ctx.audit.append(Event::Batch {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            policy: ctx.job.policy.clone(),
+            target: report.target.clone(),
+            action: report.action.clone(),
+            batch: batch_no,
+            count,
+            children: children.clone(),
+            keys_digest: ctx.keys.digest(&keys_list),
+            subjects: subjects.into_iter().collect(),
+        }) {
+            let _ = tx.rollback(db).await;
+            return Err(e);
+        }
+        if let Err(e) = tx.commit(db).await {
+            ctx.audit.append(Event::BatchRollback {
+                job: ctx.job.name.clone(),
+                rule: rule.name.clone(),
+                batch: batch_no,
+                reason: e.to_string(),
+            })?;
+            return Err(e);
+        }
+        let ms = started.elapsed().as_millis() as u64;
+        report.longest_batch_ms = report.longest_batch_ms.max(ms);
+        report.batches = batch_no;
+        report.done += count;
+        for c in children {
+            add_count(&mut report.children, &c.target, &c.via, &c.action, c.count);
+        }
+        tracing::debug!(batch = batch_no, count, ms, "batch committed");
+        let last = rows.last().expect("not empty");
+        cursor = Some(Cursor {
+            order: last.order.clone(),
+            key: last.key.clone(),
+        });
+        if rows.len() < sql.batch_size {
+            break;
+        }
+        if !db.pause.is_zero() {
+            tokio::time::sleep(db.pause).await;
+        }
+    }
+    report.status = RuleStatus::Done;
+    Ok(())
+}

@@ -1,0 +1,91 @@
+//! Typed errors and the exit codes that are part of Lethe's contract.
+//!
+//! Error policy: no error message may carry a value read from a row. Database
+//! errors pass through `sql::describe`, which drops quoted literals; URLs are
+//! shown with their password replaced.
+
+use crate::config::ConfigErrors;
+
+/// Process exit codes (DESIGN.md). Kubernetes `podFailurePolicy` keys on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ExitCode {
+    Ok = 0,
+    Unexpected = 1,
+    Pending = 2,
+    Partial = 3,
+    Guard = 4,
+    Overdue = 5,
+    Usage = 64,
+    Locked = 75,
+    Config = 78,
+}
+
+impl ExitCode {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+
+    /// How serious a code is when several rules end differently; the most
+    /// serious one is the process's exit code.
+    fn severity(self) -> u8 {
+        match self {
+            ExitCode::Ok => 0,
+            ExitCode::Pending => 1,
+            ExitCode::Overdue => 2,
+            ExitCode::Locked => 3,
+            ExitCode::Partial => 4,
+            ExitCode::Guard => 5,
+            ExitCode::Usage => 6,
+            ExitCode::Config => 7,
+            ExitCode::Unexpected => 8,
+        }
+    }
+
+    pub fn worst(self, other: ExitCode) -> ExitCode {
+        if other.severity() > self.severity() {
+            other
+        } else {
+            self
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("source `{source_name}`: {message}")]
+    Database {
+        source_name: String,
+        message: String,
+    },
+    #[error("{0}")]
+    Schema(String),
+    #[error("audit log: {0}")]
+    Audit(String),
+    #[error("state store: {0}")]
+    State(String),
+    #[error(
+        "the HMAC key variable {0} is not set: export a secret of at least 16 bytes (e.g. `export {0}=$(openssl rand -hex 32)`)"
+    )]
+    MissingKey(String),
+    #[error("another run holds the lease for {0}; try again later")]
+    Locked(String),
+    #[error("{0}")]
+    Usage(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl Error {
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Error::Config(_) | Error::MissingKey(_) => ExitCode::Config,
+            Error::Locked(_) => ExitCode::Locked,
+            Error::Usage(_) => ExitCode::Usage,
+            _ => ExitCode::Unexpected,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,27 @@
+//! Lethe: a retention and deletion batch job runner.
+//!
+//! Map of the crate, in the order data flows:
+//! - [`config`]: `config/lethe.toml` and `jobs/*.toml`, parsed strictly and
+//!   validated with file/line/column diagnostics;
+//! - [`check`]: rules compared with the live schema, uncovered foreign keys;
+//! - [`engine`]: jobs → rules → short batched transactions, guards, leases,
+//!   cancellation; dry run is the engine not calling its batch path;
+//! - [`sql`]: connections, one dialect per engine, introspection, and the only
+//!   place dynamic SQL is handed to sqlx;
+//! - [`audit`]: typed events, hash-chained JSON Lines, verification;
+//! - [`keys`]: the HMAC key behind subject hashes and pseudonyms;
+//! - [`state`]: leases and run history;
+//! - [`cli`]: commands, output formats, exit codes; [`demo`]: sample data.
+
+pub mod audit;
+pub mod check;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod error;
+pub mod keys;
+pub mod sql;
+pub mod state;
+
+pub use error::{Error, ExitCode};

@@ -1,0 +1,134 @@
+//! What differs between engines, as text: quoting, placeholders, casts, list
+//! binding and the expressions behind each anonymization strategy.
+
+use super::schema::{ColumnInfo, ColumnKind};
+use super::{Stmt, Val};
+use crate::config::Strategy;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Postgres,
+    MySql,
+    MariaDb,
+    Sqlite,
+}
+
+/// One implementation per engine (`postgres`, `mysql`, `sqlite`).
+pub trait Dialect: Send + Sync {
+    fn engine(&self) -> Engine;
+
+    /// Quote an identifier already checked against the live schema.
+    fn quote(&self, ident: &str) -> String;
+
+    /// The placeholder for the `n`-th bound value (1-based).
+    fn placeholder(&self, n: usize) -> String;
+
+    /// Cast an expression to text, so any key or subject reads as a string.
+    fn to_text(&self, expr: &str) -> String;
+
+    /// `expr IN (…)` for values read as text from a column of type `col`.
+    fn push_in_list(&self, b: &mut Builder<'_>, expr: &str, col: &ColumnInfo, values: &[String]);
+
+    /// A placeholder holding `text`, typed like `col` (for cursors and fixed values).
+    fn push_typed(&self, b: &mut Builder<'_>, col: &ColumnInfo, text: &str);
+
+    /// Suffix that locks selected rows until commit (empty where the
+    /// transaction already holds the write lock).
+    fn lock_rows(&self) -> &'static str;
+
+    /// The value a strategy gives the column, as SQL; `None` for `hash`,
+    /// which needs the key and is computed by Lethe.
+    fn anonymized(
+        &self,
+        b: &mut Builder<'_>,
+        col_sql: &str,
+        col: &ColumnInfo,
+        s: &Strategy,
+    ) -> Option<String>;
+
+    /// True when a column's value already looks like Lethe's hash output
+    /// (64 lowercase hex characters): such rows are done.
+    fn looks_hashed(&self, col_sql: &str) -> String;
+
+    /// Whether `DELETE … RETURNING` exists.
+    fn delete_returning(&self) -> bool;
+
+    /// Statement that deletes the next batch and returns (key, subject) as text.
+    /// `pred` is the full WHERE predicate; `order` the ORDER BY list.
+    fn push_delete_batch(
+        &self,
+        b: &mut Builder<'_>,
+        table: &DeleteTarget<'_>,
+        pred: &dyn Fn(&mut Builder<'_>),
+        limit: usize,
+    );
+}
+
+/// What a fast batched delete needs to know of its table.
+pub struct DeleteTarget<'a> {
+    pub table_sql: &'a str,
+    pub key_sql: &'a str,
+    pub order_sql: &'a str,
+    pub returning_sql: &'a str,
+    /// The engine's physical row id may be used (PostgreSQL `ctid` on a plain
+    /// table, SQLite `rowid` on a rowid table).
+    pub physical_id: bool,
+}
+
+/// Builds one statement: SQL text and bound values in order.
+pub struct Builder<'d> {
+    pub dialect: &'d dyn Dialect,
+    pub sql: String,
+    pub binds: Vec<Val>,
+}
+
+impl<'d> Builder<'d> {
+    pub fn new(dialect: &'d dyn Dialect) -> Self {
+        Self {
+            dialect,
+            sql: String::with_capacity(256),
+            binds: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, s: &str) -> &mut Self {
+        self.sql.push_str(s);
+        self
+    }
+
+    pub fn bind(&mut self, v: Val) -> &mut Self {
+        self.binds.push(v);
+        let p = self.dialect.placeholder(self.binds.len());
+        self.sql.push_str(&p);
+        self
+    }
+
+    /// The placeholder text for a value, without writing it to the statement.
+    pub fn bind_deferred(&mut self, v: Val) -> String {
+        self.binds.push(v);
+        self.dialect.placeholder(self.binds.len())
+    }
+
+    pub fn finish(self) -> Stmt {
+        Stmt {
+            sql: self.sql,
+            binds: self.binds,
+        }
+    }
+}
+
+/// Parse text read back from a column into a bind value of the column's kind.
+pub fn typed_value(col: &ColumnInfo, text: &str) -> Val {
+    match col.kind {
+        ColumnKind::Int => text
+            .parse()
+            .map(Val::Int)
+            .unwrap_or_else(|_| Val::Text(text.into())),
+        _ => Val::Text(text.into()),
+    }
+}
+
+/// SQL string literal (for constants Lethe itself writes, never for data).
+pub fn sql_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

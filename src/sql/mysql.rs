@@ -1,0 +1,109 @@
+//! MySQL and MariaDB statement text.
+//!
+//! MariaDB refuses `IN (SELECT … LIMIT n)` (error 1235), so batches use
+//! `DELETE … ORDER BY … LIMIT n`, with `RETURNING` on MariaDB; MySQL has no
+//! `RETURNING` and takes the select-then-delete path.
+
+use super::Val;
+use super::dialect::{Builder, DeleteTarget, Dialect, Engine, sql_literal, typed_value};
+use super::schema::{ColumnInfo, ColumnKind};
+use crate::config::Strategy;
+
+pub struct MySql {
+    pub mariadb: bool,
+}
+
+impl Dialect for MySql {
+    fn engine(&self) -> Engine {
+        if self.mariadb {
+            Engine::MariaDb
+        } else {
+            Engine::MySql
+        }
+    }
+
+    fn quote(&self, ident: &str) -> String {
+        format!("`{}`", ident.replace('`', "``"))
+    }
+
+    fn placeholder(&self, _n: usize) -> String {
+        "?".into()
+    }
+
+    fn to_text(&self, expr: &str) -> String {
+        format!("CAST({expr} AS CHAR)")
+    }
+
+    fn push_in_list(&self, b: &mut Builder<'_>, expr: &str, col: &ColumnInfo, values: &[String]) {
+        if values.is_empty() {
+            b.push("1 = 0");
+            return;
+        }
+        b.push(expr).push(" IN (");
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                b.push(", ");
+            }
+            b.bind(typed_value(col, v));
+        }
+        b.push(")");
+    }
+
+    fn push_typed(&self, b: &mut Builder<'_>, col: &ColumnInfo, text: &str) {
+        b.bind(typed_value(col, text));
+    }
+
+    fn lock_rows(&self) -> &'static str {
+        " FOR UPDATE"
+    }
+
+    fn anonymized(
+        &self,
+        b: &mut Builder<'_>,
+        c: &str,
+        col: &ColumnInfo,
+        s: &Strategy,
+    ) -> Option<String> {
+        Some(match s {
+            Strategy::Null => "NULL".into(),
+            Strategy::Redact => sql_literal("[REDACTED]"),
+            Strategy::Fixed(v) => b.bind_deferred(Val::Text(v.clone())),
+            Strategy::Mask(n) => format!(
+                "(CASE WHEN CHAR_LENGTH({c}) > {n} THEN CONCAT(REPEAT('*', CHAR_LENGTH({c}) - {n}), RIGHT({c}, {n})) ELSE REPEAT('*', CHAR_LENGTH({c})) END)"
+            ),
+            Strategy::Year if col.kind == ColumnKind::Time => {
+                format!("DATE_FORMAT({c}, '%Y-01-01')")
+            }
+            Strategy::Month if col.kind == ColumnKind::Time => {
+                format!("DATE_FORMAT({c}, '%Y-%m-01')")
+            }
+            Strategy::Year => format!("CONCAT(SUBSTR({c}, 1, 4), '-01-01')"),
+            Strategy::Month => format!("CONCAT(SUBSTR({c}, 1, 7), '-01')"),
+            Strategy::Hash => return None,
+        })
+    }
+
+    fn looks_hashed(&self, c: &str) -> String {
+        format!("(CHAR_LENGTH({c}) = 64 AND {c} REGEXP '^[0-9a-f]+$')")
+    }
+
+    fn delete_returning(&self) -> bool {
+        self.mariadb
+    }
+
+    fn push_delete_batch(
+        &self,
+        b: &mut Builder<'_>,
+        t: &DeleteTarget<'_>,
+        pred: &dyn Fn(&mut Builder<'_>),
+        limit: usize,
+    ) {
+        debug_assert!(self.mariadb, "MySQL has no DELETE … RETURNING");
+        b.push(&format!("DELETE FROM {} WHERE ", t.table_sql));
+        pred(b);
+        b.push(&format!(
+            " ORDER BY {} LIMIT {limit} RETURNING {}",
+            t.order_sql, t.returning_sql
+        ));
+    }
+}

@@ -1,0 +1,300 @@
+//! Live-schema introspection: columns, primary key, foreign keys into a table.
+//!
+//! Identifiers from TOML are only ever compared with catalog values here (as
+//! bound parameters); a name that is not found never reaches statement text.
+
+use super::{Db, Engine, Stmt, Val};
+use crate::config::TableRef;
+use crate::error::Error;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ColumnKind {
+    Int,
+    Text,
+    /// A native date or time type.
+    Time,
+    Other,
+}
+
+#[derive(Debug, Clone)]
+pub struct ColumnInfo {
+    pub name: String,
+    /// The type as the engine names it (PostgreSQL: `format_type`, usable in a cast).
+    pub data_type: String,
+    pub kind: ColumnKind,
+    pub nullable: bool,
+}
+
+/// A foreign key in another table that references the inspected one.
+#[derive(Debug, Clone)]
+pub struct ForeignKey {
+    pub table: String,
+    pub column: String,
+    pub referenced_column: String,
+    /// `CASCADE`, `SET NULL`, `RESTRICT`, `NO ACTION`, `SET DEFAULT`.
+    pub on_delete: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TableInfo {
+    pub table: TableRef,
+    pub columns: Vec<ColumnInfo>,
+    pub primary_key: Vec<String>,
+    pub referenced_by: Vec<ForeignKey>,
+    /// PostgreSQL: partitioned, or parent of inheritance children.
+    pub partitioned: bool,
+    /// SQLite: a rowid table (not `WITHOUT ROWID`).
+    pub has_rowid: bool,
+    /// Columns that lead some index (so a filter or FK on them is cheap).
+    pub indexed: Vec<String>,
+}
+
+impl TableInfo {
+    pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
+        self.columns.iter().find(|c| c.name == name)
+    }
+}
+
+fn kind_of(engine: Engine, data_type: &str) -> ColumnKind {
+    let t = data_type.to_ascii_lowercase();
+    let int = ["int", "serial"].iter().any(|p| t.contains(p))
+        && !t.contains("interval")
+        && !t.contains("point");
+    if int {
+        return ColumnKind::Int;
+    }
+    if engine == Engine::Sqlite {
+        // SQLite stores dates as text (or numbers); compare in the stored format.
+        return ColumnKind::Text;
+    }
+    if t.contains("timestamp") || t.contains("date") || t == "time" {
+        return ColumnKind::Time;
+    }
+    if t.contains("char") || t.contains("text") || t == "citext" || t.contains("clob") {
+        return ColumnKind::Text;
+    }
+    ColumnKind::Other
+}
+
+fn s(v: &Option<String>) -> String {
+    v.clone().unwrap_or_default()
+}
+
+/// Inspect a table; `Ok(None)` if it does not exist.
+pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Error> {
+    let engine = db.dialect().engine();
+    let st = |sql: &'static str, binds: Vec<Val>| Stmt {
+        sql: sql.to_string(),
+        binds,
+    };
+    match engine {
+        Engine::Postgres => {
+            let schema = t.schema.clone().unwrap_or_else(|| "public".into());
+            let rel = format!(
+                "{}.{}",
+                db.dialect().quote(&schema),
+                db.dialect().quote(&t.table)
+            );
+            let found = db
+                .fetch(&st(
+                    "SELECT CAST(c.relkind AS TEXT), CAST((c.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)) AS TEXT) \
+                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                    vec![Val::Text(schema.clone()), Val::Text(t.table.clone())],
+                ))
+                .await?;
+            let Some(row) = found.first() else {
+                return Ok(None);
+            };
+            let partitioned = s(&row[1]) == "true";
+            let cols = db
+                .fetch(&st(
+                    "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), CAST(NOT a.attnotnull AS TEXT) \
+                     FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                    vec![Val::Text(rel.clone())],
+                ))
+                .await?;
+            let pk = db
+                .fetch(&st(
+                    "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
+                    vec![Val::Text(rel.clone())],
+                ))
+                .await?;
+            let fks = db
+                .fetch(&st(
+                    "SELECT CASE WHEN cn.nspname = 'public' THEN cl.relname::text ELSE cn.nspname || '.' || cl.relname END, \
+                            (SELECT attname::text FROM pg_attribute WHERE attrelid = c.conrelid AND attnum = c.conkey[1]), \
+                            (SELECT attname::text FROM pg_attribute WHERE attrelid = c.confrelid AND attnum = c.confkey[1]), \
+                            CASE c.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' WHEN 'r' THEN 'RESTRICT' WHEN 'd' THEN 'SET DEFAULT' ELSE 'NO ACTION' END \
+                     FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace cn ON cn.oid = cl.relnamespace \
+                     WHERE c.contype = 'f' AND c.confrelid = to_regclass($1)",
+                    vec![Val::Text(rel.clone())],
+                ))
+                .await?;
+            let idx = db
+                .fetch(&st(
+                    "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
+                     WHERE i.indrelid = to_regclass($1)",
+                    vec![Val::Text(rel)],
+                ))
+                .await?;
+            Ok(Some(TableInfo {
+                table: t.clone(),
+                columns: cols
+                    .iter()
+                    .map(|r| ColumnInfo {
+                        name: s(&r[0]),
+                        kind: kind_of(engine, &s(&r[1])),
+                        data_type: s(&r[1]),
+                        nullable: s(&r[2]) == "true",
+                    })
+                    .collect(),
+                primary_key: pk.iter().map(|r| s(&r[0])).collect(),
+                referenced_by: fks
+                    .iter()
+                    .map(|r| ForeignKey {
+                        table: s(&r[0]),
+                        column: s(&r[1]),
+                        referenced_column: s(&r[2]),
+                        on_delete: s(&r[3]),
+                    })
+                    .collect(),
+                partitioned,
+                has_rowid: false,
+                indexed: idx.iter().map(|r| s(&r[0])).collect(),
+            }))
+        }
+        Engine::MySql | Engine::MariaDb => {
+            let cols = db
+                .fetch(&st(
+                    "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR), CAST(IS_NULLABLE AS CHAR), CAST(DATA_TYPE AS CHAR) \
+                     FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+                    vec![Val::Text(t.table.clone())],
+                ))
+                .await?;
+            if cols.is_empty() {
+                return Ok(None);
+            }
+            let pk = db
+                .fetch(&st(
+                    "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
+                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+                    vec![Val::Text(t.table.clone())],
+                ))
+                .await?;
+            let fks = db
+                .fetch(&st(
+                    "SELECT CAST(k.TABLE_NAME AS CHAR), CAST(k.COLUMN_NAME AS CHAR), CAST(k.REFERENCED_COLUMN_NAME AS CHAR), CAST(r.DELETE_RULE AS CHAR) \
+                     FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
+                       ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME \
+                     WHERE k.REFERENCED_TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME = ?",
+                    vec![Val::Text(t.table.clone())],
+                ))
+                .await?;
+            let idx = db
+                .fetch(&st(
+                    "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.STATISTICS \
+                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND SEQ_IN_INDEX = 1",
+                    vec![Val::Text(t.table.clone())],
+                ))
+                .await?;
+            Ok(Some(TableInfo {
+                table: t.clone(),
+                columns: cols
+                    .iter()
+                    .map(|r| ColumnInfo {
+                        name: s(&r[0]),
+                        kind: kind_of(engine, &s(&r[3])),
+                        data_type: s(&r[1]),
+                        nullable: s(&r[2]) == "YES",
+                    })
+                    .collect(),
+                primary_key: pk.iter().map(|r| s(&r[0])).collect(),
+                referenced_by: fks
+                    .iter()
+                    .map(|r| ForeignKey {
+                        table: s(&r[0]),
+                        column: s(&r[1]),
+                        referenced_column: s(&r[2]),
+                        on_delete: s(&r[3]),
+                    })
+                    .collect(),
+                partitioned: false,
+                has_rowid: false,
+                indexed: idx.iter().map(|r| s(&r[0])).collect(),
+            }))
+        }
+        Engine::Sqlite => {
+            let master = db
+                .fetch(&st(
+                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+                    vec![Val::Text(t.table.clone())],
+                ))
+                .await?;
+            let Some(row) = master.first() else {
+                return Ok(None);
+            };
+            let has_rowid = !s(&row[0]).to_ascii_uppercase().contains("WITHOUT ROWID");
+            let cols = db
+                .fetch(&st(
+                    "SELECT name, type, CAST(\"notnull\" AS TEXT), CAST(pk AS TEXT) FROM pragma_table_info(?) ORDER BY cid",
+                    vec![Val::Text(t.table.clone())],
+                ))
+                .await?;
+            let mut pk: Vec<(i64, String)> = cols
+                .iter()
+                .filter_map(|r| {
+                    let n: i64 = s(&r[3]).parse().unwrap_or(0);
+                    (n > 0).then(|| (n, s(&r[0])))
+                })
+                .collect();
+            pk.sort();
+            let fks = db
+                .fetch(&st(
+                    "SELECT m.name, f.\"from\", f.\"to\", f.on_delete FROM sqlite_master m JOIN pragma_foreign_key_list(m.name) f \
+                     WHERE m.type = 'table' AND f.\"table\" = ?",
+                    vec![Val::Text(t.table.clone())],
+                ))
+                .await?;
+            let idx = db
+                .fetch(&st(
+                    "SELECT ii.name FROM pragma_index_list(?) il JOIN pragma_index_info(il.name) ii WHERE ii.seqno = 0",
+                    vec![Val::Text(t.table.clone())],
+                ))
+                .await?;
+            let pk_names: Vec<String> = pk.into_iter().map(|(_, n)| n).collect();
+            let mut indexed: Vec<String> = idx.iter().map(|r| s(&r[0])).collect();
+            if let Some(first) = pk_names.first() {
+                indexed.push(first.clone());
+            }
+            Ok(Some(TableInfo {
+                table: t.clone(),
+                columns: cols
+                    .iter()
+                    .map(|r| ColumnInfo {
+                        name: s(&r[0]),
+                        kind: kind_of(engine, &s(&r[1])),
+                        data_type: s(&r[1]),
+                        nullable: s(&r[2]) == "0",
+                    })
+                    .collect(),
+                referenced_by: fks
+                    .iter()
+                    .map(|r| ForeignKey {
+                        table: s(&r[0]),
+                        column: s(&r[1]),
+                        // `to` is NULL when the key references the primary key.
+                        referenced_column: r[2]
+                            .clone()
+                            .unwrap_or_else(|| pk_names.first().cloned().unwrap_or_default()),
+                        on_delete: s(&r[3]),
+                    })
+                    .collect(),
+                primary_key: pk_names,
+                partitioned: false,
+                has_rowid,
+                indexed,
+            }))
+        }
+    }
+}

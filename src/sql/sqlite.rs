@@ -1,0 +1,101 @@
+//! SQLite statement text.
+//!
+//! The bundled SQLite may lack `DELETE … LIMIT`, so batches delete
+//! `WHERE rowid IN (SELECT rowid … ORDER BY … LIMIT n)` (the key on
+//! `WITHOUT ROWID` tables). Dates are usually text: compare in the stored format.
+
+use super::Val;
+use super::dialect::{Builder, DeleteTarget, Dialect, Engine, sql_literal, typed_value};
+use super::schema::ColumnInfo;
+use crate::config::Strategy;
+
+pub struct Sqlite;
+
+impl Dialect for Sqlite {
+    fn engine(&self) -> Engine {
+        Engine::Sqlite
+    }
+
+    fn quote(&self, ident: &str) -> String {
+        format!("\"{}\"", ident.replace('"', "\"\""))
+    }
+
+    fn placeholder(&self, _n: usize) -> String {
+        "?".into()
+    }
+
+    fn to_text(&self, expr: &str) -> String {
+        format!("CAST({expr} AS TEXT)")
+    }
+
+    fn push_in_list(&self, b: &mut Builder<'_>, expr: &str, col: &ColumnInfo, values: &[String]) {
+        if values.is_empty() {
+            b.push("1 = 0");
+            return;
+        }
+        b.push(expr).push(" IN (");
+        for (i, v) in values.iter().enumerate() {
+            if i > 0 {
+                b.push(", ");
+            }
+            b.bind(typed_value(col, v));
+        }
+        b.push(")");
+    }
+
+    fn push_typed(&self, b: &mut Builder<'_>, col: &ColumnInfo, text: &str) {
+        b.bind(typed_value(col, text));
+    }
+
+    fn lock_rows(&self) -> &'static str {
+        // BEGIN IMMEDIATE already holds the database write lock.
+        ""
+    }
+
+    fn anonymized(
+        &self,
+        b: &mut Builder<'_>,
+        c: &str,
+        _col: &ColumnInfo,
+        s: &Strategy,
+    ) -> Option<String> {
+        Some(match s {
+            Strategy::Null => "NULL".into(),
+            Strategy::Redact => sql_literal("[REDACTED]"),
+            Strategy::Fixed(v) => b.bind_deferred(Val::Text(v.clone())),
+            Strategy::Mask(n) => format!(
+                "(CASE WHEN length({c}) > {n} THEN replace(hex(zeroblob(length({c}) - {n})), '00', '*') || substr({c}, -{n}) ELSE replace(hex(zeroblob(length({c}))), '00', '*') END)"
+            ),
+            Strategy::Year => format!("(substr({c}, 1, 4) || '-01-01')"),
+            Strategy::Month => format!("(substr({c}, 1, 7) || '-01')"),
+            Strategy::Hash => return None,
+        })
+    }
+
+    fn looks_hashed(&self, c: &str) -> String {
+        format!("(length({c}) = 64 AND {c} NOT GLOB '*[^0-9a-f]*')")
+    }
+
+    fn delete_returning(&self) -> bool {
+        true
+    }
+
+    fn push_delete_batch(
+        &self,
+        b: &mut Builder<'_>,
+        t: &DeleteTarget<'_>,
+        pred: &dyn Fn(&mut Builder<'_>),
+        limit: usize,
+    ) {
+        let id = if t.physical_id { "rowid" } else { t.key_sql };
+        b.push(&format!(
+            "DELETE FROM {tbl} WHERE {id} IN (SELECT {id} FROM {tbl} WHERE ",
+            tbl = t.table_sql
+        ));
+        pred(b);
+        b.push(&format!(
+            " ORDER BY {} LIMIT {limit}) RETURNING {}",
+            t.order_sql, t.returning_sql
+        ));
+    }
+}

@@ -1,0 +1,840 @@
+//! Rule-level statements: the predicates and batch statements for one rule,
+//! built from its validated config and its tables' live schema.
+//!
+//! A [`RuleSql`] is made once per run by [`RuleSql::prepare`], which is also
+//! where `check` learns about every mismatch between a job and the schema.
+
+use super::dialect::{DeleteTarget, Dialect, Engine};
+use super::schema::{ColumnInfo, ColumnKind, TableInfo};
+use super::{Builder, Stmt, Val};
+use crate::config::{Action, Child, Rule, Strategy, TableRef, TimeFormat};
+use chrono::{DateTime, Utc};
+
+/// A table with its quoted names.
+#[derive(Debug, Clone)]
+pub struct TableSql {
+    pub info: TableInfo,
+    /// Qualified and quoted, for FROM / UPDATE / DELETE.
+    pub from: String,
+    /// Quoted bare name, for qualifying columns.
+    pub name: String,
+}
+
+impl TableSql {
+    pub fn new(d: &dyn Dialect, info: TableInfo) -> Self {
+        let name = d.quote(&info.table.table);
+        let from = match &info.table.schema {
+            Some(s) => format!("{}.{}", d.quote(s), name),
+            None => name.clone(),
+        };
+        Self { info, from, name }
+    }
+
+    pub fn col(&self, d: &dyn Dialect, c: &str) -> String {
+        format!("{}.{}", self.name, d.quote(c))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum ActionSql {
+    Delete,
+    Anonymize(Vec<(ColumnInfo, Strategy)>),
+}
+
+impl ActionSql {
+    pub fn name(&self) -> &'static str {
+        match self {
+            ActionSql::Delete => "delete",
+            ActionSql::Anonymize(_) => "anonymize",
+        }
+    }
+
+    pub fn hash_columns(&self) -> Vec<&ColumnInfo> {
+        match self {
+            ActionSql::Anonymize(cols) => cols
+                .iter()
+                .filter(|(_, s)| *s == Strategy::Hash)
+                .map(|(c, _)| c)
+                .collect(),
+            ActionSql::Delete => vec![],
+        }
+    }
+
+    fn sql_columns(&self) -> Vec<&(ColumnInfo, Strategy)> {
+        match self {
+            ActionSql::Anonymize(cols) => {
+                cols.iter().filter(|(_, s)| *s != Strategy::Hash).collect()
+            }
+            ActionSql::Delete => vec![],
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ChildSql {
+    pub table: TableSql,
+    pub display: String,
+    pub fk: ColumnInfo,
+    pub key: Option<ColumnInfo>,
+    pub action: ActionSql,
+    pub children: Vec<ChildSql>,
+}
+
+impl ChildSql {
+    /// Whether the child's own keys must be read before acting.
+    pub fn needs_keys(&self) -> bool {
+        !self.children.is_empty() || !self.action.hash_columns().is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub enum CutoffValue {
+    Int(i64),
+    /// Text in the column's format; cast to the column type where the engine needs it.
+    Text(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct SelectSql {
+    pub column: ColumnInfo,
+    /// `<` the cutoff (older_than) or `>` it (newer_than).
+    pub older: bool,
+    pub cutoff: CutoffValue,
+    pub cutoff_instant: DateTime<Utc>,
+}
+
+/// Everything needed to write the statements of one rule.
+#[derive(Debug, Clone)]
+pub struct RuleSql {
+    pub table: TableSql,
+    pub display: String,
+    pub key: ColumnInfo,
+    pub subject: Option<ColumnInfo>,
+    pub select: Option<SelectSql>,
+    pub where_: Option<String>,
+    /// (quoted hold table, quoted hold column).
+    pub hold: Option<(String, String)>,
+    pub action: ActionSql,
+    pub children: Vec<ChildSql>,
+    pub batch_size: usize,
+}
+
+/// Rows read for a batch; every value as text.
+#[derive(Debug, Clone)]
+pub struct BatchRow {
+    pub key: String,
+    pub subject: Option<String>,
+    pub order: Option<String>,
+    /// Values of the columns the `hash` strategy rewrites, in `hash_columns()` order.
+    pub hashed: Vec<Option<String>>,
+}
+
+/// The position after the last row of the previous batch.
+#[derive(Debug, Clone)]
+pub struct Cursor {
+    pub order: Option<String>,
+    pub key: String,
+}
+
+fn cutoff_for(
+    engine: Engine,
+    col: &ColumnInfo,
+    format: &TimeFormat,
+    at: DateTime<Utc>,
+) -> Result<CutoffValue, String> {
+    match (col.kind, format) {
+        (ColumnKind::Int, TimeFormat::UnixMs) => Ok(CutoffValue::Int(at.timestamp_millis())),
+        (ColumnKind::Int, TimeFormat::Unix | TimeFormat::Native) => {
+            Ok(CutoffValue::Int(at.timestamp()))
+        }
+        (ColumnKind::Int, _) => Err(format!(
+            "select column `{}` is an integer; use format = \"unix\" or \"unix_ms\"",
+            col.name
+        )),
+        (ColumnKind::Time, _) => {
+            let dt = col.data_type.to_ascii_lowercase();
+            Ok(CutoffValue::Text(
+                if engine == Engine::Postgres && dt.contains("with time zone") {
+                    at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
+                } else if dt == "date" {
+                    // A date column compares by day: rows dated strictly before the cutoff's day.
+                    at.format("%Y-%m-%d").to_string()
+                } else {
+                    at.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+                },
+            ))
+        }
+        (ColumnKind::Text, TimeFormat::Native) => Ok(CutoffValue::Text(
+            at.format("%Y-%m-%d %H:%M:%S").to_string(),
+        )),
+        (ColumnKind::Text, TimeFormat::Rfc3339) => Ok(CutoffValue::Text(
+            at.format("%Y-%m-%dT%H:%M:%SZ").to_string(),
+        )),
+        (ColumnKind::Text, TimeFormat::Date) => {
+            Ok(CutoffValue::Text(at.format("%Y-%m-%d").to_string()))
+        }
+        (ColumnKind::Text, TimeFormat::Unix | TimeFormat::UnixMs) => Err(format!(
+            "select column `{}` is text; a unix format needs an integer column",
+            col.name
+        )),
+        (ColumnKind::Other, _) => Err(format!(
+            "select column `{}` has type {}, which is not a date, time, text or integer type",
+            col.name, col.data_type
+        )),
+    }
+}
+
+fn column(
+    info: &TableInfo,
+    name: &str,
+    role: &str,
+    problems: &mut Vec<String>,
+) -> Option<ColumnInfo> {
+    let c = info.column(name).cloned();
+    if c.is_none() {
+        problems.push(format!(
+            "{role} column `{name}` does not exist in {}",
+            info.table
+        ));
+    }
+    c
+}
+
+fn action_sql(
+    engine: Engine,
+    info: &TableInfo,
+    action: &Action,
+    problems: &mut Vec<String>,
+) -> ActionSql {
+    match action {
+        Action::Delete => ActionSql::Delete,
+        Action::Anonymize(cols) => {
+            let mut out = Vec::new();
+            for (name, strategy) in cols {
+                let Some(c) = column(info, name, "anonymized", problems) else {
+                    continue;
+                };
+                let text_only = matches!(
+                    strategy,
+                    Strategy::Redact | Strategy::Hash | Strategy::Mask(_)
+                );
+                if text_only && c.kind != ColumnKind::Text {
+                    problems.push(format!(
+                        "{}.{}: strategy `{strategy}` writes text, but the column is {}",
+                        info.table, c.name, c.data_type
+                    ));
+                }
+                if *strategy == Strategy::Hash
+                    && engine != Engine::Sqlite
+                    && c.data_type.contains('(')
+                {
+                    let width: usize = c
+                        .data_type
+                        .split(['(', ')'])
+                        .nth(1)
+                        .and_then(|w| w.parse().ok())
+                        .unwrap_or(usize::MAX);
+                    if width < 64 {
+                        problems.push(format!(
+                            "{}.{}: `hash` writes 64 hex characters, but the column is {}",
+                            info.table, c.name, c.data_type
+                        ));
+                    }
+                }
+                if matches!(strategy, Strategy::Year | Strategy::Month)
+                    && !matches!(c.kind, ColumnKind::Time | ColumnKind::Text)
+                {
+                    problems.push(format!(
+                        "{}.{}: strategy `{strategy}` needs a date column, but the column is {}",
+                        info.table, c.name, c.data_type
+                    ));
+                }
+                if *strategy == Strategy::Null && !c.nullable {
+                    problems.push(format!(
+                        "{}.{}: strategy `null` on a NOT NULL column",
+                        info.table, c.name
+                    ));
+                }
+                out.push((c, strategy.clone()));
+            }
+            ActionSql::Anonymize(out)
+        }
+    }
+}
+
+/// Tables a rule touches, looked up by `TableRef`.
+pub trait Tables {
+    fn get(&self, t: &TableRef) -> Option<&TableInfo>;
+}
+
+impl RuleSql {
+    /// Match the rule with the live schema. Every problem is returned.
+    pub fn prepare(
+        d: &dyn Dialect,
+        rule: &Rule,
+        tables: &dyn Tables,
+        as_of: DateTime<Utc>,
+    ) -> Result<RuleSql, Vec<String>> {
+        let mut problems = Vec::new();
+        let engine = d.engine();
+        let Some(info) = tables.get(&rule.target) else {
+            return Err(vec![format!("table {} does not exist", rule.target)]);
+        };
+        let key = column(info, &rule.key, "key", &mut problems);
+        if let Some(k) = &key
+            && !info.primary_key.is_empty()
+            && !(info.primary_key.len() == 1 && info.primary_key[0] == k.name)
+        {
+            problems.push(format!(
+                "key `{}` is not the primary key of {} ({:?}); Lethe needs a unique single-column key",
+                k.name, rule.target, info.primary_key
+            ));
+        }
+        let subject = rule
+            .subject
+            .as_ref()
+            .and_then(|s| column(info, s, "subject", &mut problems));
+        let select = rule.select.as_ref().and_then(|s| {
+            let c = column(info, &s.column, "select", &mut problems)?;
+            let instant = s.period.before(as_of);
+            match cutoff_for(engine, &c, &s.format, instant) {
+                Ok(cutoff) => Some(SelectSql {
+                    column: c,
+                    older: s.older,
+                    cutoff,
+                    cutoff_instant: instant,
+                }),
+                Err(e) => {
+                    problems.push(e);
+                    None
+                }
+            }
+        });
+        let hold = rule.hold.as_ref().and_then(|h| {
+            let Some(hinfo) = tables.get(&h.table) else {
+                problems.push(format!("hold table {} does not exist", h.table));
+                return None;
+            };
+            if h.table == rule.target {
+                problems.push("the hold table cannot be the target itself".into());
+                return None;
+            }
+            column(hinfo, &h.column, "hold", &mut problems)?;
+            let t = TableSql::new(d, hinfo.clone());
+            let col = t.col(d, &h.column);
+            Some((t.from, col))
+        });
+        let action = action_sql(engine, info, &rule.action, &mut problems);
+        let children = prepare_children(d, &rule.children, tables, &rule.key, &mut problems);
+        if let Some(k) = &key
+            && !matches!(k.kind, ColumnKind::Int | ColumnKind::Text)
+            && engine != Engine::Postgres
+        {
+            problems.push(format!(
+                "key `{}` has type {}; use an integer or text key",
+                k.name, k.data_type
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let table = TableSql::new(d, info.clone());
+        Ok(RuleSql {
+            display: rule.target.to_string(),
+            table,
+            key: key.expect("checked"),
+            subject,
+            select,
+            where_: rule.where_.clone(),
+            hold,
+            action,
+            children,
+            batch_size: rule.batch_size,
+        })
+    }
+
+    /// `sel < cutoff AND (where) AND <not yet anonymized>`.
+    pub fn push_match(&self, d: &dyn Dialect, b: &mut Builder<'_>) {
+        let mut first = true;
+        let mut and = |b: &mut Builder<'_>| {
+            if !first {
+                b.push(" AND ");
+            }
+            first = false;
+        };
+        if let Some(sel) = &self.select {
+            and(b);
+            b.push(&self.table.col(d, &sel.column.name))
+                .push(if sel.older { " < " } else { " > " });
+            match &sel.cutoff {
+                CutoffValue::Int(i) => {
+                    b.bind(Val::Int(*i));
+                }
+                CutoffValue::Text(t) => d.push_typed(b, &sel.column, t),
+            }
+        }
+        if let Some(w) = &self.where_ {
+            and(b);
+            b.push("(").push(w).push(")");
+        }
+        if let ActionSql::Anonymize(cols) = &self.action {
+            and(b);
+            push_needs(d, b, &self.table, cols);
+        }
+        if first {
+            b.push("1 = 1");
+        }
+    }
+
+    /// `EXISTS (SELECT 1 FROM hold WHERE hold.col = target.subject)`.
+    pub fn push_held(&self, d: &dyn Dialect, b: &mut Builder<'_>) {
+        if let (Some((ht, hc)), Some(subj)) = (&self.hold, &self.subject) {
+            b.push(&format!(
+                "EXISTS (SELECT 1 FROM {ht} WHERE {hc} = {})",
+                self.table.col(d, &subj.name)
+            ));
+        } else {
+            b.push("1 = 0");
+        }
+    }
+
+    fn push_eligible(&self, d: &dyn Dialect, b: &mut Builder<'_>) {
+        self.push_match(d, b);
+        if self.hold.is_some() {
+            b.push(" AND NOT ");
+            self.push_held(d, b);
+        }
+    }
+
+    fn order_sql(&self, d: &dyn Dialect) -> String {
+        let key = self.table.col(d, &self.key.name);
+        match &self.select {
+            Some(s) => format!("{}, {key}", self.table.col(d, &s.column.name)),
+            None => key,
+        }
+    }
+
+    pub fn count_total(&self, d: &dyn Dialect) -> Stmt {
+        let mut b = Builder::new(d);
+        b.push("SELECT COUNT(*) FROM ").push(&self.table.from);
+        b.finish()
+    }
+
+    /// Rows the rule would act on (not held).
+    pub fn count_eligible(&self, d: &dyn Dialect) -> Stmt {
+        let mut b = Builder::new(d);
+        b.push("SELECT COUNT(*) FROM ")
+            .push(&self.table.from)
+            .push(" WHERE ");
+        self.push_eligible(d, &mut b);
+        b.finish()
+    }
+
+    /// Rows that match but are held.
+    pub fn count_held(&self, d: &dyn Dialect) -> Stmt {
+        let mut b = Builder::new(d);
+        b.push("SELECT COUNT(*) FROM ")
+            .push(&self.table.from)
+            .push(" WHERE ");
+        self.push_match(d, &mut b);
+        b.push(" AND ");
+        self.push_held(d, &mut b);
+        b.finish()
+    }
+
+    /// Distinct subjects of held rows (hashed before they go anywhere).
+    pub fn held_subjects(&self, d: &dyn Dialect, limit: usize) -> Option<Stmt> {
+        let subj = self.subject.as_ref()?;
+        self.hold.as_ref()?;
+        let mut b = Builder::new(d);
+        b.push("SELECT DISTINCT ")
+            .push(&d.to_text(&self.table.col(d, &subj.name)))
+            .push(" FROM ")
+            .push(&self.table.from)
+            .push(" WHERE ");
+        self.push_match(d, &mut b);
+        b.push(" AND ");
+        self.push_held(d, &mut b);
+        b.push(&format!(" LIMIT {limit}"));
+        Some(b.finish())
+    }
+
+    /// Count of child rows a child rule would touch, for the plan.
+    pub fn count_child(&self, d: &dyn Dialect, path: &[usize]) -> Stmt {
+        let mut b = Builder::new(d);
+        let mut chain: Vec<&ChildSql> = Vec::new();
+        let mut level = &self.children;
+        for &i in path {
+            chain.push(&level[i]);
+            level = &level[i].children;
+        }
+        let leaf = chain.last().expect("path is not empty");
+        b.push("SELECT COUNT(*) FROM ")
+            .push(&leaf.table.from)
+            .push(" WHERE ");
+        push_child_scope(d, &mut b, self, &chain);
+        if let ActionSql::Anonymize(cols) = &leaf.action {
+            b.push(" AND ");
+            push_needs(d, &mut b, &leaf.table, cols);
+        }
+        b.finish()
+    }
+
+    /// Whether the one-statement delete path applies: a delete with nothing
+    /// to do per row but audit its subject.
+    pub fn fast_delete(&self, d: &dyn Dialect) -> bool {
+        matches!(self.action, ActionSql::Delete) && self.children.is_empty() && d.delete_returning()
+    }
+
+    fn returning(&self, d: &dyn Dialect) -> String {
+        let key = d.to_text(&d.quote(&self.key.name));
+        let subj = match &self.subject {
+            Some(s) => d.to_text(&d.quote(&s.name)),
+            None => "NULL".into(),
+        };
+        format!("{key}, {subj}")
+    }
+
+    /// Delete the next batch in one statement, returning (key, subject).
+    pub fn delete_batch(&self, d: &dyn Dialect) -> Stmt {
+        let mut b = Builder::new(d);
+        let key_sql = self.table.col(d, &self.key.name);
+        let order = self.order_sql(d);
+        let returning = self.returning(d);
+        let physical = match d.engine() {
+            Engine::Postgres => !self.table.info.partitioned,
+            Engine::Sqlite => self.table.info.has_rowid,
+            _ => false,
+        };
+        let target = DeleteTarget {
+            table_sql: &self.table.from,
+            key_sql: &key_sql,
+            order_sql: &order,
+            returning_sql: &returning,
+            physical_id: physical,
+        };
+        d.push_delete_batch(
+            &mut b,
+            &target,
+            &|b| self.push_eligible(d, b),
+            self.batch_size,
+        );
+        b.finish()
+    }
+
+    /// Read (and lock) the next batch: key, subject, order value, hashed columns.
+    pub fn select_batch(&self, d: &dyn Dialect, after: Option<&Cursor>) -> Stmt {
+        let mut b = Builder::new(d);
+        let key_sql = self.table.col(d, &self.key.name);
+        b.push("SELECT ").push(&d.to_text(&key_sql)).push(", ");
+        match &self.subject {
+            Some(s) => b.push(&d.to_text(&self.table.col(d, &s.name))),
+            None => b.push("NULL"),
+        };
+        b.push(", ");
+        match &self.select {
+            Some(s) => b.push(&d.to_text(&self.table.col(d, &s.column.name))),
+            None => b.push("NULL"),
+        };
+        for c in self.action.hash_columns() {
+            b.push(", ").push(&d.to_text(&self.table.col(d, &c.name)));
+        }
+        b.push(" FROM ").push(&self.table.from).push(" WHERE ");
+        self.push_eligible(d, &mut b);
+        if let Some(cur) = after {
+            b.push(" AND ");
+            match (&self.select, &cur.order) {
+                (Some(s), Some(o)) => {
+                    let sc = self.table.col(d, &s.column.name);
+                    b.push("(").push(&sc).push(" > ");
+                    d.push_typed(&mut b, &s.column, o);
+                    b.push(" OR (").push(&sc).push(" = ");
+                    d.push_typed(&mut b, &s.column, o);
+                    b.push(" AND ").push(&key_sql).push(" > ");
+                    d.push_typed(&mut b, &self.key, &cur.key);
+                    b.push("))");
+                }
+                _ => {
+                    b.push(&key_sql).push(" > ");
+                    d.push_typed(&mut b, &self.key, &cur.key);
+                }
+            }
+        }
+        b.push(" ORDER BY ").push(&self.order_sql(d));
+        b.push(&format!(" LIMIT {}", self.batch_size));
+        b.push(d.lock_rows());
+        b.finish()
+    }
+
+    pub fn parse_batch(&self, rows: Vec<super::TextRow>) -> Vec<BatchRow> {
+        rows.into_iter()
+            .filter_map(|mut r| {
+                let hashed = r.split_off(3);
+                let mut it = r.into_iter();
+                let key = it.next().flatten()?;
+                Some(BatchRow {
+                    key,
+                    subject: it.next().flatten(),
+                    order: it.next().flatten(),
+                    hashed,
+                })
+            })
+            .collect()
+    }
+}
+
+fn prepare_children(
+    d: &dyn Dialect,
+    children: &[Child],
+    tables: &dyn Tables,
+    parent_key: &str,
+    problems: &mut Vec<String>,
+) -> Vec<ChildSql> {
+    let mut out = Vec::new();
+    for c in children {
+        let Some(info) = tables.get(&c.target) else {
+            problems.push(format!(
+                "child table {} does not exist ({})",
+                c.target, c.origin
+            ));
+            continue;
+        };
+        let fk = column(info, &c.foreign_key, "foreign_key", problems);
+        if let Some(fk) = &fk
+            && !info.indexed.contains(&fk.name)
+        {
+            tracing::warn!(
+                table = %c.target,
+                column = %fk.name,
+                "foreign key column has no index: each batch scans the child table"
+            );
+        }
+        let _ = parent_key;
+        let key_name = c.key.clone().or_else(|| info.primary_key.first().cloned());
+        let key = key_name
+            .as_deref()
+            .and_then(|k| column(info, k, "child key", problems));
+        let action = action_sql(d.engine(), info, &c.action, problems);
+        let sub_key = key_name.clone().unwrap_or_default();
+        let grandchildren = prepare_children(d, &c.children, tables, &sub_key, problems);
+        let needs_key = !grandchildren.is_empty() || !action.hash_columns().is_empty();
+        if needs_key && key.is_none() {
+            problems.push(format!(
+                "child {} needs a key (it has children or hashes columns): set `key` or give the table a primary key",
+                c.target
+            ));
+        }
+        out.push(ChildSql {
+            table: TableSql::new(d, info.clone()),
+            display: c.target.to_string(),
+            fk: fk.unwrap_or_else(|| ColumnInfo {
+                name: c.foreign_key.clone(),
+                data_type: String::new(),
+                kind: ColumnKind::Other,
+                nullable: true,
+            }),
+            key,
+            action,
+            children: grandchildren,
+        });
+    }
+    out
+}
+
+/// OR over the columns: the value differs from what the strategy would make it.
+fn push_needs(d: &dyn Dialect, b: &mut Builder<'_>, t: &TableSql, cols: &[(ColumnInfo, Strategy)]) {
+    b.push("(");
+    for (i, (c, s)) in cols.iter().enumerate() {
+        if i > 0 {
+            b.push(" OR ");
+        }
+        let cs = t.col(d, &c.name);
+        match s {
+            Strategy::Null => {
+                b.push(&format!("{cs} IS NOT NULL"));
+            }
+            Strategy::Hash => {
+                b.push(&format!(
+                    "({cs} IS NOT NULL AND NOT {})",
+                    d.looks_hashed(&cs)
+                ));
+            }
+            other => {
+                // Placeholders must appear in text order, so write the prefix first.
+                b.push(&format!("({cs} IS NOT NULL AND {cs} <> "));
+                let expr = d.anonymized(b, &cs, c, other).expect("not hash");
+                b.push(&expr).push(")");
+            }
+        }
+    }
+    b.push(")");
+}
+
+/// `child.fk IN (SELECT parent.key FROM parent WHERE …)` down a chain of children.
+fn push_child_scope(d: &dyn Dialect, b: &mut Builder<'_>, rule: &RuleSql, chain: &[&ChildSql]) {
+    let (leaf, parents) = chain.split_last().expect("chain is not empty");
+    b.push(&leaf.table.col(d, &leaf.fk.name))
+        .push(" IN (SELECT ");
+    match parents.last() {
+        None => {
+            b.push(&rule.table.col(d, &rule.key.name))
+                .push(" FROM ")
+                .push(&rule.table.from)
+                .push(" WHERE ");
+            rule.push_eligible(d, b);
+        }
+        Some(p) => {
+            let pk = p.key.as_ref().map(|k| k.name.clone()).unwrap_or_default();
+            b.push(&p.table.col(d, &pk))
+                .push(" FROM ")
+                .push(&p.table.from)
+                .push(" WHERE ");
+            push_child_scope(d, b, rule, parents);
+        }
+    }
+    b.push(")");
+}
+
+/// Statements that act on one child table for a set of parent keys.
+impl ChildSql {
+    /// `SELECT key, hashed… FROM child WHERE fk IN (…) [AND needs]`.
+    pub fn select_keys(
+        &self,
+        d: &dyn Dialect,
+        parent_key: &ColumnInfo,
+        parent_keys: &[String],
+    ) -> Stmt {
+        let mut b = Builder::new(d);
+        let key = self.key.as_ref().expect("needs_keys implies a key");
+        b.push("SELECT ")
+            .push(&d.to_text(&self.table.col(d, &key.name)));
+        for c in self.action.hash_columns() {
+            b.push(", ").push(&d.to_text(&self.table.col(d, &c.name)));
+        }
+        b.push(" FROM ").push(&self.table.from).push(" WHERE ");
+        d.push_in_list(
+            &mut b,
+            &self.table.col(d, &self.fk.name),
+            fk_type(&self.fk, parent_key),
+            parent_keys,
+        );
+        if let ActionSql::Anonymize(cols) = &self.action {
+            b.push(" AND ");
+            push_needs(d, &mut b, &self.table, cols);
+        }
+        b.push(d.lock_rows());
+        b.finish()
+    }
+
+    /// Act on all rows whose foreign key is in `parent_keys`.
+    pub fn act_by_parent(
+        &self,
+        d: &dyn Dialect,
+        parent_key: &ColumnInfo,
+        parent_keys: &[String],
+    ) -> Stmt {
+        let fk = self.table.col(d, &self.fk.name);
+        let ty = fk_type(&self.fk, parent_key);
+        act(d, &self.table, &self.action, &|b| {
+            d.push_in_list(b, &fk, ty, parent_keys)
+        })
+    }
+
+    /// Act on the child rows with these keys (after grandchildren were handled).
+    pub fn act_by_keys(&self, d: &dyn Dialect, keys: &[String]) -> Stmt {
+        let key = self.key.as_ref().expect("needs_keys implies a key");
+        let kc = self.table.col(d, &key.name);
+        act(d, &self.table, &self.action, &|b| {
+            d.push_in_list(b, &kc, key, keys)
+        })
+    }
+}
+
+/// The foreign key column's own type when known, else the parent key's.
+fn fk_type<'a>(fk: &'a ColumnInfo, parent_key: &'a ColumnInfo) -> &'a ColumnInfo {
+    if fk.data_type.is_empty() {
+        parent_key
+    } else {
+        fk
+    }
+}
+
+/// `DELETE FROM t WHERE scope` or `UPDATE t SET … WHERE scope AND needs`
+/// (columns the SQL can rewrite; `hash` columns are written per row).
+fn act(
+    d: &dyn Dialect,
+    t: &TableSql,
+    action: &ActionSql,
+    scope: &dyn Fn(&mut Builder<'_>),
+) -> Stmt {
+    let mut b = Builder::new(d);
+    match action {
+        ActionSql::Delete => {
+            b.push("DELETE FROM ").push(&t.from).push(" WHERE ");
+            scope(&mut b);
+        }
+        ActionSql::Anonymize(cols) => {
+            let sql_cols = action.sql_columns();
+            if sql_cols.is_empty() {
+                // Only hashed columns: nothing for SQL to set; a no-op that matches no row.
+                b.push("UPDATE ").push(&t.from).push(" SET ");
+                let c = &cols[0].0;
+                let cs = d.quote(&c.name);
+                b.push(&format!("{cs} = {cs} WHERE 1 = 0"));
+                return b.finish();
+            }
+            b.push("UPDATE ").push(&t.from).push(" SET ");
+            for (i, (c, s)) in sql_cols.iter().enumerate() {
+                if i > 0 {
+                    b.push(", ");
+                }
+                b.push(&d.quote(&c.name)).push(" = ");
+                let expr = d
+                    .anonymized(&mut b, &t.col(d, &c.name), c, s)
+                    .expect("not hash");
+                b.push(&expr);
+            }
+            b.push(" WHERE ");
+            scope(&mut b);
+            b.push(" AND ");
+            push_needs(d, &mut b, t, cols);
+        }
+    }
+    b.finish()
+}
+
+impl RuleSql {
+    /// Act on parent rows by key (children already handled).
+    pub fn act_by_keys(&self, d: &dyn Dialect, keys: &[String]) -> Stmt {
+        let kc = self.table.col(d, &self.key.name);
+        act(d, &self.table, &self.action, &|b| {
+            d.push_in_list(b, &kc, &self.key, keys)
+        })
+    }
+}
+
+/// `UPDATE t SET h1 = ?, h2 = ? WHERE key = ?` for one row's hashed values.
+pub fn hash_update(
+    d: &dyn Dialect,
+    t: &TableSql,
+    key: &ColumnInfo,
+    cols: &[&ColumnInfo],
+    values: &[Option<String>],
+    key_value: &str,
+) -> Stmt {
+    let mut b = Builder::new(d);
+    b.push("UPDATE ").push(&t.from).push(" SET ");
+    for (i, (c, v)) in cols.iter().zip(values).enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        b.push(&d.quote(&c.name)).push(" = ");
+        match v {
+            Some(v) => b.bind(Val::Text(v.clone())),
+            None => b.bind(Val::Null),
+        };
+    }
+    b.push(" WHERE ").push(&t.col(d, &key.name)).push(" = ");
+    d.push_typed(&mut b, key, key_value);
+    b.finish()
+}

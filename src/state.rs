@@ -1,0 +1,237 @@
+//! The state store: leases (one run at a time per job) and run history.
+//!
+//! SQLite by default, PostgreSQL or MySQL when configured. Its schema lives in
+//! `migrations/<backend>/`, embedded here and applied in order.
+
+use crate::error::Error;
+use crate::sql::{Db, Engine, Stmt, Val};
+use std::time::Duration;
+
+struct Migration {
+    version: i64,
+    sql: &'static str,
+}
+
+macro_rules! migrations {
+    ($dir:literal) => {
+        &[
+            Migration {
+                version: 1,
+                sql: include_str!(concat!("../migrations/", $dir, "/0001_create_leases.sql")),
+            },
+            Migration {
+                version: 2,
+                sql: include_str!(concat!("../migrations/", $dir, "/0002_create_runs.sql")),
+            },
+        ]
+    };
+}
+
+const SQLITE: &[Migration] = migrations!("sqlite");
+const POSTGRES: &[Migration] = migrations!("postgres");
+const MYSQL: &[Migration] = migrations!("mysql");
+
+pub struct State {
+    db: Db,
+    pub lease_ttl: Duration,
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+impl State {
+    pub async fn open(url: &str, lease_ttl: Duration) -> Result<State, Error> {
+        if let Some(path) = url.strip_prefix("sqlite://")
+            && let Some(parent) =
+                std::path::Path::new(path.split('?').next().unwrap_or("")).parent()
+            && !parent.as_os_str().is_empty()
+        {
+            let _ = std::fs::create_dir_all(parent);
+        }
+        let db = Db::connect("state", url, 2, Duration::ZERO)
+            .await
+            .map_err(|e| Error::State(e.to_string()))?;
+        let state = State { db, lease_ttl };
+        state.migrate().await?;
+        Ok(state)
+    }
+
+    fn stmt(&self, sql: &str, binds: Vec<Val>) -> Stmt {
+        // State statements are written with `?`; PostgreSQL wants `$n`.
+        let sql = if self.db.dialect().engine() == Engine::Postgres {
+            let mut out = String::new();
+            let mut n = 0;
+            for ch in sql.chars() {
+                if ch == '?' {
+                    n += 1;
+                    out.push_str(&format!("${n}"));
+                } else {
+                    out.push(ch);
+                }
+            }
+            out
+        } else {
+            sql.to_string()
+        };
+        Stmt { sql, binds }
+    }
+
+    async fn migrate(&self) -> Result<(), Error> {
+        let err = |e: Error| Error::State(e.to_string());
+        self.db
+            .execute(&self.stmt(
+                "CREATE TABLE IF NOT EXISTS lethe_migrations (version BIGINT NOT NULL PRIMARY KEY, applied_ms BIGINT NOT NULL)",
+                vec![],
+            ))
+            .await
+            .map_err(err)?;
+        let applied = self
+            .db
+            .fetch(&self.stmt(
+                "SELECT CAST(version AS CHAR(20)) FROM lethe_migrations",
+                vec![],
+            ))
+            .await
+            .map_err(err)?;
+        let applied: Vec<i64> = applied
+            .iter()
+            .filter_map(|r| r[0].as_deref().and_then(|v| v.trim().parse().ok()))
+            .collect();
+        let list = match self.db.dialect().engine() {
+            Engine::Sqlite => SQLITE,
+            Engine::Postgres => POSTGRES,
+            Engine::MySql | Engine::MariaDb => MYSQL,
+        };
+        for m in list.iter().filter(|m| !applied.contains(&m.version)) {
+            self.db
+                .execute(&self.stmt(m.sql, vec![]))
+                .await
+                .map_err(err)?;
+            self.db
+                .execute(&self.stmt(
+                    "INSERT INTO lethe_migrations (version, applied_ms) VALUES (?, ?)",
+                    vec![Val::Int(m.version), Val::Int(now_ms())],
+                ))
+                .await
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+
+    /// Take the lease `name` for `holder`; `Ok(false)` if someone else holds it.
+    pub async fn acquire(&self, name: &str, holder: &str) -> Result<bool, Error> {
+        let now = now_ms();
+        // An expired lease (its holder died) may be taken over.
+        self.db
+            .execute(&self.stmt(
+                "DELETE FROM lethe_leases WHERE name = ? AND expires_ms < ?",
+                vec![Val::Text(name.into()), Val::Int(now)],
+            ))
+            .await
+            .map_err(|e| Error::State(e.to_string()))?;
+        let inserted = self
+            .db
+            .execute(&self.stmt(
+                "INSERT INTO lethe_leases (name, holder, acquired_ms, expires_ms) VALUES (?, ?, ?, ?)",
+                vec![
+                    Val::Text(name.into()),
+                    Val::Text(holder.into()),
+                    Val::Int(now),
+                    Val::Int(now + self.lease_ttl.as_millis() as i64),
+                ],
+            ))
+            .await;
+        match inserted {
+            Ok(_) => Ok(true),
+            // The primary key refused a second holder.
+            Err(Error::Database { message, .. })
+                if message.contains("23505")
+                    || message.contains("1062")
+                    || message.contains("2067")
+                    || message.contains("1555")
+                    || message.to_ascii_lowercase().contains("unique")
+                    || message.to_ascii_lowercase().contains("duplicate") =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(Error::State(e.to_string())),
+        }
+    }
+
+    /// Extend a held lease; `Ok(false)` if it was lost.
+    pub async fn renew(&self, name: &str, holder: &str) -> Result<bool, Error> {
+        let n = self
+            .db
+            .execute(&self.stmt(
+                "UPDATE lethe_leases SET expires_ms = ? WHERE name = ? AND holder = ?",
+                vec![
+                    Val::Int(now_ms() + self.lease_ttl.as_millis() as i64),
+                    Val::Text(name.into()),
+                    Val::Text(holder.into()),
+                ],
+            ))
+            .await
+            .map_err(|e| Error::State(e.to_string()))?;
+        Ok(n == 1)
+    }
+
+    pub async fn release(&self, name: &str, holder: &str) -> Result<(), Error> {
+        self.db
+            .execute(&self.stmt(
+                "DELETE FROM lethe_leases WHERE name = ? AND holder = ?",
+                vec![Val::Text(name.into()), Val::Text(holder.into())],
+            ))
+            .await
+            .map_err(|e| Error::State(e.to_string()))?;
+        Ok(())
+    }
+
+    pub async fn run_started(
+        &self,
+        run: &str,
+        command: &str,
+        audit_file: &str,
+    ) -> Result<(), Error> {
+        self.db
+            .execute(&self.stmt(
+                "INSERT INTO lethe_runs (run_id, command, started_ms, status, audit_file) VALUES (?, ?, ?, 'running', ?)",
+                vec![
+                    Val::Text(run.into()),
+                    Val::Text(command.into()),
+                    Val::Int(now_ms()),
+                    Val::Text(audit_file.into()),
+                ],
+            ))
+            .await
+            .map_err(|e| Error::State(e.to_string()))?;
+        Ok(())
+    }
+
+    pub async fn run_ended(
+        &self,
+        run: &str,
+        status: &str,
+        head: &str,
+        records: u64,
+    ) -> Result<(), Error> {
+        self.db
+            .execute(&self.stmt(
+                "UPDATE lethe_runs SET ended_ms = ?, status = ?, head_hash = ?, records = ? WHERE run_id = ?",
+                vec![
+                    Val::Int(now_ms()),
+                    Val::Text(status.into()),
+                    Val::Text(head.into()),
+                    Val::Int(records as i64),
+                    Val::Text(run.into()),
+                ],
+            ))
+            .await
+            .map_err(|e| Error::State(e.to_string()))?;
+        Ok(())
+    }
+
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}
