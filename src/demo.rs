@@ -411,7 +411,7 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
 
 /// `lethe demo`: reset the demo database, seed it, plan, run, verify.
 pub async fn run_demo(g: &Global, users: u32, as_of: DateTime<Utc>) -> Result<ExitCode, Error> {
-    let loaded = config::load(&g.config, &g.jobs)?;
+    let loaded = config::load(&g.config, &g.jobs_dir)?;
     let key_env = &loaded.config.audit.hmac_key_env;
     let keys = match Keys::from_env(key_env) {
         Ok(k) => k,

@@ -24,8 +24,13 @@ pub struct Global {
     )]
     pub config: PathBuf,
     /// Folder of job files (`*.toml`).
-    #[arg(long, global = true, env = "LETHE_JOBS", default_value = "jobs")]
-    pub jobs: PathBuf,
+    #[arg(
+        long = "jobs",
+        global = true,
+        env = "LETHE_JOBS",
+        default_value = "jobs"
+    )]
+    pub jobs_dir: PathBuf,
     /// Evaluate retention as of this instant (RFC 3339) instead of now.
     #[arg(long, global = true, value_parser = parse_as_of)]
     pub as_of: Option<chrono::DateTime<chrono::Utc>>,

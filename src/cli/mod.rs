@@ -74,7 +74,7 @@ fn init_tracing(g: &Global) {
 }
 
 fn load(g: &Global) -> Result<Loaded, Error> {
-    Ok(config::load(&g.config, &g.jobs)?)
+    Ok(config::load(&g.config, &g.jobs_dir)?)
 }
 
 fn print(s: &str) {

@@ -673,19 +673,31 @@ fn push_needs(d: &dyn Dialect, b: &mut Builder<'_>, t: &TableSql, cols: &[(Colum
 /// `child.fk IN (SELECT parent.key FROM parent WHERE …)` down a chain of children.
 fn push_child_scope(d: &dyn Dialect, b: &mut Builder<'_>, rule: &RuleSql, chain: &[&ChildSql]) {
     let (leaf, parents) = chain.split_last().expect("chain is not empty");
+    // PostgreSQL does not compare text with integers: select the parent key
+    // as the child's foreign-key type when the two differ.
+    let typed = |col: String, parent: &ColumnInfo| {
+        if d.engine() == Engine::Postgres
+            && !leaf.fk.data_type.is_empty()
+            && leaf.fk.data_type != parent.data_type
+        {
+            format!("CAST({col} AS {})", leaf.fk.data_type)
+        } else {
+            col
+        }
+    };
     b.push(&leaf.table.col(d, &leaf.fk.name))
         .push(" IN (SELECT ");
     match parents.last() {
         None => {
-            b.push(&rule.table.col(d, &rule.key.name))
+            b.push(&typed(rule.table.col(d, &rule.key.name), &rule.key))
                 .push(" FROM ")
                 .push(&rule.table.from)
                 .push(" WHERE ");
             rule.push_eligible(d, b);
         }
         Some(p) => {
-            let pk = p.key.as_ref().map(|k| k.name.clone()).unwrap_or_default();
-            b.push(&p.table.col(d, &pk))
+            let pk = p.key.as_ref().expect("a child with children has a key");
+            b.push(&typed(p.table.col(d, &pk.name), pk))
                 .push(" FROM ")
                 .push(&p.table.from)
                 .push(" WHERE ");
