@@ -40,7 +40,10 @@ pub fn main() -> i32 {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code.code(),
         Err(e) => {
-            eprintln!("error: {e}");
+            // One problem per line, each marked, so every config problem reads alike.
+            for line in e.to_string().lines() {
+                eprintln!("error: {line}");
+            }
             e.exit_code().code()
         }
     }
