@@ -749,131 +749,139 @@ async fn execute(
 ) -> Result<(), Error> {
     let d = db.dialect();
     let fast = sql.fast_delete(d);
-    let mut cursor: Option<Cursor> = None;
+    let parts = if fast {
+        sql.delete_parts(d)
+    } else {
+        vec![None]
+    };
     let mut batch_no = 0u64;
-    loop {
-        if ctx.opts.cancel.is_cancelled() {
-            report.status = RuleStatus::Interrupted;
-            tracing::warn!("interrupted at a batch boundary");
-            return Ok(());
-        }
-        let started = Instant::now();
-        let mut tx = db.begin().await?;
-        let mut children = Vec::new();
-        let outcome: Result<Vec<BatchRow>, Error> = async {
-            if fast {
-                let rows = tx.fetch(db, &sql.delete_batch(d)).await?;
-                return Ok(rows
-                    .into_iter()
-                    .filter_map(|mut r| {
-                        let subject = r.pop().flatten();
-                        Some(BatchRow {
-                            key: r.pop().flatten()?,
-                            subject,
-                            order: None,
-                            hashed: vec![],
+    for part in &parts {
+        let mut cursor: Option<Cursor> = None;
+        loop {
+            if ctx.opts.cancel.is_cancelled() {
+                report.status = RuleStatus::Interrupted;
+                tracing::warn!("interrupted at a batch boundary");
+                return Ok(());
+            }
+            let started = Instant::now();
+            let mut tx = db.begin().await?;
+            let mut children = Vec::new();
+            let outcome: Result<Vec<BatchRow>, Error> = async {
+                if fast {
+                    let rows = tx.fetch(db, &sql.delete_batch(d, part.as_deref())).await?;
+                    return Ok(rows
+                        .into_iter()
+                        .filter_map(|mut r| {
+                            let subject = r.pop().flatten();
+                            Some(BatchRow {
+                                key: r.pop().flatten()?,
+                                subject,
+                                order: None,
+                                hashed: vec![],
+                            })
                         })
-                    })
-                    .collect());
-            }
-            let rows = sql.parse_batch(tx.fetch(db, &sql.select_batch(d, cursor.as_ref())).await?);
-            if rows.is_empty() {
-                return Ok(rows);
-            }
-            let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
-            for child in &sql.children {
-                process_child(
-                    &mut tx,
-                    db,
-                    ctx.keys,
-                    child,
-                    &sql.key,
-                    &keys_list,
-                    &mut children,
-                )
-                .await?;
-            }
-            let hashed = sql.action.hash_columns();
-            if !hashed.is_empty() {
-                for r in &rows {
-                    if let Some(new) = rehash(ctx.keys, &r.hashed) {
-                        tx.execute(
-                            db,
-                            &hash_update(d, &sql.table, &sql.key, &hashed, &new, &r.key),
-                        )
-                        .await?;
+                        .collect());
+                }
+                let rows =
+                    sql.parse_batch(tx.fetch(db, &sql.select_batch(d, cursor.as_ref())).await?);
+                if rows.is_empty() {
+                    return Ok(rows);
+                }
+                let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+                for child in &sql.children {
+                    process_child(
+                        &mut tx,
+                        db,
+                        ctx.keys,
+                        child,
+                        &sql.key,
+                        &keys_list,
+                        &mut children,
+                    )
+                    .await?;
+                }
+                let hashed = sql.action.hash_columns();
+                if !hashed.is_empty() {
+                    for r in &rows {
+                        if let Some(new) = rehash(ctx.keys, &r.hashed) {
+                            tx.execute(
+                                db,
+                                &hash_update(d, &sql.table, &sql.key, &hashed, &new, &r.key),
+                            )
+                            .await?;
+                        }
                     }
                 }
+                for chunk in keys_list.chunks(KEY_CHUNK) {
+                    tx.execute(db, &sql.act_by_keys(d, chunk)).await?;
+                }
+                Ok(rows)
             }
-            for chunk in keys_list.chunks(KEY_CHUNK) {
-                tx.execute(db, &sql.act_by_keys(d, chunk)).await?;
+            .await;
+            let rows = match outcome {
+                Ok(rows) => rows,
+                Err(e) => {
+                    let _ = tx.rollback(db).await;
+                    return Err(e);
+                }
+            };
+            if rows.is_empty() {
+                tx.rollback(db).await?;
+                break;
             }
-            Ok(rows)
-        }
-        .await;
-        let rows = match outcome {
-            Ok(rows) => rows,
-            Err(e) => {
+            batch_no += 1;
+            let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+            let subjects: BTreeSet<String> = rows
+                .iter()
+                .filter_map(|r| r.subject.as_deref().map(|s| ctx.keys.subject(s)))
+                .collect();
+            let count = rows.len() as u64;
+            // Recorded before commit: a crash between the two leaves a record of a
+            // batch that the next run will do (and record) again, never an
+            // unrecorded deletion.
+            if let Err(e) = ctx.audit.append(Event::Batch {
+                job: ctx.job.name.clone(),
+                rule: rule.name.clone(),
+                policy: ctx.job.policy.clone(),
+                target: report.target.clone(),
+                action: report.action.clone(),
+                batch: batch_no,
+                count,
+                children: children.clone(),
+                keys_digest: ctx.keys.digest(&keys_list),
+                subjects: subjects.into_iter().collect(),
+            }) {
                 let _ = tx.rollback(db).await;
                 return Err(e);
             }
-        };
-        if rows.is_empty() {
-            tx.rollback(db).await?;
-            break;
-        }
-        batch_no += 1;
-        let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
-        let subjects: BTreeSet<String> = rows
-            .iter()
-            .filter_map(|r| r.subject.as_deref().map(|s| ctx.keys.subject(s)))
-            .collect();
-        let count = rows.len() as u64;
-        // Recorded before commit: a crash between the two leaves a record of a
-        // batch that the next run will do (and record) again, never an
-        // unrecorded deletion.
-        if let Err(e) = ctx.audit.append(Event::Batch {
-            job: ctx.job.name.clone(),
-            rule: rule.name.clone(),
-            policy: ctx.job.policy.clone(),
-            target: report.target.clone(),
-            action: report.action.clone(),
-            batch: batch_no,
-            count,
-            children: children.clone(),
-            keys_digest: ctx.keys.digest(&keys_list),
-            subjects: subjects.into_iter().collect(),
-        }) {
-            let _ = tx.rollback(db).await;
-            return Err(e);
-        }
-        if let Err(e) = tx.commit(db).await {
-            ctx.audit.append(Event::BatchRollback {
-                job: ctx.job.name.clone(),
-                rule: rule.name.clone(),
-                batch: batch_no,
-                reason: e.to_string(),
-            })?;
-            return Err(e);
-        }
-        let ms = started.elapsed().as_millis() as u64;
-        report.longest_batch_ms = report.longest_batch_ms.max(ms);
-        report.batches = batch_no;
-        report.done += count;
-        for c in children {
-            add_count(&mut report.children, &c.target, &c.via, &c.action, c.count);
-        }
-        tracing::debug!(batch = batch_no, count, ms, "batch committed");
-        let last = rows.last().expect("not empty");
-        cursor = Some(Cursor {
-            order: last.order.clone(),
-            key: last.key.clone(),
-        });
-        if rows.len() < sql.batch_size {
-            break;
-        }
-        if !db.pause.is_zero() {
-            tokio::time::sleep(db.pause).await;
+            if let Err(e) = tx.commit(db).await {
+                ctx.audit.append(Event::BatchRollback {
+                    job: ctx.job.name.clone(),
+                    rule: rule.name.clone(),
+                    batch: batch_no,
+                    reason: e.to_string(),
+                })?;
+                return Err(e);
+            }
+            let ms = started.elapsed().as_millis() as u64;
+            report.longest_batch_ms = report.longest_batch_ms.max(ms);
+            report.batches = batch_no;
+            report.done += count;
+            for c in children {
+                add_count(&mut report.children, &c.target, &c.via, &c.action, c.count);
+            }
+            tracing::debug!(batch = batch_no, count, ms, "batch committed");
+            let last = rows.last().expect("not empty");
+            cursor = Some(Cursor {
+                order: last.order.clone(),
+                key: last.key.clone(),
+            });
+            if rows.len() < sql.batch_size {
+                break;
+            }
+            if !db.pause.is_zero() {
+                tokio::time::sleep(db.pause).await;
+            }
         }
     }
     report.status = RuleStatus::Done;

@@ -43,6 +43,10 @@ pub struct TableInfo {
     pub referenced_by: Vec<ForeignKey>,
     /// PostgreSQL: partitioned, or parent of inheritance children.
     pub partitioned: bool,
+    /// PostgreSQL, when `partitioned`: every physical table that holds rows
+    /// (leaf partitions, inheritance members and the parent itself), as
+    /// (schema, table, relkind).
+    pub leaves: Vec<(String, String, String)>,
     /// SQLite: a rowid table (not `WITHOUT ROWID`).
     pub has_rowid: bool,
     /// Columns that lead some index (so a filter or FK on them is cheap).
@@ -135,9 +139,25 @@ pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Erro
                 .fetch(&st(
                     "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
                      WHERE i.indrelid = to_regclass($1)",
-                    vec![Val::Text(rel)],
+                    vec![Val::Text(rel.clone())],
                 ))
                 .await?;
+            let leaves = if partitioned {
+                db.fetch(&st(
+                    "WITH RECURSIVE tree(oid) AS (SELECT to_regclass($1)::oid UNION ALL \
+                       SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid) \
+                     SELECT n.nspname::text, c.relname::text, CAST(c.relkind AS TEXT) FROM tree t \
+                     JOIN pg_class c ON c.oid = t.oid JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE c.relkind <> 'p' ORDER BY 1, 2",
+                    vec![Val::Text(rel)],
+                ))
+                .await?
+                .iter()
+                .map(|r| (s(&r[0]), s(&r[1]), s(&r[2])))
+                .collect()
+            } else {
+                vec![]
+            };
             Ok(Some(TableInfo {
                 table: t.clone(),
                 columns: cols
@@ -160,6 +180,7 @@ pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Erro
                     })
                     .collect(),
                 partitioned,
+                leaves,
                 has_rowid: false,
                 indexed: idx.iter().map(|r| s(&r[0])).collect(),
             }))
@@ -220,6 +241,7 @@ pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Erro
                     })
                     .collect(),
                 partitioned: false,
+                leaves: vec![],
                 has_rowid: false,
                 indexed: idx.iter().map(|r| s(&r[0])).collect(),
             }))
@@ -292,6 +314,7 @@ pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Erro
                     .collect(),
                 primary_key: pk_names,
                 partitioned: false,
+                leaves: vec![],
                 has_rowid,
                 indexed,
             }))

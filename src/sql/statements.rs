@@ -281,7 +281,13 @@ impl RuleSql {
             return Err(vec![format!("table {} does not exist", rule.target)]);
         };
         let key = column(info, &rule.key, "key", &mut problems);
+        // The one-statement delete never selects by key (it only reports the
+        // key, digested), so it does not need the key to be unique.
+        let one_statement = matches!(rule.action, Action::Delete)
+            && rule.children.is_empty()
+            && d.delete_returning();
         if let Some(k) = &key
+            && !one_statement
             && !info.primary_key.is_empty()
             && !(info.primary_key.len() == 1 && info.primary_key[0] == k.name)
         {
@@ -334,6 +340,14 @@ impl RuleSql {
                 "key `{}` has type {}; use an integer or text key",
                 k.name, k.data_type
             ));
+        }
+        for (schema, table, kind) in &info.leaves {
+            if kind != "r" {
+                problems.push(format!(
+                    "{}.{table} (part of {}) is not an ordinary table (relkind {kind}); Lethe cannot delete there",
+                    schema, rule.target
+                ));
+            }
         }
         if !problems.is_empty() {
             return Err(problems);
@@ -495,19 +509,45 @@ impl RuleSql {
         format!("{key}, {subj}")
     }
 
+    /// The physical tables a one-statement delete walks, one after another:
+    /// `None` for the table itself, or each leaf of a PostgreSQL partitioned
+    /// or inherited table (a `ctid` is unique only within one of them).
+    pub fn delete_parts(&self, d: &dyn Dialect) -> Vec<Option<String>> {
+        if d.engine() == Engine::Postgres && self.table.info.partitioned {
+            self.table
+                .info
+                .leaves
+                .iter()
+                .map(|(schema, table, _)| {
+                    Some(format!(
+                        "ONLY {}.{} AS {}",
+                        d.quote(schema),
+                        d.quote(table),
+                        self.table.name
+                    ))
+                })
+                .collect()
+        } else {
+            vec![None]
+        }
+    }
+
     /// Delete the next batch in one statement, returning (key, subject).
-    pub fn delete_batch(&self, d: &dyn Dialect) -> Stmt {
+    /// `part` is one of [`RuleSql::delete_parts`].
+    pub fn delete_batch(&self, d: &dyn Dialect, part: Option<&str>) -> Stmt {
         let mut b = Builder::new(d);
         let key_sql = self.table.col(d, &self.key.name);
         let order = self.order_sql(d);
         let returning = self.returning(d);
         let physical = match d.engine() {
-            Engine::Postgres => !self.table.info.partitioned,
+            // On a partitioned table only a single leaf (`part`) may use ctid.
+            Engine::Postgres => part.is_some() || !self.table.info.partitioned,
             Engine::Sqlite => self.table.info.has_rowid,
             _ => false,
         };
+        let table_sql = part.unwrap_or(&self.table.from);
         let target = DeleteTarget {
-            table_sql: &self.table.from,
+            table_sql,
             key_sql: &key_sql,
             order_sql: &order,
             returning_sql: &returning,
