@@ -27,6 +27,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 /// How many held subjects one hold record lists at most.
 const HELD_SUBJECTS_MAX: usize = 1_000;
@@ -51,6 +52,8 @@ pub struct RunOptions {
     /// Jobs named on the command line; empty means every non-manual job.
     pub jobs: Vec<String>,
     pub cancel: CancellationToken,
+    /// `(index, count)`: this process handles shard `index` of `count`.
+    pub shard: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -92,6 +95,7 @@ pub struct JobReport {
     pub job: String,
     pub policy: String,
     pub status: String,
+    pub duration_ms: u64,
     pub rules: Vec<RuleReport>,
 }
 
@@ -196,8 +200,24 @@ impl<'a> Sources<'a> {
 
 /// Run (or dry-run) the selected jobs and write one audit file.
 pub async fn run(loaded: &Loaded, keys: &Keys, opts: RunOptions) -> Result<RunReport, Error> {
-    let jobs = select_jobs(loaded, &opts.jobs)?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
+    let shard_label = opts
+        .shard
+        .map(|(i, n)| format!("{i}/{n}"))
+        .unwrap_or_default();
+    let span = tracing::info_span!("run", run = %run_id, shard = %shard_label);
+    run_traced(loaded, keys, opts, run_id)
+        .instrument(span)
+        .await
+}
+
+async fn run_traced(
+    loaded: &Loaded,
+    keys: &Keys,
+    opts: RunOptions,
+    run_id: String,
+) -> Result<RunReport, Error> {
+    let jobs = select_jobs(loaded, &opts.jobs)?;
     // The audit sink first: if it cannot be written, nothing is touched.
     let mut audit = AuditWriter::create(&loaded.config.audit.dir, &run_id, &keys.key_id)?;
     let state = if opts.mode == Mode::Execute {
@@ -221,8 +241,9 @@ pub async fn run(loaded: &Loaded, keys: &Keys, opts: RunOptions) -> Result<RunRe
         jobs_digest: loaded.jobs_digest.clone(),
         jobs: jobs.iter().map(|j| j.name.clone()).collect(),
         key_id: keys.key_id.clone(),
+        shard: opts.shard.map(|(i, n)| format!("{i}/{n}")),
     })?;
-    tracing::info!(run = %run_id, mode = ?opts.mode, jobs = jobs.len(), "run started");
+    tracing::info!(mode = ?opts.mode, jobs = jobs.len(), "run started");
 
     let mut sources = Sources::new(loaded);
     let mut reports = Vec::new();
@@ -269,6 +290,7 @@ pub async fn run(loaded: &Loaded, keys: &Keys, opts: RunOptions) -> Result<RunRe
                     job: job.name.clone(),
                     policy: job.policy.clone(),
                     status: "locked".into(),
+                    duration_ms: 0,
                     rules: vec![],
                 });
             }
@@ -363,7 +385,11 @@ async fn run_job_leased(
     run_id: &str,
     sources: &mut Sources<'_>,
 ) -> Result<Option<JobReport>, Error> {
-    let lease = format!("job:{}", ctx.job.name);
+    let lease = match ctx.opts.shard {
+        // Each shard holds its own lease: shards run side by side, a shard never twice.
+        Some((i, n)) => format!("job:{}:shard:{i}/{n}", ctx.job.name),
+        None => format!("job:{}", ctx.job.name),
+    };
     if !state.acquire(&lease, run_id).await? {
         tracing::warn!(job = %ctx.job.name, "another run holds this job's lease");
         ctx.audit.append(Event::Locked {
@@ -414,6 +440,7 @@ async fn run_job_leased(
 
 async fn run_job(ctx: &mut JobCtx<'_>, sources: &mut Sources<'_>) -> Result<JobReport, Error> {
     let job = ctx.job;
+    let started = Instant::now();
     let mut rules = Vec::new();
     for rule in &job.rules {
         if ctx.opts.cancel.is_cancelled() {
@@ -437,6 +464,7 @@ async fn run_job(ctx: &mut JobCtx<'_>, sources: &mut Sources<'_>) -> Result<JobR
         job: job.name.clone(),
         policy: job.policy.clone(),
         status: status.into(),
+        duration_ms: started.elapsed().as_millis() as u64,
         rules,
     })
 }
@@ -468,17 +496,29 @@ async fn run_rule(
     rule: &Rule,
     sources: &mut Sources<'_>,
 ) -> Result<RuleReport, Error> {
-    let mut report = blank_report(ctx.job, rule);
     let span = tracing::info_span!("rule", job = %ctx.job.name, rule = %rule.name);
-    let _enter = span.enter();
+    run_rule_traced(ctx, rule, sources).instrument(span).await
+}
+
+async fn run_rule_traced(
+    ctx: &mut JobCtx<'_>,
+    rule: &Rule,
+    sources: &mut Sources<'_>,
+) -> Result<RuleReport, Error> {
+    let mut report = blank_report(ctx.job, rule);
     let db = match sources.get(&rule.target.source).await {
         Ok(db) => db,
         Err(e) => return fail(ctx, rule, report, e),
     };
-    let sql = match prepare_rule(db, rule, ctx.opts.as_of).await {
+    let mut sql = match prepare_rule(db, rule, ctx.opts.as_of).await {
         Ok(s) => s,
         Err(problems) => return fail(ctx, rule, report, problems.join("; ")),
     };
+    if let Some((index, count)) = ctx.opts.shard
+        && let Err(e) = sql.set_shard(db.dialect(), index, count)
+    {
+        return fail(ctx, rule, report, e);
+    }
     match count_and_guard(ctx, db, rule, &sql, &mut report).await {
         Ok(true) => {}
         Ok(false) => return Ok(report),

@@ -10,7 +10,7 @@
 //!   place dynamic SQL is handed to sqlx;
 //! - [`audit`]: typed events, hash-chained JSON Lines, verification;
 //! - [`keys`]: the HMAC key behind subject hashes and pseudonyms;
-//! - [`state`]: leases and run history;
+//! - [`state`]: leases and run history; [`schedule`]: the daemon loop;
 //! - [`cli`]: commands, output formats, exit codes; [`demo`]: sample data.
 
 pub mod audit;
@@ -20,7 +20,10 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod health;
 pub mod keys;
+pub mod metrics;
+pub mod schedule;
 pub mod sql;
 pub mod state;
 

@@ -36,6 +36,19 @@ pub struct State {
     pub lease_ttl: Duration,
 }
 
+/// A primary-key or unique violation, on any of the three engines.
+fn is_unique_violation(e: &Error) -> bool {
+    match e {
+        Error::Database { message, .. } => {
+            // PostgreSQL 23505, MySQL 1062, SQLite 2067 / 1555.
+            ["23505", "1062", "2067", "1555"]
+                .iter()
+                .any(|c| message.contains(&format!("error {c}:")))
+        }
+        _ => false,
+    }
+}
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -104,17 +117,25 @@ impl State {
             Engine::MySql | Engine::MariaDb => MYSQL,
         };
         for m in list.iter().filter(|m| !applied.contains(&m.version)) {
+            // Every migration is idempotent DDL (IF NOT EXISTS): processes that
+            // start together may all apply it; one records it, the others
+            // meet the primary key and go on.
             self.db
                 .execute(&self.stmt(m.sql, vec![]))
                 .await
                 .map_err(err)?;
-            self.db
+            let recorded = self
+                .db
                 .execute(&self.stmt(
                     "INSERT INTO lethe_migrations (version, applied_ms) VALUES (?, ?)",
                     vec![Val::Int(m.version), Val::Int(now_ms())],
                 ))
-                .await
-                .map_err(err)?;
+                .await;
+            match recorded {
+                Ok(_) => {}
+                Err(e) if is_unique_violation(&e) => {}
+                Err(e) => return Err(err(e)),
+            }
         }
         Ok(())
     }
@@ -145,16 +166,7 @@ impl State {
         match inserted {
             Ok(_) => Ok(true),
             // The primary key refused a second holder.
-            Err(Error::Database { message, .. })
-                if message.contains("23505")
-                    || message.contains("1062")
-                    || message.contains("2067")
-                    || message.contains("1555")
-                    || message.to_ascii_lowercase().contains("unique")
-                    || message.to_ascii_lowercase().contains("duplicate") =>
-            {
-                Ok(false)
-            }
+            Err(e) if is_unique_violation(&e) => Ok(false),
             Err(e) => Err(Error::State(e.to_string())),
         }
     }

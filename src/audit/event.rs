@@ -45,6 +45,9 @@ pub enum Event {
         jobs_digest: String,
         jobs: Vec<String>,
         key_id: String,
+        /// `index/count` when this process ran one shard.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        shard: Option<String>,
     },
     /// One committed batch (written before the commit; see `BatchRollback`).
     Batch {

@@ -37,6 +37,10 @@ pub struct Global {
     /// `table` for people, `json` for machines (JSON Lines, one object per line).
     #[arg(long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Handle shard I of N (`0/3`): N processes share every rule without overlap.
+    /// In a Kubernetes Indexed Job it defaults to JOB_COMPLETION_INDEX/JOB_COMPLETIONS.
+    #[arg(long, global = true, value_parser = parse_shard)]
+    pub shard: Option<(u32, u32)>,
     /// Only errors on standard error.
     #[arg(long, short, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
@@ -55,6 +59,38 @@ fn parse_as_of(s: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     chrono::DateTime::parse_from_rfc3339(s)
         .map(|d| d.with_timezone(&chrono::Utc))
         .map_err(|e| format!("`{s}` is not an RFC 3339 instant (e.g. 2026-11-30T02:30:00Z): {e}"))
+}
+
+fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("`{s}` is not I/N (e.g. 0/3)"))?;
+    let (i, n): (u32, u32) = (
+        i.parse()
+            .map_err(|_| format!("`{i}` is not a shard index"))?,
+        n.parse()
+            .map_err(|_| format!("`{n}` is not a shard count"))?,
+    );
+    if n == 0 || i >= n {
+        return Err(format!(
+            "shard {i}/{n}: the index must be below the count, counting from 0"
+        ));
+    }
+    Ok((i, n))
+}
+
+/// The shard from `--shard`, else from a Kubernetes Indexed Job's environment.
+pub fn shard_from_env(flag: Option<(u32, u32)>) -> Result<Option<(u32, u32)>, String> {
+    if flag.is_some() {
+        return Ok(flag);
+    }
+    match (
+        std::env::var("JOB_COMPLETION_INDEX"),
+        std::env::var("JOB_COMPLETIONS"),
+    ) {
+        (Ok(i), Ok(n)) => parse_shard(&format!("{i}/{n}")).map(|s| (s.1 > 1).then_some(s)),
+        _ => Ok(None),
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -79,6 +115,14 @@ pub enum Command {
         /// Count and report, change nothing.
         #[arg(long)]
         dry_run: bool,
+    },
+    /// Run every scheduled job on its `schedule` until SIGTERM.
+    Daemon,
+    /// Ask a running daemon whether it is healthy (exit 0) or not (exit 1).
+    Healthcheck {
+        /// The daemon's health address (default: `daemon.health_addr` from the config).
+        #[arg(long)]
+        addr: Option<std::net::SocketAddr>,
     },
     /// Read and verify the deletion log.
     #[command(subcommand)]

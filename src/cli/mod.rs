@@ -71,7 +71,9 @@ fn init_tracing(g: &Global) {
         builder
             .json()
             .flatten_event(true)
-            .with_current_span(true)
+            // Every span on the path (run id and shard, job and rule) rides on every event.
+            .with_current_span(false)
+            .with_span_list(true)
             .init();
     }
 }
@@ -111,9 +113,33 @@ fn cancel_on_signals() -> CancellationToken {
     token
 }
 
+/// Record a run's metrics and write or push them where the config says.
+fn emit_metrics(loaded: &Loaded, report: &engine::RunReport, shard: Option<(u32, u32)>) {
+    let m = &loaded.config.metrics;
+    if m.textfile.is_none() && m.pushgateway.is_none() {
+        return;
+    }
+    let registry = crate::metrics::Registry::default();
+    registry.record(report);
+    if let Some(path) = &m.textfile
+        && let Err(e) = crate::metrics::write_textfile(path, &registry.render(None))
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot write the metrics file");
+    }
+    if let Some(url) = &m.pushgateway {
+        let shard = shard
+            .map(|(i, n)| format!("{i}-of-{n}"))
+            .unwrap_or_else(|| "all".into());
+        if let Err(e) = crate::metrics::push(url, &registry, &shard) {
+            tracing::warn!(error = %e, "cannot push metrics");
+        }
+    }
+}
+
 async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
     let g = cli.global;
     let as_of = g.as_of.unwrap_or_else(chrono::Utc::now);
+    let shard = args::shard_from_env(g.shard).map_err(Error::Usage)?;
     match cli.command {
         Command::Check => {
             let loaded = load(&g)?;
@@ -144,6 +170,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
                     mode: Mode::Plan,
                     jobs,
                     cancel: cancel_on_signals(),
+                    shard,
                 },
             )
             .await?;
@@ -168,9 +195,11 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
                     mode,
                     jobs,
                     cancel: cancel_on_signals(),
+                    shard,
                 },
             )
             .await?;
+            emit_metrics(&loaded, &report, shard);
             print(&match g.output {
                 Output::Table => output::run_table(&report, dry_run),
                 Output::Json => output::run_json(&report),
@@ -206,5 +235,117 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
             })
         }
         Command::Demo { users } => crate::demo::run_demo(&g, users, as_of).await,
+        Command::Daemon => daemon(&g, shard).await,
+        Command::Healthcheck { addr } => {
+            let addr = match addr {
+                Some(a) => a,
+                None => load(&g)?.config.daemon.health_addr,
+            };
+            Ok(match crate::health::probe(addr).await {
+                Ok(body) => {
+                    print(&format!("{body}\n"));
+                    ExitCode::Ok
+                }
+                Err(e) => {
+                    eprintln!("unhealthy: {e}");
+                    ExitCode::Unexpected
+                }
+            })
+        }
     }
+}
+
+/// Runs one job through the engine for the daemon, recording its metrics.
+struct EngineRunner {
+    loaded: std::sync::Arc<Loaded>,
+    keys: Keys,
+    shard: Option<(u32, u32)>,
+    registry: std::sync::Arc<crate::metrics::Registry>,
+}
+
+impl crate::schedule::Runner for EngineRunner {
+    fn run(&self, job: String, cancel: CancellationToken) -> crate::schedule::BoxFuture<ExitCode> {
+        let (loaded, keys, registry, shard) = (
+            self.loaded.clone(),
+            self.keys.clone(),
+            self.registry.clone(),
+            self.shard,
+        );
+        Box::pin(async move {
+            let opts = RunOptions {
+                as_of: chrono::Utc::now(),
+                mode: Mode::Execute,
+                jobs: vec![job],
+                cancel,
+                shard,
+            };
+            match engine::run(&loaded, &keys, opts).await {
+                Ok(report) => {
+                    registry.record(&report);
+                    emit_metrics(&loaded, &report, shard);
+                    report.exit
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "scheduled run failed");
+                    e.exit_code()
+                }
+            }
+        })
+    }
+}
+
+async fn daemon(g: &Global, shard: Option<(u32, u32)>) -> Result<ExitCode, Error> {
+    use crate::schedule::{Daemon, DaemonStats, Entry, SystemClock, parse_cron, parse_tz};
+    use std::sync::Arc;
+    let loaded = Arc::new(load(g)?);
+    let keys = Keys::from_env(&loaded.config.audit.hmac_key_env)?;
+    let tz = parse_tz(&loaded.config.daemon.time_zone).map_err(Error::Usage)?;
+    let entries: Vec<Entry> = loaded
+        .jobs
+        .iter()
+        .filter(|j| !j.manual)
+        .filter_map(|j| {
+            let cron = parse_cron(j.schedule.as_deref()?).ok()?;
+            Some(Entry {
+                job: j.name.clone(),
+                cron,
+            })
+        })
+        .collect();
+    if entries.is_empty() {
+        return Err(Error::Usage(
+            "no job has a schedule: nothing for the daemon to do".into(),
+        ));
+    }
+    let registry = Arc::new(crate::metrics::Registry::default());
+    let stats = Arc::new(DaemonStats::default());
+    let shutdown = cancel_on_signals();
+    let addr = loaded.config.daemon.health_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| Error::Other(format!("cannot listen on {addr} for health probes: {e}")))?;
+    tracing::info!(%addr, jobs = entries.len(), time_zone = %tz, "daemon started");
+    let server = tokio::spawn(crate::health::serve(
+        listener,
+        stats.clone(),
+        registry.clone(),
+        shutdown.clone(),
+    ));
+    let daemon = Daemon {
+        entries,
+        tz,
+        clock: Arc::new(SystemClock),
+        runner: Arc::new(EngineRunner {
+            loaded: loaded.clone(),
+            keys,
+            shard,
+            registry,
+        }),
+        stats,
+        events: None,
+    };
+    daemon.run(shutdown).await;
+    let _ = server.await;
+    tracing::info!("daemon stopped");
+    Ok(ExitCode::Ok)
 }

@@ -16,7 +16,25 @@ pub struct Config {
     pub sources: BTreeMap<String, Source>,
     pub audit: AuditConfig,
     pub state: StateConfig,
+    pub daemon: DaemonConfig,
+    pub metrics: MetricsConfig,
 }
+
+#[derive(Debug, Clone, Default)]
+pub struct MetricsConfig {
+    pub textfile: Option<PathBuf>,
+    pub pushgateway: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DaemonConfig {
+    pub time_zone: String,
+    pub health_addr: std::net::SocketAddr,
+}
+
+/// Defaults for `[daemon]`.
+pub const DEFAULT_TIME_ZONE: &str = "UTC";
+pub const DEFAULT_HEALTH_ADDR: &str = "127.0.0.1:9464";
 
 #[derive(Debug, Clone)]
 pub struct Source {

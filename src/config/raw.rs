@@ -20,6 +20,32 @@ pub struct RawConfig {
     pub audit: Option<RawAudit>,
     #[serde(default)]
     pub state: Option<RawState>,
+    #[serde(default)]
+    pub daemon: Option<RawDaemon>,
+    #[serde(default)]
+    pub metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Prometheus text file written after every run (node_exporter textfile collector).
+    #[serde(default)]
+    pub textfile: Option<String>,
+    /// Pushgateway base URL (`http://…`), pushed after every run.
+    #[serde(default)]
+    pub pushgateway: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDaemon {
+    /// IANA zone the job schedules are read in.
+    #[serde(default)]
+    pub time_zone: Option<Spanned<String>>,
+    /// Where `lethe daemon` answers health probes and serves metrics.
+    #[serde(default)]
+    pub health_addr: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -215,12 +215,65 @@ pub fn validate_config(
         },
     };
 
+    let daemon = {
+        let raw = raw.daemon.as_ref();
+        let tz = raw.and_then(|d| d.time_zone.as_ref());
+        let time_zone = match tz {
+            Some(t) => match crate::schedule::parse_tz(t.get_ref()) {
+                Ok(_) => t.get_ref().clone(),
+                Err(e) => {
+                    cx.err(t, e);
+                    DEFAULT_TIME_ZONE.into()
+                }
+            },
+            None => DEFAULT_TIME_ZONE.into(),
+        };
+        let addr = raw.and_then(|d| d.health_addr.as_ref());
+        let health_addr = match addr {
+            Some(a) => a.get_ref().parse().unwrap_or_else(|_| {
+                cx.err(
+                    a,
+                    format!(
+                        "`{}` is not an address:port such as 127.0.0.1:9464",
+                        a.get_ref()
+                    ),
+                );
+                DEFAULT_HEALTH_ADDR.parse().expect("valid default")
+            }),
+            None => DEFAULT_HEALTH_ADDR.parse().expect("valid default"),
+        };
+        DaemonConfig {
+            time_zone,
+            health_addr,
+        }
+    };
+
+    let metrics = match raw.metrics {
+        None => MetricsConfig::default(),
+        Some(m) => MetricsConfig {
+            textfile: m.textfile.map(Into::into),
+            pushgateway: m.pushgateway.and_then(|p| match expand(p.get_ref(), env) {
+                Ok(u) if u.starts_with("http://") => Some(u.trim_end_matches('/').to_string()),
+                Ok(_) => {
+                    cx.err(&p, "pushgateway must be an http:// URL (Lethe pushes plain HTTP inside the cluster)");
+                    None
+                }
+                Err(e) => {
+                    cx.err(&p, format!("pushgateway: {e}"));
+                    None
+                }
+            }),
+        },
+    };
+
     Some(Config {
         file: file.path.clone(),
         allowed_regions,
         sources,
         audit,
         state,
+        daemon,
+        metrics,
     })
 }
 
@@ -413,6 +466,8 @@ pub fn validate_job(
                 s,
                 format!("schedule has {fields} fields; Lethe's cron has 6, seconds first (e.g. \"0 30 2 * * *\")"),
             );
+        } else if let Err(e) = crate::schedule::parse_cron(s.get_ref()) {
+            cx.err(s, e);
         }
     }
     if raw.rules.is_empty() {

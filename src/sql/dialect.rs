@@ -50,6 +50,16 @@ pub trait Dialect: Send + Sync {
     /// (64 lowercase hex characters): such rows are done.
     fn looks_hashed(&self, col_sql: &str) -> String;
 
+    /// `<key> belongs to shard index of count`: a stable split of the key
+    /// space so N processes share a rule without overlap.
+    fn shard_predicate(
+        &self,
+        key_sql: &str,
+        key: &ColumnInfo,
+        index: u32,
+        count: u32,
+    ) -> Result<String, String>;
+
     /// Whether `DELETE … RETURNING` exists.
     fn delete_returning(&self) -> bool;
 

@@ -87,6 +87,14 @@ impl Dialect for MySql {
         format!("(CHAR_LENGTH({c}) = 64 AND {c} REGEXP '^[0-9a-f]+$')")
     }
 
+    fn shard_predicate(&self, k: &str, key: &ColumnInfo, i: u32, n: u32) -> Result<String, String> {
+        Ok(if key.kind == ColumnKind::Int {
+            format!("MOD(MOD({k}, {n}) + {n}, {n}) = {i}")
+        } else {
+            format!("MOD(CRC32({k}), {n}) = {i}")
+        })
+    }
+
     fn delete_returning(&self) -> bool {
         self.mariadb
     }

@@ -82,6 +82,14 @@ impl Dialect for Postgres {
         format!("({c} ~ '^[0-9a-f]{{64}}$')")
     }
 
+    fn shard_predicate(&self, k: &str, key: &ColumnInfo, i: u32, n: u32) -> Result<String, String> {
+        Ok(if key.kind == ColumnKind::Int {
+            format!("(({k} % {n}) + {n}) % {n} = {i}")
+        } else {
+            format!("((hashtext(CAST({k} AS TEXT)) % {n}) + {n}) % {n} = {i}")
+        })
+    }
+
     fn delete_returning(&self) -> bool {
         true
     }

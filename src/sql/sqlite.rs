@@ -6,7 +6,7 @@
 
 use super::Val;
 use super::dialect::{Builder, DeleteTarget, Dialect, Engine, sql_literal, typed_value};
-use super::schema::ColumnInfo;
+use super::schema::{ColumnInfo, ColumnKind};
 use crate::config::Strategy;
 
 pub struct Sqlite;
@@ -74,6 +74,16 @@ impl Dialect for Sqlite {
 
     fn looks_hashed(&self, c: &str) -> String {
         format!("(length({c}) = 64 AND {c} NOT GLOB '*[^0-9a-f]*')")
+    }
+
+    fn shard_predicate(&self, k: &str, key: &ColumnInfo, i: u32, n: u32) -> Result<String, String> {
+        if key.kind != ColumnKind::Int {
+            return Err(format!(
+                "key `{}` is text: SQLite has no hash function to shard it by (and one writer at a time gains nothing from shards)",
+                key.name
+            ));
+        }
+        Ok(format!("(({k} % {n}) + {n}) % {n} = {i}"))
     }
 
     fn delete_returning(&self) -> bool {

@@ -117,6 +117,8 @@ pub struct RuleSql {
     pub action: ActionSql,
     pub children: Vec<ChildSql>,
     pub batch_size: usize,
+    /// This process's share of the key space, when sharded.
+    pub shard: Option<String>,
 }
 
 /// Rows read for a batch; every value as text.
@@ -364,7 +366,15 @@ impl RuleSql {
             action,
             children,
             batch_size: rule.batch_size,
+            shard: None,
         })
+    }
+
+    /// Restrict the rule to shard `index` of `count`.
+    pub fn set_shard(&mut self, d: &dyn Dialect, index: u32, count: u32) -> Result<(), String> {
+        let key_sql = self.table.col(d, &self.key.name);
+        self.shard = Some(d.shard_predicate(&key_sql, &self.key, index, count)?);
+        Ok(())
     }
 
     /// `sel < cutoff AND (where) AND <not yet anonymized>`.
@@ -414,6 +424,9 @@ impl RuleSql {
 
     fn push_eligible(&self, d: &dyn Dialect, b: &mut Builder<'_>) {
         self.push_match(d, b);
+        if let Some(shard) = &self.shard {
+            b.push(" AND ").push(shard);
+        }
         if self.hold.is_some() {
             b.push(" AND NOT ");
             self.push_held(d, b);
