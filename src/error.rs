@@ -21,6 +21,19 @@ pub enum ExitCode {
 }
 
 impl ExitCode {
+    /// Every code Lethe exits with.
+    pub const ALL: [ExitCode; 9] = [
+        ExitCode::Ok,
+        ExitCode::Unexpected,
+        ExitCode::Pending,
+        ExitCode::Partial,
+        ExitCode::Guard,
+        ExitCode::Overdue,
+        ExitCode::Usage,
+        ExitCode::Locked,
+        ExitCode::Config,
+    ];
+
     pub fn code(self) -> i32 {
         self as i32
     }
