@@ -453,6 +453,7 @@ pub async fn run_demo(g: &Global, users: u32, as_of: DateTime<Utc>) -> Result<Ex
         jobs: vec![],
         cancel: cancel.clone(),
         shard: None,
+        progress: None,
     };
     println!("== lethe plan ==");
     let plan = engine::run(&loaded, &keys, opts(Mode::Plan)).await?;

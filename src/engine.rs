@@ -54,6 +54,20 @@ pub struct RunOptions {
     pub cancel: CancellationToken,
     /// `(index, count)`: this process handles shard `index` of `count`.
     pub shard: Option<(u32, u32)>,
+    /// Told about each rule's batches (the CLI draws progress bars on a terminal).
+    pub progress: Option<std::sync::Arc<dyn Progress>>,
+}
+
+/// Progress of the rules of a run, for people watching a terminal.
+pub trait Progress: Send + Sync + std::fmt::Debug {
+    /// A rule starts executing with `total` rows to act on.
+    fn start(&self, job: &str, rule: &str, total: u64) -> Box<dyn RuleProgress>;
+}
+
+pub trait RuleProgress: Send {
+    /// `n` more rows were committed.
+    fn advance(&mut self, n: u64);
+    fn finish(&mut self);
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -547,7 +561,16 @@ async fn run_rule_traced(
     if report.matched == 0 {
         return Ok(report);
     }
-    match execute(ctx, db, rule, &sql, &mut report).await {
+    let mut bar = ctx
+        .opts
+        .progress
+        .as_ref()
+        .map(|p| p.start(&ctx.job.name, &rule.name, report.matched));
+    let outcome = execute(ctx, db, rule, &sql, &mut report, &mut bar).await;
+    if let Some(b) = bar.as_mut() {
+        b.finish();
+    }
+    match outcome {
         Ok(()) => Ok(report),
         Err(Error::Audit(a)) => Err(Error::Audit(a)),
         Err(e) => fail(ctx, rule, report, e.to_string()),
@@ -786,6 +809,7 @@ async fn execute(
     rule: &Rule,
     sql: &RuleSql,
     report: &mut RuleReport,
+    bar: &mut Option<Box<dyn RuleProgress>>,
 ) -> Result<(), Error> {
     let d = db.dialect();
     let fast = sql.fast_delete(d);
@@ -907,6 +931,9 @@ async fn execute(
             report.longest_batch_ms = report.longest_batch_ms.max(ms);
             report.batches = batch_no;
             report.done += count;
+            if let Some(b) = bar.as_mut() {
+                b.advance(count);
+            }
             for c in children {
                 add_count(&mut report.children, &c.target, &c.via, &c.action, c.count);
             }

@@ -171,6 +171,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
                     jobs,
                     cancel: cancel_on_signals(),
                     shard,
+                    progress: terminal_progress(&g),
                 },
             )
             .await?;
@@ -196,6 +197,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
                     jobs,
                     cancel: cancel_on_signals(),
                     shard,
+                    progress: terminal_progress(&g),
                 },
             )
             .await?;
@@ -278,6 +280,7 @@ impl crate::schedule::Runner for EngineRunner {
                 jobs: vec![job],
                 cancel,
                 shard,
+                progress: None,
             };
             match engine::run(&loaded, &keys, opts).await {
                 Ok(report) => {
@@ -348,4 +351,39 @@ async fn daemon(g: &Global, shard: Option<(u32, u32)>) -> Result<ExitCode, Error
     let _ = server.await;
     tracing::info!("daemon stopped");
     Ok(ExitCode::Ok)
+}
+
+/// Progress bars, only where a person watches a terminal.
+#[derive(Debug)]
+struct TerminalProgress;
+
+impl engine::Progress for TerminalProgress {
+    fn start(&self, job: &str, rule: &str, total: u64) -> Box<dyn engine::RuleProgress> {
+        let bar = indicatif::ProgressBar::new(total);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{msg:40} {bar:30} {human_pos:>9}/{human_len:9} eta {eta}",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.set_message(format!("{job}/{rule}"));
+        Box::new(Bar(bar))
+    }
+}
+
+struct Bar(indicatif::ProgressBar);
+
+impl engine::RuleProgress for Bar {
+    fn advance(&mut self, n: u64) {
+        self.0.inc(n);
+    }
+
+    fn finish(&mut self) {
+        self.0.finish_and_clear();
+    }
+}
+
+fn terminal_progress(g: &Global) -> Option<std::sync::Arc<dyn engine::Progress>> {
+    (std::io::stderr().is_terminal() && !g.quiet)
+        .then(|| std::sync::Arc::new(TerminalProgress) as _)
 }
