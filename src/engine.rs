@@ -317,7 +317,12 @@ async fn run_traced(
     }
     sources.close().await;
 
-    let interrupted = opts.cancel.is_cancelled();
+    // A signal stops the whole run; a lost lease stops one job: either way
+    // some work was left for the next run.
+    let interrupted = opts.cancel.is_cancelled()
+        || reports
+            .iter()
+            .any(|j| j.rules.iter().any(|r| r.status == RuleStatus::Interrupted));
     let status = if fatal.is_some() {
         "failed"
     } else if interrupted {
@@ -411,23 +416,14 @@ async fn run_job_leased(
         })?;
         return Ok(None);
     }
-    let lost = CancellationToken::new();
     let renewer = {
-        let lost = lost.clone();
         let every = state.lease_ttl / 3;
         let (lease, holder) = (lease.clone(), run_id.to_string());
-        // Renewal shares the state store: a clone of its pool would be another
-        // connection; renewing through `state` directly keeps one.
-        let state_ptr: &State = state;
         async move {
             loop {
                 tokio::time::sleep(every).await;
-                match state_ptr.renew(&lease, &holder).await {
-                    Ok(true) => {}
-                    _ => {
-                        lost.cancel();
-                        return;
-                    }
+                if !matches!(state.renew(&lease, &holder).await, Ok(true)) {
+                    return;
                 }
             }
         }
@@ -443,11 +439,18 @@ async fn run_job_leased(
         audit: ctx.audit,
         opts: &opts,
     };
+    let run = run_job(&mut inner, sources);
+    tokio::pin!(run);
     let result = tokio::select! {
-        r = run_job(&mut inner, sources) => r,
-        _ = renewer => unreachable!("the renewer only returns after cancelling"),
+        r = &mut run => r,
+        _ = renewer => {
+            // The lease could not be renewed: another run may take the job
+            // over once it expires. Stop at the next batch boundary.
+            tracing::error!(lease = %lease, "lost the job's lease; stopping at the next batch boundary");
+            job_cancel.cancel();
+            run.await
+        }
     };
-    let _ = lost;
     state.release(&lease, run_id).await?;
     result.map(Some)
 }
@@ -613,7 +616,7 @@ async fn count_and_guard(
     if ctx.opts.mode != Mode::Execute {
         report.children = count_children(db, sql).await?;
         if sql.subject.is_some() {
-            let stmt = sql.select_batch(d, None);
+            let stmt = sql.select_batch(d, None, false);
             let rows = sql.parse_batch(db.fetch(&stmt).await?);
             let mut seen = BTreeSet::new();
             for r in rows.iter().filter_map(|r| r.subject.as_deref()) {
@@ -846,8 +849,10 @@ async fn execute(
                         })
                         .collect());
                 }
-                let rows =
-                    sql.parse_batch(tx.fetch(db, &sql.select_batch(d, cursor.as_ref())).await?);
+                let rows = sql.parse_batch(
+                    tx.fetch(db, &sql.select_batch(d, cursor.as_ref(), true))
+                        .await?,
+                );
                 if rows.is_empty() {
                     return Ok(rows);
                 }

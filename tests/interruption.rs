@@ -189,3 +189,45 @@ on_every_engine!(
     sigterm_stops_at_a_batch_boundary,
     sigkill_is_finished_by_the_next_run
 );
+
+/// A run whose lease is taken away (an operator cleared it, the state store
+/// lost it) stops at the next batch boundary instead of racing a second run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_the_lease_stops_the_run_at_a_batch_boundary() {
+    let db = TestDb::create(Engine::Sqlite).await;
+    db.seed(800, now()).await;
+    let ws = slow_workspace(&db, "5s");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["run", "--as-of", AS_OF, "--config"])
+        .arg(ws.config())
+        .arg("--jobs")
+        .arg(ws.jobs())
+        .env("LETHE_AUDIT_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while batches_in(&ws) < 1 {
+        assert!(start.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let state = lethe::sql::Db::connect("state", &ws.state_url(), 1, Duration::ZERO)
+        .await
+        .unwrap();
+    let cleared = state
+        .execute(&common::raw("DELETE FROM lethe_leases"))
+        .await
+        .unwrap();
+    assert_eq!(cleared, 1, "the running job held one lease");
+    state.close().await;
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(3), "stopped, not crashed");
+    match &ws.last_records().last().unwrap().event {
+        Event::RunEnd { status, .. } => assert_eq!(status, "interrupted"),
+        other => panic!("{other:?}"),
+    }
+    let out = ws.lethe(&["run", "--as-of", AS_OF]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(ws.lethe(&["audit", "verify"]).code, 0);
+}

@@ -576,7 +576,8 @@ impl RuleSql {
     }
 
     /// Read (and lock) the next batch: key, subject, order value, hashed columns.
-    pub fn select_batch(&self, d: &dyn Dialect, after: Option<&Cursor>) -> Stmt {
+    /// `lock`: lock the rows until commit (the batch path); plans read without locking.
+    pub fn select_batch(&self, d: &dyn Dialect, after: Option<&Cursor>, lock: bool) -> Stmt {
         let mut b = Builder::new(d);
         let key_sql = self.table.col(d, &self.key.name);
         b.push("SELECT ").push(&d.to_text(&key_sql)).push(", ");
@@ -615,7 +616,9 @@ impl RuleSql {
         }
         b.push(" ORDER BY ").push(&self.order_sql(d));
         b.push(&format!(" LIMIT {}", self.batch_size));
-        b.push(d.lock_rows());
+        if lock {
+            b.push(d.lock_rows());
+        }
         b.finish()
     }
 
