@@ -138,6 +138,23 @@ pub fn typed_value(col: &ColumnInfo, text: &str) -> Val {
     }
 }
 
+/// `expr IN (?, ?, …)` with one typed placeholder per value (MySQL, SQLite);
+/// never an empty `IN ()`.
+pub fn push_placeholder_list(b: &mut Builder<'_>, expr: &str, col: &ColumnInfo, values: &[String]) {
+    if values.is_empty() {
+        b.push("1 = 0");
+        return;
+    }
+    b.push(expr).push(" IN (");
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            b.push(", ");
+        }
+        b.bind(typed_value(col, v));
+    }
+    b.push(")");
+}
+
 /// SQL string literal (for constants Lethe itself writes, never for data).
 pub fn sql_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))

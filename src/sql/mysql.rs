@@ -5,7 +5,9 @@
 //! `RETURNING` and takes the select-then-delete path.
 
 use super::Val;
-use super::dialect::{Builder, DeleteTarget, Dialect, Engine, sql_literal, typed_value};
+use super::dialect::{
+    Builder, DeleteTarget, Dialect, Engine, push_placeholder_list, sql_literal, typed_value,
+};
 use super::schema::{ColumnInfo, ColumnKind};
 use crate::config::Strategy;
 
@@ -35,18 +37,7 @@ impl Dialect for MySql {
     }
 
     fn push_in_list(&self, b: &mut Builder<'_>, expr: &str, col: &ColumnInfo, values: &[String]) {
-        if values.is_empty() {
-            b.push("1 = 0");
-            return;
-        }
-        b.push(expr).push(" IN (");
-        for (i, v) in values.iter().enumerate() {
-            if i > 0 {
-                b.push(", ");
-            }
-            b.bind(typed_value(col, v));
-        }
-        b.push(")");
+        push_placeholder_list(b, expr, col, values);
     }
 
     fn push_typed(&self, b: &mut Builder<'_>, col: &ColumnInfo, text: &str) {

@@ -3,7 +3,7 @@
 //! Identifiers from TOML are only ever compared with catalog values here (as
 //! bound parameters); a name that is not found never reaches statement text.
 
-use super::{Db, Engine, Stmt, Val};
+use super::{Db, Engine, Stmt, TextRow, Val};
 use crate::config::TableRef;
 use crate::error::Error;
 
@@ -84,6 +84,40 @@ fn s(v: &Option<String>) -> String {
     v.clone().unwrap_or_default()
 }
 
+/// Columns from rows of (name, data type, …): `kind_at` is the index of the
+/// value the kind is derived from; `nullable` reads the engine's own flag.
+fn columns(
+    engine: Engine,
+    rows: &[TextRow],
+    kind_at: usize,
+    nullable: impl Fn(&TextRow) -> bool,
+) -> Vec<ColumnInfo> {
+    rows.iter()
+        .map(|r| ColumnInfo {
+            name: s(&r[0]),
+            data_type: s(&r[1]),
+            kind: kind_of(engine, &s(&r[kind_at])),
+            nullable: nullable(r),
+        })
+        .collect()
+}
+
+/// Foreign keys from rows of (table, column, referenced column, on delete);
+/// a missing referenced column means `default_ref` (SQLite: the primary key).
+fn foreign_keys(rows: &[TextRow], default_ref: Option<&String>) -> Vec<ForeignKey> {
+    rows.iter()
+        .map(|r| ForeignKey {
+            table: s(&r[0]),
+            column: s(&r[1]),
+            referenced_column: r[2]
+                .clone()
+                .or_else(|| default_ref.cloned())
+                .unwrap_or_default(),
+            on_delete: s(&r[3]),
+        })
+        .collect()
+}
+
 /// Inspect a table; `Ok(None)` if it does not exist.
 pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Error> {
     let engine = db.dialect().engine();
@@ -160,25 +194,9 @@ pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Erro
             };
             Ok(Some(TableInfo {
                 table: t.clone(),
-                columns: cols
-                    .iter()
-                    .map(|r| ColumnInfo {
-                        name: s(&r[0]),
-                        kind: kind_of(engine, &s(&r[1])),
-                        data_type: s(&r[1]),
-                        nullable: s(&r[2]) == "true",
-                    })
-                    .collect(),
+                columns: columns(engine, &cols, 1, |r| s(&r[2]) == "true"),
                 primary_key: pk.iter().map(|r| s(&r[0])).collect(),
-                referenced_by: fks
-                    .iter()
-                    .map(|r| ForeignKey {
-                        table: s(&r[0]),
-                        column: s(&r[1]),
-                        referenced_column: s(&r[2]),
-                        on_delete: s(&r[3]),
-                    })
-                    .collect(),
+                referenced_by: foreign_keys(&fks, None),
                 partitioned,
                 leaves,
                 has_rowid: false,
@@ -221,25 +239,9 @@ pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Erro
                 .await?;
             Ok(Some(TableInfo {
                 table: t.clone(),
-                columns: cols
-                    .iter()
-                    .map(|r| ColumnInfo {
-                        name: s(&r[0]),
-                        kind: kind_of(engine, &s(&r[3])),
-                        data_type: s(&r[1]),
-                        nullable: s(&r[2]) == "YES",
-                    })
-                    .collect(),
+                columns: columns(engine, &cols, 3, |r| s(&r[2]) == "YES"),
                 primary_key: pk.iter().map(|r| s(&r[0])).collect(),
-                referenced_by: fks
-                    .iter()
-                    .map(|r| ForeignKey {
-                        table: s(&r[0]),
-                        column: s(&r[1]),
-                        referenced_column: s(&r[2]),
-                        on_delete: s(&r[3]),
-                    })
-                    .collect(),
+                referenced_by: foreign_keys(&fks, None),
                 partitioned: false,
                 leaves: vec![],
                 has_rowid: false,
@@ -291,27 +293,9 @@ pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Erro
             }
             Ok(Some(TableInfo {
                 table: t.clone(),
-                columns: cols
-                    .iter()
-                    .map(|r| ColumnInfo {
-                        name: s(&r[0]),
-                        kind: kind_of(engine, &s(&r[1])),
-                        data_type: s(&r[1]),
-                        nullable: s(&r[2]) == "0",
-                    })
-                    .collect(),
-                referenced_by: fks
-                    .iter()
-                    .map(|r| ForeignKey {
-                        table: s(&r[0]),
-                        column: s(&r[1]),
-                        // `to` is NULL when the key references the primary key.
-                        referenced_column: r[2]
-                            .clone()
-                            .unwrap_or_else(|| pk_names.first().cloned().unwrap_or_default()),
-                        on_delete: s(&r[3]),
-                    })
-                    .collect(),
+                columns: columns(engine, &cols, 1, |r| s(&r[2]) == "0"),
+                // `to` is NULL when the key references the primary key.
+                referenced_by: foreign_keys(&fks, pk_names.first()),
                 primary_key: pk_names,
                 partitioned: false,
                 leaves: vec![],

@@ -46,6 +46,22 @@ fn start_hint(engine: Engine) -> &'static str {
     }
 }
 
+async fn create_database(engine: Engine, admin_url: &str, name: &str) {
+    let server = if engine == Engine::Postgres {
+        "PostgreSQL at 127.0.0.1:5432"
+    } else {
+        "MariaDB at 127.0.0.1:3306"
+    };
+    let admin = Db::connect("admin", admin_url, 1, Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| panic!("{server} is not reachable ({e}); {}", start_hint(engine)));
+    admin
+        .execute(&raw(&format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create database");
+    admin.close().await;
+}
+
 /// A database created for one test and dropped afterwards.
 pub struct TestDb {
     pub engine: Engine,
@@ -61,35 +77,11 @@ impl TestDb {
         let url = match engine {
             Engine::Sqlite => format!("sqlite://{}?mode=rwc", dir.path().join("app.db").display()),
             Engine::Postgres => {
-                let admin = Db::connect("admin", PG_ADMIN, 1, Duration::ZERO)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "PostgreSQL is not reachable at 127.0.0.1:5432 ({e}); {}",
-                            start_hint(engine)
-                        )
-                    });
-                admin
-                    .execute(&raw(&format!("CREATE DATABASE {name}")))
-                    .await
-                    .expect("create database");
-                admin.close().await;
+                create_database(engine, PG_ADMIN, &name).await;
                 format!("postgres://postgres@127.0.0.1:5432/{name}")
             }
             Engine::MariaDb => {
-                let admin = Db::connect("admin", MY_ADMIN, 1, Duration::ZERO)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!(
-                            "MariaDB is not reachable at 127.0.0.1:3306 ({e}); {}",
-                            start_hint(engine)
-                        )
-                    });
-                admin
-                    .execute(&raw(&format!("CREATE DATABASE {name}")))
-                    .await
-                    .expect("create database");
-                admin.close().await;
+                create_database(engine, MY_ADMIN, &name).await;
                 format!("mysql://root@127.0.0.1:3306/{name}")
             }
         };
