@@ -6,6 +6,7 @@
 //! hashes (`crate::keys`), keys only as keyed digests.
 
 pub mod event;
+pub mod log;
 pub mod sink;
 pub mod verify;
 pub mod writer;
