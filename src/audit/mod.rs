@@ -6,7 +6,10 @@
 //! hashes (`crate::keys`), keys only as keyed digests.
 
 pub mod event;
+pub mod export;
 pub mod log;
+pub mod report;
+pub mod search;
 pub mod sink;
 pub mod verify;
 pub mod writer;
