@@ -1132,7 +1132,7 @@ async fn verify_detects_a_whole_run_deleted() {
         "{}",
         out.stdout
     );
-    assert!(out.stdout.contains("1 runs MISSING"), "{}", out.stdout);
+    assert!(out.stdout.contains("MISSING runs: 1"), "{}", out.stdout);
 
     // The files alone still show it: the next run names the run before it.
     let alone = ws.lethe(&["audit", "verify", "--no-state-store"]);

@@ -209,7 +209,7 @@ pub fn verify_table(reports: &[FileReport]) -> String {
         bad
     ));
     if missing > 0 {
-        out.push_str(&format!("; {missing} runs MISSING"));
+        out.push_str(&format!("; MISSING runs: {missing}"));
     }
     out.push('\n');
     out
