@@ -307,3 +307,27 @@ pub fn write_log(w: &mut dyn Write, log: &Log, format: Format) -> std::io::Resul
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_cells_are_quoted_only_when_needed() {
+        assert_eq!(csv_cell(&Value::Null), "");
+        assert_eq!(csv_cell(&json!(12)), "12");
+        assert_eq!(csv_cell(&json!(true)), "true");
+        assert_eq!(csv_cell(&json!("plain")), "plain");
+        assert_eq!(csv_cell(&json!("a,b")), "\"a,b\"");
+        assert_eq!(csv_cell(&json!("say \"x\"")), "\"say \"\"x\"\"\"");
+        assert_eq!(csv_cell(&json!("two\nlines")), "\"two\nlines\"");
+    }
+
+    #[test]
+    fn columns_are_unique() {
+        let mut c = COLUMNS.to_vec();
+        c.sort();
+        c.dedup();
+        assert_eq!(c.len(), COLUMNS.len());
+    }
+}

@@ -825,3 +825,21 @@ code { font: 12.5px ui-monospace, "SFMono-Regular", Menlo, Consolas, "Liberation
 @media print { body { background: #fff; } main { padding: 0; } }
 </style></head><body><main>
 "#;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_and_text_are_made_safe_for_the_page() {
+        assert_eq!(num(0), "0");
+        assert_eq!(num(999), "999");
+        assert_eq!(num(1_000), "1,000");
+        assert_eq!(num(1_234_567), "1,234,567");
+        assert_eq!(
+            esc("<a href=\"x\">&'"),
+            "&lt;a href=&quot;x&quot;&gt;&amp;&#39;"
+        );
+        assert_eq!(esc_keep_br("a<b<br>c"), "a&lt;b<br>c");
+    }
+}

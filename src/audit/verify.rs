@@ -248,3 +248,61 @@ pub fn read_records(path: &Path) -> std::io::Result<Vec<super::event::Record>> {
         .map(|e| e.record)
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str, records: u64, head: &str, prev: Option<(&str, &str)>) -> FileReport {
+        let mut r = FileReport::new(PathBuf::from(format!("run-{id}.jsonl")));
+        r.run = Some(id.into());
+        r.records = records;
+        r.sealed = true;
+        r.head = Some(head.into());
+        r.dry_run = Some(false);
+        r.first_ts = Some(format!("2026-01-0{}T00:00:00Z", records));
+        r.prev_run = prev.map(|p| p.0.into());
+        r.prev_head = prev.map(|p| p.1.into());
+        r
+    }
+
+    fn state(id: &str, records: u64, head: &str) -> StateRun {
+        StateRun {
+            run_id: id.into(),
+            command: "run".into(),
+            started_ms: 0,
+            ended_ms: Some(1),
+            status: "completed".into(),
+            audit_file: format!("run-{id}.jsonl"),
+            head_hash: Some(head.into()),
+            records: Some(records),
+        }
+    }
+
+    #[test]
+    fn agreeing_logs_pass() {
+        let logs = vec![
+            run("a", 3, "ha", None),
+            run("b", 4, "hb", Some(("a", "ha"))),
+        ];
+        let st = [state("a", 3, "ha"), state("b", 4, "hb")];
+        let out = cross_check(logs, Some(&st), true);
+        assert!(out.iter().all(|r| r.ok()), "{out:?}");
+    }
+
+    #[test]
+    fn a_missing_run_and_a_cut_log_are_named() {
+        let logs = vec![run("c", 2, "hc2", Some(("b", "hb")))];
+        let st = [state("a", 3, "ha"), state("c", 5, "hc")];
+        let out = cross_check(logs, Some(&st), true);
+        let a = out.iter().find(|r| r.run.as_deref() == Some("a")).unwrap();
+        assert!(a.missing && a.problems[0].contains("whole run was deleted"));
+        let b = out.iter().find(|r| r.run.as_deref() == Some("b")).unwrap();
+        assert!(b.missing && b.problems[0].contains("names run b"));
+        let c = out.iter().find(|r| r.run.as_deref() == Some("c")).unwrap();
+        assert!(c.problems[0].contains("truncated at its end"), "{c:?}");
+        // Files given alone (not the whole log): no run is called missing.
+        let out = cross_check(vec![run("c", 2, "hc2", Some(("b", "hb")))], None, false);
+        assert!(out.iter().all(|r| r.ok()));
+    }
+}
