@@ -107,7 +107,7 @@ fn rule_entry<'a>(
 }
 
 fn subject_key(h: &str) -> u64 {
-    u64::from_str_radix(&h[..16.min(h.len())], 16).unwrap_or(0)
+    u64::from_str_radix(h.get(..16).unwrap_or(h), 16).unwrap_or(0)
 }
 
 impl Report {
@@ -552,7 +552,7 @@ fn runs_table(runs: &[RunRow], verdicts: &[FileReport]) -> String {
                 .map(short_ts)
                 .unwrap_or_else(|| "-".into())),
             esc(&file),
-            esc(&run[..8.min(run.len())]),
+            esc(run.get(..8).unwrap_or(&run)),
             if ok { "ok" } else { "bad" },
             if ok { "verified" } else { "FAILED" },
             esc(&verdict_text(v))

@@ -87,7 +87,7 @@ pub fn verify_file(path: &Path) -> FileReport {
 }
 
 fn short(h: &str) -> &str {
-    &h[..12.min(h.len())]
+    h.get(..12).unwrap_or(h)
 }
 
 fn ms_to_rfc3339(ms: i64) -> String {
@@ -277,6 +277,29 @@ mod tests {
             head_hash: Some(head.into()),
             records: Some(records),
         }
+    }
+
+    #[test]
+    fn garbage_is_a_finding_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("run-x.jsonl");
+        let fake_hash = "é".repeat(32);
+        let text = format!(
+            "not json\n{{\"v\":1}},\"hash\":\"{fake_hash}\"}}\n\u{0}\u{ffff}\n{{\"prev_head\":\"ééééééééééééé\"}}\n"
+        );
+        std::fs::write(&f, text).unwrap();
+        std::fs::write(dir.path().join("run-y.jsonl"), [0xff, 0xfe, b'\n', b'{']).unwrap();
+        for file in audit_files(dir.path()).unwrap() {
+            let r = verify_file(&file);
+            assert_eq!(r.broken_at.as_ref().map(|b| b.0), Some(1), "{r:?}");
+            assert!(!r.ok());
+        }
+        let out = cross_check(
+            vec![verify_file(&f)],
+            Some(&[state("é", 1, "ééééééééééééééé")]),
+            true,
+        );
+        assert!(out.iter().all(|r| !r.ok()));
     }
 
     #[test]
