@@ -232,15 +232,29 @@ async fn run_traced(
     run_id: String,
 ) -> Result<RunReport, Error> {
     let jobs = select_jobs(loaded, &opts.jobs)?;
-    // The audit sink first: if it cannot be written, nothing is touched.
-    let mut audit = AuditWriter::create(&loaded.config.audit.dir, &run_id, &keys.key_id)?;
-    let state = if opts.mode == Mode::Execute {
+    // The state store names the run this one links to (executed runs only).
+    let (state, prev) = if opts.mode == Mode::Execute {
         let s = State::open(&loaded.config.state.url, loaded.config.state.lease_ttl).await?;
-        s.run_started(&run_id, "run", &audit.path().display().to_string())
-            .await?;
-        Some(s)
+        match s.last_run().await {
+            Ok(prev) => (Some(s), prev),
+            Err(e) => {
+                s.close().await;
+                return Err(e);
+            }
+        }
     } else {
-        None
+        (None, None)
+    };
+    // The audit sink before any data is touched: if it cannot be written,
+    // the run stops here, having deleted nothing.
+    let mut audit = match AuditWriter::create(&loaded.config.audit.dir, &run_id, &keys.key_id) {
+        Ok(a) => a,
+        Err(e) => {
+            if let Some(s) = &state {
+                s.close().await;
+            }
+            return Err(e);
+        }
     };
     audit.append(Event::RunStart {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -256,7 +270,23 @@ async fn run_traced(
         jobs: jobs.iter().map(|j| j.name.clone()).collect(),
         key_id: keys.key_id.clone(),
         shard: opts.shard.map(|(i, n)| format!("{i}/{n}")),
+        prev_run: prev.as_ref().map(|p| p.run_id.clone()),
+        prev_head: prev.and_then(|p| p.head_hash),
     })?;
+    if let Some(s) = &state
+        && let Err(e) = s
+            .run_started(&run_id, "run", &audit.path().display().to_string())
+            .await
+    {
+        // Seal what was written, so the log says why this run did nothing.
+        let _ = audit.append(Event::RunEnd {
+            status: "failed".into(),
+            totals: Totals::default(),
+            jobs: vec![],
+        });
+        s.close().await;
+        return Err(e);
+    }
     tracing::info!(mode = ?opts.mode, jobs = jobs.len(), "run started");
 
     let mut sources = Sources::new(loaded);
@@ -343,10 +373,15 @@ async fn run_traced(
             })
             .collect(),
     });
+    let end = end.and_then(|_| audit.close());
     if let Some(state) = &state {
-        let _ = state
+        // The head kept outside the log: `audit verify` compares the two.
+        if let Err(e) = state
             .run_ended(&run_id, status, audit.head(), audit.records())
-            .await;
+            .await
+        {
+            tracing::error!(run = %run_id, error = %e, "cannot record the run's head in the state store; `audit verify` will report the run as never ended");
+        }
         state.close().await;
     }
     if let Some(e) = fatal {

@@ -74,6 +74,52 @@ impl Keys {
     }
 }
 
+/// Every key an auditor can search with: the current one and those retired
+/// by rotation (`audit.previous_key_envs`), found by the `kid` each record
+/// carries.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    keys: Vec<Keys>,
+    /// Variables of previous keys that are not set (their records cannot be searched).
+    pub unset: Vec<String>,
+}
+
+impl KeyRing {
+    /// The current key (required) and every previous key that is set.
+    pub fn from_env(current: &str, previous: &[String]) -> Result<KeyRing, Error> {
+        let mut keys = vec![Keys::from_env(current)?];
+        let mut unset = Vec::new();
+        for var in previous {
+            match Keys::from_env(var) {
+                Ok(k) => {
+                    if !keys.iter().any(|h| h.key_id == k.key_id) {
+                        keys.push(k);
+                    }
+                }
+                Err(Error::MissingKey(v)) => unset.push(v),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(KeyRing { keys, unset })
+    }
+
+    pub fn from_keys(keys: Vec<Keys>) -> KeyRing {
+        KeyRing {
+            keys,
+            unset: vec![],
+        }
+    }
+
+    /// The key whose id is `kid`.
+    pub fn by_kid(&self, kid: &str) -> Option<&Keys> {
+        self.keys.iter().find(|k| k.key_id == kid)
+    }
+
+    pub fn key_ids(&self) -> Vec<String> {
+        self.keys.iter().map(|k| k.key_id.clone()).collect()
+    }
+}
+
 /// What the `hash` strategy writes: 64 lowercase hex characters.
 pub fn looks_hashed(v: &str) -> bool {
     v.len() == 64

@@ -243,7 +243,65 @@ impl State {
         Ok(())
     }
 
+    /// The most recently started run, if any: the one a new run links to.
+    pub async fn last_run(&self) -> Result<Option<StateRun>, Error> {
+        Ok(self
+            .select_runs("ORDER BY started_ms DESC, run_id DESC LIMIT 1")
+            .await?
+            .pop())
+    }
+
+    /// Every run the state store recorded, oldest first.
+    pub async fn runs(&self) -> Result<Vec<StateRun>, Error> {
+        self.select_runs("ORDER BY started_ms, run_id").await
+    }
+
+    async fn select_runs(&self, tail: &str) -> Result<Vec<StateRun>, Error> {
+        let rows = self
+            .db
+            .fetch(&self.stmt(
+                &format!(
+                    "SELECT run_id, command, CAST(started_ms AS CHAR(20)), CAST(ended_ms AS CHAR(20)), status, audit_file, head_hash, CAST(records AS CHAR(20)) FROM lethe_runs {tail}"
+                ),
+                vec![],
+            ))
+            .await
+            .map_err(|e| Error::State(e.to_string()))?;
+        let int = |v: &Option<String>| v.as_deref().and_then(|s| s.trim().parse::<i64>().ok());
+        Ok(rows
+            .into_iter()
+            .map(|r| StateRun {
+                run_id: r[0].clone().unwrap_or_default(),
+                command: r[1].clone().unwrap_or_default(),
+                started_ms: int(&r[2]).unwrap_or(0),
+                ended_ms: int(&r[3]),
+                status: r[4].clone().unwrap_or_default(),
+                audit_file: r[5].clone().unwrap_or_default(),
+                head_hash: r[6].as_deref().map(|h| h.trim().to_string()),
+                records: int(&r[7]).map(|n| n.max(0) as u64),
+            })
+            .collect())
+    }
+
     pub async fn close(&self) {
         self.db.close().await;
     }
+}
+
+/// One row of `lethe_runs`: what the state store knows of a run, kept
+/// outside the audit log so that `audit verify` can tell a log cut at its end
+/// or deleted whole.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct StateRun {
+    pub run_id: String,
+    pub command: String,
+    pub started_ms: i64,
+    pub ended_ms: Option<i64>,
+    /// `running` until the run ends, then its status.
+    pub status: String,
+    pub audit_file: String,
+    /// The hash of the run's last record (its seal), once it ended.
+    pub head_hash: Option<String>,
+    /// How many records the run wrote, once it ended.
+    pub records: Option<u64>,
 }

@@ -48,6 +48,15 @@ pub enum Event {
         /// `index/count` when this process ran one shard.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         shard: Option<String>,
+        /// The run the state store recorded before this one (executed runs
+        /// only): links the runs, so a whole run deleted from the folder is
+        /// detected by the run after it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prev_run: Option<String>,
+        /// That run's head (its last record's hash) as the state store
+        /// recorded it; absent while that run had not ended.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        prev_head: Option<String>,
     },
     /// One committed batch (written before the commit; see `BatchRollback`).
     Batch {
@@ -112,6 +121,8 @@ pub enum Event {
     Locked {
         job: String,
     },
+    /// The seal: always the last record of a run. Its `hash` is the run's
+    /// head, which the state store also keeps (with the record count).
     RunEnd {
         status: String,
         totals: Totals,

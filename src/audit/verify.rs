@@ -1,10 +1,25 @@
-//! `lethe audit verify`: recompute every hash and link of every run file.
+//! `lethe audit verify`: is this log whole and unaltered?
+//!
+//! Two levels. Inside one run's file (`verify_file`): every record's hash, its
+//! link to the previous record, its sequence number and run id, and the seal
+//! (`run_end`) at the end — this finds an edit, reorder or removal inside a
+//! run, and a file cut short without its seal. Across runs (`cross_check`):
+//! what the state store recorded of each executed run (its head and record
+//! count, kept outside the log) and the link each `run_start` carries to the
+//! run before it — this finds a whole run deleted, and a log cut at its end
+//! and re-sealed so that its own chain still looks intact.
+//!
+//! The chain is plain SHA-256: anyone can recompute it. What makes a rewrite
+//! detectable is a head held elsewhere — the state store, and the next run's
+//! `run_start` — so verification is only as strong as those are kept apart.
 
-use super::event::{Event, Record};
-use super::writer::GENESIS;
-use sha2::{Digest, Sha256};
+use crate::state::StateRun;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+pub use super::log::{audit_files, files_under};
+
+/// The verdict on one run: its file, or a run whose file is missing.
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FileReport {
     pub file: PathBuf,
@@ -14,139 +29,303 @@ pub struct FileReport {
     pub last_ts: Option<String>,
     /// `None` when the chain is intact; else the 1-based line of the first bad record and why.
     pub broken_at: Option<(u64, String)>,
-    /// The last record is a `run_end`.
+    /// The last record is a `run_end` (the run's seal).
     pub sealed: bool,
+    /// The last record's hash, when the chain is intact.
     pub head: Option<String>,
+    /// From `run_start`: a plan or dry run (these are not in the state store).
+    pub dry_run: Option<bool>,
+    /// From `run_start`: the run before this one, as the state store knew it.
+    pub prev_run: Option<String>,
+    /// From `run_start`: that run's head, as the state store recorded it.
+    pub prev_head: Option<String>,
+    /// No file exists for a run that the state store or the next run names.
+    pub missing: bool,
+    /// What the checks across runs and against the state store found.
+    pub problems: Vec<String>,
+    /// The state store's row for this run, when it was consulted and has one.
+    pub state: Option<StateRun>,
 }
 
 impl FileReport {
+    pub fn new(file: PathBuf) -> FileReport {
+        FileReport {
+            file,
+            run: None,
+            records: 0,
+            first_ts: None,
+            last_ts: None,
+            broken_at: None,
+            sealed: false,
+            head: None,
+            dry_run: None,
+            prev_run: None,
+            prev_head: None,
+            missing: false,
+            problems: vec![],
+            state: None,
+        }
+    }
+
     pub fn ok(&self) -> bool {
-        self.broken_at.is_none() && self.sealed
+        self.broken_at.is_none() && self.sealed && !self.missing && self.problems.is_empty()
+    }
+
+    /// The chain status in words: `chain ok` or `broken at record N: why`.
+    pub fn chain_status(&self) -> String {
+        match (&self.broken_at, self.missing) {
+            (_, true) => "missing".into(),
+            (None, _) => "chain ok".into(),
+            (Some((n, why)), _) => format!("BROKEN at record {n}: {why}"),
+        }
     }
 }
 
-/// Split a line into the hashed body and the hash it claims.
-fn split_hash(line: &str) -> Option<(String, &str)> {
-    const SUFFIX_LEN: usize = ",\"hash\":\"".len() + 64 + "\"}".len();
-    if line.len() < SUFFIX_LEN || !line.ends_with("\"}") {
-        return None;
-    }
-    let cut = line.len() - SUFFIX_LEN;
-    let tail = &line[cut..];
-    if !tail.starts_with(",\"hash\":\"") {
-        return None;
-    }
-    let hash = &tail[9..9 + 64];
-    let mut body = line[..cut].to_string();
-    body.push('}');
-    Some((body, hash))
-}
-
+/// Verify one file on its own.
 pub fn verify_file(path: &Path) -> FileReport {
-    let mut report = FileReport {
-        file: path.to_path_buf(),
-        run: None,
-        records: 0,
-        first_ts: None,
-        last_ts: None,
-        broken_at: None,
-        sealed: false,
-        head: None,
-    };
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) => {
-            report.broken_at = Some((0, format!("cannot read: {e}")));
-            return report;
+    super::log::read_log(path).report
+}
+
+fn short(h: &str) -> &str {
+    h.get(..12).unwrap_or(h)
+}
+
+fn ms_to_rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// Checks across runs. `state`: every run of the state store, when it is
+/// consulted. `complete`: the reports are the whole log (the configured
+/// folder), so a run named by the state store or by a later run's link but
+/// absent from them was deleted. Returns the reports in time order, with a
+/// report (`missing`) for each run found deleted.
+pub fn cross_check(
+    mut reports: Vec<FileReport>,
+    state: Option<&[StateRun]>,
+    complete: bool,
+) -> Vec<FileReport> {
+    let mut by_run: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (i, r) in reports.iter().enumerate() {
+        if let Some(run) = &r.run {
+            by_run.entry(run.clone()).or_default().push(i);
         }
-    };
-    let mut prev = GENESIS.to_string();
-    let mut last_kind = "";
-    for (i, line) in text.lines().enumerate() {
-        let n = i as u64 + 1;
-        let fail = |why: String| Some((n, why));
-        let Some((body, claimed)) = split_hash(line) else {
-            report.broken_at = fail("not a sealed audit record".into());
-            return report;
-        };
-        let actual = hex::encode(Sha256::digest(body.as_bytes()));
-        if actual != claimed {
-            report.broken_at = fail("record content does not match its hash (edited)".into());
-            return report;
-        }
-        let record: Record = match serde_json::from_str(&body) {
-            Ok(r) => r,
-            Err(e) => {
-                report.broken_at = fail(format!("not a valid record: {e}"));
-                return report;
-            }
-        };
-        if record.prev != prev {
-            report.broken_at = fail(
-                "previous-hash link broken (a record was removed, inserted or reordered)".into(),
-            );
-            return report;
-        }
-        if record.seq != i as u64 {
-            report.broken_at = fail(format!(
-                "sequence number {} where {} was expected",
-                record.seq, i
+    }
+    for idx in by_run.values().filter(|v| v.len() > 1) {
+        for &i in idx {
+            reports[i].problems.push(format!(
+                "the same run is in {} files (a copy, or a forged run)",
+                idx.len()
             ));
-            return report;
         }
-        match &report.run {
-            None => {
-                if !matches!(record.event, Event::RunStart { .. }) {
-                    report.broken_at = fail("the first record is not run_start".into());
-                    return report;
+    }
+    let mut missing: BTreeMap<String, FileReport> = BTreeMap::new();
+
+    if let Some(state) = state {
+        let known: BTreeMap<&str, &StateRun> =
+            state.iter().map(|s| (s.run_id.as_str(), s)).collect();
+        for s in state {
+            let Some(idx) = by_run.get(&s.run_id) else {
+                if complete {
+                    let mut m = FileReport::new(PathBuf::from(&s.audit_file));
+                    m.run = Some(s.run_id.clone());
+                    m.missing = true;
+                    m.first_ts = Some(ms_to_rfc3339(s.started_ms));
+                    m.records = 0;
+                    m.problems.push(format!(
+                        "the state store records run {} (started {}, status {}{}) but its log is missing: the whole run was deleted",
+                        s.run_id,
+                        ms_to_rfc3339(s.started_ms),
+                        s.status,
+                        s.records.map(|n| format!(", {n} records")).unwrap_or_default()
+                    ));
+                    m.state = Some(s.clone());
+                    missing.insert(s.run_id.clone(), m);
                 }
-                report.run = Some(record.run.clone());
+                continue;
+            };
+            for &i in idx {
+                let r = &mut reports[i];
+                r.state = Some(s.clone());
+                match (&s.head_hash, s.records) {
+                    (Some(head), Some(n)) => {
+                        if r.broken_at.is_some() {
+                            // The chain itself is broken; that is the finding.
+                        } else if r.records < n {
+                            r.problems.push(format!(
+                                "truncated at its end: the log has {} records, the state store recorded {n} (head {}…)",
+                                r.records,
+                                short(head)
+                            ));
+                        } else if r.records > n {
+                            r.problems.push(format!(
+                                "the log has {} records, the state store recorded {n}: records were added after the run ended",
+                                r.records
+                            ));
+                        } else if r.head.as_deref() != Some(head.as_str()) {
+                            r.problems.push(format!(
+                                "rewritten: its last record's hash {}… is not the head the state store recorded ({}…)",
+                                r.head.as_deref().map(short).unwrap_or("-"),
+                                short(head)
+                            ));
+                        }
+                    }
+                    _ => r.problems.push(format!(
+                        "the state store says this run never ended (status {}): it crashed, or is still running",
+                        s.status
+                    )),
+                }
             }
-            Some(r) if *r != record.run => {
-                report.broken_at = fail("record belongs to another run".into());
-                return report;
+        }
+        for r in reports.iter_mut() {
+            if let (Some(run), Some(false)) = (&r.run, r.dry_run)
+                && !known.contains_key(run.as_str())
+            {
+                r.problems.push(
+                    "an executed run the state store has no record of (a log from another installation, or the state store lost its row)".into(),
+                );
             }
-            Some(_) => {}
         }
-        if report.first_ts.is_none() {
-            report.first_ts = Some(record.ts.clone());
-        }
-        report.last_ts = Some(record.ts.clone());
-        report.records = n;
-        last_kind = record.event.kind();
-        prev = claimed.to_string();
     }
-    report.sealed = last_kind == "run_end";
-    report.head = Some(prev);
-    report
+
+    // Links: each executed run names the run before it and that run's head.
+    let links: Vec<(usize, String, Option<String>)> = reports
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| r.prev_run.clone().map(|p| (i, p, r.prev_head.clone())))
+        .collect();
+    for (i, prev_run, prev_head) in links {
+        let next_run = reports[i].run.clone().unwrap_or_default();
+        match by_run.get(&prev_run) {
+            Some(idx) => {
+                let Some(head) = prev_head else { continue };
+                for &j in idx {
+                    let p = &mut reports[j];
+                    if p.broken_at.is_none() && p.head.as_deref() != Some(head.as_str()) {
+                        p.problems.push(format!(
+                            "run {next_run} recorded this run's head as {}…, but the log ends at {}…: cut or rewritten at its end",
+                            short(&head),
+                            p.head.as_deref().map(short).unwrap_or("-")
+                        ));
+                    }
+                }
+            }
+            None if complete => {
+                let m = missing.entry(prev_run.clone()).or_insert_with(|| {
+                    let mut m = FileReport::new(PathBuf::from(format!("(run {prev_run})")));
+                    m.run = Some(prev_run.clone());
+                    m.missing = true;
+                    m
+                });
+                m.problems.push(format!(
+                    "run {next_run} names run {prev_run} as the run before it, and its log is missing: the whole run was deleted"
+                ));
+                if m.first_ts.is_none() {
+                    // Place it just before the run that names it.
+                    m.first_ts = reports[i].first_ts.clone();
+                }
+            }
+            None => {}
+        }
+    }
+
+    reports.extend(missing.into_values());
+    reports.sort_by(|a, b| {
+        let key = |r: &FileReport| (r.first_ts.clone().unwrap_or_default(), r.missing as u8 ^ 1);
+        key(a).cmp(&key(b)).then_with(|| a.file.cmp(&b.file))
+    });
+    reports
 }
 
-/// The run files under `path` (a file, or a folder searched recursively), in name order.
-pub fn audit_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
-    if path.is_file() {
-        return Ok(vec![path.to_path_buf()]);
-    }
-    let mut out = Vec::new();
-    let mut stack = vec![path.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir)? {
-            let p = entry?.path();
-            if p.is_dir() {
-                stack.push(p);
-            } else if p.extension().is_some_and(|e| e == "jsonl") {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Read every record of a verified file (for reports and tests).
-pub fn read_records(path: &Path) -> std::io::Result<Vec<Record>> {
-    let text = std::fs::read_to_string(path)?;
-    Ok(text
-        .lines()
-        .filter_map(|l| split_hash(l).and_then(|(b, _)| serde_json::from_str(&b).ok()))
+/// Every record of a file that parses, in file order (for tests and tools
+/// that do not need the verdict; `log::read_log` gives both).
+pub fn read_records(path: &Path) -> std::io::Result<Vec<super::event::Record>> {
+    std::fs::metadata(path)?;
+    Ok(super::log::read_log(path)
+        .entries
+        .into_iter()
+        .map(|e| e.record)
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(id: &str, records: u64, head: &str, prev: Option<(&str, &str)>) -> FileReport {
+        let mut r = FileReport::new(PathBuf::from(format!("run-{id}.jsonl")));
+        r.run = Some(id.into());
+        r.records = records;
+        r.sealed = true;
+        r.head = Some(head.into());
+        r.dry_run = Some(false);
+        r.first_ts = Some(format!("2026-01-0{}T00:00:00Z", records));
+        r.prev_run = prev.map(|p| p.0.into());
+        r.prev_head = prev.map(|p| p.1.into());
+        r
+    }
+
+    fn state(id: &str, records: u64, head: &str) -> StateRun {
+        StateRun {
+            run_id: id.into(),
+            command: "run".into(),
+            started_ms: 0,
+            ended_ms: Some(1),
+            status: "completed".into(),
+            audit_file: format!("run-{id}.jsonl"),
+            head_hash: Some(head.into()),
+            records: Some(records),
+        }
+    }
+
+    #[test]
+    fn garbage_is_a_finding_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("run-x.jsonl");
+        let fake_hash = "é".repeat(32);
+        let text = format!(
+            "not json\n{{\"v\":1}},\"hash\":\"{fake_hash}\"}}\n\u{0}\u{ffff}\n{{\"prev_head\":\"ééééééééééééé\"}}\n"
+        );
+        std::fs::write(&f, text).unwrap();
+        std::fs::write(dir.path().join("run-y.jsonl"), [0xff, 0xfe, b'\n', b'{']).unwrap();
+        for file in audit_files(dir.path()).unwrap() {
+            let r = verify_file(&file);
+            assert_eq!(r.broken_at.as_ref().map(|b| b.0), Some(1), "{r:?}");
+            assert!(!r.ok());
+        }
+        let out = cross_check(
+            vec![verify_file(&f)],
+            Some(&[state("é", 1, "ééééééééééééééé")]),
+            true,
+        );
+        assert!(out.iter().all(|r| !r.ok()));
+    }
+
+    #[test]
+    fn agreeing_logs_pass() {
+        let logs = vec![
+            run("a", 3, "ha", None),
+            run("b", 4, "hb", Some(("a", "ha"))),
+        ];
+        let st = [state("a", 3, "ha"), state("b", 4, "hb")];
+        let out = cross_check(logs, Some(&st), true);
+        assert!(out.iter().all(|r| r.ok()), "{out:?}");
+    }
+
+    #[test]
+    fn a_missing_run_and_a_cut_log_are_named() {
+        let logs = vec![run("c", 2, "hc2", Some(("b", "hb")))];
+        let st = [state("a", 3, "ha"), state("c", 5, "hc")];
+        let out = cross_check(logs, Some(&st), true);
+        let a = out.iter().find(|r| r.run.as_deref() == Some("a")).unwrap();
+        assert!(a.missing && a.problems[0].contains("whole run was deleted"));
+        let b = out.iter().find(|r| r.run.as_deref() == Some("b")).unwrap();
+        assert!(b.missing && b.problems[0].contains("names run b"));
+        let c = out.iter().find(|r| r.run.as_deref() == Some("c")).unwrap();
+        assert!(c.problems[0].contains("truncated at its end"), "{c:?}");
+        // Files given alone (not the whole log): no run is called missing.
+        let out = cross_check(vec![run("c", 2, "hc2", Some(("b", "hb")))], None, false);
+        assert!(out.iter().all(|r| r.ok()));
+    }
 }

@@ -3,22 +3,25 @@
 //! Each line is `<body>` with `,"hash":"<sha256(body + "}")>"}` closing it,
 //! where the body holds `prev`, the previous line's hash. The hash covers
 //! the exact bytes written, so verification needs no re-serialization.
-//! Every append is flushed and fsynced before the caller goes on: a batch is
-//! recorded before its transaction commits, so no deletion is unaudited.
+//! Every append is stored durably by every sink before the caller goes on: a
+//! batch is recorded before its transaction commits, so no deletion is
+//! unaudited. The writer owns the chain; sinks (`super::sink`) only store the
+//! sealed bytes.
 
 use super::event::{Event, FORMAT_VERSION, Record};
+use super::sink::{AuditSink, FileSink};
 use crate::error::Error;
 use chrono::{SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 pub struct AuditWriter {
-    file: File,
+    /// The local file sink's path (the run's file name, in reports and the state store).
     path: PathBuf,
+    /// Every sink a line goes to; the local file sink first.
+    sinks: Vec<Box<dyn AuditSink>>,
     run: String,
     kid: String,
     seq: u64,
@@ -42,27 +45,46 @@ impl AuditWriter {
     /// Create `dir/run-<time>-<run>.jsonl`; fails if the sink is unusable,
     /// which stops the run before anything is touched.
     pub fn create(dir: &Path, run: &str, kid: &str) -> Result<AuditWriter, Error> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| Error::Audit(format!("cannot create {}: {e}", dir.display())))?;
         let name = format!(
             "run-{}-{}.jsonl",
             Utc::now().format("%Y%m%dT%H%M%S%.3fZ"),
             &run[..8.min(run.len())]
         );
-        let path = dir.join(name);
-        let file = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| Error::Audit(format!("cannot create {}: {e}", path.display())))?;
+        let file = FileSink::create(dir, &name)?;
         Ok(AuditWriter {
-            file,
-            path,
+            path: file.path().to_path_buf(),
+            sinks: vec![Box::new(file)],
             run: run.to_string(),
             kid: kid.to_string(),
             seq: 0,
             prev: GENESIS.to_string(),
         })
+    }
+
+    /// Also write every line to `sink`. Only before the first append, so every
+    /// sink holds the whole chain.
+    pub fn add_sink(&mut self, sink: Box<dyn AuditSink>) -> Result<(), Error> {
+        if self.seq > 0 {
+            return Err(Error::Audit(format!(
+                "sink {} added after the run's first record",
+                sink.location()
+            )));
+        }
+        self.sinks.push(sink);
+        Ok(())
+    }
+
+    /// Where every sink stores this run.
+    pub fn locations(&self) -> Vec<String> {
+        self.sinks.iter().map(|s| s.location()).collect()
+    }
+
+    /// The run is over: let every sink store what it still buffers.
+    pub fn close(&mut self) -> Result<(), Error> {
+        for s in &mut self.sinks {
+            s.close()?;
+        }
+        Ok(())
     }
 
     pub fn path(&self) -> &Path {
@@ -90,10 +112,9 @@ impl AuditWriter {
         };
         let (mut line, hash) = seal_line(&record);
         line.push('\n');
-        self.file
-            .write_all(line.as_bytes())
-            .and_then(|_| self.file.sync_data())
-            .map_err(|e| Error::Audit(format!("cannot write {}: {e}", self.path.display())))?;
+        for sink in &mut self.sinks {
+            sink.append(line.as_bytes())?;
+        }
         tracing::debug!(
             kind = record.event.kind(),
             seq = self.seq,

@@ -137,9 +137,98 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
-    /// Check every record's hash and link; exits 1 on any break or unsealed run.
+    /// Check every record's hash and link, every run's seal, and (for the
+    /// configured folder) the state store's heads and the links between runs;
+    /// exits 1 on any finding.
     Verify {
         /// Files or folders (default: the configured audit folder).
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        state: StateChoice,
     },
+    /// Every record about one subject, across runs: was it erased, when, by
+    /// which rule, under which policy section.
+    Search {
+        /// The subject's raw id (e.g. a user id), or `-` to read it from
+        /// standard input. Only its keyed hash is compared; it is never printed.
+        #[arg(long)]
+        subject: String,
+        /// Only this run (its id or a prefix of it).
+        #[arg(long)]
+        run: Option<String>,
+        /// Only this job.
+        #[arg(long)]
+        job: Option<String>,
+        /// Only this rule.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only records at or after this instant (RFC 3339).
+        #[arg(long, value_parser = parse_as_of)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only records at or before this instant (RFC 3339).
+        #[arg(long, value_parser = parse_as_of)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only this action.
+        #[arg(long, value_enum)]
+        action: Option<SearchAction>,
+        /// Files or folders (default: the configured audit folder).
+        paths: Vec<PathBuf>,
+    },
+    /// Every record as one flat table (CSV or JSON Lines), one row per record.
+    Export {
+        /// `csv` for spreadsheets, `json` (JSON Lines) for SIEMs.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Csv)]
+        format: ExportFormat,
+        /// Write to this file instead of standard output.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Files or folders (default: the configured audit folder).
+        paths: Vec<PathBuf>,
+    },
+    /// One self-contained HTML page: runs over time, per job and rule counts,
+    /// guard trips, failures, verification of every log, policy sections.
+    Report {
+        /// The HTML file to write.
+        #[arg(long)]
+        html: PathBuf,
+        /// Files or folders (default: the configured audit folder).
+        paths: Vec<PathBuf>,
+        #[command(flatten)]
+        state: StateChoice,
+    },
+}
+
+/// Whether verification also compares the logs with the state store.
+#[derive(Debug, Args, Clone, Copy)]
+pub struct StateChoice {
+    /// Also compare with the state store when PATHs are given (they are then
+    /// taken as the whole log). On by default without PATHs.
+    #[arg(long, conflicts_with = "no_state_store")]
+    pub state_store: bool,
+    /// Verify the files alone, without the state store.
+    #[arg(long)]
+    pub no_state_store: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SearchAction {
+    Delete,
+    Anonymize,
+    Hold,
+}
+
+impl SearchAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SearchAction::Delete => "delete",
+            SearchAction::Anonymize => "anonymize",
+            SearchAction::Hold => "hold",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ExportFormat {
+    Csv,
+    Json,
 }

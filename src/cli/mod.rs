@@ -2,14 +2,14 @@
 //! to an exit code. Usage errors exit 64 (clap's own 2 means "plan: pending").
 
 pub mod args;
+pub mod audit;
 pub mod output;
 
-use crate::audit::verify;
 use crate::config::{self, Loaded};
 use crate::engine::{self, Mode, RunOptions};
 use crate::error::{Error, ExitCode};
 use crate::keys::Keys;
-use args::{AuditCommand, Cli, Command, Global, Output};
+use args::{Cli, Command, Global, Output};
 use clap::Parser;
 use std::io::{IsTerminal, Write};
 use tokio_util::sync::CancellationToken;
@@ -211,31 +211,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
                 other => other,
             })
         }
-        Command::Audit(AuditCommand::Verify { paths }) => {
-            let paths = if paths.is_empty() {
-                vec![load(&g)?.config.audit.dir]
-            } else {
-                paths
-            };
-            let mut reports = Vec::new();
-            for p in &paths {
-                let files = verify::audit_files(p)
-                    .map_err(|e| Error::Audit(format!("cannot read {}: {e}", p.display())))?;
-                reports.extend(files.iter().map(|f| verify::verify_file(f)));
-            }
-            if reports.is_empty() {
-                return Err(Error::Audit("no audit logs found".into()));
-            }
-            print(&match g.output {
-                Output::Table => output::verify_table(&reports),
-                Output::Json => output::verify_json(&reports),
-            });
-            Ok(if reports.iter().all(|r| r.ok()) {
-                ExitCode::Ok
-            } else {
-                ExitCode::Unexpected
-            })
-        }
+        Command::Audit(cmd) => audit::dispatch(&g, cmd).await,
         Command::Demo { users } => crate::demo::run_demo(&g, users, as_of).await,
         Command::Daemon => daemon(&g, shard).await,
         Command::Healthcheck { addr } => {

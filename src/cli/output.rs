@@ -1,8 +1,11 @@
 //! Rendering reports as tables (people) or JSON Lines (machines).
 //!
 //! JSON Lines: one object per line, each with `"v": 1` (format version) and a
-//! `type` field: `rule`, `summary`, `check`, `verify`. Documented in the README.
+//! `type` field: `rule`, `summary`, `check`, `verify`, `search_hit`,
+//! `search_summary`, `report`. Documented in the README.
 
+use crate::audit::report::Totals as ReportTotals;
+use crate::audit::search::{Hit, Stats};
 use crate::audit::verify::FileReport;
 use crate::check::CheckReport;
 use crate::engine::{RuleStatus, RunReport};
@@ -171,31 +174,44 @@ pub fn check_json(c: &CheckReport) -> String {
 pub fn verify_table(reports: &[FileReport]) -> String {
     let mut out = String::new();
     for r in reports {
-        let chain = match &r.broken_at {
-            None => "chain ok".to_string(),
-            Some((n, why)) => format!("BROKEN at record {n}: {why}"),
-        };
-        out.push_str(&format!(
-            "{}: {} records, {} .. {}, {}, {}\n",
-            r.file.display(),
-            r.records,
-            r.first_ts.as_deref().unwrap_or("-"),
-            r.last_ts.as_deref().unwrap_or("-"),
-            chain,
-            if r.sealed {
-                "sealed"
-            } else {
-                "NOT sealed (run did not finish)"
-            }
-        ));
+        if r.missing {
+            out.push_str(&format!(
+                "{}: MISSING (run {})\n",
+                r.file.display(),
+                r.run.as_deref().unwrap_or("-")
+            ));
+        } else {
+            out.push_str(&format!(
+                "{}: {} records, {} .. {}, {}, {}\n",
+                r.file.display(),
+                r.records,
+                r.first_ts.as_deref().unwrap_or("-"),
+                r.last_ts.as_deref().unwrap_or("-"),
+                r.chain_status(),
+                if r.sealed {
+                    "sealed"
+                } else {
+                    "NOT sealed (run did not finish)"
+                }
+            ));
+        }
+        for p in &r.problems {
+            out.push_str(&format!("    ! {p}\n"));
+        }
     }
-    let bad = reports.iter().filter(|r| !r.ok()).count();
+    let missing = reports.iter().filter(|r| r.missing).count();
+    let logs = reports.len() - missing;
+    let bad = reports.iter().filter(|r| !r.missing && !r.ok()).count();
     out.push_str(&format!(
-        "{} logs verified, {} ok, {} failed\n",
-        reports.len(),
-        reports.len() - bad,
+        "{} logs verified, {} ok, {} failed",
+        logs,
+        logs - bad,
         bad
     ));
+    if missing > 0 {
+        out.push_str(&format!("; MISSING runs: {missing}"));
+    }
+    out.push('\n');
     out
 }
 
@@ -210,4 +226,151 @@ pub fn verify_json(reports: &[FileReport]) -> String {
         out.push('\n');
     }
     out
+}
+
+/// Lay out rows of cells in aligned columns (numeric columns right-aligned).
+fn columns(rows: &[Vec<String>], right: &[usize]) -> String {
+    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let mut width = vec![0usize; n];
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            let pad = width[c].saturating_sub(cell.chars().count());
+            if right.contains(&c) {
+                line.push_str(&" ".repeat(pad));
+                line.push_str(cell);
+            } else {
+                line.push_str(cell);
+                line.push_str(&" ".repeat(pad));
+            }
+            line.push_str("  ");
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+pub fn search_table(hits: &[Hit], stats: &Stats) -> String {
+    let mut out = String::new();
+    if !hits.is_empty() {
+        let mut rows = vec![
+            [
+                "TIME", "RUN", "JOB", "RULE", "POLICY", "ACTION", "TARGET", "OUTCOME", "BATCH",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ];
+        for h in hits {
+            rows.push(vec![
+                h.ts.get(..19).unwrap_or(&h.ts).replace('T', " "),
+                h.run.get(..8).unwrap_or(&h.run).to_string(),
+                h.job.clone(),
+                h.rule.clone(),
+                h.policy.clone(),
+                h.action.clone(),
+                h.target.clone(),
+                if h.verified {
+                    h.outcome.clone()
+                } else {
+                    format!("{} (UNVERIFIED LOG)", h.outcome)
+                },
+                h.batch.map(|b| b.to_string()).unwrap_or_else(|| "-".into()),
+            ]);
+        }
+        out.push_str(&columns(&rows, &[8]));
+        let mut with: Vec<String> = Vec::new();
+        for h in hits {
+            for c in &h.children {
+                let s = format!("{} {} (via {})", c.target, c.action, c.via);
+                if !with.contains(&s) {
+                    with.push(s);
+                }
+            }
+        }
+        if !with.is_empty() {
+            out.push_str(&format!(
+                "with the subject's rows in: {}\n",
+                with.join(", ")
+            ));
+        }
+        out.push('\n');
+    }
+    let logs_with_hits = hits
+        .iter()
+        .map(|h| &h.file)
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    out.push_str(&format!(
+        "{} records about this subject in {} of {} logs ({} records searched; key ids {})\n",
+        hits.len(),
+        logs_with_hits,
+        stats.logs,
+        stats.records,
+        stats.key_ids.join(", ")
+    ));
+    if let Some(h) = hits.first() {
+        out.push_str(&format!("subject hash (key {}): {}\n", h.kid, h.subject));
+    }
+    out
+}
+
+pub fn search_json(hits: &[Hit], stats: &Stats) -> String {
+    let mut out = String::new();
+    for h in hits {
+        let mut v = serde_json::to_value(h).expect("serializes");
+        v["v"] = json!(OUTPUT_VERSION);
+        v["type"] = json!("search_hit");
+        out.push_str(&v.to_string());
+        out.push('\n');
+    }
+    let mut v = serde_json::to_value(stats).expect("serializes");
+    v["v"] = json!(OUTPUT_VERSION);
+    v["type"] = json!("search_summary");
+    out.push_str(&v.to_string());
+    out.push('\n');
+    out
+}
+
+pub fn report_table(file: &std::path::Path, t: &ReportTotals) -> String {
+    format!(
+        "report: {} ({} runs; erased {}, anonymized {}, held {}, failures {}, guard trips {}; {} logs verified, {} failed)\n",
+        file.display(),
+        t.runs,
+        t.erased,
+        t.anonymized,
+        t.held,
+        t.failures,
+        t.guard_trips,
+        t.logs_ok,
+        t.logs_failed
+    )
+}
+
+pub fn report_json(file: &std::path::Path, t: &ReportTotals) -> String {
+    format!(
+        "{}\n",
+        json!({
+            "v": OUTPUT_VERSION,
+            "type": "report",
+            "file": file.display().to_string(),
+            "runs": t.runs,
+            "executed_runs": t.executed_runs,
+            "erased": t.erased,
+            "anonymized": t.anonymized,
+            "child_rows_deleted": t.child_rows_deleted,
+            "child_rows_anonymized": t.child_rows_anonymized,
+            "held": t.held,
+            "failures": t.failures,
+            "guard_trips": t.guard_trips,
+            "logs_ok": t.logs_ok,
+            "logs_failed": t.logs_failed,
+        })
+    )
 }

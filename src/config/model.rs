@@ -72,6 +72,8 @@ pub fn redact_url(url: &str) -> String {
 pub struct AuditConfig {
     pub dir: PathBuf,
     pub hmac_key_env: String,
+    /// Variables holding retired keys; `audit search` tries each, by key id.
+    pub previous_key_envs: Vec<String>,
     pub region: Option<String>,
 }
 

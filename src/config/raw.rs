@@ -68,6 +68,10 @@ pub struct RawAudit {
     pub dir: Option<String>,
     #[serde(default)]
     pub hmac_key_env: Option<Spanned<String>>,
+    /// Variables holding keys used before a rotation, so `audit search`
+    /// still finds subjects in records written under them (matched by `kid`).
+    #[serde(default)]
+    pub previous_key_envs: Vec<Spanned<String>>,
     #[serde(default)]
     pub region: Option<Spanned<String>>,
 }

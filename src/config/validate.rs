@@ -165,18 +165,39 @@ pub fn validate_config(
                     "hmac_key_env names an environment variable: letters, digits and `_`",
                 );
             }
+            let mut previous_key_envs: Vec<String> = Vec::new();
+            for p in &a.previous_key_envs {
+                let name = p.get_ref();
+                if !is_identifier(name) {
+                    cx.err(
+                        p,
+                        "previous_key_envs names environment variables: letters, digits and `_`",
+                    );
+                } else if *name == env_name {
+                    cx.err(
+                        p,
+                        format!("`{name}` is the current key (hmac_key_env), not a previous one"),
+                    );
+                } else if previous_key_envs.contains(name) {
+                    cx.err(p, format!("`{name}` is listed twice"));
+                } else {
+                    previous_key_envs.push(name.clone());
+                }
+            }
             if let Some(r) = &a.region {
                 region_ok(&mut cx, &Some(r.clone()), "the audit sink", &|_, _| {});
             }
             AuditConfig {
                 dir: a.dir.unwrap_or_else(|| "var/audit".into()).into(),
                 hmac_key_env: env_name,
+                previous_key_envs,
                 region: a.region.map(|r| r.into_inner()),
             }
         }
         None => AuditConfig {
             dir: "var/audit".into(),
             hmac_key_env: "LETHE_AUDIT_KEY".into(),
+            previous_key_envs: vec![],
             region: None,
         },
     };

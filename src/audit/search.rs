@@ -1,0 +1,238 @@
+//! `lethe audit search`: every record about one subject, across runs.
+//!
+//! The auditor types the subject's raw id; it is hashed here with each
+//! configured key (current and previous, found by the `kid` each record
+//! carries) and compared with the keyed hashes in `batch` and `hold`
+//! records. The raw id is never written anywhere: not to the output, the
+//! logs, nor an error. A hit says what happened to the subject's row: erased,
+//! anonymized, held, failed (the batch was rolled back) or unconfirmed (the
+//! run stopped right after recording the batch, before it could record
+//! anything else: the commit may or may not have happened, and the next run
+//! redoes and records it).
+
+use super::event::Event;
+use super::log::Log;
+use crate::keys::KeyRing;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// Filters besides the subject; `None` matches everything.
+#[derive(Debug, Clone, Default)]
+pub struct Filters {
+    /// A run id or its prefix (file names carry the first 8 characters).
+    pub run: Option<String>,
+    pub job: Option<String>,
+    pub rule: Option<String>,
+    /// Records at or after this instant.
+    pub since: Option<DateTime<Utc>>,
+    /// Records at or before this instant.
+    pub until: Option<DateTime<Utc>>,
+    /// `delete`, `anonymize` or `hold`.
+    pub action: Option<String>,
+}
+
+impl Filters {
+    fn matches(&self, run: &str, ts: &str, job: &str, rule: &str, action: &str) -> bool {
+        if self.run.as_deref().is_some_and(|r| !run.starts_with(r)) {
+            return false;
+        }
+        if self.job.as_deref().is_some_and(|j| j != job)
+            || self.rule.as_deref().is_some_and(|r| r != rule)
+            || self.action.as_deref().is_some_and(|a| a != action)
+        {
+            return false;
+        }
+        if self.since.is_some() || self.until.is_some() {
+            let Ok(t) = DateTime::parse_from_rfc3339(ts).map(|t| t.with_timezone(&Utc)) else {
+                return false;
+            };
+            if self.since.is_some_and(|s| t < s) || self.until.is_some_and(|u| t > u) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+/// A child table acted on in the same batch (counts are per batch, not per
+/// subject, so they are not repeated here).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ChildLink {
+    pub target: String,
+    pub via: String,
+    pub action: String,
+}
+
+/// One record about the subject.
+#[derive(Debug, Clone, Serialize)]
+pub struct Hit {
+    pub run: String,
+    pub ts: String,
+    pub job: String,
+    pub rule: String,
+    pub policy: String,
+    /// `delete`, `anonymize` or `hold`.
+    pub action: String,
+    pub target: String,
+    /// `erased`, `anonymized`, `held`, `failed` or `unconfirmed`.
+    pub outcome: String,
+    /// The batch number within the rule (`None` for a hold).
+    pub batch: Option<u64>,
+    /// Rows in the whole batch or hold record (all subjects together).
+    pub count: u64,
+    pub children: Vec<ChildLink>,
+    /// The subject's keyed hash under the record's key.
+    pub subject: String,
+    pub kid: String,
+    pub file: PathBuf,
+    pub seq: u64,
+    /// The log's chain is intact up to this record.
+    pub verified: bool,
+}
+
+/// What a search looked at, for the closing line.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Stats {
+    pub logs: u64,
+    pub records: u64,
+    pub hits: u64,
+    /// Keys searched with.
+    pub key_ids: Vec<String>,
+    /// Records with subjects written under a key no configured variable
+    /// holds (by key id): they could not be searched.
+    pub unknown_key_ids: BTreeMap<String, u64>,
+    /// Hold records that list only the first 1,000 held subjects.
+    pub truncated_holds: u64,
+    /// Logs whose chain is broken (their hits are marked `verified: false`).
+    pub broken_logs: Vec<PathBuf>,
+}
+
+/// Search one run's log for `subject` (the raw id). `hashes` caches the
+/// subject's hash per key id across logs.
+pub fn search_log(
+    log: &Log,
+    subject: &str,
+    keys: &KeyRing,
+    filters: &Filters,
+    hashes: &mut BTreeMap<String, Option<String>>,
+    stats: &mut Stats,
+) -> Vec<Hit> {
+    stats.logs += 1;
+    stats.records += log.entries.len() as u64;
+    if log.report.broken_at.is_some() {
+        stats.broken_logs.push(log.report.file.clone());
+    }
+    let rolled_back: BTreeSet<(&str, &str, u64)> = log
+        .entries
+        .iter()
+        .filter_map(|e| match &e.record.event {
+            Event::BatchRollback {
+                job, rule, batch, ..
+            } => Some((job.as_str(), rule.as_str(), *batch)),
+            _ => None,
+        })
+        .collect();
+    let last_line = log.entries.last().map(|e| e.line);
+    let mut hits = Vec::new();
+    for e in &log.entries {
+        let r = &e.record;
+        let (job, rule, policy, target, action, subjects, batch, count, children) = match &r.event {
+            Event::Batch {
+                job,
+                rule,
+                policy,
+                target,
+                action,
+                batch,
+                count,
+                children,
+                subjects,
+                ..
+            } => (
+                job,
+                rule,
+                policy,
+                target,
+                action.as_str(),
+                subjects,
+                Some(*batch),
+                *count,
+                children
+                    .iter()
+                    .map(|c| ChildLink {
+                        target: c.target.clone(),
+                        via: c.via.clone(),
+                        action: c.action.clone(),
+                    })
+                    .collect(),
+            ),
+            Event::Hold {
+                job,
+                rule,
+                policy,
+                target,
+                count,
+                subjects,
+                subjects_truncated,
+            } => {
+                if *subjects_truncated {
+                    stats.truncated_holds += 1;
+                }
+                (
+                    job,
+                    rule,
+                    policy,
+                    target,
+                    "hold",
+                    subjects,
+                    None,
+                    *count,
+                    vec![],
+                )
+            }
+            _ => continue,
+        };
+        if subjects.is_empty() || !filters.matches(&r.run, &r.ts, job, rule, action) {
+            continue;
+        }
+        let hash = hashes
+            .entry(r.kid.clone())
+            .or_insert_with(|| keys.by_kid(&r.kid).map(|k| k.subject(subject)));
+        let Some(hash) = hash else {
+            *stats.unknown_key_ids.entry(r.kid.clone()).or_default() += 1;
+            continue;
+        };
+        if !subjects.iter().any(|s| s == hash) {
+            continue;
+        }
+        let outcome = match (action, batch) {
+            ("hold", _) => "held",
+            (_, Some(b)) if rolled_back.contains(&(job.as_str(), rule.as_str(), b)) => "failed",
+            (_, Some(_)) if !log.report.sealed && Some(e.line) == last_line => "unconfirmed",
+            ("delete", _) => "erased",
+            _ => "anonymized",
+        };
+        hits.push(Hit {
+            run: r.run.clone(),
+            ts: r.ts.clone(),
+            job: job.clone(),
+            rule: rule.clone(),
+            policy: policy.clone(),
+            action: action.to_string(),
+            target: target.clone(),
+            outcome: outcome.into(),
+            batch,
+            count,
+            children,
+            subject: hash.clone(),
+            kid: r.kid.clone(),
+            file: log.report.file.clone(),
+            seq: r.seq,
+            verified: e.verified,
+        });
+    }
+    stats.hits += hits.len() as u64;
+    hits
+}
