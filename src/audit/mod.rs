@@ -8,5 +8,5 @@ pub mod event;
 pub mod verify;
 pub mod writer;
 
-pub use event::{ChildCount, Event, JobOutcome, Record, Totals};
+pub use event::{ChildCount, Event, JobOutcome, ObjectCount, Record, Totals};
 pub use writer::AuditWriter;
