@@ -26,7 +26,8 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockLegalHoldStatus, ObjectLockMode,
+    ChecksumAlgorithm, Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockLegalHoldStatus,
+    ObjectLockMode,
 };
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -93,6 +94,15 @@ impl S3Store {
                 cfg.max_attempts,
             )
             .await,
+        }
+    }
+
+    /// A store over a client built elsewhere (tests, benchmarks).
+    pub fn with_client(name: &str, bucket: &str, client: Client) -> S3Store {
+        S3Store {
+            name: name.to_string(),
+            bucket: bucket.to_string(),
+            client,
         }
     }
 
@@ -396,6 +406,8 @@ impl ObjectStore for S3Store {
                 .put_object()
                 .bucket(&self.bucket)
                 .key(&obj.key)
+                // Object Lock buckets refuse uploads without a checksum.
+                .checksum_algorithm(ChecksumAlgorithm::Crc32)
                 .body(ByteStream::from(obj.body.clone()));
             if !obj.tags.is_empty() {
                 req = req.tagging(tagging(&obj.tags));

@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod objects;
+
 use lethe::sql::{Db, Stmt, Val};
 use std::path::{Path, PathBuf};
 use std::process::Command;
