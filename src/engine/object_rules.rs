@@ -103,10 +103,18 @@ pub(super) async fn run_object_rule(
         cutoff: rule.older_than.map(|p| p.before(ctx.opts.as_of)),
         tags: rule.tags.clone(),
     };
+    let listing = std::time::Instant::now();
     let sel = match erase::select(&open, &rule.prefix, false, &filter, Utc::now()).await {
         Ok(s) => s,
         Err(e) => return fail(ctx, rule, report, e.to_string()),
     };
+    tracing::info!(
+        total = sel.total,
+        selected = sel.selected.len(),
+        held = sel.held.len(),
+        select_ms = listing.elapsed().as_millis() as u64,
+        "objects selected"
+    );
     let tally = Tally::of(&sel.selected);
     let held = Tally::of(sel.held.iter().map(|(o, _)| o));
     report.total = sel.total;
@@ -245,6 +253,7 @@ pub(super) async fn run_object_rule(
         objects = erased.objects,
         versions = erased.versions,
         requests = done.requests,
+        delete_ms = report.longest_batch_ms,
         "objects erased"
     );
     Ok(report)

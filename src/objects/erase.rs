@@ -234,13 +234,50 @@ pub fn requests(ids: &[ObjectId]) -> std::slice::Chunks<'_, ObjectId> {
     ids.chunks(MAX_DELETE_KEYS)
 }
 
-async fn send(store: &dyn ObjectStore, ids: &[ObjectId]) -> Result<Vec<DeleteFailure>, StoreError> {
-    tracing::debug!(
-        store = store.name(),
-        keys = ids.len(),
-        "DeleteObjects request"
-    );
-    store.delete(ids).await
+/// Per-key codes worth another try: the store was busy, not unwilling.
+fn transient(code: &str) -> bool {
+    matches!(
+        code,
+        "SlowDown" | "InternalError" | "ServiceUnavailable" | "RequestTimeout" | "Throttling"
+    )
+}
+
+/// One `DeleteObjects` request, and again for the keys a 200 answer refused
+/// with a transient code (`SlowDown`, `InternalError`, …), with exponential
+/// backoff, up to `attempts` in all. Whole-request errors (5xx, throttling,
+/// connection) are retried by the SDK itself.
+async fn send(
+    store: &dyn ObjectStore,
+    ids: &[ObjectId],
+    attempts: u32,
+) -> Result<Vec<DeleteFailure>, StoreError> {
+    let mut pending: Vec<ObjectId> = ids.to_vec();
+    let mut permanent = Vec::new();
+    for attempt in 1..=attempts {
+        tracing::debug!(
+            store = store.name(),
+            keys = pending.len(),
+            attempt,
+            "DeleteObjects request"
+        );
+        let (retry, keep): (Vec<DeleteFailure>, Vec<DeleteFailure>) = store
+            .delete(&pending)
+            .await?
+            .into_iter()
+            .partition(|f| transient(&f.code));
+        permanent.extend(keep);
+        if retry.is_empty() || attempt == attempts {
+            permanent.extend(retry);
+            break;
+        }
+        let again: std::collections::HashSet<(&str, Option<&str>)> = retry
+            .iter()
+            .map(|f| (f.key.as_str(), f.version_id.as_deref()))
+            .collect();
+        pending.retain(|id| again.contains(&(id.key.as_str(), id.version_id.as_deref())));
+        tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(6))).await;
+    }
+    Ok(permanent)
 }
 
 /// Delete objects in batches: `before` runs (and must succeed) before any
@@ -255,6 +292,7 @@ pub async fn delete_in_batches(
 ) -> Result<Deleted, Error> {
     let store = open.store.as_ref();
     let conc = open.config.concurrency.max(1);
+    let attempts = open.config.max_attempts.max(1);
     let mut done = Deleted::default();
     let mut inflight = FuturesUnordered::new();
     for (i, batch) in objects.chunks(batch_size.max(1)).enumerate() {
@@ -274,7 +312,7 @@ pub async fn delete_in_batches(
             let chunk = chunk.to_vec();
             inflight.push(async move {
                 let n = chunk.len();
-                send(store, &chunk).await.map(|f| (n, f))
+                send(store, &chunk, attempts).await.map(|f| (n, f))
             });
         }
     }
@@ -293,6 +331,130 @@ pub async fn delete_all(open: &OpenStore, objects: &[Object]) -> Result<Deleted,
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::objects::{BoxFut, LockState, NewObject, Probe, StoreInfo};
+    use std::sync::Mutex;
+
+    /// Records request sizes; refuses each key once with `SlowDown`, and
+    /// the key `locked` always with `AccessDenied`.
+    #[derive(Default)]
+    struct Fake {
+        requests: std::sync::Arc<Mutex<Vec<Vec<String>>>>,
+        refused: Mutex<std::collections::HashSet<String>>,
+    }
+
+    impl ObjectStore for Fake {
+        fn name(&self) -> &str {
+            "fake"
+        }
+        fn info(&self) -> BoxFut<'_, Result<StoreInfo, StoreError>> {
+            Box::pin(async { Ok(StoreInfo::default()) })
+        }
+        fn list<'a>(&'a self, _: &'a str, _: bool) -> BoxFut<'a, Result<Vec<Version>, StoreError>> {
+            Box::pin(async { Ok(vec![]) })
+        }
+        fn tags<'a>(
+            &'a self,
+            _: &'a str,
+        ) -> BoxFut<'a, Result<Option<BTreeMap<String, String>>, StoreError>> {
+            Box::pin(async { Ok(None) })
+        }
+        fn lock<'a>(&'a self, _: &'a Version) -> BoxFut<'a, Result<LockState, StoreError>> {
+            Box::pin(async { Ok(LockState::default()) })
+        }
+        fn delete<'a>(
+            &'a self,
+            ids: &'a [ObjectId],
+        ) -> BoxFut<'a, Result<Vec<DeleteFailure>, StoreError>> {
+            Box::pin(async move {
+                self.requests
+                    .lock()
+                    .unwrap()
+                    .push(ids.iter().map(|i| i.key.clone()).collect());
+                let mut refused = self.refused.lock().unwrap();
+                Ok(ids
+                    .iter()
+                    .filter_map(|id| {
+                        let code = if id.key == "locked" {
+                            "AccessDenied"
+                        } else if refused.insert(id.key.clone()) && id.key.ends_with('7') {
+                            "SlowDown"
+                        } else {
+                            return None;
+                        };
+                        Some(DeleteFailure {
+                            key: id.key.clone(),
+                            version_id: id.version_id.clone(),
+                            code: code.into(),
+                        })
+                    })
+                    .collect())
+            })
+        }
+        fn put<'a>(&'a self, _: &'a NewObject) -> BoxFut<'a, Result<(), StoreError>> {
+            Box::pin(async { Ok(()) })
+        }
+        fn probe(&self) -> BoxFut<'_, Result<Probe, StoreError>> {
+            Box::pin(async { Ok(Probe::default()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn batches_split_retry_slowdown_and_report_refusals() {
+        let fake = Fake::default();
+        let requests = fake.requests.clone();
+        let open = OpenStore {
+            store: Box::new(fake),
+            info: StoreInfo::default(),
+            config: crate::config::Store {
+                name: "fake".into(),
+                kind: crate::config::StoreKind::Fs { path: "x".into() },
+                region: None,
+                concurrency: 3,
+                max_attempts: 3,
+                origin: crate::config::Origin {
+                    file: "c.toml".into(),
+                    line: 1,
+                    column: 1,
+                },
+            },
+        };
+        let mut objects: Vec<Object> = (0..2_500)
+            .map(|i| Object {
+                key: format!("k{i}"),
+                versions: vec![Version {
+                    key: format!("k{i}"),
+                    version_id: None,
+                    size: 1,
+                    last_modified: None,
+                    is_latest: true,
+                    delete_marker: false,
+                }],
+            })
+            .collect();
+        objects[0].key = "locked".into();
+        objects[0].versions[0].key = "locked".into();
+        let mut audited = vec![];
+        let done = delete_in_batches(&open, &objects, 1_200, |n, b| {
+            audited.push((n, b.len()));
+            Ok(true)
+        })
+        .await
+        .unwrap();
+        assert_eq!(audited, [(1, 1_200), (2, 1_200), (3, 100)]);
+        assert_eq!(done.failed.get("AccessDenied"), Some(&1));
+        assert_eq!(done.failures(), 1, "SlowDown keys were retried and deleted");
+        assert_eq!(done.versions, 2_499);
+        let requests = requests.lock().unwrap().clone();
+        assert!(requests.iter().all(|r| r.len() <= MAX_DELETE_KEYS));
+        // Retries carry only the keys refused with SlowDown (those ending in 7).
+        let (retries, firsts): (Vec<_>, Vec<_>) = requests
+            .iter()
+            .partition(|r| r.iter().all(|k| k.ends_with('7')));
+        let mut sizes: Vec<usize> = firsts.iter().map(|r| r.len()).collect();
+        sizes.sort();
+        assert_eq!(sizes, [100, 200, 200, 1_000, 1_000], "1,200 → 1,000 + 200");
+        assert_eq!(retries.iter().map(|r| r.len()).sum::<usize>(), 250);
+    }
 
     fn v(key: &str, id: &str, latest: bool, marker: bool) -> Version {
         Version {

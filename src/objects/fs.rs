@@ -239,6 +239,7 @@ impl ObjectStore for FsStore {
                     Err(_) => {
                         failures.push(DeleteFailure {
                             key: id.key.clone(),
+                            version_id: None,
                             code: "InvalidKey".into(),
                         });
                         continue;
@@ -249,6 +250,7 @@ impl ObjectStore for FsStore {
                     Ok(Some(m)) if m.lock.hold(Utc::now()).is_some() => {
                         failures.push(DeleteFailure {
                             key: id.key.clone(),
+                            version_id: None,
                             code: "AccessDenied".into(),
                         });
                         continue;
@@ -257,6 +259,7 @@ impl ObjectStore for FsStore {
                     Err(_) => {
                         failures.push(DeleteFailure {
                             key: id.key.clone(),
+                            version_id: None,
                             code: "UnreadableSidecar".into(),
                         });
                         continue;
@@ -268,6 +271,7 @@ impl ObjectStore for FsStore {
                     Err(e) => {
                         failures.push(DeleteFailure {
                             key: id.key.clone(),
+                            version_id: None,
                             code: format!("{:?}", e.kind()),
                         });
                         continue;

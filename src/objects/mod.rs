@@ -58,14 +58,15 @@ pub struct ObjectId {
 #[derive(Debug, Clone)]
 pub struct DeleteFailure {
     pub key: String,
+    pub version_id: Option<String>,
     pub code: String,
 }
 
 /// What a store is, learnt once per run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct StoreInfo {
-    /// Objects may have several versions (S3 always says so: versioning can
-    /// be switched on and suspended, and a suspended bucket keeps versions).
+    /// Versioning is or was on (a suspended bucket keeps its versions): list
+    /// and delete every version and delete marker by version id.
     pub versioned: bool,
     /// Object Lock may protect versions: read each version's lock before deleting.
     pub lock_enabled: bool,
@@ -157,8 +158,8 @@ pub trait ObjectStore: Send + Sync {
     /// the store can be reached at all.
     fn info(&self) -> BoxFut<'_, Result<StoreInfo, StoreError>>;
 
-    /// Every version and delete marker under `prefix`, in key order (an
-    /// unversioned store lists each object once).
+    /// Every version and delete marker under `prefix` (each object once,
+    /// without version ids, when not `versioned`), in key order.
     fn list<'a>(
         &'a self,
         prefix: &'a str,

@@ -26,8 +26,8 @@ use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumVal
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    ChecksumAlgorithm, Delete, ObjectIdentifier, ObjectLockEnabled, ObjectLockLegalHoldStatus,
-    ObjectLockMode,
+    BucketVersioningStatus, ChecksumAlgorithm, Delete, ObjectIdentifier, ObjectLockEnabled,
+    ObjectLockLegalHoldStatus, ObjectLockMode,
 };
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -108,6 +108,37 @@ impl S3Store {
 
     pub fn client(&self) -> &Client {
         &self.client
+    }
+
+    /// Whether versioning is (or was) on: `Enabled` or `Suspended` (a suspended
+    /// bucket keeps its old versions). Some S3-compatible servers (moto among
+    /// them) answer with a root element the SDK refuses; the status is then
+    /// read from the answer's body, and an unreadable answer counts as
+    /// versioned, so every version is listed rather than one missed.
+    async fn versioning(&self) -> Result<bool, StoreError> {
+        match self
+            .client
+            .get_bucket_versioning()
+            .bucket(&self.bucket)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(matches!(
+                out.status(),
+                Some(BucketVersioningStatus::Enabled | BucketVersioningStatus::Suspended)
+            )),
+            Err(SdkError::ServiceError(se)) if se.raw().status().as_u16() == 200 => {
+                Ok(match se.raw().body().bytes() {
+                    Some(body) => {
+                        let body = String::from_utf8_lossy(body);
+                        body.contains("<Status>Enabled</Status>")
+                            || body.contains("<Status>Suspended</Status>")
+                    }
+                    None => true,
+                })
+            }
+            Err(e) => Err(self.err("GetBucketVersioning", e, None)),
+        }
     }
 
     fn err<E>(&self, op: &'static str, e: SdkError<E>, key: Option<&str>) -> StoreError
@@ -204,9 +235,7 @@ impl ObjectStore for S3Store {
 
     fn info(&self) -> BoxFut<'_, Result<StoreInfo, StoreError>> {
         Box::pin(async move {
-            // Versioning is not asked: a bucket's state can change and a
-            // suspended bucket keeps its old versions, so Lethe always lists
-            // versions (an unversioned object has the version id `null`).
+            let versioned = self.versioning().await?;
             let lock_enabled = match self
                 .client
                 .get_object_lock_configuration()
@@ -228,7 +257,7 @@ impl ObjectStore for S3Store {
                 Err(e) => return Err(self.err("GetObjectLockConfiguration", e, None)),
             };
             Ok(StoreInfo {
-                versioned: true,
+                versioned: versioned || lock_enabled,
                 lock_enabled,
             })
         })
@@ -240,8 +269,31 @@ impl ObjectStore for S3Store {
         versioned: bool,
     ) -> BoxFut<'a, Result<Vec<Version>, StoreError>> {
         Box::pin(async move {
-            let _ = versioned;
             let mut out = Vec::new();
+            if !versioned {
+                let mut pages = self
+                    .client
+                    .list_objects_v2()
+                    .bucket(&self.bucket)
+                    .prefix(prefix)
+                    .into_paginator()
+                    .send();
+                while let Some(page) = pages.next().await {
+                    let page = page.map_err(|e| self.err("ListObjectsV2", e, Some(prefix)))?;
+                    for o in page.contents() {
+                        let Some(key) = o.key() else { continue };
+                        out.push(Version {
+                            key: key.to_string(),
+                            version_id: None,
+                            size: o.size().unwrap_or(0).max(0) as u64,
+                            last_modified: o.last_modified().and_then(to_chrono),
+                            is_latest: true,
+                            delete_marker: false,
+                        });
+                    }
+                }
+                return Ok(out);
+            }
             let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
             loop {
                 let page = self
@@ -393,6 +445,7 @@ impl ObjectStore for S3Store {
                 .iter()
                 .map(|e| DeleteFailure {
                     key: e.key().unwrap_or_default().to_string(),
+                    version_id: e.version_id().map(str::to_string),
                     code: e.code().unwrap_or("UnknownError").to_string(),
                 })
                 .collect())
