@@ -589,9 +589,6 @@ async fn count_and_guard(
             }
             report.sample_subjects = seen.into_iter().collect();
         }
-        if linked::has_objects(sql) {
-            object_rules::plan_linked(ctx, db, rule, sql, stores, report).await?;
-        }
     }
     if report.held > 0 {
         let subjects = match sql.held_subjects(d, HELD_SUBJECTS_MAX + 1) {
@@ -636,6 +633,10 @@ async fn count_and_guard(
         report.status = RuleStatus::Guard;
         report.message = Some(reason);
         return Ok(false);
+    }
+    // After the guards, which must judge a plan as they judge a run.
+    if ctx.opts.mode != Mode::Execute && linked::has_objects(sql) {
+        object_rules::plan_linked(ctx, db, rule, sql, stores, report).await?;
     }
     Ok(true)
 }
