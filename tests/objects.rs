@@ -164,6 +164,10 @@ async fn object_lock_keeps_and_reports(kind: Kind) {
     let rules = json_rules(&plan.stdout);
     assert_eq!(rules[0]["held"], 2, "{}", plan.stdout);
     assert_eq!(rules[0]["matched"], 2);
+    assert_eq!(
+        rules[0]["message"], "objects kept by Object Lock: 1 governance, 1 legal_hold",
+        "the plan says why"
+    );
 
     let out = run(&ws, &["run", "--output", "json"]);
     assert_eq!(out.code, 0, "a hold is not a failure: {}", out.all());
@@ -472,6 +476,47 @@ async fn row_linked_objects(engine: Engine, kind: Kind) {
         &["run", "--job", "cancelled-accounts", "--as-of", AS_OF],
     );
     assert_eq!(again.code, 0, "{}", again.all());
+}
+
+/// A key column that would reach outside the folder fails the batch: the
+/// rows stay, nothing is deleted, and the value is never printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_object_name_fails_the_batch_and_keeps_the_rows() {
+    let db = TestDb::create(Engine::Sqlite).await;
+    let seeded = db.seed(50, now()).await;
+    let s = TestStore::create(Kind::Fs, Bucket::default()).await;
+    lethe::demo::seed_objects(s.store.as_ref(), &seeded)
+        .await
+        .unwrap();
+    let victim = seeded.cancelled_due[0];
+    db.exec(&format!(
+        "UPDATE users SET id_card_front_key = '../../outside/secret-{victim}' WHERE id = {victim}"
+    ))
+    .await;
+    let ws = Workspace::shipped(&db.url);
+    set_stores(&ws, &s.toml("media"));
+    let before = db.count("SELECT COUNT(*) FROM users").await;
+    let out = run(
+        &ws,
+        &["run", "--job", "cancelled-accounts", "--as-of", AS_OF],
+    );
+    assert_eq!(out.code, 3, "{}", out.all());
+    assert!(
+        out.stdout.contains("cannot name a folder"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        !out.all().contains("outside/secret"),
+        "the value is not shown"
+    );
+    assert!(!ws.audit_text().contains("outside/secret"));
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM users").await,
+        before,
+        "the batch was not committed"
+    );
+    assert_eq!(s.keys(&format!("avatars/{victim}/")).await.len(), 2);
 }
 
 async fn row_linked_objects_s3(engine: Engine) {

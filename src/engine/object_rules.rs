@@ -49,6 +49,12 @@ fn reasons(it: impl IntoIterator<Item = crate::objects::HoldReason>) -> BTreeMap
     m
 }
 
+/// `objects kept by Object Lock: 1 legal_hold, 2 governance`, for the report.
+fn hold_note(reasons: &BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    format!("objects kept by Object Lock: {}", parts.join(", "))
+}
+
 fn fail(
     ctx: &mut JobCtx<'_>,
     rule: &ObjectRule,
@@ -122,13 +128,15 @@ pub(super) async fn run_object_rule(
     report.held = held.objects;
     if held.objects > 0 {
         tracing::info!(held = held.objects, "objects kept by Object Lock");
+        let why = reasons(sel.held.iter().map(|(_, r)| *r));
+        report.message = Some(hold_note(&why));
         ctx.audit.append(Event::ObjectHold {
             job: ctx.job.name.clone(),
             rule: rule.name.clone(),
             policy: ctx.job.policy.clone(),
             target: target.clone(),
             objects: count(&rule.store, &target, held, held.objects),
-            reasons: reasons(sel.held.iter().map(|(_, r)| *r)),
+            reasons: why,
             rows: 0,
             subjects: vec![],
         })?;
