@@ -35,6 +35,7 @@ pub async fn check(loaded: &Loaded, as_of: DateTime<Utc>) -> CheckReport {
             report.unreachable.push(e);
         }
     }
+    stores(loaded, &mut report).await;
     for job in &loaded.jobs {
         for rule in &job.rules {
             let Ok(db) = sources.get(&rule.target.source).await else {
@@ -64,6 +65,44 @@ pub async fn check(loaded: &Loaded, as_of: DateTime<Utc>) -> CheckReport {
     }
     sources.close().await;
     report
+}
+
+/// Every store answers, and says it is where the config says (O11).
+async fn stores(loaded: &Loaded, report: &mut CheckReport) {
+    for store in loaded.config.stores.values() {
+        let s = crate::objects::open(store).await;
+        match s.probe().await {
+            Err(e) => report
+                .unreachable
+                .push(format!("{e} ({})", store.display())),
+            Ok(p) => {
+                if let (Some(actual), Some(declared)) = (&p.region, &store.region)
+                    && actual != declared
+                {
+                    report.problems.push(format!(
+                        "{}: store `{}`: {} is in region `{actual}`, but the config declares `{declared}`",
+                        store.origin,
+                        store.name,
+                        store.display()
+                    ));
+                }
+                if let Some(actual) = &p.region
+                    && !loaded.config.allowed_regions.is_empty()
+                    && !loaded.config.allowed_regions.contains(actual)
+                {
+                    report.problems.push(format!(
+                        "{}: store `{}`: {} is in region `{actual}`, which is not in allowed_regions: personal data must stay in-country",
+                        store.origin,
+                        store.name,
+                        store.display()
+                    ));
+                }
+            }
+        }
+    }
+    for job in &loaded.jobs {
+        report.rules_checked += job.object_rules.len();
+    }
 }
 
 /// Run the rule's count once, so a bad `where` shows here and not at 2 a.m.

@@ -60,6 +60,8 @@ const TABLES: &[Table] = &[
             ("location_consent", Ty::Int),
             ("created_at", Ty::Ts),
             ("cancelled_at", Ty::Ts),
+            // Key of the ID-card photo in the `media` store (O3: erased with the account).
+            ("id_card_front_key", Ty::Text),
         ],
         fks: &[],
         indexes: &["cancelled_at", "birthday"],
@@ -127,6 +129,19 @@ const TABLES: &[Table] = &[
         ],
         fks: &[("user_id", "users", "CASCADE")],
         indexes: &["user_id", "recorded_at"],
+    },
+    // Customer-service tickets; their photos and voice notes are objects
+    // under `tickets/{id}/` (O12: erased N days after the ticket closes).
+    Table {
+        name: "tickets",
+        cols: &[
+            ("id", Ty::Id),
+            ("user_id", Ty::Ref),
+            ("subject", Ty::Text),
+            ("closed_at", Ty::Ts),
+        ],
+        fks: &[("user_id", "users", "RESTRICT")],
+        indexes: &["user_id", "closed_at"],
     },
     Table {
         name: "events",
@@ -216,6 +231,8 @@ pub struct Seeded {
     /// Users that are cancelled past the 15-day grace, not minors, not held.
     pub cancelled_due: Vec<i64>,
     pub held: Vec<i64>,
+    /// Tickets as (id, user id, closed), for seeding their objects.
+    pub tickets: Vec<(i64, i64, bool)>,
 }
 
 fn ts(engine: Engine, t: DateTime<Utc>) -> String {
@@ -238,6 +255,60 @@ pub fn id_card_of(i: i64) -> String {
         70 + i % 30,
         400_000 + i * 3
     )
+}
+
+/// The key of user `i`'s ID-card photo (a column of `users`).
+pub fn id_card_key_of(i: i64) -> String {
+    format!("idcards/{i}/front.jpg")
+}
+
+/// The objects the demo gives user `i`: an avatar (two sizes) and an ID-card photo.
+pub fn user_object_keys(i: i64) -> Vec<String> {
+    vec![
+        format!("avatars/{i}/avatar.jpg"),
+        format!("avatars/{i}/thumb.jpg"),
+        id_card_key_of(i),
+    ]
+}
+
+/// The objects of ticket `t`: a photo and a voice note.
+pub fn ticket_object_keys(t: i64) -> Vec<String> {
+    vec![
+        format!("tickets/{t}/photo.jpg"),
+        format!("tickets/{t}/voice.amr"),
+    ]
+}
+
+/// Put every user's and ticket's objects into `store`; returns how many.
+pub async fn seed_objects(
+    store: &dyn crate::objects::ObjectStore,
+    seeded: &Seeded,
+) -> Result<u64, Error> {
+    use futures_util::stream::{self, StreamExt, TryStreamExt};
+    let mut keys: Vec<String> = (1..=seeded.users as i64)
+        .flat_map(user_object_keys)
+        .collect();
+    keys.extend(
+        seeded
+            .tickets
+            .iter()
+            .flat_map(|(t, _, _)| ticket_object_keys(*t)),
+    );
+    let n = keys.len() as u64;
+    stream::iter(keys)
+        .map(|key| async move {
+            store
+                .put(&crate::objects::NewObject {
+                    body: format!("demo object {key}").into_bytes(),
+                    key,
+                    ..Default::default()
+                })
+                .await
+        })
+        .buffer_unordered(8)
+        .try_collect::<Vec<()>>()
+        .await?;
+    Ok(n)
 }
 
 async fn insert(db: &Db, table: &Table, rows: &[Vec<Option<String>>]) -> Result<(), Error> {
@@ -294,6 +365,7 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
     let mut out = Seeded::default();
     let (mut u, mut holds, mut posts, mut comments, mut orders, mut locs, mut events) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
+    let mut tickets = vec![];
     let n = i64::from(users);
     for i in 1..=n {
         let minor = i % 50 == 0;
@@ -340,7 +412,19 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
             s(i64::from(i % 9 != 0).to_string()),
             t(now - days(400 + g.below(1000))),
             cancelled.and_then(t),
+            s(id_card_key_of(i)),
         ]);
+        if i % 5 == 0 {
+            // Closed 10 to 200 days ago, or still open.
+            let closed = (i % 4 != 0).then(|| now - days(10 + g.below(190)));
+            tickets.push(vec![
+                s(i.to_string()),
+                s(i.to_string()),
+                s(format!("ticket of {name}")),
+                closed.and_then(t),
+            ]);
+            out.tickets.push((i, i, closed.is_some()));
+        }
         let pid = i;
         posts.push(vec![
             s(pid.to_string()),
@@ -398,10 +482,9 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
             ]);
         }
     }
-    for (tbl, rows) in TABLES
-        .iter()
-        .zip([&u, &holds, &posts, &comments, &orders, &locs, &events])
-    {
+    for (tbl, rows) in TABLES.iter().zip([
+        &u, &holds, &posts, &comments, &orders, &locs, &tickets, &events,
+    ]) {
         insert(db, tbl, rows).await?;
         out.rows += rows.len() as u64;
     }
@@ -437,6 +520,28 @@ pub async fn run_demo(g: &Global, users: u32, as_of: DateTime<Utc>) -> Result<Ex
     create_schema(&db).await?;
     let seeded = seed(&db, users, as_of).await?;
     db.close().await;
+    if let Some(store) = loaded.config.stores.get("media") {
+        if let crate::config::StoreKind::Fs { path } = &store.kind {
+            // A reset, like the tables: the demo's folder holds only demo objects.
+            match std::fs::remove_dir_all(path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(Error::Other(format!(
+                        "cannot reset {}: {e}",
+                        path.display()
+                    )));
+                }
+            }
+        }
+        let s = crate::objects::open(store).await;
+        s.info().await?;
+        let n = seed_objects(s.as_ref(), &seeded).await?;
+        println!(
+            "demo: {n} objects (avatars, ID-card photos, customer-service photos and voice notes) in store `media` ({})",
+            store.display()
+        );
+    }
     println!(
         "demo: {} users and {} rows of personal data in {} ({} cancelled accounts past the grace period, {} under legal hold)\n",
         seeded.users,

@@ -13,10 +13,13 @@
 //! and `sql::Db` to run them. Dry run is this module choosing not to call the
 //! batch path at all.
 
-use crate::audit::{AuditWriter, ChildCount, Event, JobOutcome, Totals};
+mod object_rules;
+
+use crate::audit::{AuditWriter, ChildCount, Event, JobOutcome, ObjectCount, Totals};
 use crate::config::{Job, Loaded, Rule, TableRef};
 use crate::error::{Error, ExitCode};
 use crate::keys::{Keys, looks_hashed};
+use crate::objects::{Stores, linked};
 use crate::sql::statements::{BatchRow, ChildSql, Cursor, RuleSql, Tables, hash_update};
 use crate::sql::{ColumnInfo, Db, TableInfo, Tx, schema};
 use crate::state::State;
@@ -101,6 +104,9 @@ pub struct RuleReport {
     pub longest_batch_ms: u64,
     /// Keyed hashes of a few subjects the rule would touch (dry run only).
     pub sample_subjects: Vec<String>,
+    /// Objects erased (or, in a dry run, to erase) and kept by Object Lock.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub objects: Vec<ObjectCount>,
     pub message: Option<String>,
 }
 
@@ -176,6 +182,8 @@ pub async fn prepare_rule(
 pub struct Sources<'a> {
     loaded: &'a Loaded,
     open: BTreeMap<String, Result<Db, String>>,
+    /// Object stores, opened on first use the same way.
+    pub stores: Stores,
 }
 
 impl<'a> Sources<'a> {
@@ -183,6 +191,7 @@ impl<'a> Sources<'a> {
         Self {
             loaded,
             open: BTreeMap::new(),
+            stores: Stores::new(&loaded.config),
         }
     }
 
@@ -320,8 +329,10 @@ async fn run_traced(
                     });
                     match r.action.as_str() {
                         "delete" => totals.deleted += r.done,
-                        _ => totals.anonymized += r.done,
+                        "anonymize" => totals.anonymized += r.done,
+                        _ => {}
                     }
+                    object_rules::add_totals(&mut totals, r, opts.mode);
                     totals.held += r.held;
                     totals.failed_rules += u64::from(r.status == RuleStatus::Failed);
                     totals.guard_trips += u64::from(r.status == RuleStatus::Guard);
@@ -501,6 +512,13 @@ async fn run_job(ctx: &mut JobCtx<'_>, sources: &mut Sources<'_>) -> Result<JobR
         let report = run_rule(ctx, rule, sources).await?;
         rules.push(report);
     }
+    for rule in &job.object_rules {
+        if ctx.opts.cancel.is_cancelled() {
+            break;
+        }
+        let report = object_rules::run_object_rule(ctx, rule, &sources.stores).await?;
+        rules.push(report);
+    }
     let status = if rules.iter().any(|r| r.status == RuleStatus::Failed) {
         "partial"
     } else if rules.iter().any(|r| r.status == RuleStatus::Guard) {
@@ -537,6 +555,7 @@ fn blank_report(job: &Job, rule: &Rule) -> RuleReport {
         batches: 0,
         longest_batch_ms: 0,
         sample_subjects: vec![],
+        objects: vec![],
         message: None,
     }
 }
@@ -558,6 +577,7 @@ async fn run_rule_traced(
     sources: &mut Sources<'_>,
 ) -> Result<RuleReport, Error> {
     let mut report = blank_report(ctx.job, rule);
+    let stores = sources.stores.clone();
     let db = match sources.get(&rule.target.source).await {
         Ok(db) => db,
         Err(e) => return fail(ctx, rule, report, e),
@@ -571,7 +591,13 @@ async fn run_rule_traced(
     {
         return fail(ctx, rule, report, e);
     }
-    match count_and_guard(ctx, db, rule, &sql, &mut report).await {
+    // Every store the rows name must answer before anything is touched.
+    for name in linked::stores_of(&sql) {
+        if let Err(e) = stores.get(&name).await {
+            return fail(ctx, rule, report, e);
+        }
+    }
+    match count_and_guard(ctx, db, rule, &sql, &stores, &mut report).await {
         Ok(true) => {}
         Ok(false) => return Ok(report),
         Err(Error::Audit(a)) => return Err(Error::Audit(a)),
@@ -593,6 +619,7 @@ async fn run_rule_traced(
             held: report.held,
             total: report.total,
             children: report.children.clone(),
+            objects: report.objects.clone(),
         })?;
         return Ok(report);
     }
@@ -604,7 +631,7 @@ async fn run_rule_traced(
         .progress
         .as_ref()
         .map(|p| p.start(&ctx.job.name, &rule.name, report.matched));
-    let outcome = execute(ctx, db, rule, &sql, &mut report, &mut bar).await;
+    let outcome = execute(ctx, db, rule, &sql, &stores, &mut report, &mut bar).await;
     if let Some(b) = bar.as_mut() {
         b.finish();
     }
@@ -640,6 +667,7 @@ async fn count_and_guard(
     db: &Db,
     rule: &Rule,
     sql: &RuleSql,
+    stores: &Stores,
     report: &mut RuleReport,
 ) -> Result<bool, Error> {
     let d = db.dialect();
@@ -685,21 +713,13 @@ async fn count_and_guard(
             subjects_truncated: truncated,
         })?;
     }
-    let reason = match (rule.max_rows, rule.max_fraction) {
-        (Some(max), _) if report.matched > max => {
-            Some(format!("{} rows match, max_rows is {max}", report.matched))
-        }
-        (_, Some(f)) if report.total > 0 && (report.matched as f64 / report.total as f64) > f => {
-            Some(format!(
-                "{} of {} rows match ({:.1}%), max_fraction is {:.1}%",
-                report.matched,
-                report.total,
-                100.0 * report.matched as f64 / report.total as f64,
-                100.0 * f
-            ))
-        }
-        _ => None,
-    };
+    let reason = guard_reason(
+        rule.max_rows,
+        rule.max_fraction,
+        report.matched,
+        report.total,
+        "rows",
+    );
     if let Some(reason) = reason {
         tracing::warn!(%reason, "guard stopped the rule before it touched anything");
         ctx.audit.append(Event::Guard {
@@ -715,7 +735,32 @@ async fn count_and_guard(
         report.message = Some(reason);
         return Ok(false);
     }
+    // After the guards, which must judge a plan as they judge a run.
+    if ctx.opts.mode != Mode::Execute && linked::has_objects(sql) {
+        object_rules::plan_linked(ctx, db, rule, sql, stores, report).await?;
+    }
     Ok(true)
+}
+
+/// Why a guard stops a rule that matches `matched` of `total` items, if it does.
+fn guard_reason(
+    max_rows: Option<u64>,
+    max_fraction: Option<f64>,
+    matched: u64,
+    total: u64,
+    what: &str,
+) -> Option<String> {
+    match (max_rows, max_fraction) {
+        (Some(max), _) if matched > max => {
+            Some(format!("{matched} {what} match, max_rows is {max}"))
+        }
+        (_, Some(f)) if total > 0 && (matched as f64 / total as f64) > f => Some(format!(
+            "{matched} of {total} {what} match ({:.1}%), max_fraction is {:.1}%",
+            100.0 * matched as f64 / total as f64,
+            100.0 * f
+        )),
+        _ => None,
+    }
 }
 
 async fn count_children(db: &Db, sql: &RuleSql) -> Result<Vec<ChildCount>, Error> {
@@ -846,6 +891,7 @@ async fn execute(
     db: &Db,
     rule: &Rule,
     sql: &RuleSql,
+    stores: &Stores,
     report: &mut RuleReport,
     bar: &mut Option<Box<dyn RuleProgress>>,
 ) -> Result<(), Error> {
@@ -857,6 +903,8 @@ async fn execute(
         vec![None]
     };
     let mut batch_no = 0u64;
+    // One-statement deletes walk each physical table in turn (a ctid is
+    // unique only within one); every other path has a single part.
     for part in &parts {
         let mut cursor: Option<Cursor> = None;
         loop {
@@ -868,30 +916,51 @@ async fn execute(
             let started = Instant::now();
             let mut tx = db.begin().await?;
             let mut children = Vec::new();
-            let outcome: Result<Vec<BatchRow>, Error> = async {
+            let outcome: Result<(Vec<BatchRow>, Option<linked::Resolved>), Error> = async {
                 if fast {
                     let rows = tx.fetch(db, &sql.delete_batch(d, part.as_deref())).await?;
-                    return Ok(rows
-                        .into_iter()
-                        .filter_map(|mut r| {
-                            let subject = r.pop().flatten();
-                            Some(BatchRow {
-                                key: r.pop().flatten()?,
-                                subject,
-                                order: None,
-                                hashed: vec![],
+                    return Ok((
+                        rows.into_iter()
+                            .filter_map(|mut r| {
+                                let subject = r.pop().flatten();
+                                Some(BatchRow {
+                                    key: r.pop().flatten()?,
+                                    subject,
+                                    order: None,
+                                    hashed: vec![],
+                                    objects: vec![],
+                                })
                             })
-                        })
-                        .collect());
+                            .collect(),
+                        None,
+                    ));
                 }
                 let rows = sql.parse_batch(
                     tx.fetch(db, &sql.select_batch(d, cursor.as_ref(), true))
                         .await?,
                 );
                 if rows.is_empty() {
-                    return Ok(rows);
+                    return Ok((rows, None));
                 }
-                let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+                // Objects the rows name, resolved before anything is acted on: a
+                // row whose object Object Lock holds is kept with it.
+                let resolved = if linked::has_objects(sql) {
+                    let all: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+                    let crows = linked::child_rows_tx(&mut tx, db, sql, &all).await?;
+                    Some(linked::resolve(stores, sql, &rows, &crows, Utc::now()).await?)
+                } else {
+                    None
+                };
+                let held = |i: usize| resolved.as_ref().is_some_and(|r| r.held_rows.contains(&i));
+                let keys_list: Vec<String> = rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !held(*i))
+                    .map(|(_, r)| r.key.clone())
+                    .collect();
+                if keys_list.is_empty() {
+                    return Ok((rows, resolved));
+                }
                 for child in &sql.children {
                     process_child(
                         &mut tx,
@@ -906,7 +975,7 @@ async fn execute(
                 }
                 let hashed = sql.action.hash_columns();
                 if !hashed.is_empty() {
-                    for r in &rows {
+                    for (_, r) in rows.iter().enumerate().filter(|(i, _)| !held(*i)) {
                         if let Some(new) = rehash(ctx.keys, &r.hashed) {
                             tx.execute(
                                 db,
@@ -919,11 +988,11 @@ async fn execute(
                 for chunk in keys_list.chunks(KEY_CHUNK) {
                     tx.execute(db, &sql.act_by_keys(d, chunk)).await?;
                 }
-                Ok(rows)
+                Ok((rows, resolved))
             }
             .await;
-            let rows = match outcome {
-                Ok(rows) => rows,
+            let (rows, resolved) = match outcome {
+                Ok(r) => r,
                 Err(e) => {
                     let _ = tx.rollback(db).await;
                     return Err(e);
@@ -933,13 +1002,42 @@ async fn execute(
                 tx.rollback(db).await?;
                 break;
             }
+            let held_rows = resolved
+                .as_ref()
+                .map(|r| r.held_rows.clone())
+                .unwrap_or_default();
+            if let Some(r) = &resolved
+                && !held_rows.is_empty()
+            {
+                object_rules::audit_linked_hold(ctx, rule, report, &rows, r)?;
+            }
+            let acted: Vec<&BatchRow> = rows
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !held_rows.contains(i))
+                .map(|(_, r)| r)
+                .collect();
+            let last = rows.last().expect("not empty");
+            let next = Cursor {
+                order: last.order.clone(),
+                key: last.key.clone(),
+            };
+            if acted.is_empty() {
+                // Every row of the batch is held with its objects: nothing to commit.
+                tx.rollback(db).await?;
+                cursor = Some(next);
+                if rows.len() < sql.batch_size {
+                    break;
+                }
+                continue;
+            }
             batch_no += 1;
-            let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
-            let subjects: BTreeSet<String> = rows
+            let keys_list: Vec<String> = acted.iter().map(|r| r.key.clone()).collect();
+            let subjects: BTreeSet<String> = acted
                 .iter()
                 .filter_map(|r| r.subject.as_deref().map(|s| ctx.keys.subject(s)))
                 .collect();
-            let count = rows.len() as u64;
+            let count = acted.len() as u64;
             // Recorded before commit: a crash between the two leaves a record of a
             // batch that the next run will do (and record) again, never an
             // unrecorded deletion.
@@ -954,8 +1052,26 @@ async fn execute(
                 children: children.clone(),
                 keys_digest: ctx.keys.digest(&keys_list),
                 subjects: subjects.into_iter().collect(),
+                objects: resolved
+                    .as_ref()
+                    .map(|r| r.counts.clone())
+                    .unwrap_or_default(),
             }) {
                 let _ = tx.rollback(db).await;
+                return Err(e);
+            }
+            // Objects go before the rows commit: if this fails, the rows stay and
+            // still name every object that is left.
+            if let Some(r) = &resolved
+                && let Err(e) = linked::erase(r).await
+            {
+                let _ = tx.rollback(db).await;
+                ctx.audit.append(Event::BatchRollback {
+                    job: ctx.job.name.clone(),
+                    rule: rule.name.clone(),
+                    batch: batch_no,
+                    reason: e.to_string(),
+                })?;
                 return Err(e);
             }
             if let Err(e) = tx.commit(db).await {
@@ -977,12 +1093,19 @@ async fn execute(
             for c in children {
                 add_count(&mut report.children, &c.target, &c.via, &c.action, c.count);
             }
+            if let Some(r) = &resolved {
+                let counts: Vec<ObjectCount> = r
+                    .counts
+                    .iter()
+                    .map(|c| ObjectCount {
+                        held: 0,
+                        ..c.clone()
+                    })
+                    .collect();
+                linked::add_counts(&mut report.objects, &counts);
+            }
             tracing::debug!(batch = batch_no, count, ms, "batch committed");
-            let last = rows.last().expect("not empty");
-            cursor = Some(Cursor {
-                order: last.order.clone(),
-                key: last.key.clone(),
-            });
+            cursor = Some(next);
             if rows.len() < sql.batch_size {
                 break;
             }

@@ -76,6 +76,8 @@ pub enum Error {
     Schema(String),
     #[error("audit log: {0}")]
     Audit(String),
+    #[error("{0}")]
+    Store(#[from] crate::objects::StoreError),
     #[error("state store: {0}")]
     State(String),
     #[error(

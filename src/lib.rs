@@ -8,6 +8,8 @@
 //!   cancellation; dry run is the engine not calling its batch path;
 //! - [`sql`]: connections, one dialect per engine, introspection, and the only
 //!   place dynamic SQL is handed to sqlx;
+//! - [`objects`]: the object-store trait (S3, local folder), object rules
+//!   and objects named by rows, Object Lock respected;
 //! - [`audit`]: typed events, hash-chained JSON Lines, verification;
 //! - [`keys`]: the HMAC key behind subject hashes and pseudonyms;
 //! - [`state`]: leases and run history; [`schedule`]: the daemon loop;
@@ -23,6 +25,7 @@ pub mod error;
 pub mod health;
 pub mod keys;
 pub mod metrics;
+pub mod objects;
 pub mod schedule;
 pub mod sql;
 pub mod state;

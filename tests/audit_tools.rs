@@ -483,6 +483,7 @@ fn expected_cells(r: &Record) -> Vec<(&'static str, String)> {
             children,
             keys_digest,
             subjects,
+            ..
         } => {
             v.extend([
                 ("job", job.clone()),
@@ -735,6 +736,7 @@ fn write_known_logs(dir: &Path) {
                 children,
                 keys_digest: "d".repeat(64),
                 subjects: (0..3).map(|i| format!("{:064x}", n * 10 + i)).collect(),
+                objects: vec![],
             }
         };
     let hold = |count: u64| Event::Hold {

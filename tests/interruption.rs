@@ -25,8 +25,8 @@ fn slow_workspace(db: &TestDb, lease_ttl: &str) -> Workspace {
     let cfg = std::fs::read_to_string(ws.config()).unwrap();
     let cfg = cfg
         .replacen(
-            "region = \"cn-east-2\"\n\n[audit]",
-            "region = \"cn-east-2\"\nbatch_pause = \"60ms\"\n\n[audit]",
+            "[sources.app]\n",
+            "[sources.app]\nbatch_pause = \"60ms\"\n",
             1,
         )
         .replace(

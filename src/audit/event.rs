@@ -18,6 +18,23 @@ pub struct ChildCount {
     pub count: u64,
 }
 
+/// Objects a rule erased (or would erase) through one store and one way of
+/// naming them. Never a key name: keys can carry subject ids.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ObjectCount {
+    pub store: String,
+    /// `store:prefix` of an object rule; `store:avatars/{id}/` (a template) or
+    /// `store:[column]` for objects named by rows.
+    pub via: String,
+    pub objects: u64,
+    /// Versions and delete markers.
+    pub versions: u64,
+    pub bytes: u64,
+    /// Objects kept because Object Lock protects them.
+    #[serde(default)]
+    pub held: u64,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Totals {
     pub deleted: u64,
@@ -25,6 +42,16 @@ pub struct Totals {
     pub held: u64,
     pub failed_rules: u64,
     pub guard_trips: u64,
+    /// Objects erased (every version of each).
+    #[serde(default)]
+    pub objects_erased: u64,
+    #[serde(default)]
+    pub object_versions_erased: u64,
+    #[serde(default)]
+    pub object_bytes_erased: u64,
+    /// Objects kept by Object Lock.
+    #[serde(default)]
+    pub objects_held: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
@@ -72,6 +99,43 @@ pub enum Event {
         keys_digest: String,
         /// Keyed hashes of the distinct subjects in the batch.
         subjects: Vec<String>,
+        /// Objects the batch's rows named, erased before the commit.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        objects: Vec<ObjectCount>,
+    },
+    /// One batch of an object rule, written before any of its objects is deleted.
+    ObjectBatch {
+        job: String,
+        rule: String,
+        policy: String,
+        target: String,
+        batch: u64,
+        objects: ObjectCount,
+        /// Keyed digest of the batch's keys (key names never reach the log).
+        keys_digest: String,
+    },
+    /// Objects Object Lock keeps (legal hold, or retention not yet expired):
+    /// skipped, never forced.
+    ObjectHold {
+        job: String,
+        rule: String,
+        policy: String,
+        target: String,
+        objects: ObjectCount,
+        /// Objects per reason: `legal_hold`, `governance`, `compliance`.
+        reasons: std::collections::BTreeMap<String, u64>,
+        /// Rows kept because an object they name is held (row-linked objects).
+        rows: u64,
+        /// Keyed hashes of those rows' subjects.
+        subjects: Vec<String>,
+    },
+    /// A store refused some deletes (read from the per-key errors of a 200 answer).
+    ObjectErrors {
+        job: String,
+        rule: String,
+        store: String,
+        /// Refused versions, by the store's error code.
+        failed: std::collections::BTreeMap<String, u64>,
     },
     /// The batch recorded just before was not committed.
     BatchRollback {
@@ -110,6 +174,8 @@ pub enum Event {
         held: u64,
         total: u64,
         children: Vec<ChildCount>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        objects: Vec<ObjectCount>,
     },
     Failure {
         job: String,
@@ -135,6 +201,9 @@ impl Event {
         match self {
             Event::RunStart { .. } => "run_start",
             Event::Batch { .. } => "batch",
+            Event::ObjectBatch { .. } => "object_batch",
+            Event::ObjectHold { .. } => "object_hold",
+            Event::ObjectErrors { .. } => "object_errors",
             Event::BatchRollback { .. } => "batch_rollback",
             Event::Hold { .. } => "hold",
             Event::Guard { .. } => "guard",

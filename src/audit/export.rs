@@ -9,7 +9,7 @@
 //! The export holds what the log holds, so no personal value: subjects stay
 //! keyed hashes.
 
-use super::event::Event;
+use super::event::{Event, ObjectCount};
 use super::log::Log;
 use serde_json::{Map, Value, json};
 use std::io::Write;
@@ -58,12 +58,44 @@ pub const COLUMNS: &[&str] = &[
     "hash",
     "verified",
     "shard",
+    "objects",
+    "object_versions",
+    "object_bytes",
+    "objects_held",
+    "store",
+    "object_reasons",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
     Csv,
     Json,
+}
+
+/// Sums of object counts (objects, versions, bytes, held) and the stores named.
+fn object_cells(set: &mut dyn FnMut(&str, Value), counts: &[ObjectCount]) {
+    if counts.is_empty() {
+        return;
+    }
+    set(
+        "objects",
+        json!(counts.iter().map(|c| c.objects).sum::<u64>()),
+    );
+    set(
+        "object_versions",
+        json!(counts.iter().map(|c| c.versions).sum::<u64>()),
+    );
+    set(
+        "object_bytes",
+        json!(counts.iter().map(|c| c.bytes).sum::<u64>()),
+    );
+    set(
+        "objects_held",
+        json!(counts.iter().map(|c| c.held).sum::<u64>()),
+    );
+    let mut stores: Vec<&str> = counts.iter().map(|c| c.store.as_str()).collect();
+    stores.dedup();
+    set("store", json!(stores.join(";")));
 }
 
 fn children_cell(children: &[super::event::ChildCount]) -> (Value, Value) {
@@ -127,7 +159,9 @@ pub fn row(log: &Log, entry: &super::log::Entry) -> Vec<(&'static str, Value)> {
             children,
             keys_digest,
             subjects,
+            objects,
         } => {
+            object_cells(&mut set, objects);
             let (c, n) = children_cell(children);
             set("job", json!(job));
             set("rule", json!(rule));
@@ -199,7 +233,9 @@ pub fn row(log: &Log, entry: &super::log::Entry) -> Vec<(&'static str, Value)> {
             held,
             total,
             children,
+            objects,
         } => {
+            object_cells(&mut set, objects);
             let (c, n) = children_cell(children);
             set("job", json!(job));
             set("rule", json!(rule));
@@ -226,6 +262,75 @@ pub fn row(log: &Log, entry: &super::log::Entry) -> Vec<(&'static str, Value)> {
             set("reason", json!(error));
         }
         Event::Locked { job } => set("job", json!(job)),
+        Event::ObjectBatch {
+            job,
+            rule,
+            policy,
+            target,
+            batch,
+            objects,
+            keys_digest,
+        } => {
+            object_cells(&mut set, std::slice::from_ref(objects));
+            set("job", json!(job));
+            set("rule", json!(rule));
+            set("policy", json!(policy));
+            set("target", json!(target));
+            set("action", json!("erase"));
+            set("batch", json!(batch));
+            set("count", json!(objects.objects));
+            set("keys_digest", json!(keys_digest));
+        }
+        Event::ObjectHold {
+            job,
+            rule,
+            policy,
+            target,
+            objects,
+            reasons,
+            rows,
+            subjects,
+        } => {
+            object_cells(&mut set, std::slice::from_ref(objects));
+            set("job", json!(job));
+            set("rule", json!(rule));
+            set("policy", json!(policy));
+            set("target", json!(target));
+            set("action", json!("hold"));
+            set("count", json!(rows));
+            set(
+                "object_reasons",
+                json!(
+                    reasons
+                        .iter()
+                        .map(|(k, v)| format!("{k}:{v}"))
+                        .collect::<Vec<_>>()
+                        .join(";")
+                ),
+            );
+            set("subjects", json!(subjects.join(";")));
+            set("subject_count", json!(subjects.len()));
+        }
+        Event::ObjectErrors {
+            job,
+            rule,
+            store,
+            failed,
+        } => {
+            set("job", json!(job));
+            set("rule", json!(rule));
+            set("store", json!(store));
+            set(
+                "reason",
+                json!(
+                    failed
+                        .iter()
+                        .map(|(k, v)| format!("{k}:{v}"))
+                        .collect::<Vec<_>>()
+                        .join(";")
+                ),
+            );
+        }
         Event::RunEnd {
             status,
             totals,

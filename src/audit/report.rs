@@ -196,6 +196,47 @@ impl Report {
                     rule_entry(&mut self.rules, job, rule).failures += 1;
                     run.failures += 1;
                 }
+                // Object rules: objects erased count as erased, locked ones as held.
+                Event::ObjectBatch {
+                    job,
+                    rule,
+                    policy,
+                    target,
+                    objects,
+                    ..
+                } => {
+                    policy_of(job, policy);
+                    let r = rule_entry(&mut self.rules, job, rule);
+                    r.policy = policy.clone();
+                    r.target = target.clone();
+                    r.action = "erase".into();
+                    r.last_ts = ts.clone();
+                    r.batches += 1;
+                    r.erased += objects.objects;
+                    run.deleted += objects.objects;
+                }
+                Event::ObjectHold {
+                    job,
+                    rule,
+                    policy,
+                    target,
+                    objects,
+                    ..
+                } => {
+                    policy_of(job, policy);
+                    let r = rule_entry(&mut self.rules, job, rule);
+                    r.policy = policy.clone();
+                    r.target = target.clone();
+                    r.held += objects.objects;
+                    run.held += objects.objects;
+                }
+                Event::ObjectErrors {
+                    job, rule, failed, ..
+                } => {
+                    let n: u64 = failed.values().sum();
+                    rule_entry(&mut self.rules, job, rule).failures += n;
+                    run.failures += n;
+                }
                 Event::Hold {
                     job,
                     rule,

@@ -192,6 +192,26 @@ pub fn search_log(
                     vec![],
                 )
             }
+            // Rows kept because an object they name is under Object Lock.
+            Event::ObjectHold {
+                job,
+                rule,
+                policy,
+                target,
+                rows,
+                subjects,
+                ..
+            } => (
+                job,
+                rule,
+                policy,
+                target,
+                "hold",
+                subjects,
+                None,
+                *rows,
+                vec![],
+            ),
             _ => continue,
         };
         if subjects.is_empty() || !filters.matches(&r.run, &r.ts, job, rule, action) {

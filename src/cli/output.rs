@@ -73,6 +73,18 @@ pub fn run_table(r: &RunReport, dry: bool) -> String {
                     String::new(),
                 ]);
             }
+            for o in &rule.objects {
+                rows.push([
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    format!("└ objects {}", o.via),
+                    format!("erase: {} versions, {} bytes", o.versions, o.bytes),
+                    o.objects.to_string(),
+                    o.held.to_string(),
+                    String::new(),
+                ]);
+            }
             if let Some(m) = &rule.message {
                 notes.push((rows.len(), m.clone()));
             }
@@ -111,6 +123,12 @@ pub fn run_table(r: &RunReport, dry: bool) -> String {
         "\nrun {} ({}): {}; deleted {}, anonymized {}, held {}, failed rules {}, guard trips {}\naudit: {}\n",
         r.run, if dry { "dry run" } else { "executed" }, r.status, t.deleted, t.anonymized, t.held, t.failed_rules, t.guard_trips, r.audit_file
     ));
+    if t.objects_erased > 0 || t.objects_held > 0 {
+        out.push_str(&format!(
+            "objects: erased {} ({} versions, {} bytes), held by Object Lock {}\n",
+            t.objects_erased, t.object_versions_erased, t.object_bytes_erased, t.objects_held
+        ));
+    }
     out
 }
 

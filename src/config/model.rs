@@ -14,6 +14,7 @@ pub struct Config {
     pub file: PathBuf,
     pub allowed_regions: Vec<String>,
     pub sources: BTreeMap<String, Source>,
+    pub stores: BTreeMap<String, Store>,
     pub audit: AuditConfig,
     pub state: StateConfig,
     pub daemon: DaemonConfig,
@@ -68,6 +69,51 @@ pub fn redact_url(url: &str) -> String {
     url.to_string()
 }
 
+/// An object store (`[stores.<name>]`).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pub name: String,
+    pub kind: StoreKind,
+    pub region: Option<String>,
+    /// Requests in flight at once (default [`DEFAULT_STORE_CONCURRENCY`]).
+    pub concurrency: usize,
+    /// S3 attempts per request, retries included (default [`DEFAULT_MAX_ATTEMPTS`]).
+    pub max_attempts: u32,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    S3 {
+        bucket: String,
+        /// After `${VAR}` expansion; `None`: the SDK's endpoint for the region.
+        endpoint: Option<String>,
+        path_style: bool,
+    },
+    Fs {
+        path: PathBuf,
+    },
+}
+
+impl Store {
+    /// `s3://bucket` or `fs:path`, for messages (no secrets in either).
+    pub fn display(&self) -> String {
+        match &self.kind {
+            StoreKind::S3 { bucket, .. } => format!("s3://{bucket}"),
+            StoreKind::Fs { path } => format!("fs:{}", path.display()),
+        }
+    }
+}
+
+/// Default requests in flight per store.
+pub const DEFAULT_STORE_CONCURRENCY: usize = 4;
+/// Largest accepted `concurrency`.
+pub const MAX_STORE_CONCURRENCY: usize = 64;
+/// Default S3 attempts per request (the first try and its retries).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+/// Default objects per audited batch of an object rule.
+pub const DEFAULT_OBJECT_BATCH_SIZE: usize = 4_000;
+
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
     pub dir: PathBuf,
@@ -91,7 +137,10 @@ pub struct Job {
     pub description: Option<String>,
     pub priority: i32,
     pub manual: bool,
+    /// SQL rules, in file order.
     pub rules: Vec<Rule>,
+    /// Object rules (`store = ...`), in file order; they run after the SQL rules.
+    pub object_rules: Vec<ObjectRule>,
     pub file: PathBuf,
 }
 
@@ -222,6 +271,8 @@ pub struct Rule {
     pub max_rows: Option<u64>,
     pub max_fraction: Option<f64>,
     pub children: Vec<Child>,
+    /// Objects each row names, erased with the row.
+    pub objects: Vec<ObjectLink>,
     pub origin: Origin,
 }
 
@@ -232,7 +283,163 @@ pub struct Child {
     pub key: Option<String>,
     pub action: Action,
     pub children: Vec<Child>,
+    pub objects: Vec<ObjectLink>,
     pub origin: Origin,
+}
+
+/// A rule over a store's objects: prefix, age and tags, all of which must match.
+#[derive(Debug, Clone)]
+pub struct ObjectRule {
+    pub name: String,
+    pub store: String,
+    pub prefix: String,
+    /// Objects last modified before `as_of - older_than`.
+    pub older_than: Option<Period>,
+    /// Every tag must be present with this value.
+    pub tags: BTreeMap<String, String>,
+    /// Objects per audited batch.
+    pub batch_size: usize,
+    pub max_rows: Option<u64>,
+    pub max_fraction: Option<f64>,
+    pub origin: Origin,
+}
+
+impl ObjectRule {
+    /// `store:prefix`, the rule's target in reports and the audit log.
+    pub fn target(&self) -> String {
+        format!("{}:{}", self.store, self.prefix)
+    }
+}
+
+/// `[[rules.objects]]`: how a row names its objects.
+#[derive(Debug, Clone)]
+pub struct ObjectLink {
+    pub store: String,
+    pub names: ObjectNames,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ObjectNames {
+    /// Every key under the rendered prefix.
+    Prefix(Template),
+    /// The one key held in this column.
+    KeyColumn(String),
+}
+
+impl ObjectLink {
+    /// The columns a row must provide to name its objects.
+    pub fn columns(&self) -> Vec<&str> {
+        match &self.names {
+            ObjectNames::Prefix(t) => t.columns(),
+            ObjectNames::KeyColumn(c) => vec![c.as_str()],
+        }
+    }
+
+    /// `media:avatars/{id}/` or `media:[id_card_front_key]`, for reports.
+    pub fn describe(&self) -> String {
+        match &self.names {
+            ObjectNames::Prefix(t) => format!("{}:{}", self.store, t.text),
+            ObjectNames::KeyColumn(c) => format!("{}:[{c}]", self.store),
+        }
+    }
+}
+
+/// A key prefix with `{column}` placeholders.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Template {
+    pub text: String,
+    pub parts: Vec<TemplatePart>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplatePart {
+    Literal(String),
+    Column(String),
+}
+
+/// Why a row's value cannot name an object (the value itself is never shown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenderError {
+    #[error("column `{0}` is empty; an empty value would widen the prefix")]
+    Empty(String),
+    #[error("column `{0}` holds `/`, `.` or `..`; the value would reach outside its prefix")]
+    Unsafe(String),
+}
+
+impl Template {
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find('{') {
+            if open > 0 {
+                parts.push(TemplatePart::Literal(rest[..open].to_string()));
+            }
+            let after = &rest[open + 1..];
+            let close = after
+                .find('}')
+                .ok_or_else(|| format!("`{text}`: `{{` without a closing `}}`"))?;
+            let col = &after[..close];
+            if col.is_empty()
+                || !col.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                || col.starts_with(|c: char| c.is_ascii_digit())
+            {
+                return Err(format!(
+                    "`{text}`: `{{{col}}}` is not a column name (letters, digits, `_`)"
+                ));
+            }
+            parts.push(TemplatePart::Column(col.to_string()));
+            rest = &after[close + 1..];
+        }
+        if rest.contains('}') {
+            return Err(format!("`{text}`: `}}` without an opening `{{`"));
+        }
+        if !rest.is_empty() {
+            parts.push(TemplatePart::Literal(rest.to_string()));
+        }
+        Ok(Template {
+            text: text.to_string(),
+            parts,
+        })
+    }
+
+    pub fn columns(&self) -> Vec<&str> {
+        let mut out: Vec<&str> = Vec::new();
+        for p in &self.parts {
+            if let TemplatePart::Column(c) = p
+                && !out.contains(&c.as_str())
+            {
+                out.push(c);
+            }
+        }
+        out
+    }
+
+    /// The prefix for one row. `Ok(None)`: a column is NULL, so the row names no object.
+    pub fn render(
+        &self,
+        value: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, RenderError> {
+        let mut out = String::new();
+        for p in &self.parts {
+            match p {
+                TemplatePart::Literal(l) => out.push_str(l),
+                TemplatePart::Column(c) => {
+                    let Some(v) = value(c) else {
+                        return Ok(None);
+                    };
+                    if v.is_empty() {
+                        return Err(RenderError::Empty(c.clone()));
+                    }
+                    if v.contains('/') || v == "." || v == ".." {
+                        return Err(RenderError::Unsafe(c.clone()));
+                    }
+                    out.push_str(&v);
+                }
+            }
+        }
+        Ok(Some(out))
+    }
 }
 
 /// Default rows per batch: short transactions, few round trips.

@@ -16,6 +16,9 @@ pub struct RawConfig {
     pub allowed_regions: Vec<Spanned<String>>,
     #[serde(default)]
     pub sources: BTreeMap<String, Spanned<RawSource>>,
+    /// Object stores: `[stores.<name>]` with `kind = "s3"` or `"fs"`.
+    #[serde(default)]
+    pub stores: BTreeMap<String, Spanned<RawStore>>,
     #[serde(default)]
     pub audit: Option<RawAudit>,
     #[serde(default)]
@@ -59,6 +62,33 @@ pub struct RawSource {
     /// Pause between two batches on this source (SQLite writers starve otherwise).
     #[serde(default)]
     pub batch_pause: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    /// `s3` or `fs`.
+    pub kind: Spanned<String>,
+    /// S3: the bucket.
+    #[serde(default)]
+    pub bucket: Option<Spanned<String>>,
+    /// S3: the endpoint URL (default: AWS's endpoint for the region). `${VAR}` expands.
+    #[serde(default)]
+    pub endpoint: Option<Spanned<String>>,
+    /// S3: path-style addressing (needed for `localhost` and most S3-compatible servers).
+    #[serde(default)]
+    pub path_style: Option<bool>,
+    #[serde(default)]
+    pub region: Option<Spanned<String>>,
+    /// fs: the folder (relative paths are relative to the working directory).
+    #[serde(default)]
+    pub path: Option<Spanned<String>>,
+    /// Requests in flight at once (listing checks, deletes).
+    #[serde(default)]
+    pub concurrency: Option<Spanned<i64>>,
+    /// S3: attempts per request, for throttling (SlowDown), 5xx and connection errors.
+    #[serde(default)]
+    pub max_attempts: Option<Spanned<i64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -108,7 +138,18 @@ pub struct RawJob {
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
     pub name: Spanned<String>,
-    pub target: Spanned<String>,
+    /// `<source>.<table>` for a SQL rule; absent for an object rule.
+    #[serde(default)]
+    pub target: Option<Spanned<String>>,
+    /// An object rule: the store whose objects it erases.
+    #[serde(default)]
+    pub store: Option<Spanned<String>>,
+    /// Object rule: only keys under this prefix.
+    #[serde(default)]
+    pub prefix: Option<Spanned<String>>,
+    /// Object rule: only objects carrying every one of these tags.
+    #[serde(default)]
+    pub tags: Option<Spanned<BTreeMap<String, String>>>,
     #[serde(default)]
     pub key: Option<Spanned<String>>,
     #[serde(default)]
@@ -119,7 +160,9 @@ pub struct RawRule {
     pub where_: Option<Spanned<String>>,
     #[serde(default)]
     pub hold: Option<Spanned<String>>,
-    pub action: Spanned<RawAction>,
+    /// Required for SQL rules; object rules only delete (the default).
+    #[serde(default)]
+    pub action: Option<Spanned<RawAction>>,
     #[serde(default)]
     pub batch_size: Option<Spanned<i64>>,
     #[serde(default)]
@@ -128,12 +171,30 @@ pub struct RawRule {
     pub max_fraction: Option<Spanned<f64>>,
     #[serde(default)]
     pub children: Vec<Spanned<RawChild>>,
+    /// Objects named by each row, erased with it.
+    #[serde(default)]
+    pub objects: Vec<Spanned<RawObjects>>,
+}
+
+/// `[[rules.objects]]`: the objects that belong to each row of a rule or child.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawObjects {
+    pub store: Spanned<String>,
+    /// A key prefix template over the row's columns, e.g. `"avatars/{id}/"`.
+    #[serde(default)]
+    pub prefix: Option<Spanned<String>>,
+    /// A column holding one object's full key.
+    #[serde(default)]
+    pub key_column: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSelect {
-    pub column: Spanned<String>,
+    /// The time column (SQL rules); object rules select on last-modified and take none.
+    #[serde(default)]
+    pub column: Option<Spanned<String>>,
     /// Rows whose column is before `as_of - older_than`.
     #[serde(default)]
     pub older_than: Option<Spanned<String>>,
@@ -156,6 +217,8 @@ pub struct RawChild {
     pub key: Option<Spanned<String>>,
     #[serde(default)]
     pub children: Vec<Spanned<RawChild>>,
+    #[serde(default)]
+    pub objects: Vec<Spanned<RawObjects>>,
 }
 
 #[derive(Debug, Deserialize)]

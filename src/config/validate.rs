@@ -150,6 +150,54 @@ pub fn validate_config(
         );
     }
 
+    let mut stores = BTreeMap::new();
+    for (name, spanned) in &raw.stores {
+        let st = spanned.get_ref();
+        if !is_identifier(name) {
+            cx.err(
+                spanned,
+                format!("store name `{name}` must be letters, digits and `_`"),
+            );
+        }
+        region_ok(&mut cx, &st.region, &format!("store `{name}`"), &|cx, m| {
+            cx.err(spanned, m)
+        });
+        if let Some(kind) = store_kind(&mut cx, name, spanned, env) {
+            let concurrency = match &st.concurrency {
+                None => DEFAULT_STORE_CONCURRENCY,
+                Some(c) if (1..=MAX_STORE_CONCURRENCY as i64).contains(c.get_ref()) => {
+                    *c.get_ref() as usize
+                }
+                Some(c) => {
+                    cx.err(
+                        c,
+                        format!("concurrency must be between 1 and {MAX_STORE_CONCURRENCY}"),
+                    );
+                    DEFAULT_STORE_CONCURRENCY
+                }
+            };
+            let max_attempts = match &st.max_attempts {
+                None => DEFAULT_MAX_ATTEMPTS,
+                Some(m) if (1..=20).contains(m.get_ref()) => *m.get_ref() as u32,
+                Some(m) => {
+                    cx.err(m, "max_attempts must be between 1 and 20");
+                    DEFAULT_MAX_ATTEMPTS
+                }
+            };
+            stores.insert(
+                name.clone(),
+                Store {
+                    name: name.clone(),
+                    kind,
+                    region: st.region.as_ref().map(|r| r.get_ref().clone()),
+                    concurrency,
+                    max_attempts,
+                    origin: cx.origin(spanned),
+                },
+            );
+        }
+    }
+
     let audit = match raw.audit {
         Some(a) => {
             let env_name = a
@@ -291,11 +339,338 @@ pub fn validate_config(
         file: file.path.clone(),
         allowed_regions,
         sources,
+        stores,
         audit,
         state,
         daemon,
         metrics,
     })
+}
+
+/// `kind` and the settings that belong to it; `None` after reporting a problem.
+fn store_kind(
+    cx: &mut Ctx,
+    name: &str,
+    spanned: &Spanned<RawStore>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<StoreKind> {
+    let st = spanned.get_ref();
+    let not_for = |cx: &mut Ctx, present: bool, key: &str, kind: &str| {
+        if present {
+            cx.err(
+                spanned,
+                format!("store `{name}`: `{key}` does not apply to kind \"{kind}\""),
+            );
+        }
+    };
+    match st.kind.get_ref().as_str() {
+        "s3" => {
+            not_for(cx, st.path.is_some(), "path", "s3");
+            let bucket = match &st.bucket {
+                Some(b) if is_bucket_name(b.get_ref()) => b.get_ref().clone(),
+                Some(b) => {
+                    cx.err(
+                        b,
+                        format!("store `{name}`: `{}` is not a bucket name (3 to 63 lowercase letters, digits, `.` and `-`)", b.get_ref()),
+                    );
+                    return None;
+                }
+                None => {
+                    cx.err(
+                        spanned,
+                        format!("store `{name}`: kind \"s3\" needs `bucket`"),
+                    );
+                    return None;
+                }
+            };
+            let endpoint = match &st.endpoint {
+                None => None,
+                Some(e) => match expand(e.get_ref(), env) {
+                    Ok(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
+                    Ok(_) => {
+                        cx.err(
+                            e,
+                            format!("store `{name}`: endpoint must start with http:// or https://"),
+                        );
+                        return None;
+                    }
+                    Err(err) => {
+                        cx.err(e, format!("store `{name}`: {err}"));
+                        return None;
+                    }
+                },
+            };
+            Some(StoreKind::S3 {
+                bucket,
+                endpoint,
+                path_style: st.path_style.unwrap_or(false),
+            })
+        }
+        "fs" => {
+            not_for(cx, st.bucket.is_some(), "bucket", "fs");
+            not_for(cx, st.endpoint.is_some(), "endpoint", "fs");
+            not_for(cx, st.path_style.is_some(), "path_style", "fs");
+            not_for(cx, st.max_attempts.is_some(), "max_attempts", "fs");
+            match &st.path {
+                Some(p) if !p.get_ref().trim().is_empty() => Some(StoreKind::Fs {
+                    path: p.get_ref().into(),
+                }),
+                Some(p) => {
+                    cx.err(p, format!("store `{name}`: `path` is empty"));
+                    None
+                }
+                None => {
+                    cx.err(spanned, format!("store `{name}`: kind \"fs\" needs `path`"));
+                    None
+                }
+            }
+        }
+        other => {
+            cx.err(
+                &st.kind,
+                format!("store `{name}`: unknown kind `{other}` (use \"s3\" or \"fs\")"),
+            );
+            None
+        }
+    }
+}
+
+fn is_bucket_name(s: &str) -> bool {
+    (3..=63).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+        && s.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && s.ends_with(|c: char| c.is_ascii_alphanumeric())
+}
+
+/// `[[rules.objects]]` entries: a known store and exactly one way to name objects.
+fn object_links(cx: &mut Ctx, config: &Config, raw: &[Spanned<RawObjects>]) -> Vec<ObjectLink> {
+    let mut out = Vec::new();
+    for o in raw {
+        let ro = o.get_ref();
+        if !config.stores.contains_key(ro.store.get_ref()) {
+            let known: Vec<&String> = config.stores.keys().collect();
+            cx.err(
+                &ro.store,
+                format!(
+                    "objects name store `{}`, which config does not define (known: {known:?})",
+                    ro.store.get_ref()
+                ),
+            );
+            continue;
+        }
+        let names = match (&ro.prefix, &ro.key_column) {
+            (Some(p), None) => match Template::parse(p.get_ref()) {
+                Ok(t) if t.columns().is_empty() => {
+                    cx.err(p, "the prefix names no column (e.g. \"avatars/{id}/\"): every row would erase the same objects");
+                    continue;
+                }
+                Ok(t) if matches!(t.parts.last(), Some(TemplatePart::Column(_))) => {
+                    cx.err(
+                        p,
+                        format!("prefix `{}` ends with a column: the prefix for id 1 would also match id 10, 11, …; end it with `/`", p.get_ref()),
+                    );
+                    continue;
+                }
+                Ok(t) => ObjectNames::Prefix(t),
+                Err(e) => {
+                    cx.err(p, e);
+                    continue;
+                }
+            },
+            (None, Some(k)) => ObjectNames::KeyColumn(column(cx, k, "key_column")),
+            _ => {
+                cx.err(
+                    o,
+                    "objects need exactly one of `prefix` (a template) or `key_column`",
+                );
+                continue;
+            }
+        };
+        out.push(ObjectLink {
+            store: ro.store.get_ref().clone(),
+            names,
+            origin: cx.origin(o),
+        });
+    }
+    out
+}
+
+/// A rule with `store = ...`: prefix, age and tags over a store's objects.
+fn object_rule(
+    cx: &mut Ctx,
+    config: &Config,
+    spanned: &Spanned<RawRule>,
+    store: &Spanned<String>,
+) -> Option<ObjectRule> {
+    let r = spanned.get_ref();
+    let mut misplaced = |present: bool, key: &str, why: &str| {
+        if present {
+            cx.err(
+                spanned,
+                format!("`{key}` does not apply to an object rule (`store`): {why}"),
+            );
+        }
+    };
+    misplaced(
+        r.target.is_some(),
+        "target",
+        "a rule acts on a table or on a store, not both",
+    );
+    misplaced(r.key.is_some(), "key", "objects are named by their keys");
+    misplaced(
+        r.subject.is_some(),
+        "subject",
+        "a store holds no subject column; link objects to rows with [[rules.objects]] instead",
+    );
+    misplaced(
+        r.where_.is_some(),
+        "where",
+        "objects are selected by prefix, select.older_than and tags",
+    );
+    misplaced(
+        r.hold.is_some(),
+        "hold",
+        "objects are held by S3 Object Lock (legal hold or retention)",
+    );
+    misplaced(
+        !r.children.is_empty(),
+        "children",
+        "objects have no children",
+    );
+    misplaced(
+        !r.objects.is_empty(),
+        "objects",
+        "the rule's own objects are selected by prefix",
+    );
+    if let Some(a) = &r.action
+        && !matches!(a.get_ref(), RawAction::Delete)
+    {
+        cx.err(
+            a,
+            "an object rule can only delete (objects cannot be anonymized)",
+        );
+    }
+    if !config.stores.contains_key(store.get_ref()) {
+        let known: Vec<&String> = config.stores.keys().collect();
+        cx.err(
+            store,
+            format!(
+                "store `{}` is not defined in config (known: {known:?})",
+                store.get_ref()
+            ),
+        );
+        return None;
+    }
+    let older_than = r.select.as_ref().and_then(|s| {
+        let sel = s.get_ref();
+        if let Some(c) = &sel.column {
+            cx.err(
+                c,
+                "an object rule selects on last-modified time: drop `column`",
+            );
+        }
+        if let Some(f) = &sel.format {
+            cx.err(
+                f,
+                "an object rule selects on last-modified time: drop `format`",
+            );
+        }
+        if let Some(n) = &sel.newer_than {
+            cx.err(n, "an object rule takes `older_than` only");
+        }
+        match &sel.older_than {
+            Some(o) => match o.get_ref().parse::<Period>() {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    cx.err(o, e);
+                    None
+                }
+            },
+            None => {
+                cx.err(s, "select needs `older_than`");
+                None
+            }
+        }
+    });
+    let tags = r
+        .tags
+        .as_ref()
+        .map(|t| {
+            if t.get_ref().is_empty() {
+                cx.err(t, "`tags` is empty: drop it or name a tag");
+            }
+            t.get_ref().clone()
+        })
+        .unwrap_or_default();
+    let prefix = match &r.prefix {
+        Some(p) => {
+            if p.get_ref().is_empty() && older_than.is_none() && tags.is_empty() {
+                cx.err(
+                    p,
+                    "an empty prefix with no `select` and no `tags` would erase the whole store",
+                );
+            }
+            if p.get_ref().contains('{') {
+                cx.err(
+                    p,
+                    "an object rule's prefix is literal; templates belong in [[rules.objects]]",
+                );
+            }
+            p.get_ref().clone()
+        }
+        None => {
+            cx.err(
+                spanned,
+                "an object rule needs `prefix` (it may be \"\" when `select` or `tags` narrows it)",
+            );
+            String::new()
+        }
+    };
+    let batch_size = match &r.batch_size {
+        None => DEFAULT_OBJECT_BATCH_SIZE,
+        Some(b) if (1..=100_000).contains(b.get_ref()) => *b.get_ref() as usize,
+        Some(b) => {
+            cx.err(
+                b,
+                "batch_size of an object rule must be between 1 and 100000",
+            );
+            DEFAULT_OBJECT_BATCH_SIZE
+        }
+    };
+    let (max_rows, max_fraction) = guards(cx, r);
+    Some(ObjectRule {
+        name: r.name.get_ref().clone(),
+        store: store.get_ref().clone(),
+        prefix,
+        older_than,
+        tags,
+        batch_size,
+        max_rows,
+        max_fraction,
+        origin: cx.origin(spanned),
+    })
+}
+
+fn guards(cx: &mut Ctx, r: &RawRule) -> (Option<u64>, Option<f64>) {
+    let max_rows = r.max_rows.as_ref().and_then(|m| {
+        if *m.get_ref() < 0 {
+            cx.err(m, "max_rows cannot be negative");
+            None
+        } else {
+            Some(*m.get_ref() as u64)
+        }
+    });
+    let max_fraction = r.max_fraction.as_ref().and_then(|m| {
+        let v = *m.get_ref();
+        if !(v > 0.0 && v <= 1.0) {
+            cx.err(m, "max_fraction must be greater than 0 and at most 1");
+            None
+        } else {
+            Some(v)
+        }
+    });
+    (max_rows, max_fraction)
 }
 
 /// Where leases and run history live when the config says nothing.
@@ -449,12 +824,20 @@ fn children(
         let key = rc.key.as_ref().map(|k| column(cx, k, "key"));
         let act = action(cx, &rc.action);
         let grandchildren = children(cx, config, &target, &rc.children, depth + 1);
+        if depth > 1 && !rc.objects.is_empty() {
+            cx.err(
+                &rc.objects[0],
+                "objects can be linked to a rule's rows and its direct children's rows, not deeper",
+            );
+        }
+        let objects = object_links(cx, config, &rc.objects);
         out.push(Child {
             target,
             foreign_key,
             key,
             action: act,
             children: grandchildren,
+            objects,
             origin: cx.origin(c),
         });
     }
@@ -496,6 +879,7 @@ pub fn validate_job(
     }
     let mut names = BTreeSet::new();
     let mut rules = Vec::new();
+    let mut object_rules = Vec::new();
     for spanned in &raw.rules {
         let r = spanned.get_ref();
         if !is_job_name(r.name.get_ref()) {
@@ -510,7 +894,26 @@ pub fn validate_job(
                 format!("rule `{}` appears twice in this job", r.name.get_ref()),
             );
         }
-        let Some(target) = parse_table(&mut cx, config, &r.target, "target") else {
+        if let Some(store) = &r.store {
+            if let Some(o) = object_rule(&mut cx, config, spanned, store) {
+                object_rules.push(o);
+            }
+            continue;
+        }
+        let Some(target_s) = &r.target else {
+            cx.err(
+                spanned,
+                "rule needs `target = \"<source>.<table>\"` (rows) or `store = \"<store>\"` (objects)",
+            );
+            continue;
+        };
+        if let Some(p) = &r.prefix {
+            cx.err(p, "`prefix` belongs to object rules (`store`); link objects to rows with [[rules.objects]]");
+        }
+        if let Some(t) = &r.tags {
+            cx.err(t, "`tags` belongs to object rules (`store`)");
+        }
+        let Some(target) = parse_table(&mut cx, config, target_s, "target") else {
             continue;
         };
         let key = r
@@ -521,7 +924,13 @@ pub fn validate_job(
         let subject = r.subject.as_ref().map(|s| column(&mut cx, s, "subject"));
         let select = r.select.as_ref().map(|s| {
             let sel = s.get_ref();
-            let column = column(&mut cx, &sel.column, "select column");
+            let column = match &sel.column {
+                Some(c) => column(&mut cx, c, "select column"),
+                None => {
+                    cx.err(s, "select needs `column` (the time column to compare)");
+                    String::new()
+                }
+            };
             let (period_s, older) = match (&sel.older_than, &sel.newer_than) {
                 (Some(o), None) => (Some(o), true),
                 (None, Some(n)) => (Some(n), false),
@@ -585,7 +994,16 @@ pub fn validate_job(
             }
             Some(HoldRef { table, column: parts[0].to_string() })
         });
-        let act = action(&mut cx, &r.action);
+        let act = match &r.action {
+            Some(a) => action(&mut cx, a),
+            None => {
+                cx.err(
+                    spanned,
+                    "rule needs `action` (\"delete\" or { anonymize = {...} })",
+                );
+                Action::Delete
+            }
+        };
         let batch_size = match &r.batch_size {
             None => DEFAULT_BATCH_SIZE,
             Some(b) => {
@@ -601,24 +1019,9 @@ pub fn validate_job(
                 }
             }
         };
-        let max_rows = r.max_rows.as_ref().and_then(|m| {
-            if *m.get_ref() < 0 {
-                cx.err(m, "max_rows cannot be negative");
-                None
-            } else {
-                Some(*m.get_ref() as u64)
-            }
-        });
-        let max_fraction = r.max_fraction.as_ref().and_then(|m| {
-            let v = *m.get_ref();
-            if !(v > 0.0 && v <= 1.0) {
-                cx.err(m, "max_fraction must be greater than 0 and at most 1");
-                None
-            } else {
-                Some(v)
-            }
-        });
+        let (max_rows, max_fraction) = guards(&mut cx, r);
         let kids = children(&mut cx, config, &target, &r.children, 1);
+        let objects = object_links(&mut cx, config, &r.objects);
         rules.push(Rule {
             name: r.name.get_ref().clone(),
             target,
@@ -632,6 +1035,7 @@ pub fn validate_job(
             max_rows,
             max_fraction,
             children: kids,
+            objects,
             origin: cx.origin(spanned),
         });
     }
@@ -643,6 +1047,7 @@ pub fn validate_job(
         priority: raw.priority.unwrap_or(0),
         manual: raw.manual.unwrap_or(false),
         rules,
+        object_rules,
         file: file.path.clone(),
     })
 }

@@ -7,7 +7,7 @@
 use super::dialect::{DeleteTarget, Dialect, Engine};
 use super::schema::{ColumnInfo, ColumnKind, TableInfo};
 use super::{Builder, Stmt, Val};
-use crate::config::{Action, Child, Rule, Strategy, TableRef, TimeFormat};
+use crate::config::{Action, Child, ObjectLink, Rule, Strategy, TableRef, TimeFormat};
 use chrono::{DateTime, Utc};
 
 /// A table with its quoted names.
@@ -78,6 +78,9 @@ pub struct ChildSql {
     pub key: Option<ColumnInfo>,
     pub action: ActionSql,
     pub children: Vec<ChildSql>,
+    /// Objects each child row names, and the columns that name them.
+    pub objects: Vec<ObjectLink>,
+    pub object_columns: Vec<ColumnInfo>,
 }
 
 impl ChildSql {
@@ -119,6 +122,9 @@ pub struct RuleSql {
     pub batch_size: usize,
     /// This process's share of the key space, when sharded.
     pub shard: Option<String>,
+    /// Objects each row names, and the columns (read with the batch) that name them.
+    pub objects: Vec<ObjectLink>,
+    pub object_columns: Vec<ColumnInfo>,
 }
 
 /// Rows read for a batch; every value as text.
@@ -129,6 +135,8 @@ pub struct BatchRow {
     pub order: Option<String>,
     /// Values of the columns the `hash` strategy rewrites, in `hash_columns()` order.
     pub hashed: Vec<Option<String>>,
+    /// Values of `object_columns`, in order (the row's object names).
+    pub objects: Vec<Option<String>>,
 }
 
 /// The position after the last row of the previous batch.
@@ -200,6 +208,26 @@ fn column(
         ));
     }
     c
+}
+
+/// The distinct columns a set of object links reads, checked against the table.
+fn object_columns(
+    info: &TableInfo,
+    links: &[ObjectLink],
+    problems: &mut Vec<String>,
+) -> Vec<ColumnInfo> {
+    let mut out: Vec<ColumnInfo> = Vec::new();
+    for l in links {
+        for c in l.columns() {
+            if out.iter().any(|o| o.name == c) {
+                continue;
+            }
+            if let Some(ci) = column(info, c, &format!("objects ({})", l.describe()), problems) {
+                out.push(ci);
+            }
+        }
+    }
+    out
 }
 
 fn action_sql(
@@ -334,6 +362,7 @@ impl RuleSql {
         });
         let action = action_sql(engine, info, &rule.action, &mut problems);
         let children = prepare_children(d, &rule.children, tables, &rule.key, &mut problems);
+        let objects = object_columns(info, &rule.objects, &mut problems);
         if let Some(k) = &key
             && !matches!(k.kind, ColumnKind::Int | ColumnKind::Text)
             && engine != Engine::Postgres
@@ -367,6 +396,8 @@ impl RuleSql {
             children,
             batch_size: rule.batch_size,
             shard: None,
+            objects: rule.objects.clone(),
+            object_columns: objects,
         })
     }
 
@@ -510,7 +541,10 @@ impl RuleSql {
     /// Whether the one-statement delete path applies: a delete with nothing
     /// to do per row but audit its subject.
     pub fn fast_delete(&self, d: &dyn Dialect) -> bool {
-        matches!(self.action, ActionSql::Delete) && self.children.is_empty() && d.delete_returning()
+        matches!(self.action, ActionSql::Delete)
+            && self.children.is_empty()
+            && self.objects.is_empty()
+            && d.delete_returning()
     }
 
     fn returning(&self, d: &dyn Dialect) -> String {
@@ -593,6 +627,9 @@ impl RuleSql {
         for c in self.action.hash_columns() {
             b.push(", ").push(&d.to_text(&self.table.col(d, &c.name)));
         }
+        for c in &self.object_columns {
+            b.push(", ").push(&d.to_text(&self.table.col(d, &c.name)));
+        }
         b.push(" FROM ").push(&self.table.from).push(" WHERE ");
         self.push_eligible(d, &mut b);
         if let Some(cur) = after {
@@ -623,8 +660,10 @@ impl RuleSql {
     }
 
     pub fn parse_batch(&self, rows: Vec<super::TextRow>) -> Vec<BatchRow> {
+        let hashed_end = 3 + self.action.hash_columns().len();
         rows.into_iter()
             .filter_map(|mut r| {
+                let objects = r.split_off(hashed_end.min(r.len()));
                 let hashed = r.split_off(3);
                 let mut it = r.into_iter();
                 let key = it.next().flatten()?;
@@ -633,6 +672,7 @@ impl RuleSql {
                     subject: it.next().flatten(),
                     order: it.next().flatten(),
                     hashed,
+                    objects,
                 })
             })
             .collect()
@@ -674,6 +714,7 @@ fn prepare_children(
         let sub_key = key_name.clone().unwrap_or_default();
         let grandchildren = prepare_children(d, &c.children, tables, &sub_key, problems);
         let needs_key = !grandchildren.is_empty() || !action.hash_columns().is_empty();
+        let object_cols = object_columns(info, &c.objects, problems);
         if needs_key && key.is_none() {
             problems.push(format!(
                 "child {} needs a key (it has children or hashes columns): set `key` or give the table a primary key",
@@ -692,6 +733,8 @@ fn prepare_children(
             key,
             action,
             children: grandchildren,
+            objects: c.objects.clone(),
+            object_columns: object_cols,
         });
     }
     out
@@ -790,6 +833,31 @@ impl ChildSql {
             b.push(" AND ");
             push_needs(d, &mut b, &self.table, cols);
         }
+        b.push(d.lock_rows());
+        b.finish()
+    }
+
+    /// `SELECT fk, object columns… FROM child WHERE fk IN (…)`: the objects the
+    /// child rows of these parents name (read before anything is acted on).
+    pub fn select_objects(
+        &self,
+        d: &dyn Dialect,
+        parent_key: &ColumnInfo,
+        parent_keys: &[String],
+    ) -> Stmt {
+        let mut b = Builder::new(d);
+        b.push("SELECT ")
+            .push(&d.to_text(&self.table.col(d, &self.fk.name)));
+        for c in &self.object_columns {
+            b.push(", ").push(&d.to_text(&self.table.col(d, &c.name)));
+        }
+        b.push(" FROM ").push(&self.table.from).push(" WHERE ");
+        d.push_in_list(
+            &mut b,
+            &self.table.col(d, &self.fk.name),
+            fk_type(&self.fk, parent_key),
+            parent_keys,
+        );
         b.push(d.lock_rows());
         b.finish()
     }

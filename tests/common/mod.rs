@@ -6,6 +6,8 @@
 
 #![allow(dead_code)]
 
+pub mod objects;
+
 use lethe::sql::{Db, Stmt, Val};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -268,6 +270,11 @@ impl Workspace {
 url = "{db_url}"
 region = "cn-east-2"
 
+[stores.media]
+kind = "fs"
+path = "{objects}"
+region = "cn-east-2"
+
 [audit]
 dir = "{audit}"
 hmac_key_env = "LETHE_AUDIT_KEY"
@@ -276,7 +283,8 @@ hmac_key_env = "LETHE_AUDIT_KEY"
 url = "{state}"
 lease_ttl = "30s"
 "#,
-            audit = dir.path().join("audit").display()
+            audit = dir.path().join("audit").display(),
+            objects = dir.path().join("objects/media").display()
         );
         std::fs::write(dir.path().join("config/lethe.toml"), config).unwrap();
         for (name, text) in jobs {

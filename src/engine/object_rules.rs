@@ -1,0 +1,366 @@
+//! The engine's object side: object rules (`store = ...`) and the plan and
+//! hold reports of objects named by rows.
+//!
+//! An object rule selects once (the cutoff is fixed at rule start), checks
+//! its guards before touching anything, reports what Object Lock keeps, then
+//! deletes in audited batches: each batch's record is written (fsynced)
+//! before any of its objects is deleted. Deleting itself happens in
+//! `objects::erase`; this file decides and reports.
+
+use super::{JobCtx, Mode, RuleReport, RuleStatus, guard_reason};
+use crate::audit::{Event, ObjectCount, Totals};
+use crate::config::{ObjectRule, Rule};
+use crate::error::Error;
+use crate::objects::erase::{self, Filter, Tally};
+use crate::objects::{Stores, linked};
+use crate::sql::Db;
+use crate::sql::statements::{BatchRow, Cursor, RuleSql};
+use chrono::Utc;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Object counts of one rule into the run's totals.
+pub(super) fn add_totals(totals: &mut Totals, r: &RuleReport, mode: Mode) {
+    for c in &r.objects {
+        if mode == Mode::Execute {
+            totals.objects_erased += c.objects;
+            totals.object_versions_erased += c.versions;
+            totals.object_bytes_erased += c.bytes;
+        }
+        totals.objects_held += c.held;
+    }
+}
+
+fn count(store: &str, via: &str, t: Tally, held: u64) -> ObjectCount {
+    ObjectCount {
+        store: store.to_string(),
+        via: via.to_string(),
+        objects: t.objects,
+        versions: t.versions,
+        bytes: t.bytes,
+        held,
+    }
+}
+
+fn reasons(it: impl IntoIterator<Item = crate::objects::HoldReason>) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for r in it {
+        *m.entry(r.as_str().to_string()).or_default() += 1;
+    }
+    m
+}
+
+/// `objects kept by Object Lock: 1 legal_hold, 2 governance`, for the report.
+fn hold_note(reasons: &BTreeMap<String, u64>) -> String {
+    let parts: Vec<String> = reasons.iter().map(|(r, n)| format!("{n} {r}")).collect();
+    format!("objects kept by Object Lock: {}", parts.join(", "))
+}
+
+fn fail(
+    ctx: &mut JobCtx<'_>,
+    rule: &ObjectRule,
+    mut report: RuleReport,
+    error: String,
+) -> Result<RuleReport, Error> {
+    tracing::error!(store = %rule.store, error = %error, "rule failed");
+    ctx.audit.append(Event::Failure {
+        job: ctx.job.name.clone(),
+        rule: Some(rule.name.clone()),
+        policy: ctx.job.policy.clone(),
+        target: Some(rule.target()),
+        error: error.clone(),
+    })?;
+    report.status = RuleStatus::Failed;
+    report.message = Some(error);
+    Ok(report)
+}
+
+/// Run one object rule. `Err` only when the audit log fails.
+pub(super) async fn run_object_rule(
+    ctx: &mut JobCtx<'_>,
+    rule: &ObjectRule,
+    stores: &Stores,
+) -> Result<RuleReport, Error> {
+    let target = rule.target();
+    let mut report = RuleReport {
+        job: ctx.job.name.clone(),
+        rule: rule.name.clone(),
+        policy: ctx.job.policy.clone(),
+        target: target.clone(),
+        action: "erase".into(),
+        status: RuleStatus::Done,
+        matched: 0,
+        held: 0,
+        total: 0,
+        done: 0,
+        children: vec![],
+        batches: 0,
+        longest_batch_ms: 0,
+        sample_subjects: vec![],
+        objects: vec![],
+        message: None,
+    };
+    let span = tracing::info_span!("rule", job = %ctx.job.name, rule = %rule.name);
+    let _enter = span.enter();
+    let open = match stores.get(&rule.store).await {
+        Ok(s) => s,
+        Err(e) => return fail(ctx, rule, report, e),
+    };
+    let filter = Filter {
+        cutoff: rule.older_than.map(|p| p.before(ctx.opts.as_of)),
+        tags: rule.tags.clone(),
+    };
+    let listing = std::time::Instant::now();
+    let sel = match erase::select(&open, &rule.prefix, false, &filter, Utc::now()).await {
+        Ok(s) => s,
+        Err(e) => return fail(ctx, rule, report, e.to_string()),
+    };
+    tracing::info!(
+        total = sel.total,
+        selected = sel.selected.len(),
+        held = sel.held.len(),
+        select_ms = listing.elapsed().as_millis() as u64,
+        "objects selected"
+    );
+    let tally = Tally::of(&sel.selected);
+    let held = Tally::of(sel.held.iter().map(|(o, _)| o));
+    report.total = sel.total;
+    report.matched = tally.objects;
+    report.held = held.objects;
+    if held.objects > 0 {
+        tracing::info!(held = held.objects, "objects kept by Object Lock");
+        let why = reasons(sel.held.iter().map(|(_, r)| *r));
+        report.message = Some(hold_note(&why));
+        ctx.audit.append(Event::ObjectHold {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            policy: ctx.job.policy.clone(),
+            target: target.clone(),
+            objects: count(&rule.store, &target, held, held.objects),
+            reasons: why,
+            rows: 0,
+            subjects: vec![],
+        })?;
+    }
+    if let Some(reason) = guard_reason(
+        rule.max_rows,
+        rule.max_fraction,
+        report.matched,
+        report.total,
+        "objects",
+    ) {
+        tracing::warn!(%reason, "guard stopped the rule before it touched anything");
+        ctx.audit.append(Event::Guard {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            policy: ctx.job.policy.clone(),
+            target: target.clone(),
+            matched: report.matched,
+            total: report.total,
+            reason: reason.clone(),
+        })?;
+        report.status = RuleStatus::Guard;
+        report.message = Some(reason);
+        report.objects = vec![count(&rule.store, &target, tally, held.objects)];
+        return Ok(report);
+    }
+    if ctx.opts.mode != Mode::Execute {
+        report.objects = vec![count(&rule.store, &target, tally, held.objects)];
+        report.status = if report.matched > 0 {
+            RuleStatus::Pending
+        } else {
+            RuleStatus::Done
+        };
+        ctx.audit.append(Event::Plan {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            policy: ctx.job.policy.clone(),
+            target: target.clone(),
+            action: report.action.clone(),
+            matched: report.matched,
+            held: report.held,
+            total: report.total,
+            children: vec![],
+            objects: report.objects.clone(),
+        })?;
+        return Ok(report);
+    }
+    if sel.selected.is_empty() {
+        if held.objects > 0 {
+            report.objects = vec![count(&rule.store, &target, Tally::default(), held.objects)];
+        }
+        return Ok(report);
+    }
+    let started = std::time::Instant::now();
+    let (job, policy, keys, cancel) = (
+        ctx.job.name.clone(),
+        ctx.job.policy.clone(),
+        ctx.keys,
+        ctx.opts.cancel.clone(),
+    );
+    let audit = &mut *ctx.audit;
+    let mut started_tally = Tally::default();
+    let res = erase::delete_in_batches(&open, &sel.selected, rule.batch_size, |n, batch| {
+        if cancel.is_cancelled() {
+            return Ok(false);
+        }
+        let t = Tally::of(batch);
+        let names: Vec<String> = batch.iter().map(|o| o.key.clone()).collect();
+        // Recorded before the first delete of the batch: a crash leaves a
+        // record of a batch the next run does again, never an unrecorded one.
+        audit.append(Event::ObjectBatch {
+            job: job.clone(),
+            rule: rule.name.clone(),
+            policy: policy.clone(),
+            target: target.clone(),
+            batch: n,
+            objects: count(&rule.store, &target, t, 0),
+            keys_digest: keys.digest(&names),
+        })?;
+        started_tally.objects += t.objects;
+        started_tally.versions += t.versions;
+        started_tally.bytes += t.bytes;
+        Ok(true)
+    })
+    .await;
+    report.longest_batch_ms = started.elapsed().as_millis() as u64;
+    let done = match res {
+        Ok(d) => d,
+        Err(Error::Audit(a)) => return Err(Error::Audit(a)),
+        Err(e) => return fail(ctx, rule, report, e.to_string()),
+    };
+    report.batches = done.batches;
+    let failed_objects = done.failed_keys.len() as u64;
+    let erased = Tally {
+        objects: started_tally.objects - failed_objects,
+        versions: done.versions,
+        bytes: started_tally.bytes,
+    };
+    report.done = erased.objects;
+    report.objects = vec![count(&rule.store, &target, erased, held.objects)];
+    if done.stopped {
+        report.status = RuleStatus::Interrupted;
+    }
+    if done.failures() > 0 {
+        ctx.audit.append(Event::ObjectErrors {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            store: rule.store.clone(),
+            failed: done.failed.clone(),
+        })?;
+        let msg = format!(
+            "store `{}`: {} object versions were not deleted: {}",
+            rule.store,
+            done.failures(),
+            done.describe_failures()
+        );
+        tracing::error!(error = %msg, "rule failed");
+        report.status = RuleStatus::Failed;
+        report.message = Some(msg);
+    }
+    tracing::info!(
+        objects = erased.objects,
+        versions = erased.versions,
+        requests = done.requests,
+        delete_ms = report.longest_batch_ms,
+        "objects erased"
+    );
+    Ok(report)
+}
+
+/// Audit the rows of a batch kept because an object they name is held.
+pub(super) fn audit_linked_hold(
+    ctx: &mut JobCtx<'_>,
+    rule: &Rule,
+    report: &mut RuleReport,
+    rows: &[BatchRow],
+    r: &linked::Resolved,
+) -> Result<(), Error> {
+    let subjects: BTreeSet<String> = r
+        .held_rows
+        .iter()
+        .filter_map(|i| rows[*i].subject.as_deref().map(|s| ctx.keys.subject(s)))
+        .collect();
+    let stores: BTreeSet<&str> = r.counts.iter().map(|c| c.store.as_str()).collect();
+    let n = r.held_rows.len() as u64;
+    tracing::info!(
+        rows = n,
+        objects = r.held.objects,
+        "rows kept: Object Lock holds an object they name"
+    );
+    ctx.audit.append(Event::ObjectHold {
+        job: ctx.job.name.clone(),
+        rule: rule.name.clone(),
+        policy: ctx.job.policy.clone(),
+        target: report.target.clone(),
+        objects: count(
+            &stores.into_iter().collect::<Vec<_>>().join(","),
+            "rows",
+            r.held,
+            r.held.objects,
+        ),
+        reasons: r
+            .reasons
+            .iter()
+            .map(|(k, v)| (k.as_str().to_string(), *v))
+            .collect(),
+        rows: n,
+        subjects: subjects.into_iter().collect(),
+    })?;
+    report.held += n;
+    let held_only: Vec<ObjectCount> = r
+        .counts
+        .iter()
+        .map(|c| ObjectCount {
+            objects: 0,
+            versions: 0,
+            bytes: 0,
+            ..c.clone()
+        })
+        .collect();
+    linked::add_counts(&mut report.objects, &held_only);
+    Ok(())
+}
+
+/// Plan: what the eligible rows name, walked batch by batch like a run.
+pub(super) async fn plan_linked(
+    ctx: &mut JobCtx<'_>,
+    db: &Db,
+    rule: &Rule,
+    sql: &RuleSql,
+    stores: &Stores,
+    report: &mut RuleReport,
+) -> Result<(), Error> {
+    let d = db.dialect();
+    let mut cursor: Option<Cursor> = None;
+    loop {
+        let rows = sql.parse_batch(
+            db.fetch(&sql.select_batch(d, cursor.as_ref(), false))
+                .await?,
+        );
+        let Some(last) = rows.last() else { break };
+        cursor = Some(Cursor {
+            order: last.order.clone(),
+            key: last.key.clone(),
+        });
+        let keys: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+        let crows = linked::child_rows(db, sql, &keys).await?;
+        let r = linked::resolve(stores, sql, &rows, &crows, Utc::now()).await?;
+        if !r.held_rows.is_empty() {
+            audit_linked_hold(ctx, rule, report, &rows, &r)?;
+            report.matched = report.matched.saturating_sub(r.held_rows.len() as u64);
+        }
+        let counts: Vec<ObjectCount> = r
+            .counts
+            .iter()
+            .map(|c| ObjectCount {
+                held: 0,
+                ..c.clone()
+            })
+            .collect();
+        linked::add_counts(&mut report.objects, &counts);
+        if rows.len() < sql.batch_size {
+            break;
+        }
+    }
+    Ok(())
+}

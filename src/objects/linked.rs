@@ -1,0 +1,319 @@
+//! Objects named by SQL rows (`[[rules.objects]]`, `[[rules.children.objects]]`).
+//!
+//! A batch's rows are read with the columns their object names need (prefix
+//! template columns, key columns); the child rows of those parents are read
+//! for theirs. Every name is resolved to the versions it covers *before* the
+//! batch acts on anything, because a row whose object Object Lock holds must
+//! stay too: deleting the row would leave an object no later run can find.
+//! The engine then acts on the other rows, writes the audit record, erases
+//! their objects, and only then commits — a crash at any point leaves rows
+//! that still name every object not yet erased.
+
+use super::erase::{self, Filter, Object, Tally};
+use super::{HoldReason, OpenStore, Stores};
+use crate::audit::ObjectCount;
+use crate::config::{ObjectLink, ObjectNames};
+use crate::error::Error;
+use crate::sql::TextRow;
+use crate::sql::statements::{BatchRow, ChildSql, RuleSql};
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+/// Object rows read for one child (`select_objects`), by child index.
+pub type ChildObjectRows = Vec<(usize, Vec<TextRow>)>;
+
+/// What a batch's rows name, resolved.
+#[derive(Default)]
+pub struct Resolved {
+    /// One per link: the rule's links, then each child's, in config order.
+    pub counts: Vec<ObjectCount>,
+    /// Rows (indexes into the batch) kept because an object they name is held.
+    pub held_rows: BTreeSet<usize>,
+    /// Held objects per reason.
+    pub reasons: BTreeMap<HoldReason, u64>,
+    /// Held objects, counted once each.
+    pub held: Tally,
+    /// Objects to erase, per store, each once.
+    pub erase: Vec<(Arc<OpenStore>, Vec<Object>)>,
+}
+
+impl Resolved {
+    pub fn erased(&self) -> Tally {
+        let mut t = Tally::default();
+        for (_, objs) in &self.erase {
+            for o in objs {
+                t.add(o);
+            }
+        }
+        t
+    }
+}
+
+/// Whether a rule names objects at all (then it has no fast delete path).
+pub fn has_objects(sql: &RuleSql) -> bool {
+    !sql.objects.is_empty() || sql.children.iter().any(|c| !c.objects.is_empty())
+}
+
+/// Every store a rule's links use, so they can be opened before anything is touched.
+pub fn stores_of(sql: &RuleSql) -> BTreeSet<String> {
+    sql.objects
+        .iter()
+        .chain(sql.children.iter().flat_map(|c| c.objects.iter()))
+        .map(|l| l.store.clone())
+        .collect()
+}
+
+/// A name for one row's objects: a prefix, or one exact key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Name {
+    store: String,
+    text: String,
+    exact: bool,
+}
+
+fn name_of(
+    link: &ObjectLink,
+    value: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Name>, Error> {
+    let (text, exact) = match &link.names {
+        ObjectNames::Prefix(t) => match t.render(value) {
+            Ok(Some(p)) => (p, false),
+            Ok(None) => return Ok(None),
+            Err(e) => {
+                return Err(Error::Other(format!(
+                    "objects {} ({}): a row cannot name its objects: {e}",
+                    link.describe(),
+                    link.origin
+                )));
+            }
+        },
+        ObjectNames::KeyColumn(c) => match value(c) {
+            Some(k) if !k.is_empty() => (k, true),
+            _ => return Ok(None),
+        },
+    };
+    Ok(Some(Name {
+        store: link.store.clone(),
+        text,
+        exact,
+    }))
+}
+
+/// Children with links, their object rows for these parent keys (in a transaction).
+pub async fn child_rows_tx(
+    tx: &mut crate::sql::Tx,
+    db: &crate::sql::Db,
+    sql: &RuleSql,
+    keys: &[String],
+) -> Result<ChildObjectRows, Error> {
+    let mut out = Vec::new();
+    for (i, c) in linked_children(sql) {
+        let mut rows = Vec::new();
+        for chunk in keys.chunks(5_000) {
+            rows.extend(
+                tx.fetch(db, &c.select_objects(db.dialect(), &sql.key, chunk))
+                    .await?,
+            );
+        }
+        out.push((i, rows));
+    }
+    Ok(out)
+}
+
+/// The same, outside a transaction (plan).
+pub async fn child_rows(
+    db: &crate::sql::Db,
+    sql: &RuleSql,
+    keys: &[String],
+) -> Result<ChildObjectRows, Error> {
+    let mut out = Vec::new();
+    for (i, c) in linked_children(sql) {
+        let mut rows = Vec::new();
+        for chunk in keys.chunks(5_000) {
+            rows.extend(
+                db.fetch(&c.select_objects(db.dialect(), &sql.key, chunk))
+                    .await?,
+            );
+        }
+        out.push((i, rows));
+    }
+    Ok(out)
+}
+
+fn linked_children(sql: &RuleSql) -> impl Iterator<Item = (usize, &ChildSql)> {
+    sql.children
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| !c.objects.is_empty())
+}
+
+/// Resolve the names a batch's rows (and their children's rows) carry.
+pub async fn resolve(
+    stores: &Stores,
+    sql: &RuleSql,
+    rows: &[BatchRow],
+    children: &ChildObjectRows,
+    now: DateTime<Utc>,
+) -> Result<Resolved, Error> {
+    // (row index, link index, name)
+    let mut refs: Vec<(usize, usize, Name)> = Vec::new();
+    let mut links: Vec<&ObjectLink> = Vec::new();
+    for l in &sql.objects {
+        let li = links.len();
+        links.push(l);
+        for (ri, row) in rows.iter().enumerate() {
+            let value = |c: &str| {
+                sql.object_columns
+                    .iter()
+                    .position(|oc| oc.name == c)
+                    .and_then(|i| row.objects.get(i).cloned().flatten())
+            };
+            if let Some(n) = name_of(l, &value)? {
+                refs.push((ri, li, n));
+            }
+        }
+    }
+    let by_key: HashMap<&str, usize> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.key.as_str(), i))
+        .collect();
+    for (ci, crow) in children {
+        let c = &sql.children[*ci];
+        for l in &c.objects {
+            let li = links.len();
+            links.push(l);
+            for r in crow {
+                let Some(ri) = r[0].as_deref().and_then(|fk| by_key.get(fk)) else {
+                    continue;
+                };
+                let value = |col: &str| {
+                    c.object_columns
+                        .iter()
+                        .position(|oc| oc.name == col)
+                        .and_then(|i| r.get(i + 1).cloned().flatten())
+                };
+                if let Some(n) = name_of(l, &value)? {
+                    refs.push((*ri, li, n));
+                }
+            }
+        }
+    }
+
+    // Each distinct name is listed once, `concurrency` per store at a time.
+    let names: BTreeSet<&Name> = refs.iter().map(|(_, _, n)| n).collect();
+    let mut open: BTreeMap<&str, Arc<OpenStore>> = BTreeMap::new();
+    for n in &names {
+        if !open.contains_key(n.store.as_str()) {
+            let s = stores.get(&n.store).await.map_err(Error::Other)?;
+            open.insert(&n.store, s);
+        }
+    }
+    let conc = open
+        .values()
+        .map(|s| s.config.concurrency)
+        .max()
+        .unwrap_or(1);
+    let no_filter = Filter::default();
+    // Owned items: a closure over borrowed stream items defeats rustc's `Send`
+    // inference for callers that spawn (the daemon).
+    let owned: Vec<Name> = names.iter().map(|n| (*n).clone()).collect();
+    let selections: Vec<(Name, erase::Selection)> = stream::iter(owned)
+        .map(|n| {
+            let s = open[n.store.as_str()].clone();
+            let f = &no_filter;
+            async move {
+                let sel = erase::select(&s, &n.text, n.exact, f, now).await?;
+                Ok::<_, Error>((n, sel))
+            }
+        })
+        .buffered(conc)
+        .try_collect()
+        .await?;
+    let selected: BTreeMap<Name, erase::Selection> = selections.into_iter().collect();
+
+    let mut out = Resolved::default();
+    for (ri, _, n) in &refs {
+        if !selected[n].held.is_empty() {
+            out.held_rows.insert(*ri);
+        }
+    }
+    // Count per link, and collect what goes (rows not held), each object once.
+    let mut counts: Vec<ObjectCount> = links
+        .iter()
+        .map(|l| ObjectCount {
+            store: l.store.clone(),
+            via: l.describe(),
+            ..Default::default()
+        })
+        .collect();
+    let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut held_seen: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut to_erase: BTreeMap<String, Vec<Object>> = BTreeMap::new();
+    for (ri, li, n) in &refs {
+        let sel = &selected[n];
+        for (o, reason) in &sel.held {
+            if held_seen.insert((n.store.clone(), o.key.clone())) {
+                counts[*li].held += 1;
+                out.held.add(o);
+                *out.reasons.entry(*reason).or_default() += 1;
+            }
+        }
+        if out.held_rows.contains(ri) {
+            continue;
+        }
+        for o in &sel.selected {
+            if seen.insert((n.store.clone(), o.key.clone())) {
+                let c = &mut counts[*li];
+                c.objects += 1;
+                c.versions += o.versions.len() as u64;
+                c.bytes += o.bytes();
+                to_erase.entry(n.store.clone()).or_default().push(o.clone());
+            }
+        }
+    }
+    out.counts = counts;
+    out.erase = to_erase
+        .into_iter()
+        .map(|(s, objs)| (open[s.as_str()].clone(), objs))
+        .collect();
+    Ok(out)
+}
+
+/// Erase what `resolve` set aside. Any refusal is an error: the caller rolls
+/// the rows back, so they still name the objects for the next run.
+pub async fn erase(resolved: &Resolved) -> Result<Tally, Error> {
+    let mut t = Tally::default();
+    for (store, objects) in &resolved.erase {
+        let done = erase::delete_all(store, objects).await?;
+        if done.failures() > 0 {
+            return Err(Error::Other(format!(
+                "store `{}`: {} of the batch's object versions: {}",
+                store.config.name,
+                done.failures(),
+                done.describe_failures()
+            )));
+        }
+        for o in objects {
+            t.add(o);
+        }
+    }
+    Ok(t)
+}
+
+/// Add one batch's counts into a running total (same links, same order).
+pub fn add_counts(into: &mut Vec<ObjectCount>, from: &[ObjectCount]) {
+    for c in from {
+        match into.iter_mut().find(|x| x.via == c.via) {
+            Some(x) => {
+                x.objects += c.objects;
+                x.versions += c.versions;
+                x.bytes += c.bytes;
+                x.held += c.held;
+            }
+            None => into.push(c.clone()),
+        }
+    }
+}
