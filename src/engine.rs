@@ -296,6 +296,36 @@ async fn run_traced(
         s.close().await;
         return Err(e);
     }
+    // The S3 copy of the log, when configured, must take the run's first
+    // record before anything is touched: a sink that cannot be written stops
+    // the run here.
+    let s3_sink = match &loaded.config.audit.s3 {
+        None => None,
+        Some(s3) => {
+            let opened = match crate::audit::s3::S3AuditSink::open(&loaded.config, s3).await {
+                Ok(sink) => sink.put(audit.path()).await.map(|_| sink),
+                Err(e) => Err(e),
+            };
+            match opened {
+                Ok(sink) => Some(sink),
+                Err(e) => {
+                    tracing::error!(error = %e, "the S3 audit sink failed; nothing was touched");
+                    let _ = audit.append(Event::RunEnd {
+                        status: "failed".into(),
+                        totals: Totals::default(),
+                        jobs: vec![],
+                    });
+                    if let Some(s) = &state {
+                        let _ = s
+                            .run_ended(&run_id, "failed", audit.head(), audit.records())
+                            .await;
+                        s.close().await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    };
     tracing::info!(mode = ?opts.mode, jobs = jobs.len(), "run started");
 
     let mut sources = Sources::new(loaded);
@@ -385,6 +415,11 @@ async fn run_traced(
             .collect(),
     });
     let end = end.and_then(|_| audit.close());
+    // The sealed log to S3; the local file already holds every record.
+    let end = match (&s3_sink, end) {
+        (Some(sink), Ok(())) => sink.put(audit.path()).await.map(|_| ()),
+        (_, other) => other,
+    };
     if let Some(state) = &state {
         // The head kept outside the log: `audit verify` compares the two.
         if let Err(e) = state

@@ -9,6 +9,7 @@ pub mod event;
 pub mod export;
 pub mod log;
 pub mod report;
+pub mod s3;
 pub mod search;
 pub mod sink;
 pub mod verify;

@@ -143,6 +143,10 @@ pub enum AuditCommand {
     Verify {
         /// Files or folders (default: the configured audit folder).
         paths: Vec<PathBuf>,
+        /// Verify the copies in the configured S3 audit sink (`audit.s3_store`)
+        /// instead of local files, against the state store.
+        #[arg(long, conflicts_with = "paths")]
+        s3: bool,
         #[command(flatten)]
         state: StateChoice,
     },

@@ -105,12 +105,39 @@ fn exit_for(verdicts: &[FileReport]) -> ExitCode {
 
 pub async fn dispatch(g: &Global, cmd: AuditCommand) -> Result<ExitCode, Error> {
     match cmd {
-        AuditCommand::Verify { paths, state } => {
-            let plan = state_plan(&paths, state);
-            let loaded = config(g, paths.is_empty() || plan.use_state)?;
-            let (files, _) = files(loaded.as_ref(), &paths)?;
+        AuditCommand::Verify { paths, s3, state } => {
+            // The S3 copies are judged like the configured folder: against
+            // the state store, so a copy that is missing is reported.
+            let plan = state_plan(if s3 { &[] } else { &paths }, state);
+            let loaded = config(g, s3 || paths.is_empty() || plan.use_state)?;
+            let downloaded = if s3 {
+                let l = loaded
+                    .as_ref()
+                    .ok_or_else(|| Error::Usage("--s3 needs the config".into()))?;
+                let s3 = l.config.audit.s3.as_ref().ok_or_else(|| {
+                    Error::Usage("--s3: the config sets no audit.s3_store".into())
+                })?;
+                let sink = crate::audit::s3::S3AuditSink::open(&l.config, s3).await?;
+                let dir =
+                    std::env::temp_dir().join(format!("lethe-verify-s3-{}", std::process::id()));
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| Error::Audit(format!("cannot create {}: {e}", dir.display())))?;
+                sink.download_all(&dir).await?;
+                Some(dir)
+            } else {
+                None
+            };
+            let targets: Vec<PathBuf> = match &downloaded {
+                Some(dir) => vec![dir.clone()],
+                None => paths,
+            };
+            let (files, _) = files(loaded.as_ref(), &targets)?;
             let reports: Vec<FileReport> = files.iter().map(|f| verify::verify_file(f)).collect();
-            let verdicts = cross_check(loaded.as_ref(), reports, &plan).await?;
+            let verdicts = cross_check(loaded.as_ref(), reports, &plan).await;
+            if let Some(dir) = &downloaded {
+                let _ = std::fs::remove_dir_all(dir);
+            }
+            let verdicts = verdicts?;
             if verdicts.is_empty() {
                 return Err(Error::Audit("no audit logs found".into()));
             }

@@ -121,6 +121,17 @@ pub struct AuditConfig {
     /// Variables holding retired keys; `audit search` tries each, by key id.
     pub previous_key_envs: Vec<String>,
     pub region: Option<String>,
+    /// The S3 copy of every run's log, when configured.
+    pub s3: Option<AuditS3>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditS3 {
+    /// A store of kind "s3".
+    pub store: String,
+    pub prefix: String,
+    /// Object Lock retention (GOVERNANCE) applied when the bucket has Object Lock.
+    pub retention: Period,
 }
 
 #[derive(Debug, Clone)]

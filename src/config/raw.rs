@@ -104,6 +104,15 @@ pub struct RawAudit {
     pub previous_key_envs: Vec<Spanned<String>>,
     #[serde(default)]
     pub region: Option<Spanned<String>>,
+    /// An S3 store (`[stores.<name>]`, kind "s3") that also receives one
+    /// object per run.
+    #[serde(default)]
+    pub s3_store: Option<Spanned<String>>,
+    #[serde(default)]
+    pub s3_prefix: Option<String>,
+    /// Object Lock retention for those objects, when the bucket has Object Lock.
+    #[serde(default)]
+    pub s3_retention: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -235,11 +235,52 @@ pub fn validate_config(
             if let Some(r) = &a.region {
                 region_ok(&mut cx, &Some(r.clone()), "the audit sink", &|_, _| {});
             }
+            let s3 = a.s3_store.as_ref().and_then(|st| {
+                match stores.get(st.get_ref()) {
+                    Some(Store {
+                        kind: StoreKind::S3 { .. },
+                        ..
+                    }) => {}
+                    Some(_) => {
+                        cx.err(
+                            st,
+                            format!(
+                                "audit s3_store `{}` is not an S3 store (kind = \"s3\")",
+                                st.get_ref()
+                            ),
+                        );
+                        return None;
+                    }
+                    None => {
+                        cx.err(
+                            st,
+                            format!(
+                                "audit s3_store `{}` is not a store in [stores]",
+                                st.get_ref()
+                            ),
+                        );
+                        return None;
+                    }
+                }
+                let retention = match &a.s3_retention {
+                    None => "3y".parse().expect("valid default"),
+                    Some(r) => r.get_ref().parse::<Period>().unwrap_or_else(|e| {
+                        cx.err(r, e);
+                        "3y".parse().expect("valid default")
+                    }),
+                };
+                Some(AuditS3 {
+                    store: st.get_ref().clone(),
+                    prefix: a.s3_prefix.clone().unwrap_or_else(|| "lethe-audit/".into()),
+                    retention,
+                })
+            });
             AuditConfig {
                 dir: a.dir.unwrap_or_else(|| "var/audit".into()).into(),
                 hmac_key_env: env_name,
                 previous_key_envs,
                 region: a.region.map(|r| r.into_inner()),
+                s3,
             }
         }
         None => AuditConfig {
@@ -247,6 +288,7 @@ pub fn validate_config(
             hmac_key_env: "LETHE_AUDIT_KEY".into(),
             previous_key_envs: vec![],
             region: None,
+            s3: None,
         },
     };
 
