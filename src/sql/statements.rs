@@ -584,7 +584,15 @@ impl RuleSql {
     pub fn delete_batch(&self, d: &dyn Dialect, part: Option<&str>) -> Stmt {
         let mut b = Builder::new(d);
         let key_sql = self.table.col(d, &self.key.name);
-        let order = self.order_sql(d);
+        // This path keeps no cursor, so rows that tie on the select column
+        // need no tie-break. On PostgreSQL one costs an incremental sort per
+        // batch (an index on the select column does not end with the key);
+        // InnoDB and SQLite indexes end with the primary key / rowid, where
+        // the tie-break is free, so they keep it.
+        let order = match (d.engine(), &self.select) {
+            (Engine::Postgres, Some(sel)) => self.table.col(d, &sel.column.name),
+            _ => self.order_sql(d),
+        };
         let returning = self.returning(d);
         let physical = match d.engine() {
             // On a partitioned table only a single leaf (`part`) may use ctid.
@@ -973,4 +981,101 @@ pub fn hash_update(
     b.push(" WHERE ").push(&t.col(d, &key.name)).push(" = ");
     d.push_typed(&mut b, key, key_value);
     b.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::TableRef;
+    use crate::sql::{mysql::MySql, postgres::Postgres, sqlite::Sqlite};
+
+    fn col(name: &str, data_type: &str, kind: ColumnKind) -> ColumnInfo {
+        ColumnInfo {
+            name: name.into(),
+            data_type: data_type.into(),
+            kind,
+            nullable: false,
+        }
+    }
+
+    /// `events(id, created_at)` with `created_at < cutoff`, deleted 10,000 at a time.
+    fn events_rule(d: &dyn Dialect, partitioned: bool) -> RuleSql {
+        let key = col("id", "integer", ColumnKind::Int);
+        let created = col(
+            "created_at",
+            "timestamp without time zone",
+            ColumnKind::Time,
+        );
+        let info = TableInfo {
+            table: TableRef {
+                source: "app".into(),
+                schema: None,
+                table: "events".into(),
+            },
+            columns: vec![key.clone(), created.clone()],
+            primary_key: vec!["id".into()],
+            referenced_by: vec![],
+            partitioned,
+            has_rowid: true,
+            indexed: vec!["id".into(), "created_at".into()],
+        };
+        RuleSql {
+            table: TableSql::new(d, info),
+            display: "app.events".into(),
+            key,
+            subject: None,
+            select: Some(SelectSql {
+                column: created,
+                older: true,
+                cutoff: CutoffValue::Text("2024-12-03 00:00:00.000000".into()),
+                cutoff_instant: DateTime::<Utc>::MIN_UTC,
+            }),
+            where_: None,
+            hold: None,
+            action: ActionSql::Delete,
+            children: vec![],
+            batch_size: 10_000,
+        }
+    }
+
+    #[test]
+    fn postgres_fast_delete_walks_the_select_index_without_a_tie_break() {
+        let d = Postgres;
+        let sql = events_rule(&d, false).delete_batch(&d).sql;
+        assert!(
+            sql.contains("WHERE ctid = ANY(ARRAY(SELECT ctid FROM \"events\""),
+            "{sql}"
+        );
+        assert!(
+            sql.contains("ORDER BY \"events\".\"created_at\" LIMIT 10000))"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn postgres_fast_delete_uses_the_key_on_partitioned_tables() {
+        let d = Postgres;
+        let sql = events_rule(&d, true).delete_batch(&d).sql;
+        assert!(!sql.contains("ctid"), "{sql}");
+        assert!(
+            sql.contains("WHERE \"events\".\"id\" = ANY(ARRAY(SELECT \"events\".\"id\" FROM"),
+            "{sql}"
+        );
+    }
+
+    #[test]
+    fn mariadb_and_sqlite_fast_delete_keep_the_free_tie_break() {
+        let my = MySql { mariadb: true };
+        let sql = events_rule(&my, false).delete_batch(&my).sql;
+        assert!(
+            sql.contains("ORDER BY `events`.`created_at`, `events`.`id` LIMIT 10000 RETURNING"),
+            "{sql}"
+        );
+        let lite = Sqlite;
+        let sql = events_rule(&lite, false).delete_batch(&lite).sql;
+        assert!(
+            sql.contains("ORDER BY \"events\".\"created_at\", \"events\".\"id\" LIMIT 10000)"),
+            "{sql}"
+        );
+    }
 }

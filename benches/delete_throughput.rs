@@ -1,0 +1,1239 @@
+//! Deletion throughput on PostgreSQL, MariaDB and SQLite: one raw `DELETE`,
+//! the select-ids-then-delete loop a typical script runs, and Lethe itself
+//! (`lethe::engine::run`: counts, lease, audit log fsynced before every commit).
+//!
+//! Run with `cargo bench --bench delete_throughput`; `bench/README.md` explains
+//! the methods, the `LETHE_BENCH_*` knobs and the figures measured so far.
+//!
+//! Performance is measured here, never asserted: a slow run fails nothing.
+//! Correctness is checked: after every method exactly the expired rows must be
+//! gone, and Lethe's audit file must verify, or the run exits non-zero.
+
+use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
+use lethe::engine::{Mode, RuleStatus, RunOptions};
+use lethe::keys::Keys;
+use serde_json::json;
+use sqlx::AssertSqlSafe;
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqlitePool, SqlitePoolOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+use tokio_util::sync::CancellationToken;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Res<T> = Result<T, BoxError>;
+
+/// Rows are `older_than` this many days at `AS_OF` when they are expired.
+const OLDER_THAN_DAYS: i64 = 180;
+/// The instant the retention is evaluated at (fixed, so every run deletes the same rows).
+const AS_OF: &str = "2025-06-01T00:00:00Z";
+const PPM: i64 = 1_000_000;
+/// Expired rows are spread over two years before the cutoff, fresh ones over
+/// the 179 days after it; the order of `created_at` is scrambled against `id`.
+const OLD_SPAN_S: i64 = 2 * 365 * 86_400;
+const NEW_SPAN_S: i64 = 179 * 86_400;
+const SECRET: &[u8] = b"bench-secret-0123456789";
+
+/// How `created_at` relates to the key (and so to the physical row order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// Within the expired rows and within the fresh ones, `created_at` grows
+    /// with `id`, as in a table filled in time order; the two kinds are
+    /// interleaved (every third or fourth row is expired).
+    Correlated,
+    /// `created_at` is a hash of `id`: no relation to the row order, as after
+    /// a bulk import or with client-supplied event times. The worst case for
+    /// any batching that walks the `created_at` index.
+    Random,
+}
+
+impl Layout {
+    fn name(self) -> &'static str {
+        match self {
+            Layout::Correlated => "correlated",
+            Layout::Random => "random",
+        }
+    }
+
+    /// SQL for (seconds before the cutoff of an expired row, seconds after it
+    /// of a fresh one), in terms of the row number `g` (a 64-bit integer).
+    fn offsets(self, g: &str, rows: i64) -> (String, String) {
+        match self {
+            Layout::Random => (
+                format!("(1 + (({g} * 2654435761) % 4294967296) % {OLD_SPAN_S})"),
+                format!("((({g} * 2654435761) % 4294967296) % {NEW_SPAN_S})"),
+            ),
+            Layout::Correlated => (
+                format!(
+                    "(1 + (({rows} - {g}) * {}) % {OLD_SPAN_S})",
+                    (OLD_SPAN_S / rows).max(1)
+                ),
+                format!("(({g} * {}) % {NEW_SPAN_S})", (NEW_SPAN_S / rows).max(1)),
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Postgres,
+    MariaDb,
+    Sqlite,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Postgres => "postgres",
+            Kind::MariaDb => "mariadb",
+            Kind::Sqlite => "sqlite",
+        }
+    }
+}
+
+struct Params {
+    rows: i64,
+    expired_ppm: i64,
+    /// Exactly the rows whose `created_at` is before the cutoff.
+    expired: i64,
+    layout: Layout,
+    /// Measurements per method (each on a fresh copy); the median is reported.
+    repeat: usize,
+    loop_batch: usize,
+    lethe_batches: Vec<usize>,
+    engines: Vec<Kind>,
+    methods: Vec<&'static str>,
+    pg_url: String,
+    mysql_url: String,
+    as_of: DateTime<Utc>,
+    cutoff: NaiveDateTime,
+    out: PathBuf,
+}
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name)
+        .ok()
+        .filter(|v| !v.trim().is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn parse_count(name: &str, v: &str) -> Res<i64> {
+    let clean: String = v.chars().filter(|c| *c != '_' && *c != ',').collect();
+    clean
+        .trim()
+        .parse()
+        .map_err(|_| format!("{name}={v}: not a whole number").into())
+}
+
+impl Params {
+    fn from_env() -> Res<Params> {
+        let rows = parse_count("LETHE_BENCH_ROWS", &env_or("LETHE_BENCH_ROWS", "2000000"))?;
+        if !(10..=100_000_000).contains(&rows) {
+            return Err("LETHE_BENCH_ROWS must be between 10 and 100,000,000".into());
+        }
+        let frac: f64 = env_or("LETHE_BENCH_EXPIRED", "0.3")
+            .parse()
+            .map_err(|_| "LETHE_BENCH_EXPIRED must be a fraction such as 0.3")?;
+        if !(frac > 0.0 && frac <= 1.0) {
+            return Err("LETHE_BENCH_EXPIRED must be greater than 0 and at most 1".into());
+        }
+        let expired_ppm = (frac * PPM as f64).round() as i64;
+        let loop_batch = parse_count(
+            "LETHE_BENCH_LOOP_BATCH",
+            &env_or("LETHE_BENCH_LOOP_BATCH", "10000"),
+        )? as usize;
+        let mut lethe_batches = Vec::new();
+        for b in env_or("LETHE_BENCH_BATCHES", "5000,10000").split([' ', ';', '/']) {
+            for b in b.split(',').filter(|s| !s.trim().is_empty()) {
+                lethe_batches.push(parse_count("LETHE_BENCH_BATCHES", b)? as usize);
+            }
+        }
+        let layout = match env_or("LETHE_BENCH_LAYOUT", "correlated").as_str() {
+            "correlated" => Layout::Correlated,
+            "random" => Layout::Random,
+            other => {
+                return Err(
+                    format!("LETHE_BENCH_LAYOUT: `{other}` (use correlated or random)").into(),
+                );
+            }
+        };
+        let repeat = parse_count("LETHE_BENCH_REPEAT", &env_or("LETHE_BENCH_REPEAT", "1"))?;
+        if !(1..=20).contains(&repeat) {
+            return Err("LETHE_BENCH_REPEAT must be between 1 and 20".into());
+        }
+        let mut methods = Vec::new();
+        for m in env_or("LETHE_BENCH_METHODS", "raw,loop,lethe").split(',') {
+            methods.push(match m.trim() {
+                "raw" => "raw",
+                "loop" | "plain_loop" => "plain_loop",
+                "lethe" => "lethe",
+                other => {
+                    return Err(format!(
+                        "LETHE_BENCH_METHODS: unknown method `{other}` (raw, loop, lethe)"
+                    )
+                    .into());
+                }
+            });
+        }
+        let mut engines = Vec::new();
+        for e in env_or("LETHE_BENCH_ENGINES", "postgres,mariadb,sqlite").split(',') {
+            engines.push(match e.trim().to_ascii_lowercase().as_str() {
+                "postgres" | "postgresql" | "pg" => Kind::Postgres,
+                "mariadb" | "mysql" => Kind::MariaDb,
+                "sqlite" => Kind::Sqlite,
+                other => {
+                    return Err(format!(
+                        "LETHE_BENCH_ENGINES: unknown engine `{other}` (postgres, mariadb, sqlite)"
+                    )
+                    .into());
+                }
+            });
+        }
+        let as_of: DateTime<Utc> = AS_OF.parse().expect("constant");
+        let cutoff = (as_of - TimeDelta::days(OLDER_THAN_DAYS)).naive_utc();
+        let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+        Ok(Params {
+            rows,
+            expired_ppm,
+            // g in 1..=rows is expired when floor(g·f) steps: exactly floor(rows·f) rows,
+            // evenly spread over the key order.
+            expired: rows * expired_ppm / PPM,
+            layout,
+            repeat: repeat as usize,
+            loop_batch,
+            lethe_batches,
+            engines,
+            methods,
+            // No TLS: MariaDB here has none, and a TLS handshake (~0.1 s per
+            // connection with sqlx + rustls) would be timed for Lethe only,
+            // which connects inside its run.
+            pg_url: env_or(
+                "LETHE_BENCH_PG_URL",
+                "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable",
+            ),
+            mysql_url: env_or("LETHE_BENCH_MYSQL_URL", "mysql://root@127.0.0.1:3306"),
+            as_of,
+            cutoff,
+            out: target_dir.join("bench").join("delete_throughput.jsonl"),
+        })
+    }
+
+    fn cutoff_text(&self) -> String {
+        self.cutoff.format("%Y-%m-%d %H:%M:%S").to_string()
+    }
+}
+
+/// `url` with its database (path) replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, format!("?{q}")),
+        None => (url, String::new()),
+    };
+    let scheme_end = base.find("://").map(|i| i + 3).unwrap_or(0);
+    let host_end = base[scheme_end..]
+        .find('/')
+        .map(|i| scheme_end + i)
+        .unwrap_or(base.len());
+    format!("{}/{db}{query}", &base[..host_end])
+}
+
+/// A URL safe to print (a password, if any, replaced).
+fn shown(url: &str) -> String {
+    let authority = url
+        .split("://")
+        .nth(1)
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("");
+    match authority.rsplit_once('@') {
+        Some((userinfo, _)) if userinfo.contains(':') => lethe::config::redact_url(url),
+        _ => url.to_string(),
+    }
+}
+
+enum Pool {
+    Pg(PgPool),
+    My(MySqlPool),
+    Lite(SqlitePool),
+}
+
+/// One engine's bench database.
+struct Target {
+    kind: Kind,
+    /// `None` only while a SQLite copy is being swapped in.
+    pool: Option<Pool>,
+    /// The URL Lethe connects with.
+    url: String,
+    server: String,
+    /// PostgreSQL / MariaDB: (admin URL, database to drop).
+    drop: Option<(String, String)>,
+    /// SQLite: the directory holding the template and the working copy.
+    dir: Option<tempfile::TempDir>,
+}
+
+fn sqlite_options(url: &str) -> Res<SqliteConnectOptions> {
+    // The same options Lethe's own sources use.
+    Ok(SqliteConnectOptions::from_str(url)?
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true))
+}
+
+async fn sqlite_pool(url: &str) -> Res<SqlitePool> {
+    Ok(SqlitePoolOptions::new()
+        .max_connections(2)
+        .connect_with(sqlite_options(url)?)
+        .await?)
+}
+
+static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+fn db_name() -> String {
+    format!(
+        "lethe_bench_{}_{}",
+        std::process::id(),
+        SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+/// Run one statement on a server's admin connection (one connection, so a
+/// refused connection reports its own error rather than a pool timeout).
+async fn admin_exec(kind: Kind, url: &str, sql: String) -> Res<()> {
+    use sqlx::Connection;
+    let within = Duration::from_secs(10);
+    let timed_out = || format!("no answer within {} s", within.as_secs());
+    match kind {
+        Kind::Postgres => {
+            let mut c = tokio::time::timeout(within, sqlx::PgConnection::connect(url))
+                .await
+                .map_err(|_| timed_out())??;
+            sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut c).await?;
+            c.close().await?;
+        }
+        Kind::MariaDb => {
+            let mut c = tokio::time::timeout(within, sqlx::MySqlConnection::connect(url))
+                .await
+                .map_err(|_| timed_out())??;
+            sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut c).await?;
+            c.close().await?;
+        }
+        Kind::Sqlite => unreachable!("SQLite has no server"),
+    }
+    Ok(())
+}
+
+impl Target {
+    /// Create a fresh, uniquely named database. `Err` means "unreachable".
+    async fn create(kind: Kind, p: &Params) -> Res<Target> {
+        match kind {
+            Kind::Postgres => {
+                let name = db_name();
+                admin_exec(kind, &p.pg_url, format!("CREATE DATABASE {name}")).await?;
+                let url = with_database(&p.pg_url, &name);
+                let mut t = Target {
+                    kind,
+                    pool: None,
+                    url: url.clone(),
+                    server: String::new(),
+                    drop: Some((p.pg_url.clone(), name)),
+                    dir: None,
+                };
+                let opened: Res<()> = async {
+                    t.pool = Some(Pool::Pg(
+                        PgPoolOptions::new()
+                            .max_connections(2)
+                            .connect(&url)
+                            .await?,
+                    ));
+                    let v: String = sqlx::query_scalar("SHOW server_version")
+                        .fetch_one(t.pg())
+                        .await?;
+                    t.server = format!("PostgreSQL {}", v.split_whitespace().next().unwrap_or(&v));
+                    Ok(())
+                }
+                .await;
+                match opened {
+                    Ok(()) => Ok(t),
+                    Err(e) => {
+                        t.teardown().await;
+                        Err(e)
+                    }
+                }
+            }
+            Kind::MariaDb => {
+                let name = db_name();
+                admin_exec(kind, &p.mysql_url, format!("CREATE DATABASE {name}")).await?;
+                let url = with_database(&p.mysql_url, &name);
+                let mut t = Target {
+                    kind,
+                    pool: None,
+                    url: url.clone(),
+                    server: String::new(),
+                    drop: Some((p.mysql_url.clone(), name)),
+                    dir: None,
+                };
+                let opened: Res<()> = async {
+                    t.pool = Some(Pool::My(
+                        MySqlPoolOptions::new()
+                            .max_connections(2)
+                            .connect(&url)
+                            .await?,
+                    ));
+                    let v: String = sqlx::query_scalar("SELECT VERSION()")
+                        .fetch_one(t.my())
+                        .await?;
+                    t.server = if v.to_ascii_lowercase().contains("mariadb") {
+                        format!("MariaDB {}", v.split('-').next().unwrap_or(&v))
+                    } else {
+                        format!("MySQL {v}")
+                    };
+                    Ok(())
+                }
+                .await;
+                match opened {
+                    Ok(()) => Ok(t),
+                    Err(e) => {
+                        t.teardown().await;
+                        Err(e)
+                    }
+                }
+            }
+            Kind::Sqlite => {
+                let dir = tempfile::Builder::new().prefix("lethe_bench_").tempdir()?;
+                let url = format!(
+                    "sqlite://{}?mode=rwc",
+                    dir.path().join("bench.db").display()
+                );
+                let pool = sqlite_pool(&url).await?;
+                let v: String = sqlx::query_scalar("SELECT sqlite_version()")
+                    .fetch_one(&pool)
+                    .await?;
+                Ok(Target {
+                    kind,
+                    pool: Some(Pool::Lite(pool)),
+                    url,
+                    server: format!("SQLite {v}"),
+                    drop: None,
+                    dir: Some(dir),
+                })
+            }
+        }
+    }
+
+    fn pg(&self) -> &PgPool {
+        match &self.pool {
+            Some(Pool::Pg(p)) => p,
+            _ => unreachable!("not a PostgreSQL target"),
+        }
+    }
+
+    fn my(&self) -> &MySqlPool {
+        match &self.pool {
+            Some(Pool::My(p)) => p,
+            _ => unreachable!("not a MariaDB target"),
+        }
+    }
+
+    fn lite(&self) -> &SqlitePool {
+        match &self.pool {
+            Some(Pool::Lite(p)) => p,
+            _ => unreachable!("not a SQLite target"),
+        }
+    }
+
+    async fn exec(&self, sql: String) -> Res<()> {
+        let sql = AssertSqlSafe(sql);
+        match &self.pool {
+            Some(Pool::Pg(p)) => {
+                sqlx::raw_sql(sql).execute(p).await?;
+            }
+            Some(Pool::My(p)) => {
+                sqlx::raw_sql(sql).execute(p).await?;
+            }
+            Some(Pool::Lite(p)) => {
+                sqlx::raw_sql(sql).execute(p).await?;
+            }
+            None => unreachable!("pool is open"),
+        }
+        Ok(())
+    }
+
+    /// (all rows, rows older than the cutoff).
+    async fn counts(&self, p: &Params) -> Res<(i64, i64)> {
+        const ALL: &str = "SELECT COUNT(*) FROM events";
+        Ok(match &self.pool {
+            Some(Pool::Pg(pool)) => (
+                sqlx::query_scalar(ALL).fetch_one(pool).await?,
+                sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE created_at < $1")
+                    .bind(p.cutoff)
+                    .fetch_one(pool)
+                    .await?,
+            ),
+            Some(Pool::My(pool)) => (
+                sqlx::query_scalar(ALL).fetch_one(pool).await?,
+                sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE created_at < ?")
+                    .bind(p.cutoff)
+                    .fetch_one(pool)
+                    .await?,
+            ),
+            Some(Pool::Lite(pool)) => (
+                sqlx::query_scalar(ALL).fetch_one(pool).await?,
+                sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE created_at < ?")
+                    .bind(p.cutoff_text())
+                    .fetch_one(pool)
+                    .await?,
+            ),
+            None => unreachable!("pool is open"),
+        })
+    }
+
+    /// A fresh, equal copy of the `events` table: generated server-side,
+    /// indexed, statistics gathered and flushed to disk, then counted.
+    async fn load(&mut self, p: &Params) -> Res<Duration> {
+        let started = Instant::now();
+        let (n, f, m) = (p.rows, p.expired_ppm, PPM);
+        let cutoff = p.cutoff_text();
+        let g = match self.kind {
+            Kind::Postgres => "g::bigint",
+            Kind::MariaDb => "seq",
+            Kind::Sqlite => "g",
+        };
+        let (old, new) = p.layout.offsets(g, n);
+        match self.kind {
+            Kind::Postgres => {
+                self.exec("DROP TABLE IF EXISTS events".into()).await?;
+                self.exec(
+                    "CREATE TABLE events (id integer PRIMARY KEY, user_ref text NOT NULL, \
+                     created_at timestamp NOT NULL, payload text NOT NULL)"
+                        .into(),
+                )
+                .await?;
+                self.exec(format!(
+                    "INSERT INTO events (id, user_ref, created_at, payload) \
+                     SELECT g, 'user-' || (g % 50000), \
+                       CASE WHEN (g::bigint * {f}) / {m} <> ((g::bigint - 1) * {f}) / {m} \
+                         THEN TIMESTAMP '{cutoff}' - {old} * INTERVAL '1 second' \
+                         ELSE TIMESTAMP '{cutoff}' + {new} * INTERVAL '1 second' END, \
+                       md5(g::text) || left(md5((g + 1)::text), 28) \
+                     FROM generate_series(1, {n}) AS g"
+                ))
+                .await?;
+                self.exec("CREATE INDEX events_created_at ON events (created_at)".into())
+                    .await?;
+                self.exec("VACUUM (ANALYZE) events".into()).await?;
+                self.exec("CHECKPOINT".into()).await?;
+            }
+            Kind::MariaDb => {
+                self.exec("DROP TABLE IF EXISTS events".into()).await?;
+                self.exec(
+                    "CREATE TABLE events (id INT NOT NULL PRIMARY KEY, user_ref VARCHAR(64) NOT NULL, \
+                     created_at DATETIME NOT NULL, payload VARCHAR(128) NOT NULL) ENGINE=InnoDB"
+                        .into(),
+                )
+                .await?;
+                // The sequence engine (`seq_1_to_N`) generates the keys server-side.
+                self.exec(format!(
+                    "INSERT INTO events (id, user_ref, created_at, payload) \
+                     SELECT seq, CONCAT('user-', seq % 50000), \
+                       IF((seq * {f}) DIV {m} <> ((seq - 1) * {f}) DIV {m}, \
+                          TIMESTAMP '{cutoff}' - INTERVAL {old} SECOND, \
+                          TIMESTAMP '{cutoff}' + INTERVAL {new} SECOND), \
+                       CONCAT(MD5(seq), LEFT(MD5(seq + 1), 28)) \
+                     FROM seq_1_to_{n}"
+                ))
+                .await?;
+                self.exec("CREATE INDEX events_created_at ON events (created_at)".into())
+                    .await?;
+                sqlx::query("ANALYZE TABLE events")
+                    .fetch_all(self.my())
+                    .await?;
+                // Write the table's dirty pages out now (not during the
+                // measurement), on one session: FOR EXPORT holds a lock.
+                let mut conn = self.my().acquire().await?;
+                sqlx::raw_sql("FLUSH TABLES events FOR EXPORT")
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::raw_sql("UNLOCK TABLES").execute(&mut *conn).await?;
+            }
+            Kind::Sqlite => {
+                // One template file, generated once; every measurement gets a
+                // byte-identical copy (and so the same page layout).
+                let dir = self
+                    .dir
+                    .as_ref()
+                    .expect("sqlite has a dir")
+                    .path()
+                    .to_owned();
+                let template = dir.join("template.db");
+                let work = dir.join("bench.db");
+                if let Some(Pool::Lite(pool)) = self.pool.take() {
+                    pool.close().await;
+                }
+                if !template.exists() {
+                    let url = format!("sqlite://{}?mode=rwc", template.display());
+                    let pool = sqlite_pool(&url).await?;
+                    let stmts = [
+                        "CREATE TABLE events (id INTEGER PRIMARY KEY, user_ref TEXT NOT NULL, \
+                         created_at TEXT NOT NULL, payload TEXT NOT NULL)"
+                            .to_string(),
+                        format!(
+                            "WITH RECURSIVE seq(g) AS (SELECT 1 UNION ALL SELECT g + 1 FROM seq WHERE g < {n}) \
+                             INSERT INTO events (id, user_ref, created_at, payload) \
+                             SELECT g, 'user-' || (g % 50000), \
+                               CASE WHEN (g * {f}) / {m} <> ((g - 1) * {f}) / {m} \
+                                 THEN datetime('{cutoff}', '-' || {old} || ' seconds') \
+                                 ELSE datetime('{cutoff}', '+' || {new} || ' seconds') END, \
+                               hex(randomblob(30)) \
+                             FROM seq"
+                        ),
+                        "CREATE INDEX events_created_at ON events (created_at)".to_string(),
+                        "ANALYZE".to_string(),
+                    ];
+                    for s in stmts {
+                        sqlx::raw_sql(AssertSqlSafe(s)).execute(&pool).await?;
+                    }
+                    pool.close().await;
+                }
+                for suffix in ["-journal", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(dir.join(format!("bench.db{suffix}")));
+                }
+                std::fs::copy(&template, &work)?;
+                // On disk now, so the first commit measured does not pay for the copy.
+                std::fs::File::open(&work)?.sync_all()?;
+                self.pool = Some(Pool::Lite(sqlite_pool(&self.url).await?));
+            }
+        }
+        let took = started.elapsed();
+        let (all, old) = self.counts(p).await?;
+        if all != p.rows || old != p.expired {
+            return Err(format!(
+                "loaded {all} rows with {old} expired; expected {} with {}",
+                p.rows, p.expired
+            )
+            .into());
+        }
+        Ok(took)
+    }
+
+    /// Drop the database (PostgreSQL, MariaDB) or the temporary directory.
+    async fn teardown(mut self) {
+        match self.pool.take() {
+            Some(Pool::Pg(p)) => p.close().await,
+            Some(Pool::My(p)) => p.close().await,
+            Some(Pool::Lite(p)) => p.close().await,
+            None => {}
+        }
+        if let Some((admin_url, name)) = self.drop.take() {
+            let sql = match self.kind {
+                Kind::Postgres => format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+                _ => format!("DROP DATABASE IF EXISTS {name}"),
+            };
+            let res = admin_exec(self.kind, &admin_url, sql).await;
+            match res {
+                Ok(()) => println!("  dropped database {name}"),
+                Err(e) => {
+                    eprintln!("  WARNING: could not drop database {name}: {e}; drop it by hand")
+                }
+            }
+        }
+        if let Some(dir) = self.dir.take() {
+            let path = dir.path().display().to_string();
+            if let Err(e) = dir.close() {
+                eprintln!("  WARNING: could not remove {path}: {e}");
+            }
+        }
+    }
+}
+
+/// One measured method on one engine.
+struct Outcome {
+    method: &'static str,
+    label: String,
+    batch_size: Option<usize>,
+    deleted: u64,
+    secs: f64,
+    longest_ms: f64,
+    batches: u64,
+}
+
+impl Outcome {
+    fn rate(&self) -> f64 {
+        self.deleted as f64 / self.secs
+    }
+}
+
+/// (a) One `DELETE … WHERE created_at < cutoff`, one transaction.
+async fn raw_delete(t: &Target, p: &Params) -> Res<Outcome> {
+    let started = Instant::now();
+    let deleted = match t.kind {
+        Kind::Postgres => sqlx::query("DELETE FROM events WHERE created_at < $1")
+            .bind(p.cutoff)
+            .execute(t.pg())
+            .await?
+            .rows_affected(),
+        Kind::MariaDb => sqlx::query("DELETE FROM events WHERE created_at < ?")
+            .bind(p.cutoff)
+            .execute(t.my())
+            .await?
+            .rows_affected(),
+        Kind::Sqlite => sqlx::query("DELETE FROM events WHERE created_at < ?")
+            .bind(p.cutoff_text())
+            .execute(t.lite())
+            .await?
+            .rows_affected(),
+    };
+    let secs = started.elapsed().as_secs_f64();
+    Ok(Outcome {
+        method: "raw",
+        label: "raw DELETE".into(),
+        batch_size: None,
+        deleted,
+        secs,
+        longest_ms: secs * 1000.0,
+        batches: 1,
+    })
+}
+
+/// `DELETE FROM events WHERE id IN (?, ?, …)` for MariaDB and SQLite.
+fn in_list(n: usize) -> String {
+    let mut s = String::with_capacity(40 + 3 * n);
+    s.push_str("DELETE FROM events WHERE id IN (");
+    for i in 0..n {
+        s.push_str(if i == 0 { "?" } else { ",?" });
+    }
+    s.push(')');
+    s
+}
+
+/// (b) What a typical script does: select a page of ids by primary key, delete
+/// them by id, one transaction per batch, until nothing is left.
+async fn plain_loop(t: &Target, p: &Params) -> Res<Outcome> {
+    let n = p.loop_batch;
+    let (mut deleted, mut batches, mut longest) = (0u64, 0u64, Duration::ZERO);
+    let started = Instant::now();
+    loop {
+        let batch_started = Instant::now();
+        let got = match t.kind {
+            Kind::Postgres => {
+                let mut tx = t.pg().begin().await?;
+                let ids: Vec<i32> = sqlx::query_scalar(
+                    "SELECT id FROM events WHERE created_at < $1 ORDER BY id LIMIT $2",
+                )
+                .bind(p.cutoff)
+                .bind(n as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+                let d = if ids.is_empty() {
+                    0
+                } else {
+                    sqlx::query("DELETE FROM events WHERE id = ANY($1)")
+                        .bind(&ids)
+                        .execute(&mut *tx)
+                        .await?
+                        .rows_affected()
+                };
+                tx.commit().await?;
+                d
+            }
+            Kind::MariaDb => {
+                let mut tx = t.my().begin().await?;
+                let ids: Vec<i32> = sqlx::query_scalar(
+                    "SELECT id FROM events WHERE created_at < ? ORDER BY id LIMIT ?",
+                )
+                .bind(p.cutoff)
+                .bind(n as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut d = 0;
+                if !ids.is_empty() {
+                    let sql = in_list(ids.len());
+                    let mut q = sqlx::query(AssertSqlSafe(sql.as_str()));
+                    for id in &ids {
+                        q = q.bind(*id);
+                    }
+                    d = q.execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                d
+            }
+            Kind::Sqlite => {
+                let mut tx = t.lite().begin().await?;
+                let ids: Vec<i64> = sqlx::query_scalar(
+                    "SELECT id FROM events WHERE created_at < ? ORDER BY id LIMIT ?",
+                )
+                .bind(p.cutoff_text())
+                .bind(n as i64)
+                .fetch_all(&mut *tx)
+                .await?;
+                let mut d = 0;
+                if !ids.is_empty() {
+                    let sql = in_list(ids.len());
+                    let mut q = sqlx::query(AssertSqlSafe(sql.as_str()));
+                    for id in &ids {
+                        q = q.bind(*id);
+                    }
+                    d = q.execute(&mut *tx).await?.rows_affected();
+                }
+                tx.commit().await?;
+                d
+            }
+        };
+        if got == 0 {
+            break;
+        }
+        batches += 1;
+        deleted += got;
+        longest = longest.max(batch_started.elapsed());
+        if got < n as u64 {
+            break;
+        }
+    }
+    Ok(Outcome {
+        method: "plain_loop",
+        label: "plain loop (ids by PK)".into(),
+        batch_size: Some(n),
+        deleted,
+        secs: started.elapsed().as_secs_f64(),
+        longest_ms: longest.as_secs_f64() * 1000.0,
+        batches,
+    })
+}
+
+/// A TOML basic string (JSON escaping is valid TOML for these paths).
+fn toml_str(s: &str) -> String {
+    serde_json::to_string(s).expect("strings serialize")
+}
+
+/// (c) The real library: a config and a job written to a temp dir, loaded
+/// with `config::load_with_env`, run with `engine::run` in execute mode.
+async fn lethe_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
+    let dir = tempfile::Builder::new()
+        .prefix("lethe_bench_cfg_")
+        .tempdir()?;
+    let root = dir.path();
+    let jobs = root.join("jobs");
+    std::fs::create_dir_all(&jobs)?;
+    let config_path = root.join("lethe.toml");
+    let state_url = format!("sqlite://{}?mode=rwc", root.join("state.db").display());
+    std::fs::write(
+        &config_path,
+        format!(
+            "# written by benches/delete_throughput.rs\n\
+             [sources.app]\n\
+             url = \"${{LETHE_BENCH_SOURCE_URL}}\"\n\
+             max_connections = 2\n\n\
+             [audit]\n\
+             dir = {}\n\n\
+             [state]\n\
+             url = {}\n",
+            toml_str(&root.join("audit").display().to_string()),
+            toml_str(&state_url),
+        ),
+    )?;
+    std::fs::write(
+        jobs.join("bench.toml"),
+        format!(
+            "name = \"delete-throughput\"\n\
+             policy = \"bench\"\n\
+             description = \"Benchmark: delete events older than {OLDER_THAN_DAYS} days.\"\n\n\
+             [[rules]]\n\
+             name = \"delete-expired-events\"\n\
+             target = \"app.events\"\n\
+             key = \"id\"\n\
+             select = {{ column = \"created_at\", older_than = \"{OLDER_THAN_DAYS}d\" }}\n\
+             action = \"delete\"\n\
+             batch_size = {batch}\n"
+        ),
+    )?;
+    let url = t.url.clone();
+    let loaded = lethe::config::load_with_env(&config_path, &jobs, &|k| {
+        (k == "LETHE_BENCH_SOURCE_URL").then(|| url.clone())
+    })
+    .map_err(|e| format!("lethe config: {e}"))?;
+    // A production state store was migrated by an earlier run: do that
+    // outside the measurement, so a first-ever run's schema setup is not timed.
+    lethe::state::State::open(&loaded.config.state.url, loaded.config.state.lease_ttl)
+        .await?
+        .close()
+        .await;
+    let keys = Keys::from_secret(SECRET);
+    let opts = RunOptions {
+        as_of: p.as_of,
+        mode: Mode::Execute,
+        jobs: vec![],
+        cancel: CancellationToken::new(),
+    };
+    let started = Instant::now();
+    let report = lethe::engine::run(&loaded, &keys, opts).await?;
+    let secs = started.elapsed().as_secs_f64();
+    let rule = report
+        .jobs
+        .first()
+        .and_then(|j| j.rules.first())
+        .ok_or("lethe: the report has no rule")?;
+    if rule.status != RuleStatus::Done || report.status != "completed" {
+        return Err(format!(
+            "lethe: run {} / rule {:?}: {}",
+            report.status,
+            rule.status,
+            rule.message.as_deref().unwrap_or("-")
+        )
+        .into());
+    }
+    let audit = lethe::audit::verify::verify_file(Path::new(&report.audit_file));
+    // run_start, one record per batch, run_end.
+    if !audit.ok() || audit.records != rule.batches + 2 {
+        return Err(format!(
+            "lethe: audit file {} does not verify ({} records for {} batches, broken at {:?})",
+            report.audit_file, audit.records, rule.batches, audit.broken_at
+        )
+        .into());
+    }
+    Ok(Outcome {
+        method: "lethe",
+        label: "lethe".into(),
+        batch_size: Some(batch),
+        deleted: rule.done,
+        secs,
+        longest_ms: rule.longest_batch_ms as f64,
+        batches: rule.batches,
+    })
+}
+
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+struct Report {
+    out: std::fs::File,
+    failed: bool,
+}
+
+impl Report {
+    fn line(&mut self, v: serde_json::Value) {
+        if let Err(e) = writeln!(self.out, "{v}") {
+            eprintln!("WARNING: cannot write the JSON Lines file: {e}");
+        }
+    }
+}
+
+fn header(ranges: bool) -> String {
+    format!(
+        "  {:<24} {:>7} {:>13} {:>9} {:>11} {:>7} {:>14} {:>8}{}",
+        "method",
+        "batch",
+        "rows deleted",
+        "seconds",
+        "rows/s",
+        "vs raw",
+        "longest tx ms",
+        "batches",
+        if ranges { "   range of seconds" } else { "" }
+    )
+}
+
+fn row(o: &Outcome, raw_rate: Option<f64>, range: Option<(f64, f64)>) -> String {
+    format!(
+        "  {:<24} {:>7} {:>13} {:>9.3} {:>11} {:>7} {:>14.0} {:>8}{}",
+        o.label,
+        o.batch_size
+            .map(|b| group(b as u64))
+            .unwrap_or_else(|| "-".into()),
+        group(o.deleted),
+        o.secs,
+        group(o.rate().round() as u64),
+        raw_rate
+            .map(|r| format!("{:.2}", o.rate() / r))
+            .unwrap_or_else(|| "-".into()),
+        o.longest_ms,
+        o.batches,
+        range
+            .map(|(lo, hi)| format!("   {lo:.3}–{hi:.3}"))
+            .unwrap_or_default()
+    )
+}
+
+/// Every method on one engine, each on a fresh copy of the table.
+async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
+    println!(
+        "\n== {} · {} rows, {} expired ({:.0}%) · cutoff {} · {} ==",
+        t.server,
+        group(p.rows as u64),
+        group(p.expired as u64),
+        100.0 * p.expired as f64 / p.rows as f64,
+        p.cutoff_text(),
+        shown(&t.url)
+    );
+    let mut plan: Vec<(&str, usize)> = Vec::new();
+    for m in &p.methods {
+        match *m {
+            "raw" => plan.push(("raw", 0)),
+            "plain_loop" => plan.push(("plain_loop", p.loop_batch)),
+            _ => plan.extend(p.lethe_batches.iter().map(|b| ("lethe", *b))),
+        }
+    }
+    // Rounds go round-robin over the methods, so a change in the machine's
+    // load during the run spreads over all of them; each method's median
+    // round is reported.
+    let mut runs: Vec<Vec<Outcome>> = plan.iter().map(|_| Vec::new()).collect();
+    for round in 1..=p.repeat {
+        for (i, &(method, batch)) in plan.iter().enumerate() {
+            let load = t.load(p).await?;
+            eprint!(
+                "  {}fresh copy loaded in {:.1} s; running {method}{} … ",
+                if p.repeat > 1 {
+                    format!("round {round}/{}: ", p.repeat)
+                } else {
+                    String::new()
+                },
+                load.as_secs_f64(),
+                if batch > 0 {
+                    format!(" ({batch}/batch)")
+                } else {
+                    String::new()
+                }
+            );
+            let o = match method {
+                "raw" => raw_delete(t, p).await?,
+                "plain_loop" => plain_loop(t, p).await?,
+                _ => lethe_run(t, p, batch).await?,
+            };
+            let (all, old) = t.counts(p).await?;
+            let verified = o.deleted == p.expired as u64 && all == p.rows - p.expired && old == 0;
+            eprintln!(
+                "{:.3} s{}",
+                o.secs,
+                if verified { "" } else { " — WRONG ROWS" }
+            );
+            rep.line(json!({
+                "type": "measurement",
+                "engine": t.kind.name(),
+                "round": round,
+                "method": o.method,
+                "batch_size": o.batch_size,
+                "deleted": o.deleted,
+                "seconds": (o.secs * 1e4).round() / 1e4,
+                "longest_ms": o.longest_ms.round(),
+                "batches": o.batches,
+                "verified": verified,
+            }));
+            if !verified {
+                rep.failed = true;
+                return Err(format!(
+                    "{method}: deleted {} (expected {}); {all} rows left (expected {}), {old} expired left",
+                    o.deleted,
+                    p.expired,
+                    p.rows - p.expired
+                )
+                .into());
+            }
+            runs[i].push(o);
+        }
+    }
+    let mut results: Vec<(Outcome, f64, f64)> = Vec::new();
+    for mut r in runs {
+        r.sort_by(|a, b| a.secs.total_cmp(&b.secs));
+        let (lo, hi) = (r[0].secs, r[r.len() - 1].secs);
+        let median = r.swap_remove(r.len() / 2);
+        results.push((median, lo, hi));
+    }
+    let raw_rate = results
+        .iter()
+        .find(|(o, _, _)| o.method == "raw")
+        .map(|(o, _, _)| o.rate());
+    for (o, lo, hi) in &results {
+        rep.line(json!({
+            "type": "result",
+            "engine": t.kind.name(),
+            "server": t.server,
+            "rows": p.rows,
+            "expired": p.expired,
+            "layout": p.layout.name(),
+            "method": o.method,
+            "batch_size": o.batch_size,
+            "deleted": o.deleted,
+            "rounds": p.repeat,
+            "seconds": (o.secs * 1e4).round() / 1e4,
+            "seconds_min": (lo * 1e4).round() / 1e4,
+            "seconds_max": (hi * 1e4).round() / 1e4,
+            "rows_per_s": o.rate().round(),
+            "ratio_to_raw": raw_rate.map(|r| (o.rate() / r * 1e3).round() / 1e3),
+            "longest_ms": o.longest_ms.round(),
+            "batches": o.batches,
+        }));
+    }
+    println!("{}", header(p.repeat > 1));
+    for (o, lo, hi) in &results {
+        println!("{}", row(o, raw_rate, (p.repeat > 1).then_some((*lo, *hi))));
+    }
+    if let (Some(raw), Some(best)) = (
+        raw_rate,
+        results
+            .iter()
+            .map(|(o, _, _)| o)
+            .filter(|o| o.method == "lethe")
+            .max_by(|a, b| a.rate().total_cmp(&b.rate())),
+    ) {
+        println!(
+            "  best Lethe batch size here: {} ({:.2} of raw, longest batch {:.0} ms)",
+            group(best.batch_size.unwrap_or(0) as u64),
+            best.rate() / raw,
+            best.longest_ms
+        );
+    }
+    Ok(())
+}
+
+fn how_to_start(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Postgres => {
+            "start PostgreSQL with trust auth for user postgres on 127.0.0.1:5432 \
+             (e.g. `sudo service postgresql start`, or `docker run -d -p 5432:5432 \
+             -e POSTGRES_HOST_AUTH_METHOD=trust postgres:16`), or set LETHE_BENCH_PG_URL"
+        }
+        Kind::MariaDb => {
+            "start MariaDB with root and an empty password on 127.0.0.1:3306 \
+             (e.g. `sudo service mariadb start`, or `docker run -d -p 3306:3306 \
+             -e MARIADB_ALLOW_EMPTY_ROOT_PASSWORD=1 mariadb:11`), or set LETHE_BENCH_MYSQL_URL"
+        }
+        Kind::Sqlite => {
+            "SQLite is bundled; check that the temporary directory (TMPDIR) is writable"
+        }
+    }
+}
+
+async fn real_main() -> i32 {
+    let p = match Params::from_env() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("delete_throughput: {e}");
+            return 64;
+        }
+    };
+    if let Some(dir) = p.out.parent()
+        && let Err(e) = std::fs::create_dir_all(dir)
+    {
+        eprintln!("delete_throughput: cannot create {}: {e}", dir.display());
+        return 1;
+    }
+    let out = match std::fs::File::create(&p.out) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("delete_throughput: cannot create {}: {e}", p.out.display());
+            return 1;
+        }
+    };
+    let mut rep = Report { out, failed: false };
+    println!(
+        "delete_throughput: {} rows per table, {:.0}% expired, {} layout, plain loop {}/batch, Lethe {} per batch",
+        group(p.rows as u64),
+        100.0 * p.expired_ppm as f64 / PPM as f64,
+        p.layout.name(),
+        group(p.loop_batch as u64),
+        p.lethe_batches
+            .iter()
+            .map(|b| group(*b as u64))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    );
+    rep.line(json!({
+        "type": "run",
+        "bench": "delete_throughput",
+        "lethe": env!("CARGO_PKG_VERSION"),
+        "started": Utc::now().to_rfc3339(),
+        "rows": p.rows,
+        "expired": p.expired,
+        "layout": p.layout.name(),
+        "rounds": p.repeat,
+        "cutoff": p.cutoff_text(),
+        "loop_batch": p.loop_batch,
+        "lethe_batches": p.lethe_batches,
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+    }));
+    let mut skipped = Vec::new();
+    for &kind in &p.engines {
+        let mut target = match Target::create(kind, &p).await {
+            Ok(t) => t,
+            Err(e) => {
+                let url = match kind {
+                    Kind::Postgres => shown(&p.pg_url),
+                    Kind::MariaDb => shown(&p.mysql_url),
+                    Kind::Sqlite => "a temporary file".into(),
+                };
+                println!(
+                    "\n== {}: SKIPPED — cannot use {url}: {e}\n   To include it: {}",
+                    kind.name(),
+                    how_to_start(kind)
+                );
+                rep.line(json!({
+                    "type": "skipped",
+                    "engine": kind.name(),
+                    "reason": e.to_string(),
+                }));
+                skipped.push(kind.name());
+                continue;
+            }
+        };
+        let outcome = tokio::select! {
+            r = bench_engine(&mut target, &p, &mut rep) => r,
+            _ = tokio::signal::ctrl_c() => Err("interrupted".into()),
+        };
+        let interrupted = matches!(&outcome, Err(e) if e.to_string() == "interrupted");
+        if let Err(e) = outcome {
+            eprintln!("\n  {}: FAILED: {e}", kind.name());
+            rep.line(json!({"type": "failed", "engine": kind.name(), "error": e.to_string()}));
+            rep.failed = true;
+        }
+        if tokio::time::timeout(Duration::from_secs(60), target.teardown())
+            .await
+            .is_err()
+        {
+            eprintln!("  WARNING: cleanup of {} timed out", kind.name());
+        }
+        if interrupted {
+            break;
+        }
+    }
+    println!("\nJSON Lines: {}", p.out.display());
+    if !skipped.is_empty() {
+        println!("Skipped (unreachable): {}", skipped.join(", "));
+    }
+    i32::from(rep.failed)
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; `cargo test --benches` does not, and a
+    // benchmark that loads millions of rows has no place in a test run.
+    if !std::env::args().any(|a| a == "--bench") {
+        println!(
+            "delete_throughput is a benchmark: run it with `cargo bench --bench delete_throughput`"
+        );
+        return;
+    }
+    // LETHE_LOG=lethe=debug shows Lethe's own log, one line per batch.
+    if let Ok(filter) = tracing_subscriber::EnvFilter::try_from_env("LETHE_LOG") {
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init();
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    std::process::exit(rt.block_on(real_main()));
+}
