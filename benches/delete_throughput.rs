@@ -867,6 +867,8 @@ async fn lethe_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
         mode: Mode::Execute,
         jobs: vec![],
         cancel: CancellationToken::new(),
+        shard: None,
+        progress: None,
     };
     let started = Instant::now();
     let report = lethe::engine::run(&loaded, &keys, opts).await?;

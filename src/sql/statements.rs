@@ -1016,6 +1016,7 @@ mod tests {
             primary_key: vec!["id".into()],
             referenced_by: vec![],
             partitioned,
+            leaves: vec![],
             has_rowid: true,
             indexed: vec!["id".into(), "created_at".into()],
         };
@@ -1035,13 +1036,16 @@ mod tests {
             action: ActionSql::Delete,
             children: vec![],
             batch_size: 10_000,
+            shard: None,
+            objects: vec![],
+            object_columns: vec![],
         }
     }
 
     #[test]
     fn postgres_fast_delete_walks_the_select_index_without_a_tie_break() {
         let d = Postgres;
-        let sql = events_rule(&d, false).delete_batch(&d).sql;
+        let sql = events_rule(&d, false).delete_batch(&d, None).sql;
         assert!(
             sql.contains("WHERE ctid = ANY(ARRAY(SELECT ctid FROM \"events\""),
             "{sql}"
@@ -1055,7 +1059,7 @@ mod tests {
     #[test]
     fn postgres_fast_delete_uses_the_key_on_partitioned_tables() {
         let d = Postgres;
-        let sql = events_rule(&d, true).delete_batch(&d).sql;
+        let sql = events_rule(&d, true).delete_batch(&d, None).sql;
         assert!(!sql.contains("ctid"), "{sql}");
         assert!(
             sql.contains("WHERE \"events\".\"id\" = ANY(ARRAY(SELECT \"events\".\"id\" FROM"),
@@ -1066,13 +1070,13 @@ mod tests {
     #[test]
     fn mariadb_and_sqlite_fast_delete_keep_the_free_tie_break() {
         let my = MySql { mariadb: true };
-        let sql = events_rule(&my, false).delete_batch(&my).sql;
+        let sql = events_rule(&my, false).delete_batch(&my, None).sql;
         assert!(
             sql.contains("ORDER BY `events`.`created_at`, `events`.`id` LIMIT 10000 RETURNING"),
             "{sql}"
         );
         let lite = Sqlite;
-        let sql = events_rule(&lite, false).delete_batch(&lite).sql;
+        let sql = events_rule(&lite, false).delete_batch(&lite, None).sql;
         assert!(
             sql.contains("ORDER BY \"events\".\"created_at\", \"events\".\"id\" LIMIT 10000)"),
             "{sql}"
