@@ -58,9 +58,9 @@ fn deleted_per_run(ws: &Workspace) -> Vec<u64> {
         .collect()
 }
 
-/// Start `lethe run` and send `signal` once two batches are recorded.
-fn run_and_signal(ws: &Workspace, signal: &str) -> i32 {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
+/// `lethe run` in the background, quiet.
+fn spawn_run(ws: &Workspace) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_lethe"))
         .args(["run", "--as-of", AS_OF, "--config"])
         .arg(ws.config())
         .arg("--jobs")
@@ -69,7 +69,12 @@ fn run_and_signal(ws: &Workspace, signal: &str) -> i32 {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// Start `lethe run` and send `signal` once two batches are recorded.
+fn run_and_signal(ws: &Workspace, signal: &str) -> i32 {
+    let mut child = spawn_run(ws);
     let start = Instant::now();
     while batches_in(ws) < 2 {
         assert!(
@@ -197,16 +202,7 @@ async fn losing_the_lease_stops_the_run_at_a_batch_boundary() {
     let db = TestDb::create(Engine::Sqlite).await;
     db.seed(800, now()).await;
     let ws = slow_workspace(&db, "5s");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
-        .args(["run", "--as-of", AS_OF, "--config"])
-        .arg(ws.config())
-        .arg("--jobs")
-        .arg(ws.jobs())
-        .env("LETHE_AUDIT_KEY", KEY)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&ws);
     let start = Instant::now();
     while batches_in(&ws) < 1 {
         assert!(start.elapsed() < Duration::from_secs(30));

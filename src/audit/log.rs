@@ -30,6 +30,22 @@ pub struct Log {
     pub entries: Vec<Entry>,
 }
 
+impl Log {
+    /// (job, rule, batch) of every batch a `batch_rollback` record undid:
+    /// search and report count those batches as failed, not done.
+    pub fn rolled_back(&self) -> std::collections::BTreeSet<(&str, &str, u64)> {
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.record.event {
+                super::event::Event::BatchRollback {
+                    job, rule, batch, ..
+                } => Some((job.as_str(), rule.as_str(), *batch)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// Split a line into the hashed body and the hash it claims.
 pub(crate) fn split_hash(line: &str) -> Option<(String, &str)> {
     const SUFFIX_LEN: usize = ",\"hash\":\"".len() + 64 + "\"}".len();

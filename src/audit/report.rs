@@ -112,16 +112,7 @@ fn subject_key(h: &str) -> u64 {
 
 impl Report {
     pub fn add_log(&mut self, log: &Log) {
-        let rolled_back: BTreeSet<(&str, &str, u64)> = log
-            .entries
-            .iter()
-            .filter_map(|e| match &e.record.event {
-                Event::BatchRollback {
-                    job, rule, batch, ..
-                } => Some((job.as_str(), rule.as_str(), *batch)),
-                _ => None,
-            })
-            .collect();
+        let rolled_back = log.rolled_back();
         let mut run = RunRow {
             run: log.report.run.clone().unwrap_or_default(),
             file: log.report.file.display().to_string(),

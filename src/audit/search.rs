@@ -15,7 +15,7 @@ use super::log::Log;
 use crate::keys::KeyRing;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// Filters besides the subject; `None` matches everything.
@@ -124,16 +124,7 @@ pub fn search_log(
     if log.report.broken_at.is_some() {
         stats.broken_logs.push(log.report.file.clone());
     }
-    let rolled_back: BTreeSet<(&str, &str, u64)> = log
-        .entries
-        .iter()
-        .filter_map(|e| match &e.record.event {
-            Event::BatchRollback {
-                job, rule, batch, ..
-            } => Some((job.as_str(), rule.as_str(), *batch)),
-            _ => None,
-        })
-        .collect();
+    let rolled_back = log.rolled_back();
     let last_line = log.entries.last().map(|e| e.line);
     let mut hits = Vec::new();
     for e in &log.entries {
