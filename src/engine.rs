@@ -615,28 +615,28 @@ async fn run_rule_traced(
     let stores = sources.stores.clone();
     let db = match sources.get(&rule.target.source).await {
         Ok(db) => db,
-        Err(e) => return fail(ctx, rule, report, e),
+        Err(e) => return fail(ctx, report, e),
     };
     let mut sql = match prepare_rule(db, rule, ctx.opts.as_of).await {
         Ok(s) => s,
-        Err(problems) => return fail(ctx, rule, report, problems.join("; ")),
+        Err(problems) => return fail(ctx, report, problems.join("; ")),
     };
     if let Some((index, count)) = ctx.opts.shard
         && let Err(e) = sql.set_shard(db.dialect(), index, count)
     {
-        return fail(ctx, rule, report, e);
+        return fail(ctx, report, e);
     }
     // Every store the rows name must answer before anything is touched.
     for name in linked::stores_of(&sql) {
         if let Err(e) = stores.get(&name).await {
-            return fail(ctx, rule, report, e);
+            return fail(ctx, report, e);
         }
     }
     match count_and_guard(ctx, db, rule, &sql, &stores, &mut report).await {
         Ok(true) => {}
         Ok(false) => return Ok(report),
         Err(Error::Audit(a)) => return Err(Error::Audit(a)),
-        Err(e) => return fail(ctx, rule, report, e.to_string()),
+        Err(e) => return fail(ctx, report, e.to_string()),
     }
     if ctx.opts.mode != Mode::Execute {
         report.status = if report.matched > 0 {
@@ -673,22 +673,18 @@ async fn run_rule_traced(
     match outcome {
         Ok(()) => Ok(report),
         Err(Error::Audit(a)) => Err(Error::Audit(a)),
-        Err(e) => fail(ctx, rule, report, e.to_string()),
+        Err(e) => fail(ctx, report, e.to_string()),
     }
 }
 
-fn fail(
-    ctx: &mut JobCtx<'_>,
-    rule: &Rule,
-    mut report: RuleReport,
-    error: String,
-) -> Result<RuleReport, Error> {
-    tracing::error!(target_table = %rule.target, error = %error, "rule failed");
+/// Record a failed rule (object rules too); the report names the rule and target.
+fn fail(ctx: &mut JobCtx<'_>, mut report: RuleReport, error: String) -> Result<RuleReport, Error> {
+    tracing::error!(target_name = %report.target, error = %error, "rule failed");
     ctx.audit.append(Event::Failure {
         job: ctx.job.name.clone(),
-        rule: Some(rule.name.clone()),
+        rule: Some(report.rule.clone()),
         policy: ctx.job.policy.clone(),
-        target: Some(rule.target.to_string()),
+        target: Some(report.target.clone()),
         error: error.clone(),
     })?;
     report.status = RuleStatus::Failed;

@@ -7,7 +7,7 @@
 //! before any of its objects is deleted. Deleting itself happens in
 //! `objects::erase`; this file decides and reports.
 
-use super::{JobCtx, Mode, RuleReport, RuleStatus, guard_reason};
+use super::{JobCtx, Mode, RuleReport, RuleStatus, fail, guard_reason};
 use crate::audit::{Event, ObjectCount, Totals};
 use crate::config::{ObjectRule, Rule};
 use crate::error::Error;
@@ -55,25 +55,6 @@ fn hold_note(reasons: &BTreeMap<String, u64>) -> String {
     format!("objects kept by Object Lock: {}", parts.join(", "))
 }
 
-fn fail(
-    ctx: &mut JobCtx<'_>,
-    rule: &ObjectRule,
-    mut report: RuleReport,
-    error: String,
-) -> Result<RuleReport, Error> {
-    tracing::error!(store = %rule.store, error = %error, "rule failed");
-    ctx.audit.append(Event::Failure {
-        job: ctx.job.name.clone(),
-        rule: Some(rule.name.clone()),
-        policy: ctx.job.policy.clone(),
-        target: Some(rule.target()),
-        error: error.clone(),
-    })?;
-    report.status = RuleStatus::Failed;
-    report.message = Some(error);
-    Ok(report)
-}
-
 /// Run one object rule. `Err` only when the audit log fails.
 pub(super) async fn run_object_rule(
     ctx: &mut JobCtx<'_>,
@@ -103,7 +84,7 @@ pub(super) async fn run_object_rule(
     let _enter = span.enter();
     let open = match stores.get(&rule.store).await {
         Ok(s) => s,
-        Err(e) => return fail(ctx, rule, report, e),
+        Err(e) => return fail(ctx, report, e),
     };
     let filter = Filter {
         cutoff: rule.older_than.map(|p| p.before(ctx.opts.as_of)),
@@ -112,7 +93,7 @@ pub(super) async fn run_object_rule(
     let listing = std::time::Instant::now();
     let sel = match erase::select(&open, &rule.prefix, false, &filter, Utc::now()).await {
         Ok(s) => s,
-        Err(e) => return fail(ctx, rule, report, e.to_string()),
+        Err(e) => return fail(ctx, report, e.to_string()),
     };
     tracing::info!(
         total = sel.total,
@@ -226,7 +207,7 @@ pub(super) async fn run_object_rule(
     let done = match res {
         Ok(d) => d,
         Err(Error::Audit(a)) => return Err(Error::Audit(a)),
-        Err(e) => return fail(ctx, rule, report, e.to_string()),
+        Err(e) => return fail(ctx, report, e.to_string()),
     };
     report.batches = done.batches;
     let failed_objects = done.failed_keys.len() as u64;
