@@ -169,10 +169,11 @@ impl Params {
             methods.push(match m.trim() {
                 "raw" => "raw",
                 "loop" | "plain_loop" => "plain_loop",
+                "bare" => "bare",
                 "lethe" => "lethe",
                 other => {
                     return Err(format!(
-                        "LETHE_BENCH_METHODS: unknown method `{other}` (raw, loop, lethe)"
+                        "LETHE_BENCH_METHODS: unknown method `{other}` (raw, loop, lethe, bare)"
                     )
                     .into());
                 }
@@ -809,9 +810,8 @@ fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
 }
 
-/// (c) The real library: a config and a job written to a temp dir, loaded
-/// with `config::load_with_env`, run with `engine::run` in execute mode.
-async fn lethe_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
+/// A config and a job in a temp dir, loaded as `lethe` loads them.
+fn lethe_config(t: &Target, batch: usize) -> Res<(tempfile::TempDir, lethe::config::Loaded)> {
     let dir = tempfile::Builder::new()
         .prefix("lethe_bench_cfg_")
         .tempdir()?;
@@ -855,6 +855,13 @@ async fn lethe_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
         (k == "LETHE_BENCH_SOURCE_URL").then(|| url.clone())
     })
     .map_err(|e| format!("lethe config: {e}"))?;
+    Ok((dir, loaded))
+}
+
+/// (c) The real library: a config and a job written to a temp dir, loaded
+/// with `config::load_with_env`, run with `engine::run` in execute mode.
+async fn lethe_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
+    let (_dir, loaded) = lethe_config(t, batch)?;
     // A production state store was migrated by an earlier run: do that
     // outside the measurement, so a first-ever run's schema setup is not timed.
     lethe::state::State::open(&loaded.config.state.url, loaded.config.state.lease_ttl)
@@ -904,6 +911,52 @@ async fn lethe_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
         secs,
         longest_ms: rule.longest_batch_ms as f64,
         batches: rule.batches,
+    })
+}
+
+/// (d) Diagnostic, not in the default set: Lethe's own batch statement, on
+/// Lethe's own `Db`, in a bare loop of one transaction per batch, without the
+/// engine's counts, lease, state store or audit log. `lethe` minus `bare` is
+/// the engine's bookkeeping; `bare` against `raw` is the price of batching.
+async fn bare_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
+    let (_dir, loaded) = lethe_config(t, batch)?;
+    let rule = &loaded.jobs[0].rules[0];
+    let src = &loaded.config.sources["app"];
+    let started = Instant::now();
+    let db = lethe::sql::Db::connect("app", &src.url, src.max_connections, src.batch_pause).await?;
+    let sql = lethe::engine::prepare_rule(&db, rule, p.as_of)
+        .await
+        .map_err(|e| e.join("; "))?;
+    if !sql.fast_delete(db.dialect()) {
+        return Err("bare: this engine has no one-statement batch delete".into());
+    }
+    let stmt = sql.delete_batch(db.dialect());
+    let (mut deleted, mut batches, mut longest) = (0u64, 0u64, Duration::ZERO);
+    loop {
+        let batch_started = Instant::now();
+        let mut tx = db.begin().await?;
+        let n = tx.fetch(&db, &stmt).await?.len();
+        if n == 0 {
+            tx.rollback(&db).await?;
+            break;
+        }
+        tx.commit(&db).await?;
+        batches += 1;
+        deleted += n as u64;
+        longest = longest.max(batch_started.elapsed());
+        if n < batch {
+            break;
+        }
+    }
+    db.close().await;
+    Ok(Outcome {
+        method: "bare",
+        label: "bare Lethe statement".into(),
+        batch_size: Some(batch),
+        deleted,
+        secs: started.elapsed().as_secs_f64(),
+        longest_ms: longest.as_secs_f64() * 1000.0,
+        batches,
     })
 }
 
@@ -984,6 +1037,7 @@ async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
         match *m {
             "raw" => plan.push(("raw", 0)),
             "plain_loop" => plan.push(("plain_loop", p.loop_batch)),
+            "bare" => plan.extend(p.lethe_batches.iter().map(|b| ("bare", *b))),
             _ => plan.extend(p.lethe_batches.iter().map(|b| ("lethe", *b))),
         }
     }
@@ -1011,6 +1065,7 @@ async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
             let o = match method {
                 "raw" => raw_delete(t, p).await?,
                 "plain_loop" => plain_loop(t, p).await?,
+                "bare" => bare_run(t, p, batch).await?,
                 _ => lethe_run(t, p, batch).await?,
             };
             let (all, old) = t.counts(p).await?;
