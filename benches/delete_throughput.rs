@@ -930,7 +930,7 @@ async fn bare_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
     if !sql.fast_delete(db.dialect()) {
         return Err("bare: this engine has no one-statement batch delete".into());
     }
-    let stmt = sql.delete_batch(db.dialect());
+    let stmt = sql.delete_batch(db.dialect(), None);
     let (mut deleted, mut batches, mut longest) = (0u64, 0u64, Duration::ZERO);
     loop {
         let batch_started = Instant::now();
