@@ -551,7 +551,10 @@ async fn run_job(ctx: &mut JobCtx<'_>, sources: &mut Sources<'_>) -> Result<JobR
         if ctx.opts.cancel.is_cancelled() {
             break;
         }
-        let report = object_rules::run_object_rule(ctx, rule, &sources.stores).await?;
+        let span = tracing::info_span!("rule", job = %ctx.job.name, rule = %rule.name);
+        let report = object_rules::run_object_rule(ctx, rule, &sources.stores)
+            .instrument(span)
+            .await?;
         rules.push(report);
     }
     let status = if rules.iter().any(|r| r.status == RuleStatus::Failed) {
@@ -574,13 +577,14 @@ async fn run_job(ctx: &mut JobCtx<'_>, sources: &mut Sources<'_>) -> Result<JobR
     })
 }
 
-fn blank_report(job: &Job, rule: &Rule) -> RuleReport {
+/// A report for a rule that has done nothing yet (SQL and object rules).
+fn blank_report(job: &Job, rule: &str, target: String, action: &str) -> RuleReport {
     RuleReport {
         job: job.name.clone(),
-        rule: rule.name.clone(),
+        rule: rule.to_string(),
         policy: job.policy.clone(),
-        target: rule.target.to_string(),
-        action: rule.action.name().into(),
+        target,
+        action: action.into(),
         status: RuleStatus::Done,
         matched: 0,
         held: 0,
@@ -611,7 +615,12 @@ async fn run_rule_traced(
     rule: &Rule,
     sources: &mut Sources<'_>,
 ) -> Result<RuleReport, Error> {
-    let mut report = blank_report(ctx.job, rule);
+    let mut report = blank_report(
+        ctx.job,
+        &rule.name,
+        rule.target.to_string(),
+        rule.action.name(),
+    );
     let stores = sources.stores.clone();
     let db = match sources.get(&rule.target.source).await {
         Ok(db) => db,

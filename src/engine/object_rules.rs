@@ -7,7 +7,7 @@
 //! before any of its objects is deleted. Deleting itself happens in
 //! `objects::erase`; this file decides and reports.
 
-use super::{JobCtx, Mode, RuleReport, RuleStatus, fail, guard_reason};
+use super::{JobCtx, Mode, RuleReport, RuleStatus, blank_report, fail, guard_reason};
 use crate::audit::{Event, ObjectCount, Totals};
 use crate::config::{ObjectRule, Rule};
 use crate::error::Error;
@@ -62,26 +62,7 @@ pub(super) async fn run_object_rule(
     stores: &Stores,
 ) -> Result<RuleReport, Error> {
     let target = rule.target();
-    let mut report = RuleReport {
-        job: ctx.job.name.clone(),
-        rule: rule.name.clone(),
-        policy: ctx.job.policy.clone(),
-        target: target.clone(),
-        action: "erase".into(),
-        status: RuleStatus::Done,
-        matched: 0,
-        held: 0,
-        total: 0,
-        done: 0,
-        children: vec![],
-        batches: 0,
-        longest_batch_ms: 0,
-        sample_subjects: vec![],
-        objects: vec![],
-        message: None,
-    };
-    let span = tracing::info_span!("rule", job = %ctx.job.name, rule = %rule.name);
-    let _enter = span.enter();
+    let mut report = blank_report(ctx.job, &rule.name, target.clone(), "erase");
     let open = match stores.get(&rule.store).await {
         Ok(s) => s,
         Err(e) => return fail(ctx, report, e),
