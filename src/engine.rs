@@ -28,7 +28,7 @@ use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -102,6 +102,9 @@ pub struct RuleReport {
     pub children: Vec<ChildCount>,
     pub batches: u64,
     pub longest_batch_ms: u64,
+    /// Batches the server rolled back on a conflict (deadlock, lock timeout)
+    /// and that were tried again.
+    pub retries: u64,
     /// Keyed hashes of a few subjects the rule would touch (dry run only).
     pub sample_subjects: Vec<String>,
     /// Objects erased (or, in a dry run, to erase) and kept by Object Lock.
@@ -593,6 +596,7 @@ fn blank_report(job: &Job, rule: &str, target: String, action: &str) -> RuleRepo
         children: vec![],
         batches: 0,
         longest_batch_ms: 0,
+        retries: 0,
         sample_subjects: vec![],
         objects: vec![],
         message: None,
@@ -925,6 +929,21 @@ fn process_child<'a>(
     })
 }
 
+/// How many times one batch is tried again after the server rolled it back
+/// on a conflict before the rule fails.
+const MAX_CONFLICT_RETRIES: u32 = 8;
+
+/// Exponential backoff with jitter, so that two shards that collided do not
+/// collide again in step: 50 ms, 100 ms, … capped at 3.2 s, plus up to half.
+fn conflict_backoff(attempt: u32) -> Duration {
+    let base = 50u64 << attempt.min(6);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    Duration::from_millis(base + nanos % (base / 2 + 1))
+}
+
 /// The batch loop.
 async fn execute(
     ctx: &mut JobCtx<'_>,
@@ -943,6 +962,8 @@ async fn execute(
         vec![None]
     };
     let mut batch_no = 0u64;
+    // Conflicts in a row on the current batch; reset by every commit.
+    let mut conflicts = 0u32;
     // One-statement deletes walk each physical table in turn (a ctid is
     // unique only within one); every other path has a single part.
     for part in &parts {
@@ -1033,6 +1054,22 @@ async fn execute(
             .await;
             let (rows, resolved) = match outcome {
                 Ok(r) => r,
+                // Nothing of this batch is recorded or committed yet, so the
+                // server's rollback leaves nothing to undo: try it again.
+                Err(e @ Error::Conflict { .. }) if conflicts < MAX_CONFLICT_RETRIES => {
+                    let _ = tx.rollback(db).await;
+                    conflicts += 1;
+                    report.retries += 1;
+                    let wait = conflict_backoff(conflicts);
+                    tracing::warn!(
+                        attempt = conflicts,
+                        wait_ms = wait.as_millis() as u64,
+                        error = %e,
+                        "batch rolled back by a conflicting transaction; trying it again"
+                    );
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
                 Err(e) => {
                     let _ = tx.rollback(db).await;
                     return Err(e);
@@ -1123,6 +1160,7 @@ async fn execute(
                 })?;
                 return Err(e);
             }
+            conflicts = 0;
             let ms = started.elapsed().as_millis() as u64;
             report.longest_batch_ms = report.longest_batch_ms.max(ms);
             report.batches = batch_no;

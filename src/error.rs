@@ -72,6 +72,13 @@ pub enum Error {
         source_name: String,
         message: String,
     },
+    /// A deadlock, serialization failure or lock timeout: the transaction was
+    /// rolled back by the server and the same work may simply be tried again.
+    #[error("source `{source_name}`: {message}")]
+    Conflict {
+        source_name: String,
+        message: String,
+    },
     #[error("{0}")]
     Schema(String),
     #[error("audit log: {0}")]

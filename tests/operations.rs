@@ -100,6 +100,118 @@ async fn three_shards_share_a_job(engine: Engine) {
 
 on_every_engine!(three_shards_share_a_job);
 
+/// A batch that the server rolls back to break a deadlock is tried again, not
+/// reported as a failed rule. The test takes part in the deadlock itself: it
+/// locks a comment of a due user, waits until Lethe (holding that user's row)
+/// blocks on it, then asks for the user's row. PostgreSQL's detector runs in
+/// the session that waited first (the test's own session waits 60 s before
+/// checking), so the victim is always Lethe's batch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadlocked_batch_is_tried_again() {
+    let db = TestDb::create(Engine::Postgres).await;
+    let seeded = db.seed(200, now()).await;
+    let conn = db.connect().await;
+    let mut victim = None;
+    for id in &seeded.cancelled_due {
+        let n = conn
+            .count(&common::raw(&format!(
+                "SELECT COUNT(*) FROM comments WHERE user_id = {id}"
+            )))
+            .await
+            .unwrap();
+        if n > 0 {
+            victim = Some(*id);
+            break;
+        }
+    }
+    let user = victim.expect("the seed gives some due user a comment");
+    let ws = Workspace::shipped(&db.url);
+    let mut tx = conn.begin().await.unwrap();
+    tx.execute(&conn, &common::raw("SET LOCAL deadlock_timeout = '60s'"))
+        .await
+        .unwrap();
+    tx.fetch(
+        &conn,
+        &common::raw(&format!(
+            "SELECT CAST(id AS TEXT) FROM comments WHERE user_id = {user} FOR UPDATE"
+        )),
+    )
+    .await
+    .unwrap();
+    let child = lethe_cmd(
+        &ws,
+        &[
+            "run",
+            "--job",
+            "cancelled-accounts",
+            "--as-of",
+            AS_OF,
+            "--output",
+            "json",
+        ],
+    )
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let watcher = db.connect().await;
+    let start = Instant::now();
+    loop {
+        let waiting = watcher
+            .count(&common::raw(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() \
+                 AND wait_event_type = 'Lock' AND query LIKE '%DELETE FROM \"comments\"%'",
+            ))
+            .await
+            .unwrap();
+        if waiting > 0 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "Lethe never blocked on the locked comment"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Closes the cycle; returns once PostgreSQL has rolled Lethe's batch back.
+    tx.fetch(
+        &conn,
+        &common::raw(&format!(
+            "SELECT CAST(id AS TEXT) FROM users WHERE id = {user} FOR UPDATE"
+        )),
+    )
+    .await
+    .expect("the test's session is not the deadlock victim");
+    tx.rollback(&conn).await.unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    assert!(stderr.contains("40P01"), "the deadlock is logged: {stderr}");
+    let retries: u64 = stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "rule")
+        .filter_map(|r| r["retries"].as_u64())
+        .sum();
+    assert!(
+        retries >= 1,
+        "the report counts the retried batch: {stdout}"
+    );
+    let ids: Vec<String> = seeded.cancelled_due.iter().map(|i| i.to_string()).collect();
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM users WHERE id IN ({})",
+            ids.join(",")
+        ))
+        .await,
+        0,
+        "every due user is erased after the retry"
+    );
+    let verify = ws.lethe(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.all());
+}
+
 #[test]
 fn an_indexed_job_environment_selects_the_shard() {
     let ws = Workspace::new("sqlite://unused.db", &[]);

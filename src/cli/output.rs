@@ -88,6 +88,15 @@ pub fn run_table(r: &RunReport, dry: bool) -> String {
             if let Some(m) = &rule.message {
                 notes.push((rows.len(), m.clone()));
             }
+            if rule.retries > 0 {
+                notes.push((
+                    rows.len(),
+                    format!(
+                        "{} batch attempt(s) rolled back by a deadlock or lock timeout and tried again",
+                        rule.retries
+                    ),
+                ));
+            }
         }
     }
     let mut width = [0usize; 8];

@@ -230,9 +230,18 @@ impl Db {
     }
 
     fn err(&self, e: sqlx::Error) -> Error {
-        Error::Database {
-            source_name: self.name.clone(),
-            message: describe(&e),
+        let source_name = self.name.clone();
+        let message = describe(&e);
+        if is_conflict(&e) {
+            Error::Conflict {
+                source_name,
+                message,
+            }
+        } else {
+            Error::Database {
+                source_name,
+                message,
+            }
         }
     }
 
@@ -326,6 +335,29 @@ impl Tx {
             Tx::Lite(t) => t.rollback().await,
         }
         .map_err(|e| db.err(e))
+    }
+}
+
+/// Whether the server rolled the transaction back because it collided with
+/// another one — a deadlock, a serialization failure, a lock wait that timed
+/// out, SQLite's busy database — so that trying the same batch again is safe
+/// and likely to succeed. Shards of one job meet like this when a child table
+/// is reached from two parents (a comment by one user on another's post).
+pub fn is_conflict(e: &sqlx::Error) -> bool {
+    let sqlx::Error::Database(d) = e else {
+        return false;
+    };
+    if let Some(my) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        // ER_LOCK_DEADLOCK, ER_LOCK_WAIT_TIMEOUT
+        return matches!(my.number(), 1213 | 1205);
+    }
+    let code = d.code();
+    match code.as_deref() {
+        // PostgreSQL: deadlock_detected, serialization_failure, lock_not_available
+        Some("40P01" | "40001" | "55P03") => true,
+        // SQLite: BUSY, BUSY_SNAPSHOT, LOCKED (after busy_timeout gave up)
+        Some("5" | "517" | "6") => d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some(),
+        _ => false,
     }
 }
 
