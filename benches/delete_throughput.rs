@@ -930,12 +930,15 @@ async fn bare_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
     if !sql.fast_delete(db.dialect()) {
         return Err("bare: this engine has no one-statement batch delete".into());
     }
-    let stmt = sql.delete_batch(db.dialect(), None);
     let (mut deleted, mut batches, mut longest) = (0u64, 0u64, Duration::ZERO);
+    let mut bound: Option<String> = None;
     loop {
         let batch_started = Instant::now();
+        let stmt = sql.delete_batch(db.dialect(), None, bound.as_deref());
         let mut tx = db.begin().await?;
-        let n = tx.fetch(&db, &stmt).await?.len();
+        let rows = tx.fetch(&db, &stmt).await?;
+        let got = sql.parse_deleted(db.dialect(), rows)?;
+        let n = got.count as usize;
         if n == 0 {
             tx.rollback(&db).await?;
             break;
@@ -944,6 +947,7 @@ async fn bare_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
         batches += 1;
         deleted += n as u64;
         longest = longest.max(batch_started.elapsed());
+        bound = got.bound;
         if n < batch {
             break;
         }

@@ -20,7 +20,7 @@ use crate::config::{Job, Loaded, Rule, TableRef};
 use crate::error::{Error, ExitCode};
 use crate::keys::{Keys, looks_hashed};
 use crate::objects::{Stores, linked};
-use crate::sql::statements::{BatchRow, ChildSql, Cursor, RuleSql, Tables, hash_update};
+use crate::sql::statements::{BatchRow, ChildSql, Cursor, Deleted, RuleSql, Tables, hash_update};
 use crate::sql::{ColumnInfo, Db, TableInfo, Tx, schema};
 use crate::state::State;
 use chrono::{DateTime, Utc};
@@ -944,6 +944,111 @@ fn conflict_backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + nanos % (base / 2 + 1))
 }
 
+/// What the first half of a batch produced.
+enum Fetched {
+    /// Rows selected (and locked, and acted on) by the general path.
+    Rows(Vec<BatchRow>, Option<linked::Resolved>),
+    /// A one-statement delete's result.
+    Deleted(Deleted),
+}
+
+/// A batch ready to be recorded and committed.
+struct BatchDone<'r> {
+    batch: u64,
+    count: u64,
+    children: Vec<ChildCount>,
+    keys_digest: String,
+    subjects: BTreeSet<String>,
+    resolved: Option<&'r linked::Resolved>,
+}
+
+/// Record a batch, erase its objects, commit, and count it.
+///
+/// The record is written (fsynced) before the commit: a crash between the
+/// two leaves a record of a batch that the next run will do (and record)
+/// again, never an unrecorded deletion. Objects go before the rows commit:
+/// if erasing fails, the rows stay and still name every object that is left.
+#[allow(clippy::too_many_arguments)]
+async fn commit_batch(
+    ctx: &mut JobCtx<'_>,
+    db: &Db,
+    tx: Tx,
+    rule: &Rule,
+    report: &mut RuleReport,
+    bar: &mut Option<Box<dyn RuleProgress>>,
+    done: BatchDone<'_>,
+    started: Instant,
+) -> Result<(), Error> {
+    let BatchDone {
+        batch,
+        count,
+        children,
+        keys_digest,
+        subjects,
+        resolved,
+    } = done;
+    if let Err(e) = ctx.audit.append(Event::Batch {
+        job: ctx.job.name.clone(),
+        rule: rule.name.clone(),
+        policy: ctx.job.policy.clone(),
+        target: report.target.clone(),
+        action: report.action.clone(),
+        batch,
+        count,
+        children: children.clone(),
+        keys_digest,
+        subjects: subjects.into_iter().collect(),
+        objects: resolved.map(|r| r.counts.clone()).unwrap_or_default(),
+    }) {
+        let _ = tx.rollback(db).await;
+        return Err(e);
+    }
+    if let Some(r) = resolved
+        && let Err(e) = linked::erase(r).await
+    {
+        let _ = tx.rollback(db).await;
+        ctx.audit.append(Event::BatchRollback {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            batch,
+            reason: e.to_string(),
+        })?;
+        return Err(e);
+    }
+    if let Err(e) = tx.commit(db).await {
+        ctx.audit.append(Event::BatchRollback {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            batch,
+            reason: e.to_string(),
+        })?;
+        return Err(e);
+    }
+    let ms = started.elapsed().as_millis() as u64;
+    report.longest_batch_ms = report.longest_batch_ms.max(ms);
+    report.batches = batch;
+    report.done += count;
+    if let Some(b) = bar.as_mut() {
+        b.advance(count);
+    }
+    for c in children {
+        add_count(&mut report.children, &c.target, &c.via, &c.action, c.count);
+    }
+    if let Some(r) = resolved {
+        let counts: Vec<ObjectCount> = r
+            .counts
+            .iter()
+            .map(|c| ObjectCount {
+                held: 0,
+                ..c.clone()
+            })
+            .collect();
+        linked::add_counts(&mut report.objects, &counts);
+    }
+    tracing::debug!(batch, count, ms, "batch committed");
+    Ok(())
+}
+
 /// The batch loop.
 async fn execute(
     ctx: &mut JobCtx<'_>,
@@ -968,6 +1073,7 @@ async fn execute(
     // unique only within one); every other path has a single part.
     for part in &parts {
         let mut cursor: Option<Cursor> = None;
+        let mut bound: Option<String> = None;
         loop {
             if ctx.opts.cancel.is_cancelled() {
                 report.status = RuleStatus::Interrupted;
@@ -977,31 +1083,24 @@ async fn execute(
             let started = Instant::now();
             let mut tx = db.begin().await?;
             let mut children = Vec::new();
-            let outcome: Result<(Vec<BatchRow>, Option<linked::Resolved>), Error> = async {
+            let outcome: Result<Fetched, Error> = async {
                 if fast {
-                    let rows = tx.fetch(db, &sql.delete_batch(d, part.as_deref())).await?;
-                    return Ok((
-                        rows.into_iter()
-                            .filter_map(|mut r| {
-                                let subject = r.pop().flatten();
-                                Some(BatchRow {
-                                    key: r.pop().flatten()?,
-                                    subject,
-                                    order: None,
-                                    hashed: vec![],
-                                    objects: vec![],
-                                })
-                            })
-                            .collect(),
-                        None,
-                    ));
+                    let stmt = sql.delete_batch(d, part.as_deref(), bound.as_deref());
+                    let rows = tx.fetch(db, &stmt).await?;
+                    return sql
+                        .parse_deleted(d, rows)
+                        .map(Fetched::Deleted)
+                        .map_err(|e| Error::Database {
+                            source_name: db.name.clone(),
+                            message: e.to_string(),
+                        });
                 }
                 let rows = sql.parse_batch(
                     tx.fetch(db, &sql.select_batch(d, cursor.as_ref(), true))
                         .await?,
                 );
                 if rows.is_empty() {
-                    return Ok((rows, None));
+                    return Ok(Fetched::Rows(rows, None));
                 }
                 // Objects the rows name, resolved before anything is acted on: a
                 // row whose object Object Lock holds is kept with it.
@@ -1020,7 +1119,7 @@ async fn execute(
                     .map(|(_, r)| r.key.clone())
                     .collect();
                 if keys_list.is_empty() {
-                    return Ok((rows, resolved));
+                    return Ok(Fetched::Rows(rows, resolved));
                 }
                 for child in &sql.children {
                     process_child(
@@ -1049,10 +1148,10 @@ async fn execute(
                 for chunk in keys_list.chunks(KEY_CHUNK) {
                     tx.execute(db, &sql.act_by_keys(d, chunk)).await?;
                 }
-                Ok((rows, resolved))
+                Ok(Fetched::Rows(rows, resolved))
             }
             .await;
-            let (rows, resolved) = match outcome {
+            let fetched = match outcome {
                 Ok(r) => r,
                 // Nothing of this batch is recorded or committed yet, so the
                 // server's rollback leaves nothing to undo: try it again.
@@ -1073,6 +1172,34 @@ async fn execute(
                 Err(e) => {
                     let _ = tx.rollback(db).await;
                     return Err(e);
+                }
+            };
+            let (rows, resolved) = match fetched {
+                Fetched::Rows(rows, resolved) => (rows, resolved),
+                Fetched::Deleted(del) => {
+                    if del.count == 0 {
+                        tx.rollback(db).await?;
+                        break;
+                    }
+                    batch_no += 1;
+                    let done = BatchDone {
+                        batch: batch_no,
+                        count: del.count,
+                        children: vec![],
+                        keys_digest: ctx.keys.digest_of(&del.keys_sha256),
+                        subjects: del.subjects.iter().map(|s| ctx.keys.subject(s)).collect(),
+                        resolved: None,
+                    };
+                    commit_batch(ctx, db, tx, rule, report, bar, done, started).await?;
+                    conflicts = 0;
+                    bound = del.bound;
+                    if del.count < sql.batch_size as u64 {
+                        break;
+                    }
+                    if !db.pause.is_zero() {
+                        tokio::time::sleep(db.pause).await;
+                    }
+                    continue;
                 }
             };
             if rows.is_empty() {
@@ -1114,75 +1241,16 @@ async fn execute(
                 .iter()
                 .filter_map(|r| r.subject.as_deref().map(|s| ctx.keys.subject(s)))
                 .collect();
-            let count = acted.len() as u64;
-            // Recorded before commit: a crash between the two leaves a record of a
-            // batch that the next run will do (and record) again, never an
-            // unrecorded deletion.
-            if let Err(e) = ctx.audit.append(Event::Batch {
-                job: ctx.job.name.clone(),
-                rule: rule.name.clone(),
-                policy: ctx.job.policy.clone(),
-                target: report.target.clone(),
-                action: report.action.clone(),
+            let done = BatchDone {
                 batch: batch_no,
-                count,
-                children: children.clone(),
+                count: acted.len() as u64,
+                children,
                 keys_digest: ctx.keys.digest(&keys_list),
-                subjects: subjects.into_iter().collect(),
-                objects: resolved
-                    .as_ref()
-                    .map(|r| r.counts.clone())
-                    .unwrap_or_default(),
-            }) {
-                let _ = tx.rollback(db).await;
-                return Err(e);
-            }
-            // Objects go before the rows commit: if this fails, the rows stay and
-            // still name every object that is left.
-            if let Some(r) = &resolved
-                && let Err(e) = linked::erase(r).await
-            {
-                let _ = tx.rollback(db).await;
-                ctx.audit.append(Event::BatchRollback {
-                    job: ctx.job.name.clone(),
-                    rule: rule.name.clone(),
-                    batch: batch_no,
-                    reason: e.to_string(),
-                })?;
-                return Err(e);
-            }
-            if let Err(e) = tx.commit(db).await {
-                ctx.audit.append(Event::BatchRollback {
-                    job: ctx.job.name.clone(),
-                    rule: rule.name.clone(),
-                    batch: batch_no,
-                    reason: e.to_string(),
-                })?;
-                return Err(e);
-            }
+                subjects,
+                resolved: resolved.as_ref(),
+            };
+            commit_batch(ctx, db, tx, rule, report, bar, done, started).await?;
             conflicts = 0;
-            let ms = started.elapsed().as_millis() as u64;
-            report.longest_batch_ms = report.longest_batch_ms.max(ms);
-            report.batches = batch_no;
-            report.done += count;
-            if let Some(b) = bar.as_mut() {
-                b.advance(count);
-            }
-            for c in children {
-                add_count(&mut report.children, &c.target, &c.via, &c.action, c.count);
-            }
-            if let Some(r) = &resolved {
-                let counts: Vec<ObjectCount> = r
-                    .counts
-                    .iter()
-                    .map(|c| ObjectCount {
-                        held: 0,
-                        ..c.clone()
-                    })
-                    .collect();
-                linked::add_counts(&mut report.objects, &counts);
-            }
-            tracing::debug!(batch = batch_no, count, ms, "batch committed");
             cursor = Some(next);
             if rows.len() < sql.batch_size {
                 break;

@@ -10,6 +10,21 @@ use sha2::Sha256;
 
 type HmacSha256 = Hmac<Sha256>;
 
+/// `hex(SHA-256(k1 "\n" k2 … "\n" kn))`: the unkeyed inner part of a batch's
+/// keys digest, the same value PostgreSQL's `sha256(string_agg(k, E'\n'))`
+/// computes.
+pub fn keys_sha256(keys: &[String]) -> String {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            h.update(b"\n");
+        }
+        h.update(k.as_bytes());
+    }
+    hex::encode(h.finalize())
+}
+
 /// The demo's key: printed as such, never for production.
 pub const DEMO_KEY: &str = "lethe-demo-key-not-for-production";
 
@@ -63,14 +78,17 @@ impl Keys {
         hex::encode(mac(&self.pseudonym, value.as_bytes()))
     }
 
-    /// A keyed digest of a batch's keys (keys can themselves identify people).
+    /// A keyed digest of a batch's keys (keys can themselves identify people):
+    /// `HMAC(audit key, hex(SHA-256(k1 "\n" k2 … "\n" kn)))`.
     pub fn digest(&self, keys: &[String]) -> String {
-        let mut m = HmacSha256::new_from_slice(&self.audit).expect("any length");
-        for k in keys {
-            m.update(k.as_bytes());
-            m.update(b"\n");
-        }
-        hex::encode(m.finalize().into_bytes())
+        self.digest_of(&keys_sha256(keys))
+    }
+
+    /// The keyed digest from the keys' SHA-256 (hex) alone. A one-statement
+    /// batch on PostgreSQL has the server hash its keys, so thousands of
+    /// keys need not travel to Lethe only to be hashed.
+    pub fn digest_of(&self, keys_sha256_hex: &str) -> String {
+        hex::encode(mac(&self.audit, keys_sha256_hex.as_bytes()))
     }
 }
 

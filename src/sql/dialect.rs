@@ -63,6 +63,15 @@ pub trait Dialect: Send + Sync {
     /// Whether `DELETE … RETURNING` exists.
     fn delete_returning(&self) -> bool;
 
+    /// Whether a batched delete can hand back one summary row — count, SHA-256
+    /// of the keys, greatest order value, distinct subjects — instead of every
+    /// deleted row. Only PostgreSQL can wrap `DELETE … RETURNING` in a query
+    /// (a data-modifying CTE); decoding ten thousand rows per batch was a
+    /// large share of a batch's time.
+    fn summarizes_deletes(&self) -> bool {
+        false
+    }
+
     /// Statement that deletes the next batch and returns (key, subject) as text.
     /// `pred` is the full WHERE predicate; `order` the ORDER BY list.
     fn push_delete_batch(
@@ -83,6 +92,9 @@ pub struct DeleteTarget<'a> {
     /// The engine's physical row id may be used (PostgreSQL `ctid` on a plain
     /// table, SQLite `rowid` on a rowid table).
     pub physical_id: bool,
+    /// Summarize the deleted rows in one row (see `Dialect::summarizes_deletes`);
+    /// `returning_sql` then names its columns `k`, `s` and `o`.
+    pub summarize: bool,
 }
 
 /// Builds one statement: SQL text and bound values in order.

@@ -94,6 +94,10 @@ impl Dialect for Postgres {
         true
     }
 
+    fn summarizes_deletes(&self) -> bool {
+        true
+    }
+
     fn push_delete_batch(
         &self,
         b: &mut Builder<'_>,
@@ -102,6 +106,9 @@ impl Dialect for Postgres {
         limit: usize,
     ) {
         let id = if t.physical_id { "ctid" } else { t.key_sql };
+        if t.summarize {
+            b.push("WITH lethe_batch AS (");
+        }
         b.push(&format!(
             "DELETE FROM {tbl} WHERE {id} = ANY(ARRAY(SELECT {id} FROM {tbl} WHERE ",
             tbl = t.table_sql
@@ -111,5 +118,16 @@ impl Dialect for Postgres {
             " ORDER BY {} LIMIT {limit})) RETURNING {}",
             t.order_sql, t.returning_sql
         ));
+        if t.summarize {
+            // The keys joined by newlines, hashed by the server: the same
+            // value as `keys::keys_sha256` of the rows in RETURNING order.
+            b.push(
+                ") SELECT CAST(COUNT(*) AS TEXT), \
+                 encode(sha256(convert_to(string_agg(k, E'\\n'), 'UTF8')), 'hex'), \
+                 CAST(MAX(o) AS TEXT), \
+                 CAST(json_agg(DISTINCT s) FILTER (WHERE s IS NOT NULL) AS TEXT) \
+                 FROM lethe_batch",
+            );
+        }
     }
 }

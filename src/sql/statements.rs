@@ -6,9 +6,25 @@
 
 use super::dialect::{DeleteTarget, Dialect, Engine};
 use super::schema::{ColumnInfo, ColumnKind, TableInfo};
-use super::{Builder, Stmt, Val};
+use super::{Builder, Stmt, TextRow, Val};
 use crate::config::{Action, Child, ObjectLink, Rule, Strategy, TableRef, TimeFormat};
+use crate::keys::keys_sha256;
 use chrono::{DateTime, Utc};
+use std::collections::BTreeSet;
+
+/// What one one-statement batch deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Deleted {
+    pub count: u64,
+    /// `crate::keys::keys_sha256` of the deleted keys, the unkeyed inner part
+    /// of the audit record's `keys_digest`.
+    pub keys_sha256: String,
+    /// Distinct raw subject values, to be hashed before they go anywhere.
+    pub subjects: Vec<String>,
+    /// The greatest value of the order's leading column, where the engine
+    /// can report it (PostgreSQL): the next batch starts there.
+    pub bound: Option<String>,
+}
 
 /// A table with its quoted names.
 #[derive(Debug, Clone)]
@@ -553,7 +569,71 @@ impl RuleSql {
             Some(s) => d.to_text(&d.quote(&s.name)),
             None => "NULL".into(),
         };
-        format!("{key}, {subj}")
+        if d.summarizes_deletes() {
+            let bound = self.bound_column();
+            format!(
+                "{key} AS k, {} AS s, {} AS o",
+                if self.subject.is_some() {
+                    subj
+                } else {
+                    "CAST(NULL AS TEXT)".into()
+                },
+                d.quote(&bound.name)
+            )
+        } else {
+            format!("{key}, {subj}")
+        }
+    }
+
+    /// The leading column of a one-statement delete's order: the select
+    /// column, or the key. Its greatest deleted value bounds the next batch
+    /// from below, so the index walk starts where the last batch ended
+    /// instead of stepping over every entry the run has already deleted.
+    fn bound_column(&self) -> &ColumnInfo {
+        match &self.select {
+            Some(sel) => &sel.column,
+            None => &self.key,
+        }
+    }
+
+    /// What a one-statement batch deleted, from the rows `delete_batch`
+    /// returned: one summary row (PostgreSQL) or every deleted row.
+    pub fn parse_deleted(&self, d: &dyn Dialect, rows: Vec<TextRow>) -> Result<Deleted, String> {
+        if d.summarizes_deletes() {
+            let mut row = rows.into_iter().next().ok_or("no summary row")?;
+            row.resize(4, None);
+            let count: u64 = row[0]
+                .as_deref()
+                .unwrap_or("0")
+                .parse()
+                .map_err(|_| "unreadable batch count")?;
+            let subjects = match row[3].take() {
+                Some(json) => serde_json::from_str::<Vec<String>>(&json)
+                    .map_err(|_| "unreadable batch subjects")?,
+                None => vec![],
+            };
+            return Ok(Deleted {
+                count,
+                keys_sha256: row[1].take().unwrap_or_else(|| keys_sha256(&[])),
+                subjects,
+                bound: row[2].take(),
+            });
+        }
+        let mut keys = Vec::with_capacity(rows.len());
+        let mut subjects = BTreeSet::new();
+        for mut r in rows {
+            let subject = r.pop().flatten();
+            if let Some(k) = r.pop().flatten() {
+                keys.push(k);
+            }
+            subjects.extend(subject);
+        }
+        Ok(Deleted {
+            count: keys.len() as u64,
+            keys_sha256: keys_sha256(&keys),
+            subjects: subjects.into_iter().collect(),
+            bound: None,
+        })
     }
 
     /// The physical tables a one-statement delete walks, one after another:
@@ -581,7 +661,8 @@ impl RuleSql {
 
     /// Delete the next batch in one statement, returning (key, subject).
     /// `part` is one of [`RuleSql::delete_parts`].
-    pub fn delete_batch(&self, d: &dyn Dialect, part: Option<&str>) -> Stmt {
+    /// `bound`: the previous batch's greatest order value (`Deleted::bound`).
+    pub fn delete_batch(&self, d: &dyn Dialect, part: Option<&str>, bound: Option<&str>) -> Stmt {
         let mut b = Builder::new(d);
         let key_sql = self.table.col(d, &self.key.name);
         // This path keeps no cursor, so rows that tie on the select column
@@ -607,11 +688,20 @@ impl RuleSql {
             order_sql: &order,
             returning_sql: &returning,
             physical_id: physical,
+            summarize: d.summarizes_deletes(),
         };
+        let bound_col = self.bound_column();
+        let bound_sql = self.table.col(d, &bound_col.name);
         d.push_delete_batch(
             &mut b,
             &target,
-            &|b| self.push_eligible(d, b),
+            &|b| {
+                self.push_eligible(d, b);
+                if let Some(v) = bound {
+                    b.push(" AND ").push(&bound_sql).push(" >= ");
+                    d.push_typed(b, bound_col, v);
+                }
+            },
             self.batch_size,
         );
         b.finish()
@@ -1045,7 +1135,7 @@ mod tests {
     #[test]
     fn postgres_fast_delete_walks_the_select_index_without_a_tie_break() {
         let d = Postgres;
-        let sql = events_rule(&d, false).delete_batch(&d, None).sql;
+        let sql = events_rule(&d, false).delete_batch(&d, None, None).sql;
         assert!(
             sql.contains("WHERE ctid = ANY(ARRAY(SELECT ctid FROM \"events\""),
             "{sql}"
@@ -1059,7 +1149,7 @@ mod tests {
     #[test]
     fn postgres_fast_delete_uses_the_key_on_partitioned_tables() {
         let d = Postgres;
-        let sql = events_rule(&d, true).delete_batch(&d, None).sql;
+        let sql = events_rule(&d, true).delete_batch(&d, None, None).sql;
         assert!(!sql.contains("ctid"), "{sql}");
         assert!(
             sql.contains("WHERE \"events\".\"id\" = ANY(ARRAY(SELECT \"events\".\"id\" FROM"),
@@ -1070,13 +1160,15 @@ mod tests {
     #[test]
     fn mariadb_and_sqlite_fast_delete_keep_the_free_tie_break() {
         let my = MySql { mariadb: true };
-        let sql = events_rule(&my, false).delete_batch(&my, None).sql;
+        let sql = events_rule(&my, false).delete_batch(&my, None, None).sql;
         assert!(
             sql.contains("ORDER BY `events`.`created_at`, `events`.`id` LIMIT 10000 RETURNING"),
             "{sql}"
         );
         let lite = Sqlite;
-        let sql = events_rule(&lite, false).delete_batch(&lite, None).sql;
+        let sql = events_rule(&lite, false)
+            .delete_batch(&lite, None, None)
+            .sql;
         assert!(
             sql.contains("ORDER BY \"events\".\"created_at\", \"events\".\"id\" LIMIT 10000)"),
             "{sql}"
