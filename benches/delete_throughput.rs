@@ -165,15 +165,16 @@ impl Params {
             return Err("LETHE_BENCH_REPEAT must be between 1 and 20".into());
         }
         let mut methods = Vec::new();
-        for m in env_or("LETHE_BENCH_METHODS", "raw,loop,lethe").split(',') {
+        for m in env_or("LETHE_BENCH_METHODS", "raw,reference,loop,lethe").split(',') {
             methods.push(match m.trim() {
                 "raw" => "raw",
                 "loop" | "plain_loop" => "plain_loop",
                 "bare" => "bare",
+                "reference" | "ref" => "reference",
                 "lethe" => "lethe",
                 other => {
                     return Err(format!(
-                        "LETHE_BENCH_METHODS: unknown method `{other}` (raw, loop, lethe, bare)"
+                        "LETHE_BENCH_METHODS: unknown method `{other}` (raw, reference, loop, lethe, bare)"
                     )
                     .into());
                 }
@@ -805,6 +806,69 @@ async fn plain_loop(t: &Target, p: &Params) -> Res<Outcome> {
     })
 }
 
+/// The fastest batched statement the issue reports for each engine, with no
+/// RETURNING and nothing else per batch, in a loop of autocommitted batches:
+/// the best a batching tool could hope for on this machine, measured in the
+/// same run as Lethe.
+///
+/// - PostgreSQL: `DELETE … WHERE ctid = ANY(ARRAY(SELECT ctid … LIMIT n))`
+/// - MariaDB: `DELETE … WHERE … ORDER BY created_at, id LIMIT n`
+/// - SQLite: `DELETE … WHERE rowid IN (SELECT rowid … ORDER BY created_at LIMIT n)`
+async fn reference_loop(t: &Target, p: &Params) -> Res<Outcome> {
+    let n = p.loop_batch;
+    let (mut deleted, mut batches, mut longest) = (0u64, 0u64, Duration::ZERO);
+    let started = Instant::now();
+    loop {
+        let batch_started = Instant::now();
+        let got = match t.kind {
+            Kind::Postgres => sqlx::query(
+                "DELETE FROM events WHERE ctid = ANY(ARRAY(\
+                 SELECT ctid FROM events WHERE created_at < $1 LIMIT $2))",
+            )
+            .bind(p.cutoff)
+            .bind(n as i64)
+            .execute(t.pg())
+            .await?
+            .rows_affected(),
+            Kind::MariaDb => sqlx::query(
+                "DELETE FROM events WHERE created_at < ? ORDER BY created_at, id LIMIT ?",
+            )
+            .bind(p.cutoff)
+            .bind(n as i64)
+            .execute(t.my())
+            .await?
+            .rows_affected(),
+            Kind::Sqlite => sqlx::query(
+                "DELETE FROM events WHERE rowid IN (\
+                 SELECT rowid FROM events WHERE created_at < ? ORDER BY created_at LIMIT ?)",
+            )
+            .bind(p.cutoff_text())
+            .bind(n as i64)
+            .execute(t.lite())
+            .await?
+            .rows_affected(),
+        };
+        if got == 0 {
+            break;
+        }
+        batches += 1;
+        deleted += got;
+        longest = longest.max(batch_started.elapsed());
+        if got < n as u64 {
+            break;
+        }
+    }
+    Ok(Outcome {
+        method: "reference",
+        label: "reference batch".into(),
+        batch_size: Some(n),
+        deleted,
+        secs: started.elapsed().as_secs_f64(),
+        longest_ms: longest.as_secs_f64() * 1000.0,
+        batches,
+    })
+}
+
 /// A TOML basic string (JSON escaping is valid TOML for these paths).
 fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
@@ -1042,6 +1106,7 @@ async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
             "raw" => plan.push(("raw", 0)),
             "plain_loop" => plan.push(("plain_loop", p.loop_batch)),
             "bare" => plan.extend(p.lethe_batches.iter().map(|b| ("bare", *b))),
+            "reference" => plan.push(("reference", p.loop_batch)),
             _ => plan.extend(p.lethe_batches.iter().map(|b| ("lethe", *b))),
         }
     }
@@ -1070,6 +1135,7 @@ async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
                 "raw" => raw_delete(t, p).await?,
                 "plain_loop" => plain_loop(t, p).await?,
                 "bare" => bare_run(t, p, batch).await?,
+                "reference" => reference_loop(t, p).await?,
                 _ => lethe_run(t, p, batch).await?,
             };
             let (all, old) = t.counts(p).await?;
@@ -1148,8 +1214,20 @@ async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
             .filter(|o| o.method == "lethe")
             .max_by(|a, b| a.rate().total_cmp(&b.rate())),
     ) {
+        let reference = results
+            .iter()
+            .map(|(o, _, _)| o)
+            .find(|o| o.method == "reference")
+            .map(|r| {
+                format!(
+                    "; the reference batch reached {:.2} of raw, Lethe {:.2} of it",
+                    r.rate() / raw,
+                    best.rate() / r.rate()
+                )
+            })
+            .unwrap_or_default();
         println!(
-            "  best Lethe batch size here: {} ({:.2} of raw, longest batch {:.0} ms)",
+            "  best Lethe batch size here: {} ({:.2} of raw, longest batch {:.0} ms{reference})",
             group(best.batch_size.unwrap_or(0) as u64),
             best.rate() / raw,
             best.longest_ms
