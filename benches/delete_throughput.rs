@@ -998,10 +998,9 @@ async fn bare_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
     let mut bound: Option<String> = None;
     loop {
         let batch_started = Instant::now();
-        let stmt = sql.delete_batch(db.dialect(), None, bound.as_deref());
         let mut tx = db.begin().await?;
-        let rows = tx.fetch(&db, &stmt).await?;
-        let got = sql.parse_deleted(db.dialect(), rows)?;
+        let got =
+            lethe::engine::delete_next_batch(&mut tx, &db, &sql, None, bound.as_deref()).await?;
         let n = got.count as usize;
         if n == 0 {
             tx.rollback(&db).await?;

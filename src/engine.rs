@@ -944,6 +944,40 @@ fn conflict_backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + nanos % (base / 2 + 1))
 }
 
+/// Run one one-statement batch (`RuleSql::fast_delete`) inside `tx` and
+/// say what it deleted. `bound` is the previous batch's `Deleted::bound`.
+pub async fn delete_next_batch(
+    tx: &mut Tx,
+    db: &Db,
+    sql: &RuleSql,
+    part: Option<&str>,
+    bound: Option<&str>,
+) -> Result<Deleted, Error> {
+    let d = db.dialect();
+    let unreadable = |e: &str| Error::Database {
+        source_name: db.name.clone(),
+        message: e.to_string(),
+    };
+    let delete = sql.delete_batch(d, part, bound);
+    if let Some(summary) = sql.summarize_batch(d, part) {
+        let del = sql
+            .parse_deleted(d, tx.fetch(db, &summary).await?)
+            .map_err(|e| unreadable(&e))?;
+        if del.count > 0 {
+            let n = tx.execute(db, &delete).await?;
+            if n != del.count {
+                return Err(unreadable(&format!(
+                    "the batch deleted {n} rows but its summary counted {}; rolled back",
+                    del.count
+                )));
+            }
+        }
+        return Ok(del);
+    }
+    let rows = tx.fetch(db, &delete).await?;
+    sql.parse_deleted(d, rows).map_err(|e| unreadable(&e))
+}
+
 /// What the first half of a batch produced.
 enum Fetched {
     /// Rows selected (and locked, and acted on) by the general path.
@@ -1085,15 +1119,9 @@ async fn execute(
             let mut children = Vec::new();
             let outcome: Result<Fetched, Error> = async {
                 if fast {
-                    let stmt = sql.delete_batch(d, part.as_deref(), bound.as_deref());
-                    let rows = tx.fetch(db, &stmt).await?;
-                    return sql
-                        .parse_deleted(d, rows)
-                        .map(Fetched::Deleted)
-                        .map_err(|e| Error::Database {
-                            source_name: db.name.clone(),
-                            message: e.to_string(),
-                        });
+                    return delete_next_batch(&mut tx, db, sql, part.as_deref(), bound.as_deref())
+                        .await
+                        .map(Fetched::Deleted);
                 }
                 let rows = sql.parse_batch(
                     tx.fetch(db, &sql.select_batch(d, cursor.as_ref(), true))

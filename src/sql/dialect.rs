@@ -63,13 +63,9 @@ pub trait Dialect: Send + Sync {
     /// Whether `DELETE … RETURNING` exists.
     fn delete_returning(&self) -> bool;
 
-    /// Whether a batched delete can hand back one summary row — count, SHA-256
-    /// of the keys, greatest order value, distinct subjects — instead of every
-    /// deleted row. Only PostgreSQL can wrap `DELETE … RETURNING` in a query
-    /// (a data-modifying CTE); decoding ten thousand rows per batch was a
-    /// large share of a batch's time.
-    fn summarizes_deletes(&self) -> bool {
-        false
+    /// How a one-statement batch tells what it deleted.
+    fn delete_summary(&self) -> DeleteSummary {
+        DeleteSummary::Rows
     }
 
     /// Statement that deletes the next batch and returns (key, subject) as text.
@@ -83,6 +79,25 @@ pub trait Dialect: Send + Sync {
     );
 }
 
+/// How a one-statement batch tells Lethe what it deleted. Decoding ten
+/// thousand `RETURNING` rows per batch through sqlx cost more than the delete
+/// itself; where the engine allows, one summary row — count, the keys (hashed
+/// or joined), the greatest order value, the distinct subjects — replaces them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeleteSummary {
+    /// `RETURNING` every deleted row's key and subject (MariaDB, which
+    /// cannot use `DELETE … RETURNING` as a subquery).
+    Rows,
+    /// PostgreSQL: the `DELETE … RETURNING` runs in a data-modifying CTE
+    /// whose query returns the summary, the keys' SHA-256 computed there.
+    InStatement,
+    /// SQLite: a `SELECT` summarizes the batch, then the `DELETE` (without
+    /// `RETURNING`) removes the same rows — the same totally ordered `LIMIT`
+    /// under the write lock `BEGIN IMMEDIATE` took, so nothing can change in
+    /// between; the engine still checks the deleted count against it.
+    SelectFirst,
+}
+
 /// What a fast batched delete needs to know of its table.
 pub struct DeleteTarget<'a> {
     pub table_sql: &'a str,
@@ -92,7 +107,7 @@ pub struct DeleteTarget<'a> {
     /// The engine's physical row id may be used (PostgreSQL `ctid` on a plain
     /// table, SQLite `rowid` on a rowid table).
     pub physical_id: bool,
-    /// Summarize the deleted rows in one row (see `Dialect::summarizes_deletes`);
+    /// Summarize the deleted rows in one row (`DeleteSummary::InStatement`);
     /// `returning_sql` then names its columns `k`, `s` and `o`.
     pub summarize: bool,
 }

@@ -6,7 +6,7 @@
 //! within one physical table, so partitioned or inherited tables use the key.
 
 use super::Val;
-use super::dialect::{Builder, DeleteTarget, Dialect, Engine, sql_literal};
+use super::dialect::{Builder, DeleteSummary, DeleteTarget, Dialect, Engine, sql_literal};
 use super::schema::{ColumnInfo, ColumnKind};
 use crate::config::Strategy;
 
@@ -94,8 +94,8 @@ impl Dialect for Postgres {
         true
     }
 
-    fn summarizes_deletes(&self) -> bool {
-        true
+    fn delete_summary(&self) -> DeleteSummary {
+        DeleteSummary::InStatement
     }
 
     fn push_delete_batch(

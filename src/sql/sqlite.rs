@@ -6,7 +6,8 @@
 
 use super::Val;
 use super::dialect::{
-    Builder, DeleteTarget, Dialect, Engine, push_placeholder_list, sql_literal, typed_value,
+    Builder, DeleteSummary, DeleteTarget, Dialect, Engine, push_placeholder_list, sql_literal,
+    typed_value,
 };
 use super::schema::{ColumnInfo, ColumnKind};
 use crate::config::Strategy;
@@ -81,6 +82,10 @@ impl Dialect for Sqlite {
         true
     }
 
+    fn delete_summary(&self) -> DeleteSummary {
+        DeleteSummary::SelectFirst
+    }
+
     fn push_delete_batch(
         &self,
         b: &mut Builder<'_>,
@@ -94,9 +99,9 @@ impl Dialect for Sqlite {
             tbl = t.table_sql
         ));
         pred(b);
-        b.push(&format!(
-            " ORDER BY {} LIMIT {limit}) RETURNING {}",
-            t.order_sql, t.returning_sql
-        ));
+        b.push(&format!(" ORDER BY {} LIMIT {limit})", t.order_sql));
+        if !t.returning_sql.is_empty() {
+            b.push(" RETURNING ").push(t.returning_sql);
+        }
     }
 }

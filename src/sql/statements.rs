@@ -4,7 +4,7 @@
 //! A [`RuleSql`] is made once per run by [`RuleSql::prepare`], which is also
 //! where `check` learns about every mismatch between a job and the schema.
 
-use super::dialect::{DeleteTarget, Dialect, Engine};
+use super::dialect::{DeleteSummary, DeleteTarget, Dialect, Engine};
 use super::schema::{ColumnInfo, ColumnKind, TableInfo};
 use super::{Builder, Stmt, TextRow, Val};
 use crate::config::{Action, Child, ObjectLink, Rule, Strategy, TableRef, TimeFormat};
@@ -569,20 +569,47 @@ impl RuleSql {
             Some(s) => d.to_text(&d.quote(&s.name)),
             None => "NULL".into(),
         };
-        if d.summarizes_deletes() {
-            let bound = self.bound_column();
-            format!(
+        match d.delete_summary() {
+            DeleteSummary::InStatement => format!(
                 "{key} AS k, {} AS s, {} AS o",
                 if self.subject.is_some() {
                     subj
                 } else {
                     "CAST(NULL AS TEXT)".into()
                 },
-                d.quote(&bound.name)
-            )
-        } else {
-            format!("{key}, {subj}")
+                d.quote(&self.bound_column().name)
+            ),
+            DeleteSummary::SelectFirst => String::new(),
+            DeleteSummary::Rows => format!("{key}, {subj}"),
         }
+    }
+
+    /// `DeleteSummary::SelectFirst`: the statement that summarizes the rows
+    /// the next `delete_batch` will remove (count, keys joined by newlines,
+    /// no bound, distinct subjects as a JSON array).
+    pub fn summarize_batch(&self, d: &dyn Dialect, part: Option<&str>) -> Option<Stmt> {
+        if d.delete_summary() != DeleteSummary::SelectFirst {
+            return None;
+        }
+        let mut b = Builder::new(d);
+        let key = d.to_text(&self.table.col(d, &self.key.name));
+        let subj = match &self.subject {
+            Some(s) => d.to_text(&self.table.col(d, &s.name)),
+            None => "NULL".into(),
+        };
+        b.push(
+            "SELECT CAST(COUNT(*) AS TEXT), group_concat(k, char(10)), NULL, \
+             json_group_array(DISTINCT s) FILTER (WHERE s IS NOT NULL) FROM (SELECT ",
+        );
+        b.push(&key).push(" AS k, ").push(&subj).push(" AS s FROM ");
+        b.push(part.unwrap_or(&self.table.from)).push(" WHERE ");
+        self.push_eligible(d, &mut b);
+        b.push(&format!(
+            " ORDER BY {} LIMIT {})",
+            self.order_sql(d),
+            self.batch_size
+        ));
+        Some(b.finish())
     }
 
     /// The leading column of a one-statement delete's order: the select
@@ -596,10 +623,12 @@ impl RuleSql {
         }
     }
 
-    /// What a one-statement batch deleted, from the rows `delete_batch`
-    /// returned: one summary row (PostgreSQL) or every deleted row.
+    /// What a one-statement batch deleted, from the rows `delete_batch` (or,
+    /// on SQLite, `summarize_batch`) returned: one summary row or every
+    /// deleted row.
     pub fn parse_deleted(&self, d: &dyn Dialect, rows: Vec<TextRow>) -> Result<Deleted, String> {
-        if d.summarizes_deletes() {
+        let summary = d.delete_summary();
+        if summary != DeleteSummary::Rows {
             let mut row = rows.into_iter().next().ok_or("no summary row")?;
             row.resize(4, None);
             let count: u64 = row[0]
@@ -612,9 +641,15 @@ impl RuleSql {
                     .map_err(|_| "unreadable batch subjects")?,
                 None => vec![],
             };
+            let keys = row[1].take();
             return Ok(Deleted {
                 count,
-                keys_sha256: row[1].take().unwrap_or_else(|| keys_sha256(&[])),
+                keys_sha256: match (summary, keys) {
+                    (DeleteSummary::InStatement, Some(sha)) => sha,
+                    // Keys joined by newlines: hashing the whole is hashing the list.
+                    (_, Some(joined)) => keys_sha256(&[joined]),
+                    (_, None) => keys_sha256(&[]),
+                },
                 subjects,
                 bound: row[2].take(),
             });
@@ -688,7 +723,7 @@ impl RuleSql {
             order_sql: &order,
             returning_sql: &returning,
             physical_id: physical,
-            summarize: d.summarizes_deletes(),
+            summarize: d.delete_summary() == DeleteSummary::InStatement,
         };
         let bound_col = self.bound_column();
         let bound_sql = self.table.col(d, &bound_col.name);
