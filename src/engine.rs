@@ -715,11 +715,17 @@ async fn count_and_guard(
     report: &mut RuleReport,
 ) -> Result<bool, Error> {
     let d = db.dialect();
-    report.total = db.count(&sql.count_total(d)).await?;
-    report.matched = db.count(&sql.count_eligible(d)).await?;
-    if sql.hold.is_some() {
-        report.held = db.count(&sql.count_held(d)).await?;
-    }
+    // Independent reads, on connections of their own: the table-wide COUNT
+    // is the slowest and need not wait for the others.
+    let held = async {
+        match sql.hold.is_some() {
+            true => db.count(&sql.count_held(d)).await,
+            false => Ok(0),
+        }
+    };
+    let (total, eligible) = (sql.count_total(d), sql.count_eligible(d));
+    (report.total, report.matched, report.held) =
+        tokio::try_join!(db.count(&total), db.count(&eligible), held)?;
     if ctx.opts.mode != Mode::Execute {
         report.children = count_children(db, sql).await?;
         if sql.subject.is_some() {
