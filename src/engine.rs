@@ -96,7 +96,10 @@ pub struct RuleReport {
     /// Rows eligible when the rule started (not held).
     pub matched: u64,
     pub held: u64,
-    pub total: u64,
+    /// Rows (objects) in the whole table (store). Counted for plans and when
+    /// a `max_fraction` guard needs it; `None` on an executed run without
+    /// one, where a `COUNT(*)` over a large table on every run buys nothing.
+    pub total: Option<u64>,
     /// Rows acted on (deleted or anonymized) in the parent table.
     pub done: u64,
     pub children: Vec<ChildCount>,
@@ -591,7 +594,7 @@ fn blank_report(job: &Job, rule: &str, target: String, action: &str) -> RuleRepo
         status: RuleStatus::Done,
         matched: 0,
         held: 0,
-        total: 0,
+        total: None,
         done: 0,
         children: vec![],
         batches: 0,
@@ -665,7 +668,7 @@ async fn run_rule_traced(
             action: report.action.clone(),
             matched: report.matched,
             held: report.held,
-            total: report.total,
+            total: report.total.unwrap_or_default(),
             children: report.children.clone(),
             objects: report.objects.clone(),
         })?;
@@ -723,9 +726,16 @@ async fn count_and_guard(
             false => Ok(0),
         }
     };
-    let (total, eligible) = (sql.count_total(d), sql.count_eligible(d));
+    let need_total = ctx.opts.mode != Mode::Execute || rule.max_fraction.is_some();
+    let total = async {
+        match need_total {
+            true => db.count(&sql.count_total(d)).await.map(Some),
+            false => Ok(None),
+        }
+    };
+    let eligible = sql.count_eligible(d);
     (report.total, report.matched, report.held) =
-        tokio::try_join!(db.count(&total), db.count(&eligible), held)?;
+        tokio::try_join!(total, db.count(&eligible), held)?;
     if ctx.opts.mode != Mode::Execute {
         report.children = count_children(db, sql).await?;
         if sql.subject.is_some() {
@@ -767,18 +777,22 @@ async fn count_and_guard(
         rule.max_rows,
         rule.max_fraction,
         report.matched,
-        report.total,
+        report.total.unwrap_or_default(),
         "rows",
     );
     if let Some(reason) = reason {
         tracing::warn!(%reason, "guard stopped the rule before it touched anything");
+        if report.total.is_none() {
+            // A `max_rows` trip: the record states the table's size too.
+            report.total = Some(db.count(&sql.count_total(d)).await?);
+        }
         ctx.audit.append(Event::Guard {
             job: ctx.job.name.clone(),
             rule: rule.name.clone(),
             policy: ctx.job.policy.clone(),
             target: report.target.clone(),
             matched: report.matched,
-            total: report.total,
+            total: report.total.unwrap_or_default(),
             reason: reason.clone(),
         })?;
         report.status = RuleStatus::Guard;

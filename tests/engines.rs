@@ -51,8 +51,24 @@ action = "delete"
 batch_size = 97
 "#;
     let ws = Workspace::new(&db.url, &[("logs.toml", job)]);
-    let out = ws.lethe(&["run", "--as-of", AS_OF]);
+    let total = old + young;
+    let rule_json = |out: &common::Output| -> serde_json::Value {
+        out.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["type"] == "rule")
+            .unwrap_or_else(|| panic!("no rule line: {}", out.all()))
+    };
+    let plan = ws.lethe(&["plan", "--as-of", AS_OF, "--output", "json"]);
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert_eq!(rule_json(&plan)["total"], total, "a plan counts the table");
+    let out = ws.lethe(&["run", "--as-of", AS_OF, "--output", "json"]);
     assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        rule_json(&out)["total"].is_null(),
+        "with no max_fraction an executed run does not count the whole table"
+    );
+    assert_eq!(rule_json(&out)["done"], old);
     assert_eq!(
         db.count(&format!(
             "SELECT COUNT(*) FROM events WHERE created_at < {cut}"

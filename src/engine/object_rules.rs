@@ -85,7 +85,7 @@ pub(super) async fn run_object_rule(
     );
     let tally = Tally::of(&sel.selected);
     let held = Tally::of(sel.held.iter().map(|(o, _)| o));
-    report.total = sel.total;
+    report.total = Some(sel.total);
     report.matched = tally.objects;
     report.held = held.objects;
     if held.objects > 0 {
@@ -107,7 +107,7 @@ pub(super) async fn run_object_rule(
         rule.max_rows,
         rule.max_fraction,
         report.matched,
-        report.total,
+        sel.total,
         "objects",
     ) {
         tracing::warn!(%reason, "guard stopped the rule before it touched anything");
@@ -117,7 +117,7 @@ pub(super) async fn run_object_rule(
             policy: ctx.job.policy.clone(),
             target: target.clone(),
             matched: report.matched,
-            total: report.total,
+            total: sel.total,
             reason: reason.clone(),
         })?;
         report.status = RuleStatus::Guard;
@@ -140,7 +140,7 @@ pub(super) async fn run_object_rule(
             action: report.action.clone(),
             matched: report.matched,
             held: report.held,
-            total: report.total,
+            total: sel.total,
             children: vec![],
             objects: report.objects.clone(),
         })?;
