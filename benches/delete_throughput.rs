@@ -701,6 +701,44 @@ async fn raw_delete(t: &Target, p: &Params) -> Res<Outcome> {
     })
 }
 
+/// What a loop of batches did.
+struct Driven {
+    deleted: u64,
+    batches: u64,
+    secs: f64,
+    longest_ms: f64,
+}
+
+/// Run `batch` (which returns the rows it deleted) until a batch comes back
+/// short of `n`, timing the whole loop and its longest batch.
+async fn drive<F, Fut>(n: usize, mut batch: F) -> Res<Driven>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Res<u64>>,
+{
+    let (mut deleted, mut batches, mut longest) = (0u64, 0u64, Duration::ZERO);
+    let started = Instant::now();
+    loop {
+        let batch_started = Instant::now();
+        let got = batch().await?;
+        if got == 0 {
+            break;
+        }
+        batches += 1;
+        deleted += got;
+        longest = longest.max(batch_started.elapsed());
+        if got < n as u64 {
+            break;
+        }
+    }
+    Ok(Driven {
+        deleted,
+        batches,
+        secs: started.elapsed().as_secs_f64(),
+        longest_ms: longest.as_secs_f64() * 1000.0,
+    })
+}
+
 /// `DELETE FROM events WHERE id IN (?, ?, …)` for MariaDB and SQLite.
 fn in_list(n: usize) -> String {
     let mut s = String::with_capacity(40 + 3 * n);
@@ -716,11 +754,8 @@ fn in_list(n: usize) -> String {
 /// them by id, one transaction per batch, until nothing is left.
 async fn plain_loop(t: &Target, p: &Params) -> Res<Outcome> {
     let n = p.loop_batch;
-    let (mut deleted, mut batches, mut longest) = (0u64, 0u64, Duration::ZERO);
-    let started = Instant::now();
-    loop {
-        let batch_started = Instant::now();
-        let got = match t.kind {
+    let run = drive(n, || async {
+        Ok(match t.kind {
             Kind::Postgres => {
                 let mut tx = t.pg().begin().await?;
                 let ids: Vec<i32> = sqlx::query_scalar(
@@ -784,25 +819,17 @@ async fn plain_loop(t: &Target, p: &Params) -> Res<Outcome> {
                 tx.commit().await?;
                 d
             }
-        };
-        if got == 0 {
-            break;
-        }
-        batches += 1;
-        deleted += got;
-        longest = longest.max(batch_started.elapsed());
-        if got < n as u64 {
-            break;
-        }
-    }
+        })
+    })
+    .await?;
     Ok(Outcome {
         method: "plain_loop",
         label: "plain loop (ids by PK)".into(),
         batch_size: Some(n),
-        deleted,
-        secs: started.elapsed().as_secs_f64(),
-        longest_ms: longest.as_secs_f64() * 1000.0,
-        batches,
+        deleted: run.deleted,
+        secs: run.secs,
+        longest_ms: run.longest_ms,
+        batches: run.batches,
     })
 }
 
@@ -816,11 +843,8 @@ async fn plain_loop(t: &Target, p: &Params) -> Res<Outcome> {
 /// - SQLite: `DELETE … WHERE rowid IN (SELECT rowid … ORDER BY created_at LIMIT n)`
 async fn reference_loop(t: &Target, p: &Params) -> Res<Outcome> {
     let n = p.loop_batch;
-    let (mut deleted, mut batches, mut longest) = (0u64, 0u64, Duration::ZERO);
-    let started = Instant::now();
-    loop {
-        let batch_started = Instant::now();
-        let got = match t.kind {
+    let run = drive(n, || async {
+        Ok(match t.kind {
             Kind::Postgres => sqlx::query(
                 "DELETE FROM events WHERE ctid = ANY(ARRAY(\
                  SELECT ctid FROM events WHERE created_at < $1 LIMIT $2))",
@@ -847,25 +871,17 @@ async fn reference_loop(t: &Target, p: &Params) -> Res<Outcome> {
             .execute(t.lite())
             .await?
             .rows_affected(),
-        };
-        if got == 0 {
-            break;
-        }
-        batches += 1;
-        deleted += got;
-        longest = longest.max(batch_started.elapsed());
-        if got < n as u64 {
-            break;
-        }
-    }
+        })
+    })
+    .await?;
     Ok(Outcome {
         method: "reference",
         label: "reference batch".into(),
         batch_size: Some(n),
-        deleted,
-        secs: started.elapsed().as_secs_f64(),
-        longest_ms: longest.as_secs_f64() * 1000.0,
-        batches,
+        deleted: run.deleted,
+        secs: run.secs,
+        longest_ms: run.longest_ms,
+        batches: run.batches,
     })
 }
 

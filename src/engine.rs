@@ -1057,19 +1057,18 @@ async fn commit_batch(
         let _ = tx.rollback(db).await;
         return Err(e);
     }
-    if let Some(r) = resolved
-        && let Err(e) = linked::erase(r).await
-    {
-        let _ = tx.rollback(db).await;
-        ctx.audit.append(Event::BatchRollback {
-            job: ctx.job.name.clone(),
-            rule: rule.name.clone(),
-            batch,
-            reason: e.to_string(),
-        })?;
-        return Err(e);
-    }
-    if let Err(e) = tx.commit(db).await {
+    let erased = match resolved {
+        Some(r) => linked::erase(r).await.map(drop),
+        None => Ok(()),
+    };
+    let committed = match erased {
+        Ok(()) => tx.commit(db).await,
+        Err(e) => {
+            let _ = tx.rollback(db).await;
+            Err(e)
+        }
+    };
+    if let Err(e) = committed {
         ctx.audit.append(Event::BatchRollback {
             job: ctx.job.name.clone(),
             rule: rule.name.clone(),
@@ -1089,15 +1088,7 @@ async fn commit_batch(
         add_count(&mut report.children, &c.target, &c.via, &c.action, c.count);
     }
     if let Some(r) = resolved {
-        let counts: Vec<ObjectCount> = r
-            .counts
-            .iter()
-            .map(|c| ObjectCount {
-                held: 0,
-                ..c.clone()
-            })
-            .collect();
-        linked::add_counts(&mut report.objects, &counts);
+        linked::add_erased(&mut report.objects, &r.counts);
     }
     tracing::debug!(batch, count, ms, "batch committed");
     Ok(())

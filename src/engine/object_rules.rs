@@ -311,15 +311,7 @@ pub(super) async fn plan_linked(
             audit_linked_hold(ctx, rule, report, &rows, &r)?;
             report.matched = report.matched.saturating_sub(r.held_rows.len() as u64);
         }
-        let counts: Vec<ObjectCount> = r
-            .counts
-            .iter()
-            .map(|c| ObjectCount {
-                held: 0,
-                ..c.clone()
-            })
-            .collect();
-        linked::add_counts(&mut report.objects, &counts);
+        linked::add_erased(&mut report.objects, &r.counts);
         if rows.len() < sql.batch_size {
             break;
         }

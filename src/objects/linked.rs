@@ -303,6 +303,19 @@ pub async fn erase(resolved: &Resolved) -> Result<Tally, Error> {
     Ok(t)
 }
 
+/// Add what a batch erased into a running total: its counts without the
+/// held ones, which the batch kept and recorded apart.
+pub fn add_erased(into: &mut Vec<ObjectCount>, from: &[ObjectCount]) {
+    let erased: Vec<ObjectCount> = from
+        .iter()
+        .map(|c| ObjectCount {
+            held: 0,
+            ..c.clone()
+        })
+        .collect();
+    add_counts(into, &erased);
+}
+
 /// Add one batch's counts into a running total (same links, same order).
 pub fn add_counts(into: &mut Vec<ObjectCount>, from: &[ObjectCount]) {
     for c in from {
