@@ -956,7 +956,7 @@ const MAX_CONFLICT_RETRIES: u32 = 8;
 /// Exponential backoff with jitter, so that two shards that collided do not
 /// collide again in step: 50 ms, 100 ms, … capped at 3.2 s, plus up to half.
 fn conflict_backoff(attempt: u32) -> Duration {
-    let base = 50u64 << attempt.min(6);
+    let base = 50u64 << attempt.saturating_sub(1).min(6);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos() as u64)
