@@ -196,7 +196,88 @@ pub enum Event {
     },
 }
 
+/// The rule a record is about: job and rule, with the policy section and
+/// target when the record names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scope<'a> {
+    pub job: &'a str,
+    pub rule: &'a str,
+    pub policy: Option<&'a str>,
+    pub target: Option<&'a str>,
+}
+
 impl Event {
+    /// The rule this record is about, if it is about one (a failure outside
+    /// any rule is filed under rule `-`).
+    pub fn scope(&self) -> Option<Scope<'_>> {
+        let (job, rule, policy, target) = match self {
+            Event::Batch {
+                job,
+                rule,
+                policy,
+                target,
+                ..
+            }
+            | Event::ObjectBatch {
+                job,
+                rule,
+                policy,
+                target,
+                ..
+            }
+            | Event::ObjectHold {
+                job,
+                rule,
+                policy,
+                target,
+                ..
+            }
+            | Event::Hold {
+                job,
+                rule,
+                policy,
+                target,
+                ..
+            }
+            | Event::Guard {
+                job,
+                rule,
+                policy,
+                target,
+                ..
+            }
+            | Event::Plan {
+                job,
+                rule,
+                policy,
+                target,
+                ..
+            } => (job, rule.as_str(), Some(policy), Some(target.as_str())),
+            Event::Failure {
+                job,
+                rule,
+                policy,
+                target,
+                ..
+            } => (
+                job,
+                rule.as_deref().unwrap_or("-"),
+                Some(policy),
+                target.as_deref(),
+            ),
+            Event::BatchRollback { job, rule, .. } | Event::ObjectErrors { job, rule, .. } => {
+                (job, rule.as_str(), None, None)
+            }
+            Event::RunStart { .. } | Event::Locked { .. } | Event::RunEnd { .. } => return None,
+        };
+        Some(Scope {
+            job,
+            rule,
+            policy: policy.map(String::as_str),
+            target,
+        })
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Event::RunStart { .. } => "run_start",

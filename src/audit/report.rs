@@ -130,26 +130,40 @@ impl Report {
         };
         for e in &log.entries {
             let ts = &e.record.ts;
-            match &e.record.event {
-                Event::RunStart {
-                    command,
-                    dry_run,
-                    jobs,
-                    ..
-                } => {
-                    run.mode = match (command.as_str(), dry_run) {
-                        ("plan", _) => "plan",
-                        (_, true) => "dry run",
-                        _ => "run",
+            let event = &e.record.event;
+            let Some(scope) = event.scope() else {
+                match event {
+                    Event::RunStart {
+                        command,
+                        dry_run,
+                        jobs,
+                        ..
+                    } => {
+                        run.mode = match (command.as_str(), dry_run) {
+                            ("plan", _) => "plan",
+                            (_, true) => "dry run",
+                            _ => "run",
+                        }
+                        .into();
+                        run.jobs = jobs.clone();
                     }
-                    .into();
-                    run.jobs = jobs.clone();
+                    Event::RunEnd { status, .. } => run.status = status.clone(),
+                    _ => {}
                 }
+                continue;
+            };
+            if let Some(policy) = scope.policy {
+                policy_of(scope.job, policy);
+            }
+            let r = rule_entry(&mut self.rules, scope.job, scope.rule);
+            if let Some(policy) = scope.policy {
+                r.policy = policy.to_string();
+            }
+            if let Some(target) = scope.target {
+                r.target = target.to_string();
+            }
+            match event {
                 Event::Batch {
-                    job,
-                    rule,
-                    policy,
-                    target,
                     action,
                     batch,
                     count,
@@ -157,13 +171,9 @@ impl Report {
                     subjects,
                     ..
                 } => {
-                    policy_of(job, policy);
-                    let r = rule_entry(&mut self.rules, job, rule);
-                    r.policy = policy.clone();
-                    r.target = target.clone();
                     r.action = action.clone();
                     r.last_ts = ts.clone();
-                    if rolled_back.contains(&(job.as_str(), rule.as_str(), *batch)) {
+                    if rolled_back.contains(&(scope.job, scope.rule, *batch)) {
                         continue;
                     }
                     r.batches += 1;
@@ -183,114 +193,43 @@ impl Report {
                         .extend(subjects.iter().map(|s| subject_key(s)));
                     r.subjects = r.subject_set.len() as u64;
                 }
-                Event::BatchRollback { job, rule, .. } => {
-                    rule_entry(&mut self.rules, job, rule).failures += 1;
+                Event::BatchRollback { .. } => {
+                    r.failures += 1;
                     run.failures += 1;
                 }
                 // Object rules: objects erased count as erased, locked ones as held.
-                Event::ObjectBatch {
-                    job,
-                    rule,
-                    policy,
-                    target,
-                    objects,
-                    ..
-                } => {
-                    policy_of(job, policy);
-                    let r = rule_entry(&mut self.rules, job, rule);
-                    r.policy = policy.clone();
-                    r.target = target.clone();
+                Event::ObjectBatch { objects, .. } => {
                     r.action = "erase".into();
                     r.last_ts = ts.clone();
                     r.batches += 1;
                     r.erased += objects.objects;
                     run.deleted += objects.objects;
                 }
-                Event::ObjectHold {
-                    job,
-                    rule,
-                    policy,
-                    target,
-                    objects,
-                    ..
-                } => {
-                    policy_of(job, policy);
-                    let r = rule_entry(&mut self.rules, job, rule);
-                    r.policy = policy.clone();
-                    r.target = target.clone();
+                Event::ObjectHold { objects, .. } => {
                     r.held += objects.objects;
                     run.held += objects.objects;
                 }
-                Event::ObjectErrors {
-                    job, rule, failed, ..
-                } => {
+                Event::ObjectErrors { failed, .. } => {
                     let n: u64 = failed.values().sum();
-                    rule_entry(&mut self.rules, job, rule).failures += n;
+                    r.failures += n;
                     run.failures += n;
                 }
-                Event::Hold {
-                    job,
-                    rule,
-                    policy,
-                    target,
-                    count,
-                    ..
-                } => {
-                    policy_of(job, policy);
-                    let r = rule_entry(&mut self.rules, job, rule);
-                    r.policy = policy.clone();
-                    r.target = target.clone();
+                Event::Hold { count, .. } => {
                     r.held = *count;
                     run.held += count;
                 }
-                Event::Guard {
-                    job,
-                    rule,
-                    policy,
-                    target,
-                    ..
-                } => {
-                    policy_of(job, policy);
-                    let r = rule_entry(&mut self.rules, job, rule);
-                    r.policy = policy.clone();
-                    r.target = target.clone();
+                Event::Guard { .. } => {
                     r.guard_trips += 1;
                     r.last_ts = ts.clone();
                     run.guard_trips += 1;
                 }
-                Event::Failure {
-                    job,
-                    rule,
-                    policy,
-                    target,
-                    ..
-                } => {
-                    policy_of(job, policy);
-                    let r = rule_entry(&mut self.rules, job, rule.as_deref().unwrap_or("-"));
-                    r.policy = policy.clone();
-                    if let Some(t) = target {
-                        r.target = t.clone();
-                    }
+                Event::Failure { .. } => {
                     r.failures += 1;
                     r.last_ts = ts.clone();
                     run.failures += 1;
                 }
-                Event::Plan {
-                    job,
-                    rule,
-                    policy,
-                    target,
-                    action,
-                    ..
-                } => {
-                    policy_of(job, policy);
-                    let r = rule_entry(&mut self.rules, job, rule);
-                    r.policy = policy.clone();
-                    r.target = target.clone();
-                    r.action = action.clone();
-                }
-                Event::Locked { .. } => {}
-                Event::RunEnd { status, .. } => run.status = status.clone(),
+                Event::Plan { action, .. } => r.action = action.clone(),
+                Event::RunStart { .. } | Event::Locked { .. } | Event::RunEnd { .. } => {}
             }
         }
         self.runs.push(run);

@@ -129,12 +129,12 @@ pub fn search_log(
     let mut hits = Vec::new();
     for e in &log.entries {
         let r = &e.record;
-        let (job, rule, policy, target, action, subjects, batch, count, children) = match &r.event {
+        let Some(scope) = r.event.scope() else {
+            continue;
+        };
+        let (job, rule) = (scope.job, scope.rule);
+        let (action, subjects, batch, count, children) = match &r.event {
             Event::Batch {
-                job,
-                rule,
-                policy,
-                target,
                 action,
                 batch,
                 count,
@@ -142,10 +142,6 @@ pub fn search_log(
                 subjects,
                 ..
             } => (
-                job,
-                rule,
-                policy,
-                target,
                 action.as_str(),
                 subjects,
                 Some(*batch),
@@ -160,49 +156,18 @@ pub fn search_log(
                     .collect(),
             ),
             Event::Hold {
-                job,
-                rule,
-                policy,
-                target,
                 count,
                 subjects,
                 subjects_truncated,
+                ..
             } => {
                 if *subjects_truncated {
                     stats.truncated_holds += 1;
                 }
-                (
-                    job,
-                    rule,
-                    policy,
-                    target,
-                    "hold",
-                    subjects,
-                    None,
-                    *count,
-                    vec![],
-                )
+                ("hold", subjects, None, *count, vec![])
             }
             // Rows kept because an object they name is under Object Lock.
-            Event::ObjectHold {
-                job,
-                rule,
-                policy,
-                target,
-                rows,
-                subjects,
-                ..
-            } => (
-                job,
-                rule,
-                policy,
-                target,
-                "hold",
-                subjects,
-                None,
-                *rows,
-                vec![],
-            ),
+            Event::ObjectHold { rows, subjects, .. } => ("hold", subjects, None, *rows, vec![]),
             _ => continue,
         };
         if subjects.is_empty() || !filters.matches(&r.run, &r.ts, job, rule, action) {
@@ -220,7 +185,7 @@ pub fn search_log(
         }
         let outcome = match (action, batch) {
             ("hold", _) => "held",
-            (_, Some(b)) if rolled_back.contains(&(job.as_str(), rule.as_str(), b)) => "failed",
+            (_, Some(b)) if rolled_back.contains(&(job, rule, b)) => "failed",
             (_, Some(_)) if !log.report.sealed && Some(e.line) == last_line => "unconfirmed",
             ("delete", _) => "erased",
             _ => "anonymized",
@@ -228,11 +193,11 @@ pub fn search_log(
         hits.push(Hit {
             run: r.run.clone(),
             ts: r.ts.clone(),
-            job: job.clone(),
-            rule: rule.clone(),
-            policy: policy.clone(),
+            job: job.to_string(),
+            rule: rule.to_string(),
+            policy: scope.policy.unwrap_or_default().to_string(),
             action: action.to_string(),
-            target: target.clone(),
+            target: scope.target.unwrap_or_default().to_string(),
             outcome: outcome.into(),
             batch,
             count,
