@@ -104,6 +104,9 @@ struct Params {
     repeat: usize,
     loop_batch: usize,
     lethe_batches: Vec<usize>,
+    /// Lethe `concurrency` values above 1 to measure, at the largest batch
+    /// size, on the engines that use them (not SQLite: one writer).
+    lethe_workers: Vec<usize>,
     engines: Vec<Kind>,
     methods: Vec<&'static str>,
     pg_url: String,
@@ -149,6 +152,18 @@ impl Params {
         for b in env_or("LETHE_BENCH_BATCHES", "5000,10000").split([' ', ';', '/']) {
             for b in b.split(',').filter(|s| !s.trim().is_empty()) {
                 lethe_batches.push(parse_count("LETHE_BENCH_BATCHES", b)? as usize);
+            }
+        }
+        let mut lethe_workers = Vec::new();
+        for w in env_or("LETHE_BENCH_WORKERS", "2,4").split(',') {
+            let w = parse_count("LETHE_BENCH_WORKERS", w)?;
+            if !(0..=16).contains(&w) {
+                return Err(
+                    "LETHE_BENCH_WORKERS: each value between 0 and 16 (0 or 1: none)".into(),
+                );
+            }
+            if w > 1 {
+                lethe_workers.push(w as usize);
             }
         }
         let layout = match env_or("LETHE_BENCH_LAYOUT", "correlated").as_str() {
@@ -209,6 +224,7 @@ impl Params {
             repeat: repeat as usize,
             loop_batch,
             lethe_batches,
+            lethe_workers,
             engines,
             methods,
             // No TLS: MariaDB here has none, and a TLS handshake (~0.1 s per
@@ -657,6 +673,8 @@ struct Outcome {
     method: &'static str,
     label: String,
     batch_size: Option<usize>,
+    /// Lethe's `concurrency` (1 for every other method).
+    workers: usize,
     deleted: u64,
     secs: f64,
     longest_ms: f64,
@@ -694,6 +712,7 @@ async fn raw_delete(t: &Target, p: &Params) -> Res<Outcome> {
         method: "raw",
         label: "raw DELETE".into(),
         batch_size: None,
+        workers: 1,
         deleted,
         secs,
         longest_ms: secs * 1000.0,
@@ -826,6 +845,7 @@ async fn plain_loop(t: &Target, p: &Params) -> Res<Outcome> {
         method: "plain_loop",
         label: "plain loop (ids by PK)".into(),
         batch_size: Some(n),
+        workers: 1,
         deleted: run.deleted,
         secs: run.secs,
         longest_ms: run.longest_ms,
@@ -878,6 +898,7 @@ async fn reference_loop(t: &Target, p: &Params) -> Res<Outcome> {
         method: "reference",
         label: "reference batch".into(),
         batch_size: Some(n),
+        workers: 1,
         deleted: run.deleted,
         secs: run.secs,
         longest_ms: run.longest_ms,
@@ -891,7 +912,11 @@ fn toml_str(s: &str) -> String {
 }
 
 /// A config and a job in a temp dir, loaded as `lethe` loads them.
-fn lethe_config(t: &Target, batch: usize) -> Res<(tempfile::TempDir, lethe::config::Loaded)> {
+fn lethe_config(
+    t: &Target,
+    batch: usize,
+    workers: usize,
+) -> Res<(tempfile::TempDir, lethe::config::Loaded)> {
     let dir = tempfile::Builder::new()
         .prefix("lethe_bench_cfg_")
         .tempdir()?;
@@ -906,11 +931,12 @@ fn lethe_config(t: &Target, batch: usize) -> Res<(tempfile::TempDir, lethe::conf
             "# written by benches/delete_throughput.rs\n\
              [sources.app]\n\
              url = \"${{LETHE_BENCH_SOURCE_URL}}\"\n\
-             max_connections = 2\n\n\
+             max_connections = {}\n\n\
              [audit]\n\
              dir = {}\n\n\
              [state]\n\
              url = {}\n",
+            workers.max(2),
             toml_str(&root.join("audit").display().to_string()),
             toml_str(&state_url),
         ),
@@ -927,7 +953,8 @@ fn lethe_config(t: &Target, batch: usize) -> Res<(tempfile::TempDir, lethe::conf
              key = \"id\"\n\
              select = {{ column = \"created_at\", older_than = \"{OLDER_THAN_DAYS}d\" }}\n\
              action = \"delete\"\n\
-             batch_size = {batch}\n"
+             batch_size = {batch}\n\
+             concurrency = {workers}\n"
         ),
     )?;
     let url = t.url.clone();
@@ -940,8 +967,8 @@ fn lethe_config(t: &Target, batch: usize) -> Res<(tempfile::TempDir, lethe::conf
 
 /// (c) The real library: a config and a job written to a temp dir, loaded
 /// with `config::load_with_env`, run with `engine::run` in execute mode.
-async fn lethe_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
-    let (_dir, loaded) = lethe_config(t, batch)?;
+async fn lethe_run(t: &Target, p: &Params, batch: usize, workers: usize) -> Res<Outcome> {
+    let (_dir, loaded) = lethe_config(t, batch, workers)?;
     // A production state store was migrated by an earlier run: do that
     // outside the measurement, so a first-ever run's schema setup is not timed.
     lethe::state::State::open(&loaded.config.state.url, loaded.config.state.lease_ttl)
@@ -985,8 +1012,13 @@ async fn lethe_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
     }
     Ok(Outcome {
         method: "lethe",
-        label: "lethe".into(),
+        label: if workers > 1 {
+            format!("lethe ×{workers}")
+        } else {
+            "lethe".into()
+        },
         batch_size: Some(batch),
+        workers,
         deleted: rule.done,
         secs,
         longest_ms: rule.longest_batch_ms as f64,
@@ -999,7 +1031,7 @@ async fn lethe_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
 /// engine's counts, lease, state store or audit log. `lethe` minus `bare` is
 /// the engine's bookkeeping; `bare` against `raw` is the price of batching.
 async fn bare_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
-    let (_dir, loaded) = lethe_config(t, batch)?;
+    let (_dir, loaded) = lethe_config(t, batch, 1)?;
     let rule = &loaded.jobs[0].rules[0];
     let src = &loaded.config.sources["app"];
     let started = Instant::now();
@@ -1016,7 +1048,8 @@ async fn bare_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
         let batch_started = Instant::now();
         let mut tx = db.begin().await?;
         let got =
-            lethe::engine::delete_next_batch(&mut tx, &db, &sql, None, bound.as_deref()).await?;
+            lethe::engine::delete_next_batch(&mut tx, &db, &sql, None, bound.as_deref(), None)
+                .await?;
         let n = got.count as usize;
         if n == 0 {
             tx.rollback(&db).await?;
@@ -1036,6 +1069,7 @@ async fn bare_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
         method: "bare",
         label: "bare Lethe statement".into(),
         batch_size: Some(batch),
+        workers: 1,
         deleted,
         secs: started.elapsed().as_secs_f64(),
         longest_ms: longest.as_secs_f64() * 1000.0,
@@ -1115,14 +1149,22 @@ async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
         p.cutoff_text(),
         shown(&t.url)
     );
-    let mut plan: Vec<(&str, usize)> = Vec::new();
+    // (method, batch size, Lethe workers)
+    let mut plan: Vec<(&str, usize, usize)> = Vec::new();
     for m in &p.methods {
         match *m {
-            "raw" => plan.push(("raw", 0)),
-            "plain_loop" => plan.push(("plain_loop", p.loop_batch)),
-            "bare" => plan.extend(p.lethe_batches.iter().map(|b| ("bare", *b))),
-            "reference" => plan.push(("reference", p.loop_batch)),
-            _ => plan.extend(p.lethe_batches.iter().map(|b| ("lethe", *b))),
+            "raw" => plan.push(("raw", 0, 1)),
+            "plain_loop" => plan.push(("plain_loop", p.loop_batch, 1)),
+            "bare" => plan.extend(p.lethe_batches.iter().map(|b| ("bare", *b, 1))),
+            "reference" => plan.push(("reference", p.loop_batch, 1)),
+            _ => {
+                plan.extend(p.lethe_batches.iter().map(|b| ("lethe", *b, 1)));
+                if let Some(&largest) = p.lethe_batches.iter().max()
+                    && t.kind != Kind::Sqlite
+                {
+                    plan.extend(p.lethe_workers.iter().map(|w| ("lethe", largest, *w)));
+                }
+            }
         }
     }
     // Rounds go round-robin over the methods, so a change in the machine's
@@ -1130,7 +1172,7 @@ async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
     // round is reported.
     let mut runs: Vec<Vec<Outcome>> = plan.iter().map(|_| Vec::new()).collect();
     for round in 1..=p.repeat {
-        for (i, &(method, batch)) in plan.iter().enumerate() {
+        for (i, &(method, batch, workers)) in plan.iter().enumerate() {
             let load = t.load(p).await?;
             eprint!(
                 "  {}fresh copy loaded in {:.1} s; running {method}{} … ",
@@ -1140,10 +1182,10 @@ async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
                     String::new()
                 },
                 load.as_secs_f64(),
-                if batch > 0 {
-                    format!(" ({batch}/batch)")
-                } else {
-                    String::new()
+                match (batch, workers) {
+                    (0, _) => String::new(),
+                    (b, 1) => format!(" ({b}/batch)"),
+                    (b, w) => format!(" ({b}/batch, concurrency {w})"),
                 }
             );
             let o = match method {
@@ -1151,7 +1193,7 @@ async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
                 "plain_loop" => plain_loop(t, p).await?,
                 "bare" => bare_run(t, p, batch).await?,
                 "reference" => reference_loop(t, p).await?,
-                _ => lethe_run(t, p, batch).await?,
+                _ => lethe_run(t, p, batch, workers).await?,
             };
             let (all, old) = t.counts(p).await?;
             let verified = o.deleted == p.expired as u64 && all == p.rows - p.expired && old == 0;
@@ -1166,6 +1208,7 @@ async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
                 "round": round,
                 "method": o.method,
                 "batch_size": o.batch_size,
+                "concurrency": o.workers,
                 "deleted": o.deleted,
                 "seconds": (o.secs * 1e4).round() / 1e4,
                 "longest_ms": o.longest_ms.round(),
@@ -1206,6 +1249,7 @@ async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
             "layout": p.layout.name(),
             "method": o.method,
             "batch_size": o.batch_size,
+            "concurrency": o.workers,
             "deleted": o.deleted,
             "rounds": p.repeat,
             "seconds": (o.secs * 1e4).round() / 1e4,
@@ -1221,18 +1265,20 @@ async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
     for (o, lo, hi) in &results {
         println!("{}", row(o, raw_rate, (p.repeat > 1).then_some((*lo, *hi))));
     }
-    if let (Some(raw), Some(best)) = (
-        raw_rate,
-        results
+    let reference = results
+        .iter()
+        .map(|(o, _, _)| o)
+        .find(|o| o.method == "reference");
+    for (what, side_by_side) in [("one batch at a time", false), ("side by side", true)] {
+        let best = results
             .iter()
             .map(|(o, _, _)| o)
-            .filter(|o| o.method == "lethe")
-            .max_by(|a, b| a.rate().total_cmp(&b.rate())),
-    ) {
-        let reference = results
-            .iter()
-            .map(|(o, _, _)| o)
-            .find(|o| o.method == "reference")
+            .filter(|o| o.method == "lethe" && (o.workers > 1) == side_by_side)
+            .max_by(|a, b| a.rate().total_cmp(&b.rate()));
+        let (Some(raw), Some(best)) = (raw_rate, best) else {
+            continue;
+        };
+        let vs_reference = reference
             .map(|r| {
                 format!(
                     "; the reference batch reached {:.2} of raw, Lethe {:.2} of it",
@@ -1242,8 +1288,13 @@ async fn bench_engine(t: &mut Target, p: &Params, rep: &mut Report) -> Res<()> {
             })
             .unwrap_or_default();
         println!(
-            "  best Lethe batch size here: {} ({:.2} of raw, longest batch {:.0} ms{reference})",
+            "  best Lethe, {what}: {} per batch{} ({:.2} of raw, longest batch {:.0} ms{vs_reference})",
             group(best.batch_size.unwrap_or(0) as u64),
+            if best.workers > 1 {
+                format!(", concurrency {}", best.workers)
+            } else {
+                String::new()
+            },
             best.rate() / raw,
             best.longest_ms
         );
@@ -1292,7 +1343,7 @@ async fn real_main() -> i32 {
     };
     let mut rep = Report { out, failed: false };
     println!(
-        "delete_throughput: {} rows per table, {:.0}% expired, {} layout, plain loop {}/batch, Lethe {} per batch",
+        "delete_throughput: {} rows per table, {:.0}% expired, {} layout, plain loop {}/batch, Lethe {} per batch{}",
         group(p.rows as u64),
         100.0 * p.expired_ppm as f64 / PPM as f64,
         p.layout.name(),
@@ -1301,7 +1352,19 @@ async fn real_main() -> i32 {
             .iter()
             .map(|b| group(*b as u64))
             .collect::<Vec<_>>()
-            .join(" and ")
+            .join(" and "),
+        if p.lethe_workers.is_empty() {
+            String::new()
+        } else {
+            format!(
+                ", and with concurrency {} at the largest (not on SQLite)",
+                p.lethe_workers
+                    .iter()
+                    .map(|w| w.to_string())
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )
+        }
     );
     rep.line(json!({
         "type": "run",
@@ -1315,6 +1378,7 @@ async fn real_main() -> i32 {
         "cutoff": p.cutoff_text(),
         "loop_batch": p.loop_batch,
         "lethe_batches": p.lethe_batches,
+        "lethe_workers": p.lethe_workers,
         "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
     }));
     let mut skipped = Vec::new();

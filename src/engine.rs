@@ -14,6 +14,7 @@
 //! batch path at all.
 
 mod object_rules;
+mod windows;
 
 use crate::audit::{AuditWriter, ChildCount, Event, JobOutcome, ObjectCount, Totals};
 use crate::config::{Job, Loaded, Rule, TableRef};
@@ -965,21 +966,23 @@ fn conflict_backoff(attempt: u32) -> Duration {
 }
 
 /// Run one one-statement batch (`RuleSql::fast_delete`) inside `tx` and
-/// say what it deleted. `bound` is the previous batch's `Deleted::bound`.
+/// say what it deleted. `bound` is the previous batch's `Deleted::bound`
+/// (or where the caller's window starts); `below` ends the window.
 pub async fn delete_next_batch(
     tx: &mut Tx,
     db: &Db,
     sql: &RuleSql,
     part: Option<&str>,
     bound: Option<&str>,
+    below: Option<&str>,
 ) -> Result<Deleted, Error> {
     let d = db.dialect();
     let unreadable = |e: &str| Error::Database {
         source_name: db.name.clone(),
         message: e.to_string(),
     };
-    let delete = sql.delete_batch(d, part, bound);
-    if let Some(summary) = sql.summarize_batch(d, part) {
+    let delete = sql.delete_batch(d, part, bound, below);
+    if let Some(summary) = sql.summarize_batch(d, part, below) {
         let del = sql
             .parse_deleted(d, tx.fetch(db, &summary).await?)
             .map_err(|e| unreadable(&e))?;
@@ -1033,31 +1036,12 @@ async fn commit_batch(
     done: BatchDone<'_>,
     started: Instant,
 ) -> Result<(), Error> {
-    let BatchDone {
-        batch,
-        count,
-        children,
-        keys_digest,
-        subjects,
-        resolved,
-    } = done;
-    if let Err(e) = ctx.audit.append(Event::Batch {
-        job: ctx.job.name.clone(),
-        rule: rule.name.clone(),
-        policy: ctx.job.policy.clone(),
-        target: report.target.clone(),
-        action: report.action.clone(),
-        batch,
-        count,
-        children: children.clone(),
-        keys_digest,
-        subjects: subjects.into_iter().collect(),
-        objects: resolved.map(|r| r.counts.clone()).unwrap_or_default(),
-    }) {
+    let record = batch_event(ctx, rule, report, &done);
+    if let Err(e) = ctx.audit.append(record) {
         let _ = tx.rollback(db).await;
         return Err(e);
     }
-    let erased = match resolved {
+    let erased = match done.resolved {
         Some(r) => linked::erase(r).await.map(drop),
         None => Ok(()),
     };
@@ -1069,29 +1053,67 @@ async fn commit_batch(
         }
     };
     if let Err(e) = committed {
-        ctx.audit.append(Event::BatchRollback {
-            job: ctx.job.name.clone(),
-            rule: rule.name.clone(),
-            batch,
-            reason: e.to_string(),
-        })?;
+        let record = rollback_event(ctx, rule, done.batch, &e);
+        ctx.audit.append(record)?;
         return Err(e);
     }
+    count_batch(report, bar, done, started);
+    Ok(())
+}
+
+/// The record of a batch, written before it commits.
+fn batch_event(ctx: &JobCtx<'_>, rule: &Rule, report: &RuleReport, done: &BatchDone<'_>) -> Event {
+    Event::Batch {
+        job: ctx.job.name.clone(),
+        rule: rule.name.clone(),
+        policy: ctx.job.policy.clone(),
+        target: report.target.clone(),
+        action: report.action.clone(),
+        batch: done.batch,
+        count: done.count,
+        children: done.children.clone(),
+        keys_digest: done.keys_digest.clone(),
+        subjects: done.subjects.iter().cloned().collect(),
+        objects: done.resolved.map(|r| r.counts.clone()).unwrap_or_default(),
+    }
+}
+
+/// The record that a recorded batch did not commit after all.
+fn rollback_event(ctx: &JobCtx<'_>, rule: &Rule, batch: u64, e: &Error) -> Event {
+    Event::BatchRollback {
+        job: ctx.job.name.clone(),
+        rule: rule.name.clone(),
+        batch,
+        reason: e.to_string(),
+    }
+}
+
+/// Count a committed batch in the rule's report and progress bar.
+fn count_batch(
+    report: &mut RuleReport,
+    bar: &mut Option<Box<dyn RuleProgress>>,
+    done: BatchDone<'_>,
+    started: Instant,
+) {
     let ms = started.elapsed().as_millis() as u64;
     report.longest_batch_ms = report.longest_batch_ms.max(ms);
-    report.batches = batch;
-    report.done += count;
+    report.batches = report.batches.max(done.batch);
+    report.done += done.count;
     if let Some(b) = bar.as_mut() {
-        b.advance(count);
+        b.advance(done.count);
     }
-    for c in children {
+    for c in done.children {
         add_count(&mut report.children, &c.target, &c.via, &c.action, c.count);
     }
-    if let Some(r) = resolved {
+    if let Some(r) = done.resolved {
         linked::add_erased(&mut report.objects, &r.counts);
     }
-    tracing::debug!(batch, count, ms, "batch committed");
-    Ok(())
+    tracing::debug!(
+        batch = done.batch,
+        count = done.count,
+        ms,
+        "batch committed"
+    );
 }
 
 /// The batch loop.
@@ -1111,6 +1133,10 @@ async fn execute(
     } else {
         vec![None]
     };
+    let workers = windows::workers(db, rule, fast, parts.len());
+    if workers > 1 {
+        return windows::execute(ctx, db, rule, sql, report, bar, workers).await;
+    }
     let mut batch_no = 0u64;
     // Conflicts in a row on the current batch; reset by every commit.
     let mut conflicts = 0u32;
@@ -1130,9 +1156,16 @@ async fn execute(
             let mut children = Vec::new();
             let outcome: Result<Fetched, Error> = async {
                 if fast {
-                    return delete_next_batch(&mut tx, db, sql, part.as_deref(), bound.as_deref())
-                        .await
-                        .map(Fetched::Deleted);
+                    return delete_next_batch(
+                        &mut tx,
+                        db,
+                        sql,
+                        part.as_deref(),
+                        bound.as_deref(),
+                        None,
+                    )
+                    .await
+                    .map(Fetched::Deleted);
                 }
                 let rows = sql.parse_batch(
                     tx.fetch(db, &sql.select_batch(d, cursor.as_ref(), true))

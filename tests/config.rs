@@ -78,6 +78,43 @@ fn wrong_type_is_refused_with_its_position() {
 }
 
 #[test]
+fn concurrency_is_refused_out_of_range_and_where_it_cannot_apply() {
+    let job = r#"name = "x"
+policy = "VIII"
+[[rules]]
+name = "zero"
+target = "app.users"
+where = "1=1"
+action = "delete"
+concurrency = 0
+[[rules]]
+name = "anonymizing"
+target = "app.users"
+where = "1=1"
+action = { anonymize = { email = "null" } }
+concurrency = 2
+[[rules]]
+name = "with-children"
+target = "app.users"
+where = "1=1"
+action = "delete"
+concurrency = 4
+[[rules.children]]
+target = "app.orders"
+foreign_key = "user_id"
+action = "delete"
+"#;
+    check_refuses(
+        job,
+        &[
+            "bad.toml:8:15: concurrency must be between 1 and 16",
+            "bad.toml:14:15: concurrency above 1 applies only to a plain delete",
+            "bad.toml:20:15: concurrency above 1 applies only to a plain delete",
+        ],
+    );
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let job = r#"name = "Bad Name"
 policy = ""

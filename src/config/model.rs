@@ -279,6 +279,11 @@ pub struct Rule {
     pub hold: Option<HoldRef>,
     pub action: Action,
     pub batch_size: usize,
+    /// Workers that delete disjoint ranges of the select column side by
+    /// side, each with its own connection and its own short transactions.
+    /// Only a plain delete (no children, no objects) on PostgreSQL or
+    /// MariaDB uses more than one; 1 (the default) is one batch at a time.
+    pub concurrency: usize,
     pub max_rows: Option<u64>,
     pub max_fraction: Option<f64>,
     pub children: Vec<Child>,
@@ -457,3 +462,5 @@ impl Template {
 pub const DEFAULT_BATCH_SIZE: usize = 2_000;
 /// Largest accepted batch (keeps IN-lists under every engine's bind limit).
 pub const MAX_BATCH_SIZE: usize = 20_000;
+/// Largest accepted rule `concurrency` (each worker holds a connection).
+pub const MAX_RULE_CONCURRENCY: usize = 16;

@@ -174,6 +174,9 @@ pub struct RawRule {
     pub action: Option<Spanned<RawAction>>,
     #[serde(default)]
     pub batch_size: Option<Spanned<i64>>,
+    /// Batches in flight at once (plain deletes only).
+    #[serde(default)]
+    pub concurrency: Option<Spanned<i64>>,
     #[serde(default)]
     pub max_rows: Option<Spanned<i64>>,
     #[serde(default)]

@@ -561,6 +561,11 @@ fn object_rule(
     );
     misplaced(r.key.is_some(), "key", "objects are named by their keys");
     misplaced(
+        r.concurrency.is_some(),
+        "concurrency",
+        "requests in flight are set on the store (`stores.<name>.concurrency`)",
+    );
+    misplaced(
         r.subject.is_some(),
         "subject",
         "a store holds no subject column; link objects to rows with [[rules.objects]] instead",
@@ -1062,6 +1067,32 @@ pub fn validate_job(
             }
         };
         let (max_rows, max_fraction) = guards(&mut cx, r);
+        let concurrency = match &r.concurrency {
+            None => 1,
+            Some(c) => {
+                let v = *c.get_ref();
+                if v < 1 || v as usize > MAX_RULE_CONCURRENCY {
+                    cx.err(
+                        c,
+                        format!("concurrency must be between 1 and {MAX_RULE_CONCURRENCY}"),
+                    );
+                    1
+                } else if v > 1
+                    && (!matches!(act, Action::Delete)
+                        || !r.children.is_empty()
+                        || !r.objects.is_empty())
+                {
+                    cx.err(
+                        c,
+                        "concurrency above 1 applies only to a plain delete \
+                         (action = \"delete\", no children, no objects)",
+                    );
+                    1
+                } else {
+                    v as usize
+                }
+            }
+        };
         let kids = children(&mut cx, config, &target, &r.children, 1);
         let objects = object_links(&mut cx, config, &r.objects);
         rules.push(Rule {
@@ -1074,6 +1105,7 @@ pub fn validate_job(
             hold,
             action: act,
             batch_size,
+            concurrency,
             max_rows,
             max_fraction,
             children: kids,

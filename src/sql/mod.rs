@@ -60,6 +60,8 @@ pub struct Db {
     dialect: Box<dyn Dialect>,
     /// Pause between batches (per-source setting).
     pub pause: Duration,
+    /// The pool's size: side-by-side workers beyond it would only queue.
+    pub max_connections: u32,
 }
 
 /// An open transaction on a [`Db`].
@@ -210,6 +212,7 @@ impl Db {
             pool,
             dialect,
             pause,
+            max_connections,
         })
     }
 

@@ -587,7 +587,12 @@ impl RuleSql {
     /// `DeleteSummary::SelectFirst`: the statement that summarizes the rows
     /// the next `delete_batch` will remove (count, keys joined by newlines,
     /// no bound, distinct subjects as a JSON array).
-    pub fn summarize_batch(&self, d: &dyn Dialect, part: Option<&str>) -> Option<Stmt> {
+    pub fn summarize_batch(
+        &self,
+        d: &dyn Dialect,
+        part: Option<&str>,
+        below: Option<&str>,
+    ) -> Option<Stmt> {
         if d.delete_summary() != DeleteSummary::SelectFirst {
             return None;
         }
@@ -604,6 +609,7 @@ impl RuleSql {
         b.push(&key).push(" AS k, ").push(&subj).push(" AS s FROM ");
         b.push(part.unwrap_or(&self.table.from)).push(" WHERE ");
         self.push_eligible(d, &mut b);
+        self.push_window(d, &mut b, None, below);
         b.push(&format!(
             " ORDER BY {} LIMIT {})",
             self.order_sql(d),
@@ -694,10 +700,54 @@ impl RuleSql {
         }
     }
 
+    /// `AND <order column> >= from AND <order column> < below`, for the
+    /// parts given: a one-statement delete's window on the leading order
+    /// column (see [`RuleSql::bound_column`]).
+    fn push_window(
+        &self,
+        d: &dyn Dialect,
+        b: &mut Builder<'_>,
+        from: Option<&str>,
+        below: Option<&str>,
+    ) {
+        let col = self.bound_column();
+        let col_sql = self.table.col(d, &col.name);
+        for (op, v) in [(" >= ", from), (" < ", below)] {
+            if let Some(v) = v {
+                b.push(" AND ").push(&col_sql).push(op);
+                d.push_typed(b, col, v);
+            }
+        }
+    }
+
+    /// Where `workers` side-by-side deletes split the rule's rows: the
+    /// leading order column's value at row `offset` of the eligible rows in
+    /// delete order. Worker `i` takes `[split(i-1), split(i))`, so each row
+    /// falls in exactly one window, also a row written after the split.
+    pub fn split_point(&self, d: &dyn Dialect, offset: u64) -> Stmt {
+        let mut b = Builder::new(d);
+        let col_sql = self.table.col(d, &self.bound_column().name);
+        b.push("SELECT ")
+            .push(&d.to_text(&col_sql))
+            .push(" FROM ")
+            .push(&self.table.from)
+            .push(" WHERE ");
+        self.push_eligible(d, &mut b);
+        b.push(&format!(" ORDER BY {col_sql} LIMIT 1 OFFSET {offset}"));
+        b.finish()
+    }
+
     /// Delete the next batch in one statement, returning (key, subject).
     /// `part` is one of [`RuleSql::delete_parts`].
-    /// `bound`: the previous batch's greatest order value (`Deleted::bound`).
-    pub fn delete_batch(&self, d: &dyn Dialect, part: Option<&str>, bound: Option<&str>) -> Stmt {
+    /// `bound`: the previous batch's greatest order value (`Deleted::bound`),
+    /// or where this worker's window starts; `below`: where it ends.
+    pub fn delete_batch(
+        &self,
+        d: &dyn Dialect,
+        part: Option<&str>,
+        bound: Option<&str>,
+        below: Option<&str>,
+    ) -> Stmt {
         let mut b = Builder::new(d);
         let key_sql = self.table.col(d, &self.key.name);
         // This path keeps no cursor, so rows that tie on the select column
@@ -725,17 +775,12 @@ impl RuleSql {
             physical_id: physical,
             summarize: d.delete_summary() == DeleteSummary::InStatement,
         };
-        let bound_col = self.bound_column();
-        let bound_sql = self.table.col(d, &bound_col.name);
         d.push_delete_batch(
             &mut b,
             &target,
             &|b| {
                 self.push_eligible(d, b);
-                if let Some(v) = bound {
-                    b.push(" AND ").push(&bound_sql).push(" >= ");
-                    d.push_typed(b, bound_col, v);
-                }
+                self.push_window(d, b, bound, below);
             },
             self.batch_size,
         );
@@ -1170,7 +1215,9 @@ mod tests {
     #[test]
     fn postgres_fast_delete_walks_the_select_index_without_a_tie_break() {
         let d = Postgres;
-        let sql = events_rule(&d, false).delete_batch(&d, None, None).sql;
+        let sql = events_rule(&d, false)
+            .delete_batch(&d, None, None, None)
+            .sql;
         assert!(
             sql.contains("WHERE ctid = ANY(ARRAY(SELECT ctid FROM \"events\""),
             "{sql}"
@@ -1184,7 +1231,7 @@ mod tests {
     #[test]
     fn postgres_fast_delete_uses_the_key_on_partitioned_tables() {
         let d = Postgres;
-        let sql = events_rule(&d, true).delete_batch(&d, None, None).sql;
+        let sql = events_rule(&d, true).delete_batch(&d, None, None, None).sql;
         assert!(!sql.contains("ctid"), "{sql}");
         assert!(
             sql.contains("WHERE \"events\".\"id\" = ANY(ARRAY(SELECT \"events\".\"id\" FROM"),
@@ -1195,14 +1242,16 @@ mod tests {
     #[test]
     fn mariadb_and_sqlite_fast_delete_keep_the_free_tie_break() {
         let my = MySql { mariadb: true };
-        let sql = events_rule(&my, false).delete_batch(&my, None, None).sql;
+        let sql = events_rule(&my, false)
+            .delete_batch(&my, None, None, None)
+            .sql;
         assert!(
             sql.contains("ORDER BY `events`.`created_at`, `events`.`id` LIMIT 10000 RETURNING"),
             "{sql}"
         );
         let lite = Sqlite;
         let sql = events_rule(&lite, false)
-            .delete_batch(&lite, None, None)
+            .delete_batch(&lite, None, None, None)
             .sql;
         assert!(
             sql.contains("ORDER BY \"events\".\"created_at\", \"events\".\"id\" LIMIT 10000)"),

@@ -1,0 +1,252 @@
+//! Side-by-side batches: a plain delete split into windows of its select
+//! column, one worker and one connection per window.
+//!
+//! One batch at a time leaves the server idle while Lethe records and
+//! commits, and a single statement uses one core of it. A rule with
+//! `concurrency = N` splits its eligible rows, at the start of the rule,
+//! into N contiguous windows of the leading order column (equal row counts,
+//! found with `ORDER BY … OFFSET`), and walks each window with the same
+//! one-statement batch as the serial path. Windows are disjoint, so workers
+//! never wait on each other's rows; every batch is still one short
+//! transaction, recorded (fsynced) before it commits; the audit log holds
+//! the batches in the order they were recorded, numbered in that order.
+
+use super::{
+    BatchDone, JobCtx, MAX_CONFLICT_RETRIES, RuleProgress, RuleReport, RuleStatus, batch_event,
+    conflict_backoff, count_batch, delete_next_batch, rollback_event,
+};
+use crate::config::Rule;
+use crate::error::Error;
+use crate::sql::Db;
+use crate::sql::dialect::Engine;
+use crate::sql::statements::RuleSql;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+/// How many workers delete this rule's rows: its `concurrency`, where the
+/// path and engine allow more than one, capped by the source's pool.
+pub(super) fn workers(db: &Db, rule: &Rule, fast: bool, parts: usize) -> usize {
+    if rule.concurrency <= 1 {
+        return 1;
+    }
+    let one = if !fast {
+        Some("the rule is not a one-statement delete on this engine")
+    } else if db.dialect().engine() == Engine::Sqlite {
+        Some("SQLite lets one writer in at a time")
+    } else if parts > 1 {
+        Some("a partitioned table is walked one partition at a time")
+    } else {
+        None
+    };
+    if let Some(why) = one {
+        tracing::info!(
+            concurrency = rule.concurrency,
+            why,
+            "deleting one batch at a time"
+        );
+        return 1;
+    }
+    let pool = db.max_connections as usize;
+    if rule.concurrency > pool {
+        tracing::warn!(
+            concurrency = rule.concurrency,
+            max_connections = pool,
+            "concurrency is capped by the source's max_connections"
+        );
+    }
+    rule.concurrency.min(pool)
+}
+
+/// What the workers share: the job (audit log), the report and the bar.
+struct Shared<'a, 'c> {
+    ctx: &'a mut JobCtx<'c>,
+    report: &'a mut RuleReport,
+    bar: &'a mut Option<Box<dyn RuleProgress>>,
+    /// Batches recorded so far, across workers.
+    recorded: u64,
+}
+
+/// One worker's window of the leading order column: `[from, below)`.
+#[derive(Debug, Clone, PartialEq)]
+struct Window {
+    from: Option<String>,
+    below: Option<String>,
+}
+
+/// Split the rule's eligible rows into `workers` windows of about equal
+/// row counts. Ties at a split point all fall in the later window; equal
+/// split points merge, so a column with few values gets fewer windows.
+async fn split(db: &Db, sql: &RuleSql, matched: u64, workers: usize) -> Result<Vec<Window>, Error> {
+    let mut points: Vec<String> = Vec::new();
+    for i in 1..workers as u64 {
+        let offset = matched * i / workers as u64;
+        let rows = db.fetch(&sql.split_point(db.dialect(), offset)).await?;
+        // No row there any more (deleted since the count) or a NULL: no split.
+        if let Some(v) = rows.into_iter().next().and_then(|mut r| r.pop().flatten())
+            && points.last() != Some(&v)
+        {
+            points.push(v);
+        }
+    }
+    let mut windows = Vec::with_capacity(points.len() + 1);
+    let mut from = None;
+    for p in points {
+        windows.push(Window {
+            from,
+            below: Some(p.clone()),
+        });
+        from = Some(p);
+    }
+    windows.push(Window { from, below: None });
+    Ok(windows)
+}
+
+/// Delete the rule's rows with `workers` side-by-side windows.
+pub(super) async fn execute(
+    ctx: &mut JobCtx<'_>,
+    db: &Db,
+    rule: &Rule,
+    sql: &RuleSql,
+    report: &mut RuleReport,
+    bar: &mut Option<Box<dyn RuleProgress>>,
+    workers: usize,
+) -> Result<(), Error> {
+    let windows = split(db, sql, report.matched, workers).await?;
+    tracing::debug!(workers = windows.len(), "deleting in side-by-side windows");
+    let shared = Mutex::new(Shared {
+        ctx,
+        report,
+        bar,
+        recorded: 0,
+    });
+    let stop = AtomicBool::new(false);
+    let (shared_ref, stop_ref) = (&shared, &stop);
+    let results = futures_util::future::join_all(windows.iter().map(|w| async move {
+        let r = walk(shared_ref, stop_ref, db, rule, sql, w).await;
+        if r.is_err() {
+            // The others stop at their next batch boundary.
+            stop_ref.store(true, Ordering::SeqCst);
+        }
+        r
+    }))
+    .await;
+    let shared = shared.into_inner().unwrap_or_else(|p| p.into_inner());
+    // An audit failure stops the run, so it wins; any other fails the rule.
+    let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
+    if let Some(i) = errors.iter().position(|e| matches!(e, Error::Audit(_))) {
+        return Err(errors.swap_remove(i));
+    }
+    if let Some(e) = errors.into_iter().next() {
+        return Err(e);
+    }
+    shared.report.status = if shared.ctx.opts.cancel.is_cancelled() {
+        tracing::warn!("interrupted at a batch boundary");
+        RuleStatus::Interrupted
+    } else {
+        RuleStatus::Done
+    };
+    Ok(())
+}
+
+fn lock<'m, 'a, 'c>(m: &'m Mutex<Shared<'a, 'c>>) -> std::sync::MutexGuard<'m, Shared<'a, 'c>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// One worker: batches over its window until the window is empty.
+async fn walk(
+    shared: &Mutex<Shared<'_, '_>>,
+    stop: &AtomicBool,
+    db: &Db,
+    rule: &Rule,
+    sql: &RuleSql,
+    window: &Window,
+) -> Result<(), Error> {
+    let mut bound = window.from.clone();
+    let mut conflicts = 0u32;
+    loop {
+        if stop.load(Ordering::SeqCst) || lock(shared).ctx.opts.cancel.is_cancelled() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let mut tx = db.begin().await?;
+        let deleted = delete_next_batch(
+            &mut tx,
+            db,
+            sql,
+            None,
+            bound.as_deref(),
+            window.below.as_deref(),
+        )
+        .await;
+        let del = match deleted {
+            Ok(del) => del,
+            // Nothing recorded or committed yet: try the batch again.
+            Err(e @ Error::Conflict { .. }) if conflicts < MAX_CONFLICT_RETRIES => {
+                let _ = tx.rollback(db).await;
+                conflicts += 1;
+                lock(shared).report.retries += 1;
+                let wait = conflict_backoff(conflicts);
+                tracing::warn!(
+                    attempt = conflicts,
+                    wait_ms = wait.as_millis() as u64,
+                    error = %e,
+                    "batch rolled back by a conflicting transaction; trying it again"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            Err(e) => {
+                let _ = tx.rollback(db).await;
+                return Err(e);
+            }
+        };
+        if del.count == 0 {
+            tx.rollback(db).await?;
+            return Ok(());
+        }
+        // Numbered and recorded under one lock, so numbers follow the log.
+        let recorded = {
+            let mut s = lock(shared);
+            s.recorded += 1;
+            let done = BatchDone {
+                batch: s.recorded,
+                count: del.count,
+                children: vec![],
+                keys_digest: s.ctx.keys.digest_of(&del.keys_sha256),
+                subjects: del.subjects.iter().map(|x| s.ctx.keys.subject(x)).collect(),
+                resolved: None,
+            };
+            let record = batch_event(s.ctx, rule, s.report, &done);
+            s.ctx.audit.append(record).map(|_| done)
+        };
+        let done = match recorded {
+            Ok(done) => done,
+            Err(e) => {
+                let _ = tx.rollback(db).await;
+                return Err(e);
+            }
+        };
+        if let Err(e) = tx.commit(db).await {
+            let mut s = lock(shared);
+            let record = rollback_event(s.ctx, rule, done.batch, &e);
+            s.ctx.audit.append(record)?;
+            return Err(e);
+        }
+        {
+            let mut guard = lock(shared);
+            let s = &mut *guard;
+            count_batch(s.report, s.bar, done, started);
+        }
+        conflicts = 0;
+        if del.bound.is_some() {
+            bound = del.bound;
+        }
+        if del.count < sql.batch_size as u64 {
+            return Ok(());
+        }
+        if !db.pause.is_zero() {
+            tokio::time::sleep(db.pause).await;
+        }
+    }
+}
