@@ -21,7 +21,11 @@ batch_size = 40
 "#;
 
 fn slow_workspace(db: &TestDb, lease_ttl: &str) -> Workspace {
-    let ws = Workspace::new(&db.url, &[("logs.toml", JOB)]);
+    slow_workspace_for(db, lease_ttl, JOB)
+}
+
+fn slow_workspace_for(db: &TestDb, lease_ttl: &str, job: &str) -> Workspace {
+    let ws = Workspace::new(&db.url, &[("logs.toml", job)]);
     let cfg = std::fs::read_to_string(ws.config()).unwrap();
     let cfg = cfg
         .replacen(
@@ -97,6 +101,18 @@ fn run_and_signal(ws: &Workspace, signal: &str) -> i32 {
 }
 
 async fn sigterm_stops_at_a_batch_boundary(engine: Engine) {
+    sigterm_case(engine, JOB).await;
+}
+
+/// The same with three side-by-side windows (one batch at a time on
+/// SQLite): every worker stops at its batch boundary.
+async fn sigterm_stops_side_by_side_windows_at_a_batch_boundary(engine: Engine) {
+    let job = JOB.replace("batch_size = 40\n", "batch_size = 40\nconcurrency = 3\n");
+    assert!(job.contains("concurrency = 3"));
+    sigterm_case(engine, &job).await;
+}
+
+async fn sigterm_case(engine: Engine, job: &str) {
     let db = TestDb::create(engine).await;
     db.seed(200, now()).await;
     let cut = "created_at < '2025-12-17 12:00:00'";
@@ -104,7 +120,7 @@ async fn sigterm_stops_at_a_batch_boundary(engine: Engine) {
         .count(&format!("SELECT COUNT(*) FROM events WHERE {cut}"))
         .await;
     assert!(expired > 400);
-    let ws = slow_workspace(&db, "30s");
+    let ws = slow_workspace_for(&db, "30s", job);
     let code = run_and_signal(&ws, "-TERM");
     assert_eq!(code, 3, "an interrupted run exits 3");
     let records = ws.last_records();
@@ -192,6 +208,7 @@ async fn sigkill_is_finished_by_the_next_run(engine: Engine) {
 
 on_every_engine!(
     sigterm_stops_at_a_batch_boundary,
+    sigterm_stops_side_by_side_windows_at_a_batch_boundary,
     sigkill_is_finished_by_the_next_run
 );
 
