@@ -54,19 +54,63 @@ impl Source {
     }
 }
 
-/// Replace the password in `scheme://user:password@host/...`.
+/// Replace the password in `scheme://user:password@host/...` and in a
+/// `password=` query parameter. A URL without a password is shown as it is:
+/// `user:***@` for one that has none would send a reader looking for it.
 pub fn redact_url(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let mut out = base.to_string();
+    if let Some((scheme, rest)) = base.split_once("://") {
         let (authority, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, ""),
         };
-        if let Some((userinfo, host)) = authority.rsplit_once('@') {
-            let user = userinfo.split(':').next().unwrap_or("");
-            return format!("{scheme}://{user}:***@{host}{path}");
+        if let Some((userinfo, host)) = authority.rsplit_once('@')
+            && let Some((user, _password)) = userinfo.split_once(':')
+        {
+            out = format!("{scheme}://{user}:***@{host}{path}");
         }
     }
-    url.to_string()
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod redact_tests {
+    use super::redact_url;
+
+    #[test]
+    fn passwords_are_hidden_and_nothing_else_is_invented() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/app?sslmode=require"),
+            "postgres://app:***@db:5432/app?sslmode=require"
+        );
+        assert_eq!(
+            redact_url("mysql://root@127.0.0.1:3306/app"),
+            "mysql://root@127.0.0.1:3306/app"
+        );
+        assert_eq!(
+            redact_url("postgres://db/app?user=app&password=s3cret&sslmode=disable"),
+            "postgres://db/app?user=app&password=***&sslmode=disable"
+        );
+        assert_eq!(
+            redact_url("sqlite://var/app.db?mode=rwc"),
+            "sqlite://var/app.db?mode=rwc"
+        );
+    }
 }
 
 /// An object store (`[stores.<name>]`).
