@@ -965,6 +965,28 @@ fn conflict_backoff(attempt: u32) -> Duration {
     Duration::from_millis(base + nanos % (base / 2 + 1))
 }
 
+/// Roll back a batch that failed before it was recorded. When the server
+/// broke a conflict (deadlock, lock timeout) by rolling the batch back,
+/// nothing of it is recorded or committed, so nothing is left to undo: while
+/// tries remain, wait (backoff with jitter), say so, and return `Ok` — try it
+/// again. Any other error, or the last conflict, comes back as `Err`.
+async fn roll_back_or_retry(db: &Db, tx: Tx, e: Error, conflicts: &mut u32) -> Result<(), Error> {
+    let _ = tx.rollback(db).await;
+    if !matches!(e, Error::Conflict { .. }) || *conflicts >= MAX_CONFLICT_RETRIES {
+        return Err(e);
+    }
+    *conflicts += 1;
+    let wait = conflict_backoff(*conflicts);
+    tracing::warn!(
+        attempt = *conflicts,
+        wait_ms = wait.as_millis() as u64,
+        error = %e,
+        "batch rolled back by a conflicting transaction; trying it again"
+    );
+    tokio::time::sleep(wait).await;
+    Ok(())
+}
+
 /// Run one one-statement batch (`RuleSql::fast_delete`) inside `tx` and
 /// say what it deleted. `bound` is the previous batch's `Deleted::bound`
 /// (or where the caller's window starts); `below` ends the window.
@@ -1225,25 +1247,10 @@ async fn execute(
             .await;
             let fetched = match outcome {
                 Ok(r) => r,
-                // Nothing of this batch is recorded or committed yet, so the
-                // server's rollback leaves nothing to undo: try it again.
-                Err(e @ Error::Conflict { .. }) if conflicts < MAX_CONFLICT_RETRIES => {
-                    let _ = tx.rollback(db).await;
-                    conflicts += 1;
-                    report.retries += 1;
-                    let wait = conflict_backoff(conflicts);
-                    tracing::warn!(
-                        attempt = conflicts,
-                        wait_ms = wait.as_millis() as u64,
-                        error = %e,
-                        "batch rolled back by a conflicting transaction; trying it again"
-                    );
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
                 Err(e) => {
-                    let _ = tx.rollback(db).await;
-                    return Err(e);
+                    roll_back_or_retry(db, tx, e, &mut conflicts).await?;
+                    report.retries += 1;
+                    continue;
                 }
             };
             let (rows, resolved) = match fetched {

@@ -529,14 +529,10 @@ action = "delete"
     let _ = seeded;
 }
 
-/// One-statement batches (a delete with no children) record what they
-/// deleted exactly as the general path does: per batch the count, the keyed
-/// hashes of the subjects and the keyed digest of the keys — on PostgreSQL
-/// computed from the server's SHA-256 of the keys, elsewhere from the
-/// returned keys; the definitions agree. Batches of two walk rows that tie on
-/// the select column and a held subject without losing or repeating a row.
-async fn one_statement_batches_record_each_key(engine: Engine) {
-    let db = TestDb::create(engine).await;
+/// `logs(id, email, created_at)` indexed on `created_at`, one row per
+/// `(id, created_at)` with subject `person<id>@example.org`, and
+/// `holds(email)` listing the subjects of `held`.
+async fn logs_table(db: &TestDb, engine: Engine, rows: &[(u32, String)], held: &[u32]) {
     let ts = match engine {
         Engine::MariaDb => "DATETIME",
         _ => "TIMESTAMP",
@@ -545,26 +541,32 @@ async fn one_statement_batches_record_each_key(engine: Engine) {
         "CREATE TABLE logs (id INTEGER PRIMARY KEY, email VARCHAR(100) NOT NULL, created_at {ts} NOT NULL)"
     ))
     .await;
+    db.exec("CREATE INDEX logs_created_at ON logs (created_at)")
+        .await;
     db.exec("CREATE TABLE holds (email VARCHAR(100) NOT NULL)")
         .await;
-    db.exec("INSERT INTO holds (email) VALUES ('person5@example.org')")
+    for id in held {
+        db.exec(&format!(
+            "INSERT INTO holds (email) VALUES ('person{id}@example.org')"
+        ))
         .await;
-    // 1–3 tie, 4–6 are older and distinct, 7–9 are young; 5 is held.
-    let mut values = Vec::new();
-    for id in 1..=9 {
-        let at = match id {
-            1..=3 => "2025-01-01 00:00:00".to_string(),
-            4..=6 => format!("2024-0{id}-01 00:00:00"),
-            _ => "2026-06-01 00:00:00".to_string(),
-        };
-        values.push(format!("({id}, 'person{id}@example.org', '{at}')"));
     }
+    let values: Vec<String> = rows
+        .iter()
+        .map(|(id, at)| format!("({id}, 'person{id}@example.org', '{at}')"))
+        .collect();
     db.exec(&format!(
         "INSERT INTO logs (id, email, created_at) VALUES {}",
         values.join(", ")
     ))
     .await;
-    let job = r#"
+}
+
+/// The job that deletes `logs` rows older than 180 days, holds honoured;
+/// `tail` ends the rule (`batch_size`, `concurrency`).
+fn logs_job(tail: &str) -> String {
+    format!(
+        r#"
 name = "logs"
 policy = "II(2)2"
 [[rules]]
@@ -572,12 +574,35 @@ name = "delete-old-logs"
 target = "app.logs"
 key = "id"
 subject = "email"
-select = { column = "created_at", older_than = "180d" }
+select = {{ column = "created_at", older_than = "180d" }}
 hold = "app.holds.email"
 action = "delete"
-batch_size = 2
-"#;
-    let ws = Workspace::new(&db.url, &[("logs.toml", job)]);
+{tail}"#
+    )
+}
+
+/// One-statement batches (a delete with no children) record what they
+/// deleted exactly as the general path does: per batch the count, the keyed
+/// hashes of the subjects and the keyed digest of the keys — on PostgreSQL
+/// computed from the server's SHA-256 of the keys, elsewhere from the
+/// returned keys; the definitions agree. Batches of two walk rows that tie on
+/// the select column and a held subject without losing or repeating a row.
+async fn one_statement_batches_record_each_key(engine: Engine) {
+    let db = TestDb::create(engine).await;
+    // 1–3 tie, 4–6 are older and distinct, 7–9 are young; 5 is held.
+    let rows: Vec<(u32, String)> = (1..=9)
+        .map(|id| {
+            let at = match id {
+                1..=3 => "2025-01-01 00:00:00".to_string(),
+                4..=6 => format!("2024-0{id}-01 00:00:00"),
+                _ => "2026-06-01 00:00:00".to_string(),
+            };
+            (id, at)
+        })
+        .collect();
+    logs_table(&db, engine, &rows, &[5]).await;
+    let job = logs_job("batch_size = 2\n");
+    let ws = Workspace::new(&db.url, &[("logs.toml", &job)]);
     let out = ws.lethe(&["run", "--as-of", AS_OF]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert_eq!(
@@ -640,57 +665,23 @@ batch_size = 2
 /// `created_at`, so a window that lost or shared its boundary rows shows.
 async fn side_by_side_windows_delete_each_due_row_once(engine: Engine) {
     let db = TestDb::create(engine).await;
-    let ts = match engine {
-        Engine::MariaDb => "DATETIME",
-        _ => "TIMESTAMP",
-    };
-    db.exec(&format!(
-        "CREATE TABLE logs (id INTEGER PRIMARY KEY, email VARCHAR(100) NOT NULL, created_at {ts} NOT NULL)"
-    ))
-    .await;
-    db.exec("CREATE INDEX logs_created_at ON logs (created_at)")
-        .await;
-    db.exec("CREATE TABLE holds (email VARCHAR(100) NOT NULL)")
-        .await;
     // 300 rows; ids 1–210 are due, in runs of 7 equal timestamps; every
     // 25th of those is held. 211–300 are young.
     let held: Vec<u32> = (1..=210).filter(|id| id % 25 == 0).collect();
-    for id in &held {
-        db.exec(&format!(
-            "INSERT INTO holds (email) VALUES ('person{id}@example.org')"
-        ))
-        .await;
-    }
-    let mut values = Vec::new();
-    for id in 1..=300u32 {
-        let at = if id <= 210 {
-            let day = (id - 1) / 7; // 30 runs of 7
-            format!("2024-{:02}-{:02} 00:00:00", 1 + day / 28, 1 + day % 28)
-        } else {
-            "2026-06-01 00:00:00".to_string()
-        };
-        values.push(format!("({id}, 'person{id}@example.org', '{at}')"));
-    }
-    db.exec(&format!(
-        "INSERT INTO logs (id, email, created_at) VALUES {}",
-        values.join(", ")
-    ))
-    .await;
-    let job = r#"
-name = "logs"
-policy = "II(2)2"
-[[rules]]
-name = "delete-old-logs"
-target = "app.logs"
-key = "id"
-subject = "email"
-select = { column = "created_at", older_than = "180d" }
-hold = "app.holds.email"
-action = "delete"
-batch_size = 10
-concurrency = 3
-"#;
-    let ws = Workspace::new(&db.url, &[("logs.toml", job)]);
+    let rows: Vec<(u32, String)> = (1..=300u32)
+        .map(|id| {
+            let at = if id <= 210 {
+                let day = (id - 1) / 7; // 30 runs of 7
+                format!("2024-{:02}-{:02} 00:00:00", 1 + day / 28, 1 + day % 28)
+            } else {
+                "2026-06-01 00:00:00".to_string()
+            };
+            (id, at)
+        })
+        .collect();
+    logs_table(&db, engine, &rows, &held).await;
+    let job = logs_job("batch_size = 10\nconcurrency = 3\n");
+    let ws = Workspace::new(&db.url, &[("logs.toml", &job)]);
     let out = ws.lethe(&["run", "--as-of", AS_OF, "--output", "json"]);
     assert_eq!(out.code, 0, "{}", out.all());
     if engine == Engine::Sqlite {

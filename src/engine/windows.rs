@@ -12,8 +12,8 @@
 //! the batches in the order they were recorded, numbered in that order.
 
 use super::{
-    BatchDone, JobCtx, MAX_CONFLICT_RETRIES, RuleProgress, RuleReport, RuleStatus, batch_event,
-    conflict_backoff, count_batch, delete_next_batch, rollback_event,
+    BatchDone, JobCtx, RuleProgress, RuleReport, RuleStatus, batch_event, count_batch,
+    delete_next_batch, roll_back_or_retry, rollback_event,
 };
 use crate::config::Rule;
 use crate::error::Error;
@@ -181,24 +181,10 @@ async fn walk(
         .await;
         let del = match deleted {
             Ok(del) => del,
-            // Nothing recorded or committed yet: try the batch again.
-            Err(e @ Error::Conflict { .. }) if conflicts < MAX_CONFLICT_RETRIES => {
-                let _ = tx.rollback(db).await;
-                conflicts += 1;
-                lock(shared).report.retries += 1;
-                let wait = conflict_backoff(conflicts);
-                tracing::warn!(
-                    attempt = conflicts,
-                    wait_ms = wait.as_millis() as u64,
-                    error = %e,
-                    "batch rolled back by a conflicting transaction; trying it again"
-                );
-                tokio::time::sleep(wait).await;
-                continue;
-            }
             Err(e) => {
-                let _ = tx.rollback(db).await;
-                return Err(e);
+                roll_back_or_retry(db, tx, e, &mut conflicts).await?;
+                lock(shared).report.retries += 1;
+                continue;
             }
         };
         if del.count == 0 {
