@@ -113,7 +113,7 @@ pub(super) async fn execute(
     workers: usize,
 ) -> Result<(), Error> {
     let windows = split(db, sql, report.matched, workers).await?;
-    tracing::debug!(workers = windows.len(), "deleting in side-by-side windows");
+    tracing::info!(workers = windows.len(), "deleting in side-by-side windows");
     let shared = Mutex::new(Shared {
         ctx,
         report,
