@@ -121,6 +121,19 @@ async fn coverage(db: &Db, rule: &Rule, sql: &RuleSql, at: &str, report: &mut Ch
             rule.target, sel.column.name
         ));
     }
+    if rule.concurrency > 1 {
+        if let Some(why) = crate::engine::why_one_worker(db, sql) {
+            report.warnings.push(format!(
+                "{at}: concurrency {} has no effect here ({why}); the rule runs one batch at a time",
+                rule.concurrency
+            ));
+        } else if rule.concurrency > db.max_connections as usize {
+            report.warnings.push(format!(
+                "{at}: concurrency {} is capped at the source's max_connections ({})",
+                rule.concurrency, db.max_connections
+            ));
+        }
+    }
     if matches!(rule.action, Action::Delete) {
         covered(
             &rule.target,

@@ -15,6 +15,7 @@
 
 mod object_rules;
 mod windows;
+pub(crate) use windows::why_one_worker;
 
 use crate::audit::{AuditWriter, ChildCount, Event, JobOutcome, ObjectCount, Totals};
 use crate::config::{Job, Loaded, Rule, TableRef};
@@ -1155,7 +1156,7 @@ async fn execute(
     } else {
         vec![None]
     };
-    let workers = windows::workers(db, rule, fast, parts.len());
+    let workers = windows::workers(db, rule, sql);
     if workers > 1 {
         return windows::execute(ctx, db, rule, sql, report, bar, workers).await;
     }

@@ -682,6 +682,17 @@ async fn side_by_side_windows_delete_each_due_row_once(engine: Engine) {
     logs_table(&db, engine, &rows, &held).await;
     let job = logs_job("batch_size = 10\nconcurrency = 3\n");
     let ws = Workspace::new(&db.url, &[("logs.toml", &job)]);
+    // `check` says beforehand where the setting has no effect.
+    let check = ws.lethe(&["check"]);
+    assert_eq!(check.code, 0, "{}", check.all());
+    assert_eq!(
+        check
+            .all()
+            .contains("concurrency 3 has no effect here (SQLite"),
+        engine == Engine::Sqlite,
+        "{}",
+        check.all()
+    );
     let out = ws.lethe(&["run", "--as-of", AS_OF, "--output", "json"]);
     assert_eq!(out.code, 0, "{}", out.all());
     if engine == Engine::Sqlite {

@@ -24,22 +24,28 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// How many workers delete this rule's rows: its `concurrency`, where the
-/// path and engine allow more than one, capped by the source's pool.
-pub(super) fn workers(db: &Db, rule: &Rule, fast: bool, parts: usize) -> usize {
-    if rule.concurrency <= 1 {
-        return 1;
-    }
-    let one = if !fast {
+/// Why a rule with `concurrency` above 1 still runs one batch at a time
+/// here, if it does: the path or the engine gains nothing from more.
+pub(crate) fn why_one_worker(db: &Db, sql: &RuleSql) -> Option<&'static str> {
+    let d = db.dialect();
+    if !sql.fast_delete(d) {
         Some("the rule is not a one-statement delete on this engine")
-    } else if db.dialect().engine() == Engine::Sqlite {
+    } else if d.engine() == Engine::Sqlite {
         Some("SQLite lets one writer in at a time")
-    } else if parts > 1 {
+    } else if sql.delete_parts(d).len() > 1 {
         Some("a partitioned table is walked one partition at a time")
     } else {
         None
-    };
-    if let Some(why) = one {
+    }
+}
+
+/// How many workers delete this rule's rows: its `concurrency`, where the
+/// path and engine allow more than one, capped by the source's pool.
+pub(super) fn workers(db: &Db, rule: &Rule, sql: &RuleSql) -> usize {
+    if rule.concurrency <= 1 {
+        return 1;
+    }
+    if let Some(why) = why_one_worker(db, sql) {
         tracing::info!(
             concurrency = rule.concurrency,
             why,
