@@ -10,6 +10,8 @@
 //! never wait on each other's rows; every batch is still one short
 //! transaction, recorded (fsynced) before it commits; the audit log holds
 //! the batches in the order they were recorded, numbered in that order.
+//! The workers are futures on the run's task: the database does their work
+//! in parallel, Lethe mostly waits for it.
 
 use super::{
     BatchDone, JobCtx, RuleProgress, RuleReport, RuleStatus, batch_event, count_batch,
@@ -139,14 +141,20 @@ pub(super) async fn execute(
     .await;
     let shared = shared.into_inner().unwrap_or_else(|p| p.into_inner());
     // An audit failure stops the run, so it wins; any other fails the rule.
-    let mut errors: Vec<Error> = results.into_iter().filter_map(Result::err).collect();
+    let (mut errors, mut stopped_early) = (Vec::new(), false);
+    for r in results {
+        match r {
+            Ok(early) => stopped_early |= early,
+            Err(e) => errors.push(e),
+        }
+    }
     if let Some(i) = errors.iter().position(|e| matches!(e, Error::Audit(_))) {
         return Err(errors.swap_remove(i));
     }
     if let Some(e) = errors.into_iter().next() {
         return Err(e);
     }
-    shared.report.status = if shared.ctx.opts.cancel.is_cancelled() {
+    shared.report.status = if stopped_early {
         tracing::warn!("interrupted at a batch boundary");
         RuleStatus::Interrupted
     } else {
@@ -159,7 +167,8 @@ fn lock<'m, 'a, 'c>(m: &'m Mutex<Shared<'a, 'c>>) -> std::sync::MutexGuard<'m, S
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// One worker: batches over its window until the window is empty.
+/// One worker: batches over its window until the window is empty
+/// (`Ok(false)`) or the run is cancelled (`Ok(true)`: work is left).
 async fn walk(
     shared: &Mutex<Shared<'_, '_>>,
     stop: &AtomicBool,
@@ -167,12 +176,16 @@ async fn walk(
     rule: &Rule,
     sql: &RuleSql,
     window: &Window,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let mut bound = window.from.clone();
     let mut conflicts = 0u32;
     loop {
-        if stop.load(Ordering::SeqCst) || lock(shared).ctx.opts.cancel.is_cancelled() {
-            return Ok(());
+        if lock(shared).ctx.opts.cancel.is_cancelled() {
+            return Ok(true);
+        }
+        if stop.load(Ordering::SeqCst) {
+            // Another worker failed; its error fails the rule.
+            return Ok(true);
         }
         let started = Instant::now();
         let mut tx = db.begin().await?;
@@ -195,7 +208,7 @@ async fn walk(
         };
         if del.count == 0 {
             tx.rollback(db).await?;
-            return Ok(());
+            return Ok(false);
         }
         // Numbered and recorded under one lock, so numbers follow the log.
         let recorded = {
@@ -235,7 +248,7 @@ async fn walk(
             bound = del.bound;
         }
         if del.count < sql.batch_size as u64 {
-            return Ok(());
+            return Ok(false);
         }
         if !db.pause.is_zero() {
             tokio::time::sleep(db.pause).await;
