@@ -16,6 +16,9 @@ pub struct CheckReport {
     /// Each is `file:line:col: message`.
     pub problems: Vec<String>,
     pub warnings: Vec<String>,
+    /// What each rule will do that is worth knowing: the walk it takes.
+    #[serde(default)]
+    pub notes: Vec<String>,
     /// Sources that could not be reached.
     pub unreachable: Vec<String>,
     pub rules_checked: usize,
@@ -113,7 +116,15 @@ async fn probe(db: &Db, sql: &RuleSql) -> Result<(), crate::error::Error> {
 }
 
 async fn coverage(db: &Db, rule: &Rule, sql: &RuleSql, at: &str, report: &mut CheckReport) {
-    if let Some(sel) = &sql.select
+    let w = crate::engine::walk_report(sql);
+    report.notes.push(format!(
+        "{at}: batches walk the {} `{}` ({})",
+        w.by.name(),
+        w.column,
+        w.why
+    ));
+    if sql.walk == crate::config::Walk::Select
+        && let Some(sel) = &sql.select
         && !sql.table.info.indexed.contains(&sel.column.name)
     {
         report.warnings.push(format!(

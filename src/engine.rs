@@ -116,6 +116,35 @@ pub struct RuleReport {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<ObjectCount>,
     pub message: Option<String>,
+    /// The order the batches walk the table in, and why (SQL rules).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub walk: Option<WalkReport>,
+    /// Costs a plan makes visible: each child found through a foreign key
+    /// no index leads with (every batch scans that child table).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    /// Sizes chosen for batches sized by time (`batch_time`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub batch_sizes: Option<BatchSizes>,
+}
+
+/// Which index a rule's batches walk.
+#[derive(Debug, Clone, Serialize)]
+pub struct WalkReport {
+    pub by: crate::config::Walk,
+    /// The walked column (the select column, or the key).
+    pub column: String,
+    pub why: String,
+}
+
+/// What the time-sized batches of a rule were: first, smallest, largest, last.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct BatchSizes {
+    pub target_ms: u64,
+    pub first: usize,
+    pub min: usize,
+    pub max: usize,
+    pub last: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -605,6 +634,9 @@ fn blank_report(job: &Job, rule: &str, target: String, action: &str) -> RuleRepo
         sample_subjects: vec![],
         objects: vec![],
         message: None,
+        walk: None,
+        notes: vec![],
+        batch_sizes: None,
     }
 }
 
@@ -639,6 +671,8 @@ async fn run_rule_traced(
         Ok(s) => s,
         Err(problems) => return fail(ctx, report, problems.join("; ")),
     };
+    report.walk = Some(walk_report(&sql));
+    tracing::debug!(walk = sql.walk.name(), why = %sql.walk_why, "batch walk chosen");
     if let Some((index, count)) = ctx.opts.shard
         && let Err(e) = sql.set_shard(db.dialect(), index, count)
     {
@@ -740,6 +774,7 @@ async fn count_and_guard(
         tokio::try_join!(total, db.count(&eligible), held)?;
     if ctx.opts.mode != Mode::Execute {
         report.children = count_children(db, sql).await?;
+        report.notes = unindexed_children(db, sql, report.matched).await?;
         if sql.subject.is_some() {
             let stmt = sql.select_batch(d, None, false);
             let rows = sql.parse_batch(db.fetch(&stmt).await?);
@@ -858,6 +893,51 @@ async fn count_children(db: &Db, sql: &RuleSql) -> Result<Vec<ChildCount>, Error
         });
     }
     Ok(out)
+}
+
+/// Which index a prepared rule walks, for plans, runs and `check`.
+pub fn walk_report(sql: &RuleSql) -> WalkReport {
+    let column = match (sql.walk, &sql.select) {
+        (crate::config::Walk::Select, Some(s)) => s.column.name.clone(),
+        _ => sql.key.name.clone(),
+    };
+    WalkReport {
+        by: sql.walk,
+        column,
+        why: sql.walk_why.clone(),
+    }
+}
+
+/// A note per child reached through a foreign key no index leads with:
+/// every batch scans the whole child table, so the plan states how many
+/// batches and rows that is.
+async fn unindexed_children(db: &Db, sql: &RuleSql, matched: u64) -> Result<Vec<String>, Error> {
+    fn walk<'a>(cs: &'a [ChildSql], out: &mut Vec<&'a ChildSql>) {
+        for c in cs {
+            out.push(c);
+            walk(&c.children, out);
+        }
+    }
+    let mut all = Vec::new();
+    walk(&sql.children, &mut all);
+    let batches = matched.div_ceil(sql.batch_size.max(1) as u64);
+    let mut notes = Vec::new();
+    for c in all {
+        if c.table.info.indexed.contains(&c.fk.name) {
+            continue;
+        }
+        let mut b = db.builder();
+        b.push("SELECT COUNT(*) FROM ").push(&c.table.from);
+        let rows = db.count(&b.finish()).await?;
+        notes.push(format!(
+            "child {} is found by `{}`, which no index leads with: each of about {batches} batch(es) scans its {rows} rows (about {} row reads); an index on `{}` makes it a lookup",
+            c.display,
+            c.fk.name,
+            batches.saturating_mul(rows),
+            c.fk.name
+        ));
+    }
+    Ok(notes)
 }
 
 fn add_count(into: &mut Vec<ChildCount>, target: &str, via: &str, action: &str, n: u64) {
@@ -1005,7 +1085,7 @@ pub async fn delete_next_batch(
         message: e.to_string(),
     };
     let delete = sql.delete_batch(d, part, bound, below);
-    if let Some(summary) = sql.summarize_batch(d, part, below) {
+    if let Some(summary) = sql.summarize_batch(d, part, bound, below) {
         let del = sql
             .parse_deleted(d, tx.fetch(db, &summary).await?)
             .map_err(|e| unreadable(&e))?;

@@ -88,6 +88,24 @@ pub fn run_table(r: &RunReport, dry: bool) -> String {
             if let Some(m) = &rule.message {
                 notes.push((rows.len(), m.clone()));
             }
+            if dry && let Some(w) = &rule.walk {
+                notes.push((
+                    rows.len(),
+                    format!("walks the {} `{}` ({})", w.by.name(), w.column, w.why),
+                ));
+            }
+            for n in &rule.notes {
+                notes.push((rows.len(), n.clone()));
+            }
+            if let Some(b) = &rule.batch_sizes {
+                notes.push((
+                    rows.len(),
+                    format!(
+                        "batches sized for {} ms: first {}, smallest {}, largest {}, last {}",
+                        b.target_ms, b.first, b.min, b.max, b.last
+                    ),
+                ));
+            }
             if rule.retries > 0 {
                 notes.push((
                     rows.len(),
@@ -179,6 +197,9 @@ pub fn check_table(c: &CheckReport) -> String {
     }
     for w in &c.warnings {
         out.push_str(&format!("warning: {w}\n"));
+    }
+    for n in &c.notes {
+        out.push_str(&format!("note: {n}\n"));
     }
     out.push_str(&format!(
         "{} rules checked: {} errors, {} warnings, {} unreachable sources\n",

@@ -323,6 +323,15 @@ pub struct Rule {
     pub hold: Option<HoldRef>,
     pub action: Action,
     pub batch_size: usize,
+    /// `walk = "select" | "key"`: the walk the rule insists on; `None`
+    /// lets Lethe choose from the live indexes (see `sql::statements::Walk`).
+    pub walk: Option<Walk>,
+    /// `batch_time` (or `batch_size = "auto"`): each batch sized so its
+    /// transaction lasts about this long; `batch_size` is then the first
+    /// batch's size and `batch_size_max` the ceiling.
+    pub batch_time: Option<Duration>,
+    /// Ceiling of a time-sized batch.
+    pub batch_size_max: usize,
     /// Workers that delete disjoint ranges of the select column side by
     /// side, each with its own connection and its own short transactions.
     /// Only a plain delete (no children, no objects) on PostgreSQL or
@@ -334,6 +343,28 @@ pub struct Rule {
     /// Objects each row names, erased with the row.
     pub objects: Vec<ObjectLink>,
     pub origin: Origin,
+}
+
+/// The order a rule's batches walk its table in. Each batch continues
+/// where the last ended with a lower bound on the walked index, so the
+/// table is passed once in total, never re-scanned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Walk {
+    /// The select column's index, oldest first (then the key).
+    Select,
+    /// The key's index, filtering on the cutoff: for a select column no
+    /// index leads with, where an ordered batch would sort the table.
+    Key,
+}
+
+impl Walk {
+    pub fn name(self) -> &'static str {
+        match self {
+            Walk::Select => "select",
+            Walk::Key => "key",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -506,5 +537,9 @@ impl Template {
 pub const DEFAULT_BATCH_SIZE: usize = 2_000;
 /// Largest accepted batch (keeps IN-lists under every engine's bind limit).
 pub const MAX_BATCH_SIZE: usize = 20_000;
+/// First batch of a time-sized rule without `batch_size`.
+pub const DEFAULT_AUTO_FIRST_BATCH: usize = 1_000;
+/// Default `batch_time` for `batch_size = "auto"`.
+pub const DEFAULT_BATCH_TIME: Duration = Duration::from_millis(50);
 /// Largest accepted rule `concurrency` (each worker holds a connection).
 pub const MAX_RULE_CONCURRENCY: usize = 16;

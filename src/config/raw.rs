@@ -172,8 +172,18 @@ pub struct RawRule {
     /// Required for SQL rules; object rules only delete (the default).
     #[serde(default)]
     pub action: Option<Spanned<RawAction>>,
+    /// Rows per batch, or `"auto"` (sized by time, `batch_time`).
     #[serde(default)]
-    pub batch_size: Option<Spanned<i64>>,
+    pub batch_size: Option<Spanned<RawBatchSize>>,
+    /// Target duration of one batch's transaction (`"50ms"`): sizes batches by time.
+    #[serde(default)]
+    pub batch_time: Option<Spanned<String>>,
+    /// Ceiling of a time-sized batch.
+    #[serde(default)]
+    pub batch_size_max: Option<Spanned<i64>>,
+    /// `"select"` or `"key"`: force the order batches walk the table in.
+    #[serde(default)]
+    pub walk: Option<Spanned<String>>,
     /// Batches in flight at once (plain deletes only).
     #[serde(default)]
     pub concurrency: Option<Spanned<i64>>,
@@ -186,6 +196,14 @@ pub struct RawRule {
     /// Objects named by each row, erased with it.
     #[serde(default)]
     pub objects: Vec<Spanned<RawObjects>>,
+}
+
+/// `batch_size = 2000` or `batch_size = "auto"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawBatchSize {
+    Rows(i64),
+    Word(String),
 }
 
 /// `[[rules.objects]]`: the objects that belong to each row of a rule or child.

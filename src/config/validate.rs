@@ -566,6 +566,16 @@ fn object_rule(
         "requests in flight are set on the store (`stores.<name>.concurrency`)",
     );
     misplaced(
+        r.walk.is_some(),
+        "walk",
+        "a store is listed in key order; there is no index to choose",
+    );
+    misplaced(
+        r.batch_time.is_some() || r.batch_size_max.is_some(),
+        "batch_time",
+        "object batches are sized by `batch_size` (DeleteObjects takes 1,000 keys)",
+    );
+    misplaced(
         r.subject.is_some(),
         "subject",
         "a store holds no subject column; link objects to rows with [[rules.objects]] instead",
@@ -676,7 +686,12 @@ fn object_rule(
     };
     let batch_size = match &r.batch_size {
         None => DEFAULT_OBJECT_BATCH_SIZE,
-        Some(b) if (1..=100_000).contains(b.get_ref()) => *b.get_ref() as usize,
+        Some(b) if matches!(b.get_ref(), RawBatchSize::Rows(n) if (1..=100_000).contains(n)) => {
+            match b.get_ref() {
+                RawBatchSize::Rows(n) => *n as usize,
+                RawBatchSize::Word(_) => unreachable!("matched above"),
+            }
+        }
         Some(b) => {
             cx.err(
                 b,
@@ -722,6 +737,78 @@ fn guards(cx: &mut Ctx, r: &RawRule) -> (Option<u64>, Option<f64>) {
 
 /// Where leases and run history live when the config says nothing.
 pub const DEFAULT_STATE_URL: &str = "sqlite://var/state.db?mode=rwc";
+
+/// `batch_size` (a number or `"auto"`), `batch_time` and `batch_size_max`
+/// of a SQL rule: (first or fixed size, target duration, ceiling).
+fn batch_sizing(cx: &mut Ctx, r: &RawRule) -> (usize, Option<Duration>, usize) {
+    let mut auto = false;
+    let mut size = None;
+    match r.batch_size.as_ref() {
+        None => {}
+        Some(b) => match b.get_ref() {
+            RawBatchSize::Rows(v) if *v >= 1 && *v as usize <= MAX_BATCH_SIZE => {
+                size = Some(*v as usize)
+            }
+            RawBatchSize::Rows(_) => cx.err(
+                b,
+                format!("batch_size must be between 1 and {MAX_BATCH_SIZE}, or \"auto\""),
+            ),
+            RawBatchSize::Word(w) if w == "auto" => auto = true,
+            RawBatchSize::Word(w) => cx.err(
+                b,
+                format!(
+                    "batch_size: invalid type: string `{w}`, expected a number of rows or \"auto\""
+                ),
+            ),
+        },
+    }
+    let time = match &r.batch_time {
+        None if auto => Some(DEFAULT_BATCH_TIME),
+        None => None,
+        Some(t) => {
+            let d = parse_pause(cx, t);
+            if d.is_zero() || d > Duration::from_secs(60) {
+                cx.err(t, "batch_time must be between 1ms and 60s (e.g. \"50ms\")");
+                None
+            } else {
+                Some(d)
+            }
+        }
+    };
+    let max = match &r.batch_size_max {
+        None => MAX_BATCH_SIZE,
+        Some(m) => {
+            let v = *m.get_ref();
+            if time.is_none() {
+                cx.err(m, "batch_size_max bounds a batch sized by time: set batch_time (or batch_size = \"auto\") too");
+            }
+            if v < 1 || v as usize > MAX_BATCH_SIZE {
+                cx.err(
+                    m,
+                    format!("batch_size_max must be between 1 and {MAX_BATCH_SIZE}"),
+                );
+                MAX_BATCH_SIZE
+            } else {
+                v as usize
+            }
+        }
+    };
+    let first = match (size, time) {
+        (Some(n), _) => n,
+        (None, Some(_)) => DEFAULT_AUTO_FIRST_BATCH.min(max),
+        (None, None) => DEFAULT_BATCH_SIZE,
+    };
+    if time.is_some()
+        && first > max
+        && let Some(m) = &r.batch_size_max
+    {
+        cx.err(
+            m,
+            format!("batch_size_max ({max}) is below batch_size ({first})"),
+        );
+    }
+    (first, time, max)
+}
 
 fn parse_pause(cx: &mut Ctx, p: &Spanned<String>) -> Duration {
     let s = p.get_ref().trim();
@@ -1051,21 +1138,22 @@ pub fn validate_job(
                 Action::Delete
             }
         };
-        let batch_size = match &r.batch_size {
-            None => DEFAULT_BATCH_SIZE,
-            Some(b) => {
-                let v = *b.get_ref();
-                if v < 1 || v as usize > MAX_BATCH_SIZE {
-                    cx.err(
-                        b,
-                        format!("batch_size must be between 1 and {MAX_BATCH_SIZE}"),
-                    );
-                    DEFAULT_BATCH_SIZE
-                } else {
-                    v as usize
-                }
+        let (batch_size, batch_time, batch_size_max) = batch_sizing(&mut cx, r);
+        let walk = r.walk.as_ref().and_then(|w| match w.get_ref().as_str() {
+            "select" if select.is_none() => {
+                cx.err(w, "walk = \"select\" needs `select` (a column to walk)");
+                None
             }
-        };
+            "select" => Some(Walk::Select),
+            "key" => Some(Walk::Key),
+            other => {
+                cx.err(
+                    w,
+                    format!("unknown walk `{other}` (use \"select\" or \"key\")"),
+                );
+                None
+            }
+        });
         let (max_rows, max_fraction) = guards(&mut cx, r);
         let concurrency = match &r.concurrency {
             None => 1,
@@ -1105,6 +1193,9 @@ pub fn validate_job(
             hold,
             action: act,
             batch_size,
+            walk,
+            batch_time,
+            batch_size_max,
             concurrency,
             max_rows,
             max_fraction,

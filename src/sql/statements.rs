@@ -7,7 +7,7 @@
 use super::dialect::{DeleteSummary, DeleteTarget, Dialect, Engine};
 use super::schema::{ColumnInfo, ColumnKind, TableInfo};
 use super::{Builder, Stmt, TextRow, Val};
-use crate::config::{Action, Child, ObjectLink, Rule, Strategy, TableRef, TimeFormat};
+use crate::config::{Action, Child, ObjectLink, Rule, Strategy, TableRef, TimeFormat, Walk};
 use crate::keys::keys_sha256;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
@@ -136,6 +136,10 @@ pub struct RuleSql {
     pub action: ActionSql,
     pub children: Vec<ChildSql>,
     pub batch_size: usize,
+    /// The order batches walk the table in, chosen from the live indexes
+    /// (or forced by the rule), and why.
+    pub walk: Walk,
+    pub walk_why: String,
     /// This process's share of the key space, when sharded.
     pub shard: Option<String>,
     /// Objects each row names, and the columns (read with the batch) that name them.
@@ -207,6 +211,39 @@ fn cutoff_for(
             "select column `{}` has type {}, which is not a date, time, text or integer type",
             col.name, col.data_type
         )),
+    }
+}
+
+/// Which index the batches walk. An ordered batch over a column no index
+/// leads with is a scan and sort of the whole table, every batch (rows² /
+/// batch in total); walking the key forward with a moving lower bound and
+/// the cutoff as a filter passes each row once.
+fn choose_walk(
+    forced: Option<Walk>,
+    info: &TableInfo,
+    select: Option<&SelectSql>,
+    key: &ColumnInfo,
+) -> (Walk, String) {
+    let key_indexed = info.indexed.contains(&key.name);
+    match (forced, select) {
+        (Some(Walk::Key), _) => (Walk::Key, "walk = \"key\" in the rule".into()),
+        (Some(Walk::Select), Some(_)) => (Walk::Select, "walk = \"select\" in the rule".into()),
+        (_, None) => (Walk::Key, "the rule has no select column".into()),
+        (None, Some(sel)) if info.indexed.contains(&sel.column.name) => (
+            Walk::Select,
+            format!("an index leads with `{}`", sel.column.name),
+        ),
+        (None, Some(sel)) if key_indexed => (
+            Walk::Key,
+            format!("no index leads with `{}`", sel.column.name),
+        ),
+        (None, Some(sel)) => (
+            Walk::Select,
+            format!(
+                "no index leads with `{}` or with the key `{}`: every batch scans the table",
+                sel.column.name, key.name
+            ),
+        ),
     }
 }
 
@@ -400,10 +437,12 @@ impl RuleSql {
             return Err(problems);
         }
         let table = TableSql::new(d, info.clone());
+        let key = key.expect("checked");
+        let (walk, walk_why) = choose_walk(rule.walk, info, select.as_ref(), &key);
         Ok(RuleSql {
             display: rule.target.to_string(),
             table,
-            key: key.expect("checked"),
+            key,
             subject,
             select,
             where_: rule.where_.clone(),
@@ -411,6 +450,8 @@ impl RuleSql {
             action,
             children,
             batch_size: rule.batch_size,
+            walk,
+            walk_why,
             shard: None,
             objects: rule.objects.clone(),
             object_columns: objects,
@@ -480,9 +521,17 @@ impl RuleSql {
         }
     }
 
+    /// The select column of a select walk.
+    fn walked_select(&self) -> Option<&SelectSql> {
+        match self.walk {
+            Walk::Select => self.select.as_ref(),
+            Walk::Key => None,
+        }
+    }
+
     fn order_sql(&self, d: &dyn Dialect) -> String {
         let key = self.table.col(d, &self.key.name);
-        match &self.select {
+        match self.walked_select() {
             Some(s) => format!("{}, {key}", self.table.col(d, &s.column.name)),
             None => key,
         }
@@ -580,17 +629,22 @@ impl RuleSql {
                 d.quote(&self.bound_column().name)
             ),
             DeleteSummary::SelectFirst => String::new(),
-            DeleteSummary::Rows => format!("{key}, {subj}"),
+            DeleteSummary::Rows => format!(
+                "{key}, {subj}, {}",
+                d.to_text(&d.quote(&self.bound_column().name))
+            ),
         }
     }
 
     /// `DeleteSummary::SelectFirst`: the statement that summarizes the rows
     /// the next `delete_batch` will remove (count, keys joined by newlines,
-    /// no bound, distinct subjects as a JSON array).
+    /// the greatest value of the walked column, distinct subjects as a JSON
+    /// array). `from` and `below` must be the ones `delete_batch` is given.
     pub fn summarize_batch(
         &self,
         d: &dyn Dialect,
         part: Option<&str>,
+        from: Option<&str>,
         below: Option<&str>,
     ) -> Option<Stmt> {
         if d.delete_summary() != DeleteSummary::SelectFirst {
@@ -603,13 +657,15 @@ impl RuleSql {
             None => "NULL".into(),
         };
         b.push(
-            "SELECT CAST(COUNT(*) AS TEXT), group_concat(k, char(10)), NULL, \
+            "SELECT CAST(COUNT(*) AS TEXT), group_concat(k, char(10)), CAST(MAX(o) AS TEXT), \
              json_group_array(DISTINCT s) FILTER (WHERE s IS NOT NULL) FROM (SELECT ",
         );
-        b.push(&key).push(" AS k, ").push(&subj).push(" AS s FROM ");
+        b.push(&key).push(" AS k, ").push(&subj).push(" AS s, ");
+        b.push(&self.table.col(d, &self.bound_column().name))
+            .push(" AS o FROM ");
         b.push(part.unwrap_or(&self.table.from)).push(" WHERE ");
         self.push_eligible(d, &mut b);
-        self.push_window(d, &mut b, None, below);
+        self.push_window(d, &mut b, from, below);
         b.push(&format!(
             " ORDER BY {} LIMIT {})",
             self.order_sql(d),
@@ -623,7 +679,7 @@ impl RuleSql {
     /// from below, so the index walk starts where the last batch ended
     /// instead of stepping over every entry the run has already deleted.
     fn bound_column(&self) -> &ColumnInfo {
-        match &self.select {
+        match self.walked_select() {
             Some(sel) => &sel.column,
             None => &self.key,
         }
@@ -662,18 +718,34 @@ impl RuleSql {
         }
         let mut keys = Vec::with_capacity(rows.len());
         let mut subjects = BTreeSet::new();
+        let mut bound: Option<String> = None;
+        let int_bound = self.bound_column().kind == ColumnKind::Int;
         for mut r in rows {
+            let order = r.pop().flatten();
             let subject = r.pop().flatten();
             if let Some(k) = r.pop().flatten() {
                 keys.push(k);
             }
             subjects.extend(subject);
+            // Rows come back in delete order (`ORDER BY … LIMIT`): the last
+            // is the greatest; integers are compared as numbers anyway.
+            bound = match (bound, order) {
+                (Some(b), Some(o)) if int_bound => {
+                    let (bi, oi) = (b.parse::<i64>(), o.parse::<i64>());
+                    match (bi, oi) {
+                        (Ok(bi), Ok(oi)) if bi > oi => Some(b),
+                        _ => Some(o),
+                    }
+                }
+                (b, None) => b,
+                (_, o) => o,
+            };
         }
         Ok(Deleted {
             count: keys.len() as u64,
             keys_sha256: keys_sha256(&keys),
             subjects: subjects.into_iter().collect(),
-            bound: None,
+            bound,
         })
     }
 
@@ -755,7 +827,7 @@ impl RuleSql {
         // batch (an index on the select column does not end with the key);
         // InnoDB and SQLite indexes end with the primary key / rowid, where
         // the tie-break is free, so they keep it.
-        let order = match (d.engine(), &self.select) {
+        let order = match (d.engine(), self.walked_select()) {
             (Engine::Postgres, Some(sel)) => self.table.col(d, &sel.column.name),
             _ => self.order_sql(d),
         };
@@ -812,16 +884,22 @@ impl RuleSql {
         self.push_eligible(d, &mut b);
         if let Some(cur) = after {
             b.push(" AND ");
-            match (&self.select, &cur.order) {
+            match (self.walked_select(), &cur.order) {
                 (Some(s), Some(o)) => {
+                    // `(sel, key) > (o, k)` written with a leading `>=` on
+                    // the select column: every engine turns `sel >= o` into
+                    // the lower bound of the index range, so a batch starts
+                    // where the last one ended. The OR form alone is a
+                    // filter, applied to every row earlier batches already
+                    // passed (quadratic in the due rows).
                     let sc = self.table.col(d, &s.column.name);
-                    b.push("(").push(&sc).push(" > ");
+                    b.push(&sc).push(" >= ");
                     d.push_typed(&mut b, &s.column, o);
-                    b.push(" OR (").push(&sc).push(" = ");
+                    b.push(" AND (").push(&sc).push(" > ");
                     d.push_typed(&mut b, &s.column, o);
-                    b.push(" AND ").push(&key_sql).push(" > ");
+                    b.push(" OR ").push(&key_sql).push(" > ");
                     d.push_typed(&mut b, &self.key, &cur.key);
-                    b.push("))");
+                    b.push(")");
                 }
                 _ => {
                     b.push(&key_sql).push(" > ");
@@ -1206,6 +1284,8 @@ mod tests {
             action: ActionSql::Delete,
             children: vec![],
             batch_size: 10_000,
+            walk: Walk::Select,
+            walk_why: String::new(),
             shard: None,
             objects: vec![],
             object_columns: vec![],

@@ -1,0 +1,465 @@
+//! How batches walk a table, on every engine.
+//!
+//! A batch that continues with a filter instead of an index bound re-reads
+//! every row the earlier batches passed: quadratic in the due rows. These
+//! tests run `EXPLAIN` of the very statements Lethe builds (from a job file,
+//! against the live schema) and assert the continuation is the lower bound
+//! of an index range; and they run the walks for real and check exactly the
+//! due rows went, each in exactly one batch record.
+
+mod common;
+
+use common::{AS_OF, Engine, KEY, TestDb, Workspace, now};
+use lethe::audit::Event;
+use lethe::sql::statements::{Cursor, RuleSql};
+use lethe::sql::{Db, Stmt, Val};
+
+/// Rows in the EXPLAIN tables: enough that every planner prefers an index
+/// for a narrow range.
+const ROWS: u32 = 30_000;
+
+/// `evp(id, created_at, user_ref, note)`, `ROWS` rows; rows with
+/// `id % 10 < 3` are dated 2020 (due under a 180-day rule as of
+/// 2026-06-15), the others 2026-06 (young). Due rows are spread over the
+/// whole key range, so a key walk meets young rows between them.
+async fn evp(engine: Engine, index_created: bool) -> TestDb {
+    let db = TestDb::create(engine).await;
+    match engine {
+        Engine::Postgres => {
+            db.exec("CREATE TABLE evp (id BIGINT PRIMARY KEY, created_at TIMESTAMP NOT NULL, user_ref TEXT, note TEXT)").await;
+            db.exec(&format!(
+                "INSERT INTO evp SELECT g, CASE WHEN g % 10 < 3 THEN TIMESTAMP '2020-01-01' + g * INTERVAL '1 minute' \
+                 ELSE TIMESTAMP '2026-06-01' + g * INTERVAL '1 second' END, 'u' || g, 'n' || g FROM generate_series(1, {ROWS}) g"
+            ))
+            .await;
+        }
+        Engine::MariaDb => {
+            db.exec("CREATE TABLE evp (id BIGINT PRIMARY KEY, created_at DATETIME(6) NOT NULL, user_ref VARCHAR(200), note VARCHAR(200)) ENGINE=InnoDB").await;
+            db.exec(&format!(
+                "INSERT INTO evp SELECT seq, IF(seq % 10 < 3, TIMESTAMP '2020-01-01 00:00:00' + INTERVAL seq MINUTE, \
+                 TIMESTAMP '2026-06-01 00:00:00' + INTERVAL seq SECOND), CONCAT('u', seq), CONCAT('n', seq) FROM seq_1_to_{ROWS}"
+            ))
+            .await;
+        }
+        Engine::Sqlite => {
+            db.exec("CREATE TABLE evp (id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, user_ref TEXT, note TEXT)").await;
+            db.exec(&format!(
+                "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {ROWS}) \
+                 INSERT INTO evp SELECT n, CASE WHEN n % 10 < 3 THEN datetime('2020-01-01', '+' || n || ' minutes') \
+                 ELSE datetime('2026-06-01', '+' || n || ' seconds') END, 'u' || n, 'n' || n FROM g"
+            ))
+            .await;
+        }
+    }
+    if index_created {
+        db.exec("CREATE INDEX evp_created ON evp (created_at)")
+            .await;
+    }
+    match engine {
+        Engine::Postgres => db.exec("ANALYZE evp").await,
+        Engine::MariaDb => db.exec("ANALYZE TABLE evp").await,
+        Engine::Sqlite => db.exec("ANALYZE").await,
+    }
+    db
+}
+
+fn due(n: u32) -> u32 {
+    (1..=n).filter(|i| i % 10 < 3).count() as u32
+}
+
+/// The rule of the one job in `job`, prepared against the live schema.
+async fn prepared(db: &Db, ws: &Workspace) -> RuleSql {
+    let loaded = lethe::config::load(&ws.config(), &ws.jobs()).expect("the job loads");
+    let rule = &loaded.jobs[0].rules[0];
+    let as_of = now();
+    lethe::engine::prepare_rule(db, rule, as_of)
+        .await
+        .unwrap_or_else(|p| panic!("{p:?}"))
+}
+
+/// An anonymize rule: the keyed loop (select, then update by key).
+fn anonymize_job(batch_size: u32, walk: &str) -> String {
+    format!(
+        r#"
+name = "logs"
+policy = "II(2)2"
+[[rules]]
+name = "pseudonymize"
+target = "app.evp"
+select = {{ column = "created_at", older_than = "180d" }}
+action = {{ anonymize = {{ note = "null" }} }}
+batch_size = {batch_size}
+{walk}
+"#
+    )
+}
+
+/// Where the keyed loop stands after its first batch: the cursor the engine
+/// would continue from.
+async fn after_first_batch(db: &Db, sql: &RuleSql) -> Cursor {
+    let rows = sql.parse_batch(
+        db.fetch(&sql.select_batch(db.dialect(), None, false))
+            .await
+            .expect("first batch"),
+    );
+    let last = rows.last().expect("rows");
+    Cursor {
+        order: last.order.clone(),
+        key: last.key.clone(),
+    }
+}
+
+/// The plan of `stmt` as the engine prints it: PostgreSQL's text plan
+/// (with sequential scans off, so the plan shows where the index is
+/// bounded rather than whether the planner liked it), MariaDB's JSON plan,
+/// SQLite's query plan details.
+async fn explain(db: &TestDb, stmt: &Stmt) -> String {
+    match db.engine {
+        Engine::Postgres => {
+            let conn = db.connect().await;
+            let mut tx = conn.begin().await.unwrap();
+            tx.execute(&conn, &common::raw("SET LOCAL enable_seqscan = off"))
+                .await
+                .unwrap();
+            let e = Stmt {
+                sql: format!("EXPLAIN {}", stmt.sql),
+                binds: stmt.binds.clone(),
+            };
+            let rows = tx.fetch(&conn, &e).await.expect("explain");
+            tx.rollback(&conn).await.unwrap();
+            conn.close().await;
+            rows.into_iter()
+                .map(|r| r[0].clone().unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+        Engine::MariaDb => {
+            let conn = db.connect().await;
+            let e = Stmt {
+                sql: format!("EXPLAIN FORMAT=JSON {}", stmt.sql),
+                binds: stmt.binds.clone(),
+            };
+            let rows = conn.fetch(&e).await.expect("explain");
+            conn.close().await;
+            rows[0][0].clone().unwrap_or_default()
+        }
+        Engine::Sqlite => {
+            use sqlx::{Connection, Row};
+            let path = db.url.trim_start_matches("sqlite://");
+            let path = path.split('?').next().unwrap();
+            let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+                .await
+                .unwrap();
+            let sql = format!("EXPLAIN QUERY PLAN {}", stmt.sql);
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
+            for v in &stmt.binds {
+                q = match v {
+                    Val::Int(i) => q.bind(*i),
+                    Val::Text(s) => q.bind(s.clone()),
+                    Val::Null => q.bind(None::<String>),
+                    other => panic!("SQLite binds no {other:?}"),
+                };
+            }
+            let rows = q.fetch_all(&mut c).await.expect("explain");
+            rows.iter()
+                .map(|r| r.get::<String, _>("detail"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    }
+}
+
+/// MariaDB's JSON plan: the first table access (`access_type`, `key`, `rows`).
+fn mariadb_access(plan: &str) -> (String, String, u64) {
+    fn find(v: &serde_json::Value) -> Option<&serde_json::Value> {
+        match v {
+            serde_json::Value::Object(m) => {
+                if m.contains_key("access_type") {
+                    return Some(v);
+                }
+                m.values().find_map(find)
+            }
+            serde_json::Value::Array(a) => a.iter().find_map(find),
+            _ => None,
+        }
+    }
+    let v: serde_json::Value = serde_json::from_str(plan).expect("JSON plan");
+    let t = find(&v).unwrap_or_else(|| panic!("no table access in {plan}"));
+    (
+        t["access_type"].as_str().unwrap_or_default().to_string(),
+        t["key"].as_str().unwrap_or_default().to_string(),
+        t["rows"].as_u64().unwrap_or(u64::MAX),
+    )
+}
+
+/// The keyed loop's continuation after a batch is the lower bound of the
+/// select column's index range, not a filter over everything before it.
+async fn select_walk_continues_on_an_index_bound(engine: Engine) {
+    let db = evp(engine, true).await;
+    let batch = due(ROWS) - 2_000;
+    let ws = Workspace::new(&db.url, &[("logs.toml", &anonymize_job(batch, ""))]);
+    let conn = db.connect().await;
+    let sql = prepared(&conn, &ws).await;
+    let cur = after_first_batch(&conn, &sql).await;
+    let stmt = sql.select_batch(conn.dialect(), Some(&cur), true);
+    conn.close().await;
+    let plan = explain(&db, &stmt).await;
+    match engine {
+        Engine::Postgres => {
+            let cond = plan
+                .lines()
+                .find(|l| l.contains("Index Cond"))
+                .unwrap_or_else(|| panic!("no index condition:\n{plan}"));
+            assert!(
+                cond.contains("created_at >=") && cond.contains("created_at <"),
+                "the continuation bounds the index range from below:\n{plan}"
+            );
+        }
+        Engine::MariaDb => {
+            let (access, key, rows) = mariadb_access(&plan);
+            assert_eq!(access, "range", "{plan}");
+            assert_eq!(key, "evp_created", "{plan}");
+            assert!(
+                rows <= u64::from(ROWS) * 15 / 100,
+                "the range holds only the rows after the cursor ({rows} estimated):\n{plan}"
+            );
+        }
+        Engine::Sqlite => {
+            assert!(
+                plan.contains("USING INDEX evp_created (created_at>? AND created_at<?)"),
+                "the continuation is a bound of the index search:\n{plan}"
+            );
+        }
+    }
+}
+
+/// Key walk: the plain delete's one statement and the keyed loop's select,
+/// on a table whose select column no index leads with, are bounded on the
+/// key's index (never a scan and sort of the table).
+async fn key_walk_is_bounded_on_the_key_index(engine: Engine) {
+    let db = evp(engine, false).await;
+    let delete_job = r#"
+name = "logs"
+policy = "II(2)2"
+[[rules]]
+name = "delete-old"
+target = "app.evp"
+select = { column = "created_at", older_than = "180d" }
+action = "delete"
+batch_size = 500
+"#;
+    for (job, keyed) in [
+        (anonymize_job(500, ""), true),
+        (delete_job.to_string(), false),
+    ] {
+        let ws = Workspace::new(&db.url, &[("logs.toml", &job)]);
+        let conn = db.connect().await;
+        let sql = prepared(&conn, &ws).await;
+        assert_eq!(
+            sql.walk,
+            lethe::config::Walk::Key,
+            "chosen from the live indexes: {}",
+            sql.walk_why
+        );
+        let d = conn.dialect();
+        let stmt = if keyed {
+            let cur = after_first_batch(&conn, &sql).await;
+            sql.select_batch(d, Some(&cur), true)
+        } else {
+            // What the next batch after one that ended at key 9000 runs
+            // (on SQLite: the summary that picks its rows first).
+            sql.summarize_batch(d, None, Some("9000"), None)
+                .unwrap_or_else(|| sql.delete_batch(d, None, Some("9000"), None))
+        };
+        conn.close().await;
+        let plan = explain(&db, &stmt).await;
+        let what = if keyed { "keyed loop" } else { "plain delete" };
+        match engine {
+            Engine::Postgres => {
+                let cond = plan
+                    .lines()
+                    .find(|l| l.contains("Index Cond"))
+                    .unwrap_or_else(|| panic!("{what}: no index condition:\n{plan}"));
+                assert!(
+                    cond.contains("id >"),
+                    "{what}: the key bounds the index range:\n{plan}"
+                );
+                assert!(
+                    !plan.contains("Sort"),
+                    "{what}: the key's index gives the order:\n{plan}"
+                );
+            }
+            Engine::MariaDb => {
+                let (access, key, _) = mariadb_access(&plan);
+                assert_eq!(access, "range", "{what}: {plan}");
+                assert_eq!(key, "PRIMARY", "{what}: {plan}");
+                assert!(!plan.contains("filesort"), "{what}: {plan}");
+            }
+            Engine::Sqlite => {
+                assert!(
+                    plan.contains("USING INTEGER PRIMARY KEY (rowid>?)"),
+                    "{what}: the key bounds the search:\n{plan}"
+                );
+                assert!(!plan.contains("TEMP B-TREE FOR ORDER BY"), "{what}: {plan}");
+            }
+        }
+    }
+}
+
+/// `evp` with `n` rows and no index on `created_at`, plus `holds(user_ref)`
+/// listing every 50th row's subject (all of them due).
+async fn small_evp(engine: Engine, n: u32) -> TestDb {
+    let db = TestDb::create(engine).await;
+    let (ts, text) = match engine {
+        Engine::Postgres => ("TIMESTAMP", "TEXT"),
+        Engine::MariaDb => ("DATETIME", "VARCHAR(100)"),
+        Engine::Sqlite => ("TEXT", "TEXT"),
+    };
+    db.exec(&format!(
+        "CREATE TABLE evp (id BIGINT PRIMARY KEY, created_at {ts} NOT NULL, user_ref {text}, note {text})"
+    ))
+    .await;
+    db.exec(&format!("CREATE TABLE holds (user_ref {text} NOT NULL)"))
+        .await;
+    let mut values = Vec::new();
+    for i in 1..=n {
+        let at = if i % 10 < 3 {
+            format!("2020-{:02}-{:02} 00:00:00", 1 + i % 12, 1 + i % 28)
+        } else {
+            "2026-06-01 00:00:00".to_string()
+        };
+        values.push(format!("({i}, '{at}', 'u{i}', 'n{i}')"));
+        if i % 50 == 0 {
+            db.exec(&format!("INSERT INTO holds VALUES ('u{i}')")).await;
+        }
+    }
+    for chunk in values.chunks(500) {
+        db.exec(&format!(
+            "INSERT INTO evp (id, created_at, user_ref, note) VALUES {}",
+            chunk.join(", ")
+        ))
+        .await;
+    }
+    db
+}
+
+/// The key walk for real, as a one-statement delete and as the keyed loop
+/// (anonymize): exactly the due rows are acted on, held rows are kept, the
+/// audit log verifies, and every due row's subject is in exactly one batch
+/// record. `plan` and `check` say which walk.
+async fn key_walk_acts_on_each_due_row_once(engine: Engine) {
+    const N: u32 = 3_000;
+    for action in ["\"delete\"", "{ anonymize = { note = \"null\" } }"] {
+        let db = small_evp(engine, N).await;
+        let job = format!(
+            r#"
+name = "logs"
+policy = "II(2)2"
+[[rules]]
+name = "old"
+target = "app.evp"
+subject = "user_ref"
+hold = "app.holds.user_ref"
+select = {{ column = "created_at", older_than = "180d" }}
+action = {action}
+batch_size = 97
+"#
+        );
+        let ws = Workspace::new(&db.url, &[("logs.toml", &job)]);
+        let check = ws.lethe(&["check"]);
+        assert_eq!(check.code, 0, "{}", check.all());
+        assert!(
+            check
+                .stdout
+                .contains("batches walk the key `id` (no index leads with `created_at`)"),
+            "{}",
+            check.all()
+        );
+        let plan = ws.lethe(&["plan", "--as-of", AS_OF, "--output", "json"]);
+        let rule: serde_json::Value = plan
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["type"] == "rule")
+            .unwrap_or_else(|| panic!("no rule line: {}", plan.all()));
+        assert_eq!(rule["walk"]["by"], "key", "{rule}");
+        assert_eq!(rule["walk"]["column"], "id", "{rule}");
+        let table = ws.lethe(&["plan", "--as-of", AS_OF]);
+        assert!(
+            table.stdout.contains("walks the key `id`"),
+            "{}",
+            table.all()
+        );
+
+        let out = ws.lethe(&["run", "--as-of", AS_OF]);
+        assert_eq!(out.code, 0, "{}", out.all());
+        let due: Vec<u32> = (1..=N).filter(|i| i % 10 < 3).collect();
+        let acted: Vec<u32> = due.iter().copied().filter(|i| i % 50 != 0).collect();
+        let held = due.len() - acted.len();
+        let untouched = if action == "\"delete\"" {
+            db.count("SELECT COUNT(*) FROM evp").await
+        } else {
+            db.count("SELECT COUNT(*) FROM evp WHERE note IS NOT NULL")
+                .await
+        };
+        assert_eq!(
+            untouched,
+            u64::from(N) - acted.len() as u64,
+            "{action}: exactly the due, unheld rows"
+        );
+        let young_or_held =
+            "SELECT COUNT(*) FROM evp WHERE created_at > '2026-01-01' OR MOD(id, 50) = 0"
+                .to_string();
+        let kept = if engine == Engine::Sqlite {
+            young_or_held.replace("MOD(id, 50)", "id % 50")
+        } else {
+            young_or_held
+        };
+        assert_eq!(
+            db.count(&kept).await,
+            u64::from(N) - due.len() as u64 + held as u64,
+            "{action}: young and held rows are kept"
+        );
+        let keys = lethe::keys::Keys::from_secret(KEY.as_bytes());
+        let mut seen: Vec<String> = Vec::new();
+        let mut counted = 0;
+        for r in ws.last_records() {
+            if let Event::Batch {
+                count, subjects, ..
+            } = r.event
+            {
+                assert_eq!(count as usize, subjects.len(), "one subject per row");
+                counted += count;
+                seen.extend(subjects);
+            }
+        }
+        let mut want: Vec<String> = acted
+            .iter()
+            .map(|i| keys.subject(&format!("u{i}")))
+            .collect();
+        want.sort();
+        seen.sort();
+        assert_eq!(counted as usize, acted.len(), "{action}");
+        assert_eq!(
+            seen, want,
+            "{action}: every due row's subject in exactly one batch record"
+        );
+        let verify = ws.lethe(&["audit", "verify"]);
+        assert_eq!(verify.code, 0, "{}", verify.all());
+        // A second run finds nothing left.
+        let again = ws.lethe(&["run", "--as-of", AS_OF]);
+        assert_eq!(again.code, 0, "{}", again.all());
+        assert!(
+            !ws.last_records()
+                .iter()
+                .any(|r| matches!(r.event, Event::Batch { .. })),
+            "{action}: nothing left for a second run"
+        );
+    }
+}
+
+on_every_engine!(
+    select_walk_continues_on_an_index_bound,
+    key_walk_is_bounded_on_the_key_index,
+    key_walk_acts_on_each_due_row_once,
+);
