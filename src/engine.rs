@@ -14,6 +14,7 @@
 //! batch path at all.
 
 mod object_rules;
+mod recovery;
 mod windows;
 pub(crate) use windows::why_one_worker;
 
@@ -319,10 +320,16 @@ async fn run_traced(
         prev_run: prev.as_ref().map(|p| p.run_id.clone()),
         prev_head: prev.and_then(|p| p.head_hash),
     })?;
+    // The run lease first, then the row: a `running` row without a live run
+    // lease is a crashed run, which the next run of its jobs recovers.
+    let run_lease = State::run_lease(&run_id);
+    let audit_path = audit.path().display().to_string();
     if let Some(s) = &state
-        && let Err(e) = s
-            .run_started(&run_id, "run", &audit.path().display().to_string())
-            .await
+        && let Err(e) = async {
+            s.acquire(&run_lease, &run_id).await?;
+            s.run_started(&run_id, "run", &audit_path).await
+        }
+        .await
     {
         // Seal what was written, so the log says why this run did nothing.
         let _ = audit.append(Event::RunEnd {
@@ -365,63 +372,92 @@ async fn run_traced(
     };
     tracing::info!(mode = ?opts.mode, jobs = jobs.len(), "run started");
 
+    let mut fatal: Option<Error> = None;
+    if let Some(s) = &state
+        && let Err(e) = recovery::recover_crashed(
+            loaded,
+            s,
+            &mut audit,
+            s3_sink.as_ref(),
+            &jobs,
+            &opts,
+            &run_id,
+        )
+        .await
+    {
+        // Only the audit log fails a recovery: nothing may be touched.
+        fatal = Some(e);
+    }
     let mut sources = Sources::new(loaded);
     let mut reports = Vec::new();
     let mut exit = ExitCode::Ok;
     let mut totals = Totals::default();
-    let mut fatal: Option<Error> = None;
-    for job in jobs {
-        if opts.cancel.is_cancelled() {
-            break;
-        }
-        let mut ctx = JobCtx {
-            job,
-            keys,
-            audit: &mut audit,
-            opts: &opts,
-        };
-        let res = match &state {
-            Some(state) => run_job_leased(&mut ctx, state, &run_id, &mut sources).await,
-            None => run_job(&mut ctx, &mut sources).await.map(Some),
-        };
-        match res {
-            Ok(Some(report)) => {
-                for r in &report.rules {
-                    exit = exit.worst(match r.status {
-                        RuleStatus::Pending => ExitCode::Pending,
-                        RuleStatus::Done => ExitCode::Ok,
-                        RuleStatus::Guard => ExitCode::Guard,
-                        RuleStatus::Failed => ExitCode::Partial,
-                        RuleStatus::Interrupted => ExitCode::Ok,
-                    });
-                    match r.action.as_str() {
-                        "delete" => totals.deleted += r.done,
-                        "anonymize" => totals.anonymized += r.done,
-                        _ => {}
-                    }
-                    object_rules::add_totals(&mut totals, r, opts.mode);
-                    totals.held += r.held;
-                    totals.failed_rules += u64::from(r.status == RuleStatus::Failed);
-                    totals.guard_trips += u64::from(r.status == RuleStatus::Guard);
-                }
-                reports.push(report);
-            }
-            Ok(None) => {
-                exit = exit.worst(ExitCode::Locked);
-                reports.push(JobReport {
-                    job: job.name.clone(),
-                    policy: job.policy.clone(),
-                    status: "locked".into(),
-                    duration_ms: 0,
-                    rules: vec![],
-                });
-            }
-            Err(e) => {
-                // The audit log or the state store failed: stop everything.
-                fatal = Some(e);
+    let work = async {
+        for job in jobs {
+            if fatal.is_some() {
                 break;
             }
+            if opts.cancel.is_cancelled() {
+                break;
+            }
+            let mut ctx = JobCtx {
+                job,
+                keys,
+                audit: &mut audit,
+                opts: &opts,
+            };
+            let res = match &state {
+                Some(state) => run_job_leased(&mut ctx, state, &run_id, &mut sources).await,
+                None => run_job(&mut ctx, &mut sources).await.map(Some),
+            };
+            match res {
+                Ok(Some(report)) => {
+                    for r in &report.rules {
+                        exit = exit.worst(match r.status {
+                            RuleStatus::Pending => ExitCode::Pending,
+                            RuleStatus::Done => ExitCode::Ok,
+                            RuleStatus::Guard => ExitCode::Guard,
+                            RuleStatus::Failed => ExitCode::Partial,
+                            RuleStatus::Interrupted => ExitCode::Ok,
+                        });
+                        match r.action.as_str() {
+                            "delete" => totals.deleted += r.done,
+                            "anonymize" => totals.anonymized += r.done,
+                            _ => {}
+                        }
+                        object_rules::add_totals(&mut totals, r, opts.mode);
+                        totals.held += r.held;
+                        totals.failed_rules += u64::from(r.status == RuleStatus::Failed);
+                        totals.guard_trips += u64::from(r.status == RuleStatus::Guard);
+                    }
+                    reports.push(report);
+                }
+                Ok(None) => {
+                    exit = exit.worst(ExitCode::Locked);
+                    reports.push(JobReport {
+                        job: job.name.clone(),
+                        policy: job.policy.clone(),
+                        status: "locked".into(),
+                        duration_ms: 0,
+                        rules: vec![],
+                    });
+                }
+                Err(e) => {
+                    // The audit log or the state store failed: stop everything.
+                    fatal = Some(e);
+                    break;
+                }
+            }
         }
+    };
+    match &state {
+        // The run lease says this process is alive for as long as it runs.
+        Some(s) => tokio::select! {
+            biased;
+            () = work => {}
+            () = recovery::keep_run_lease(s, &run_lease, &run_id) => {}
+        },
+        None => work.await,
     }
     sources.close().await;
 
@@ -464,6 +500,9 @@ async fn run_traced(
             .await
         {
             tracing::error!(run = %run_id, error = %e, "cannot record the run's head in the state store; `audit verify` will report the run as never ended");
+        }
+        if let Err(e) = state.release(&run_lease, &run_id).await {
+            tracing::warn!(error = %e, "cannot release the run lease; it expires on its own");
         }
         state.close().await;
     }

@@ -243,6 +243,59 @@ impl State {
         Ok(())
     }
 
+    /// The run lease a run holds (and renews) from its start to its end, so
+    /// that another process can tell a run that is still going from one that
+    /// died: a `running` run whose run lease is gone or expired crashed.
+    pub fn run_lease(run: &str) -> String {
+        format!("run:{run}")
+    }
+
+    /// Runs that never ended and whose process is gone: status `running`,
+    /// and no live run lease. `except` is the asking run itself.
+    pub async fn crashed_runs(&self, except: &str) -> Result<Vec<StateRun>, Error> {
+        let running = self
+            .select_runs("WHERE status = 'running' ORDER BY started_ms, run_id")
+            .await?;
+        if running.is_empty() {
+            return Ok(running);
+        }
+        let live = self
+            .db
+            .fetch(&self.stmt(
+                "SELECT name FROM lethe_leases WHERE name LIKE 'run:%' AND expires_ms >= ?",
+                vec![Val::Int(now_ms())],
+            ))
+            .await
+            .map_err(|e| Error::State(e.to_string()))?;
+        let live: std::collections::BTreeSet<String> =
+            live.into_iter().filter_map(|r| r[0].clone()).collect();
+        Ok(running
+            .into_iter()
+            .filter(|r| r.run_id != except && !live.contains(&Self::run_lease(&r.run_id)))
+            .collect())
+    }
+
+    /// Record that `run` crashed and was recovered, with the record count
+    /// and head its log had when the recovery was recorded: `audit verify`
+    /// compares them with the log, as it does a finished run's.
+    /// `Ok(false)` if the run was no longer `running` (recovered already).
+    pub async fn run_crashed(&self, run: &str, head: &str, records: u64) -> Result<bool, Error> {
+        let n = self
+            .db
+            .execute(&self.stmt(
+                "UPDATE lethe_runs SET ended_ms = ?, status = 'crashed', head_hash = ?, records = ? WHERE run_id = ? AND status = 'running'",
+                vec![
+                    Val::Int(now_ms()),
+                    Val::Text(head.into()),
+                    Val::Int(records as i64),
+                    Val::Text(run.into()),
+                ],
+            ))
+            .await
+            .map_err(|e| Error::State(e.to_string()))?;
+        Ok(n == 1)
+    }
+
     /// The most recently started run, if any: the one a new run links to.
     pub async fn last_run(&self) -> Result<Option<StateRun>, Error> {
         Ok(self

@@ -54,6 +54,18 @@ pub struct Totals {
     pub objects_held: u64,
 }
 
+/// A batch a crashed run recorded but may not have committed.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct InDoubt {
+    pub job: String,
+    pub rule: String,
+    pub batch: u64,
+    pub count: u64,
+    /// `batch` or `object_batch`.
+    pub kind: String,
+    pub keys_digest: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JobOutcome {
     pub job: String,
@@ -187,6 +199,30 @@ pub enum Event {
     Locked {
         job: String,
     },
+    /// An earlier run of one of this run's jobs (same shard) never ended: its
+    /// process died (SIGKILL, out of memory, a lost node) and its run lease
+    /// expired. Written once per crashed run, before this run touches
+    /// anything. `records` and `head` pin that run's log as this run found
+    /// it, so `audit verify` accepts the unsealed log only while it still
+    /// ends exactly there: cut, extended or edited afterwards, it fails.
+    Recovery {
+        /// The run that crashed.
+        crashed_run: String,
+        /// Its log's file name (in the audit folder, and its S3 copy).
+        crashed_file: String,
+        /// How many records its log held, all of them chained.
+        records: u64,
+        /// Its last record's hash.
+        head: String,
+        /// Its jobs that this run also runs (and so finishes).
+        jobs: Vec<String>,
+        /// Batches it recorded whose commit it never confirmed. A batch is
+        /// recorded before its transaction commits, so each either committed
+        /// (its rows are gone) or not (its rows are still due, and this run
+        /// or a later one deletes them again in batches of its own).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        in_doubt: Vec<InDoubt>,
+    },
     /// The seal: always the last record of a run. Its `hash` is the run's
     /// head, which the state store also keeps (with the record count).
     RunEnd {
@@ -268,7 +304,10 @@ impl Event {
             Event::BatchRollback { job, rule, .. } | Event::ObjectErrors { job, rule, .. } => {
                 (job, rule.as_str(), None, None)
             }
-            Event::RunStart { .. } | Event::Locked { .. } | Event::RunEnd { .. } => return None,
+            Event::RunStart { .. }
+            | Event::Locked { .. }
+            | Event::Recovery { .. }
+            | Event::RunEnd { .. } => return None,
         };
         Some(Scope {
             job,
@@ -291,6 +330,7 @@ impl Event {
             Event::Plan { .. } => "plan",
             Event::Failure { .. } => "failure",
             Event::Locked { .. } => "locked",
+            Event::Recovery { .. } => "recovery",
             Event::RunEnd { .. } => "run_end",
         }
     }

@@ -64,6 +64,11 @@ pub const COLUMNS: &[&str] = &[
     "objects_held",
     "store",
     "object_reasons",
+    "crashed_run",
+    "crashed_file",
+    "records",
+    "head",
+    "in_doubt",
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +198,22 @@ fn event_cells(event: &Event) -> Map<String, Value> {
             ("reasons", Value::Object(r)) => {
                 m.insert("object_reasons".into(), pairs(&r));
             }
+            // recovery: `job/rule#batch:count` of each batch in doubt.
+            ("in_doubt", Value::Array(a)) => {
+                let joined: Vec<String> = a
+                    .iter()
+                    .map(|b| {
+                        format!(
+                            "{}/{}#{}:{}",
+                            text(&b["job"]),
+                            text(&b["rule"]),
+                            text(&b["batch"]),
+                            text(&b["count"])
+                        )
+                    })
+                    .collect();
+                m.insert("in_doubt".into(), json!(joined.join(";")));
+            }
             ("failed", Value::Object(r)) => {
                 m.insert("reason".into(), pairs(&r));
             }
@@ -313,7 +334,7 @@ mod tests {
         assert_eq!(csv_cell(&json!("two\nlines")), "\"two\nlines\"");
     }
 
-    use super::super::event::{JobOutcome, Totals};
+    use super::super::event::{InDoubt, JobOutcome, Totals};
     use std::collections::BTreeMap;
 
     fn objects(store: &str, n: u64) -> ObjectCount {
@@ -466,6 +487,21 @@ mod tests {
                 error: s("lease lost"),
             },
             Event::Locked { job: s("j") },
+            Event::Recovery {
+                crashed_run: s("r9"),
+                crashed_file: s("run-20260615T120000.000Z-r9.jsonl"),
+                records: 12,
+                head: s("h9"),
+                jobs: vec![s("logs")],
+                in_doubt: vec![InDoubt {
+                    job: s("logs"),
+                    rule: s("r"),
+                    batch: 4,
+                    count: 40,
+                    kind: s("batch"),
+                    keys_digest: s("kd"),
+                }],
+            },
             Event::RunEnd {
                 status: s("partial"),
                 totals: Totals {

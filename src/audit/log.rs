@@ -156,6 +156,19 @@ pub fn read_log(path: &Path) -> Log {
             report.prev_run = prev_run.clone();
             report.prev_head = prev_head.clone();
         }
+        if let Event::Recovery {
+            crashed_run,
+            records,
+            head,
+            ..
+        } = &record.event
+        {
+            report.recovers.push(super::verify::Pin {
+                run: crashed_run.clone(),
+                records: *records,
+                head: head.clone(),
+            });
+        }
         if report.first_ts.is_none() {
             report.first_ts = Some(record.ts.clone());
         }

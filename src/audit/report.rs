@@ -229,7 +229,10 @@ impl Report {
                     run.failures += 1;
                 }
                 Event::Plan { action, .. } => r.action = action.clone(),
-                Event::RunStart { .. } | Event::Locked { .. } | Event::RunEnd { .. } => {}
+                Event::RunStart { .. }
+                | Event::Locked { .. }
+                | Event::Recovery { .. }
+                | Event::RunEnd { .. } => {}
             }
         }
         self.runs.push(run);
@@ -292,8 +295,14 @@ impl Report {
         if t.logs_failed == 0 {
             let _ = writeln!(
                 h,
-                "<section class=\"banner ok\" id=\"verification\"><strong>All {} logs verified.</strong> Every chain is intact, every run is sealed{}.</section>",
+                "<section class=\"banner ok\" id=\"verification\"><strong>All {} logs verified.</strong> Every chain is intact, every run is sealed{}{}.</section>",
                 t.logs_ok,
+                match verdicts.iter().filter(|v| v.recovered_by.is_some()).count() {
+                    0 => String::new(),
+                    n => format!(
+                        " or, for {n} that crashed, recovered by a later run that recorded where its log ended"
+                    ),
+                },
                 if verdicts.iter().any(|v| v.state.is_some()) {
                     ", and the state store agrees with every head"
                 } else {
@@ -478,11 +487,7 @@ fn verdict_text(v: &FileReport) -> String {
         parts.push("MISSING".to_string());
     } else {
         parts.push(v.chain_status());
-        parts.push(if v.sealed {
-            "sealed".into()
-        } else {
-            "NOT sealed".into()
-        });
+        parts.push(v.seal_status());
     }
     parts.extend(v.problems.iter().cloned());
     parts.join("; ")

@@ -9,6 +9,12 @@
 //! run before it — this finds a whole run deleted, and a log cut at its end
 //! and re-sealed so that its own chain still looks intact.
 //!
+//! A run that crashed (killed, out of memory) leaves a log without its seal.
+//! The next run of its jobs records a `recovery` naming it, with the record
+//! count and head it found (`Pin`); verify then accepts that unsealed log as
+//! `crashed, recovered by <run>` only while it ends exactly there, and the
+//! state store keeps the same count and head as a second anchor.
+//!
 //! The chain is plain SHA-256: anyone can recompute it. What makes a rewrite
 //! detectable is a head held elsewhere — the state store, and the next run's
 //! `run_start` — so verification is only as strong as those are kept apart.
@@ -45,6 +51,20 @@ pub struct FileReport {
     pub problems: Vec<String>,
     /// The state store's row for this run, when it was consulted and has one.
     pub state: Option<StateRun>,
+    /// From `recovery` records: the crashed runs this run found, as it found them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub recovers: Vec<Pin>,
+    /// This run never ended (no seal), and a later run recorded its
+    /// recovery with exactly this log's record count and head.
+    pub recovered_by: Option<String>,
+}
+
+/// A crashed run's log as the recovering run found it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Pin {
+    pub run: String,
+    pub records: u64,
+    pub head: String,
 }
 
 impl FileReport {
@@ -64,11 +84,26 @@ impl FileReport {
             missing: false,
             problems: vec![],
             state: None,
+            recovers: vec![],
+            recovered_by: None,
         }
     }
 
     pub fn ok(&self) -> bool {
-        self.broken_at.is_none() && self.sealed && !self.missing && self.problems.is_empty()
+        self.broken_at.is_none()
+            && (self.sealed || self.recovered_by.is_some())
+            && !self.missing
+            && self.problems.is_empty()
+    }
+
+    /// How the run ended, in words: `sealed`, `crashed, recovered by <run>`,
+    /// or `NOT sealed (run did not finish)`.
+    pub fn seal_status(&self) -> String {
+        match (&self.recovered_by, self.sealed) {
+            (_, true) => "sealed".into(),
+            (Some(by), false) => format!("crashed, recovered by {by}"),
+            (None, false) => "NOT sealed (run did not finish)".into(),
+        }
     }
 
     /// The chain status in words: `chain ok` or `broken at record N: why`.
@@ -122,6 +157,55 @@ pub fn cross_check(
     }
     let mut missing: BTreeMap<String, FileReport> = BTreeMap::new();
 
+    // Recoveries: a later run pinned a crashed run's log as it found it.
+    let pins: Vec<(String, Pin)> = reports
+        .iter()
+        .filter(|r| r.broken_at.is_none())
+        .flat_map(|r| {
+            let by = r.run.clone().unwrap_or_default();
+            r.recovers.iter().map(move |p| (by.clone(), p.clone()))
+        })
+        .collect();
+    for (by, pin) in pins {
+        let Some(idx) = by_run.get(&pin.run) else {
+            if complete {
+                let m = missing.entry(pin.run.clone()).or_insert_with(|| {
+                    let mut m = FileReport::new(PathBuf::from(format!("(run {})", pin.run)));
+                    m.run = Some(pin.run.clone());
+                    m.missing = true;
+                    m
+                });
+                m.problems.push(format!(
+                    "run {by} recovered this crashed run ({} records, head {}…), and its log is missing: the whole run was deleted",
+                    pin.records,
+                    short(&pin.head)
+                ));
+            }
+            continue;
+        };
+        for &i in idx {
+            let r = &mut reports[i];
+            if r.broken_at.is_some() {
+                // The chain itself is broken; that is the finding.
+            } else if r.sealed {
+                r.problems.push(format!(
+                    "run {by} recorded this run as crashed at {} records, but its log is sealed: records were added after the recovery",
+                    pin.records
+                ));
+            } else if r.records != pin.records || r.head.as_deref() != Some(pin.head.as_str()) {
+                r.problems.push(format!(
+                    "run {by} recovered this crashed run at {} records ending at {}…, but the log has {} records ending at {}…: cut, extended or rewritten after the recovery",
+                    pin.records,
+                    short(&pin.head),
+                    r.records,
+                    r.head.as_deref().map(short).unwrap_or("-")
+                ));
+            } else if r.recovered_by.is_none() {
+                r.recovered_by = Some(by.clone());
+            }
+        }
+    }
+
     if let Some(state) = state {
         let known: BTreeMap<&str, &StateRun> =
             state.iter().map(|s| (s.run_id.as_str(), s)).collect();
@@ -171,6 +255,10 @@ pub fn cross_check(
                             ));
                         }
                     }
+                    // Recovered, but the state store's row was not updated
+                    // (the recovering run could not write it): the pin in
+                    // the recovering run's own log is the anchor.
+                    _ if r.recovered_by.is_some() => {}
                     _ => r.problems.push(format!(
                         "the state store says this run never ended (status {}): it crashed, or is still running",
                         s.status

@@ -236,11 +236,7 @@ pub fn verify_table(reports: &[FileReport]) -> String {
                 r.first_ts.as_deref().unwrap_or("-"),
                 r.last_ts.as_deref().unwrap_or("-"),
                 r.chain_status(),
-                if r.sealed {
-                    "sealed"
-                } else {
-                    "NOT sealed (run did not finish)"
-                }
+                r.seal_status()
             ));
         }
         for p in &r.problems {

@@ -1,0 +1,205 @@
+//! Crash recovery the audit accepts, and only as recorded: a run killed with
+//! SIGKILL is recovered by the next run, which pins where the crashed log
+//! ended; `audit verify` accepts the unsealed log as `crashed, recovered by`
+//! only while it still ends there. A crash nothing recovered still fails.
+
+mod common;
+
+use common::{AS_OF, Engine, KEY, TestDb, Workspace, now};
+use lethe::audit::event::Record;
+use lethe::audit::{Event, Totals};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const JOB: &str = r#"
+name = "logs"
+policy = "II(2)2"
+[[rules]]
+name = "delete-old-events"
+target = "app.events"
+select = { column = "created_at", older_than = "180d" }
+action = "delete"
+batch_size = 40
+"#;
+
+fn workspace(db: &TestDb) -> Workspace {
+    let ws = Workspace::new(&db.url, &[("logs.toml", JOB)]);
+    let cfg = std::fs::read_to_string(ws.config()).unwrap();
+    let cfg = cfg
+        .replacen(
+            "[sources.app]\n",
+            "[sources.app]\nbatch_pause = \"60ms\"\n",
+            1,
+        )
+        .replace("lease_ttl = \"30s\"", "lease_ttl = \"5s\"");
+    assert!(cfg.contains("lease_ttl = \"5s\""));
+    std::fs::write(ws.config(), cfg).unwrap();
+    ws
+}
+
+/// Start `lethe run`, and SIGKILL it once two batches are recorded.
+/// Returns the killed run's log.
+fn kill_mid_run(ws: &Workspace) -> PathBuf {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
+        .args(["run", "--as-of", AS_OF, "--config"])
+        .arg(ws.config())
+        .arg("--jobs")
+        .arg(ws.jobs())
+        .env("LETHE_AUDIT_KEY", KEY)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while ws.audit_text().matches("\"type\":\"batch\"").count() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(30), "never got going");
+        assert!(child.try_wait().unwrap().is_none(), "ended too early");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let files = ws.audit_files();
+    assert_eq!(files.len(), 1);
+    files[0].clone()
+}
+
+fn verify(ws: &Workspace, extra: &[&str]) -> common::Output {
+    let mut args = vec!["audit", "verify"];
+    args.extend_from_slice(extra);
+    ws.lethe(&args)
+}
+
+fn lines(path: &PathBuf) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| format!("{l}\n"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_crash_verifies_and_tampering_after_it_does_not() {
+    let db = TestDb::create(Engine::Sqlite).await;
+    db.seed(200, now()).await;
+    let ws = workspace(&db);
+    let crashed = kill_mid_run(&ws);
+
+    // Nothing recovered it yet: the unsealed log fails.
+    let out = verify(&ws, &[]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("NOT sealed"), "{}", out.stdout);
+    assert!(out.stdout.contains("never ended"), "{}", out.stdout);
+
+    // The next run, once the dead run's leases expired, recovers it.
+    std::thread::sleep(Duration::from_secs(6));
+    let out = ws.lethe(&["run", "--as-of", AS_OF]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let original = lines(&crashed);
+    let recovery = ws
+        .audit_files()
+        .iter()
+        .filter(|f| **f != crashed)
+        .flat_map(|f| lethe::audit::verify::read_records(f).unwrap())
+        .find_map(|r| match r.event {
+            Event::Recovery {
+                crashed_run,
+                records,
+                head,
+                in_doubt,
+                ..
+            } => Some((r.run, crashed_run, records, head, in_doubt)),
+            _ => None,
+        })
+        .expect("a recovery record");
+    let (by, crashed_run, records, head, in_doubt) = recovery;
+    assert_eq!(records, original.len() as u64, "the count as found");
+    assert!(
+        original.last().unwrap().contains(&head),
+        "the head is the last record's hash"
+    );
+    let last: Record = lethe::audit::verify::read_records(&crashed)
+        .unwrap()
+        .pop()
+        .unwrap();
+    assert_eq!(last.run, crashed_run);
+    match &last.event {
+        Event::Batch { batch, .. } => {
+            assert_eq!(in_doubt.len(), 1, "its last batch is in doubt");
+            assert_eq!(in_doubt[0].batch, *batch);
+        }
+        _ => assert!(in_doubt.is_empty(), "{in_doubt:?}"),
+    }
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM events WHERE created_at < '2025-12-17 12:00:00'")
+            .await,
+        0
+    );
+
+    let out = verify(&ws, &[]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains(&format!("crashed, recovered by {by}")),
+        "{}",
+        out.stdout
+    );
+    // The files alone (no state store): the pin in the recovering log suffices.
+    let dir = ws.audit_dir();
+    let dir = dir.to_str().unwrap();
+    let out = verify(&ws, &["--no-state-store", dir]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("crashed, recovered by"),
+        "{}",
+        out.stdout
+    );
+    // The report and the export keep the crash visible.
+    let html = ws.path().join("report.html");
+    let out = ws.lethe(&["audit", "report", "--html", html.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains(&format!("crashed, recovered by {by}")));
+    let out = ws.lethe(&["audit", "export", "--format", "csv"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains(",recovery,"), "{}", out.stdout);
+    assert!(out.stdout.contains(&crashed_run));
+
+    let tamper = |content: Vec<String>, why: &str| {
+        std::fs::write(&crashed, content.concat()).unwrap();
+        for extra in [&[][..], &["--no-state-store", dir][..]] {
+            let out = verify(&ws, extra);
+            assert_eq!(out.code, 1, "{why} ({extra:?}): {}", out.all());
+            assert!(
+                !out.stdout.contains("crashed, recovered by"),
+                "{why}: {}",
+                out.stdout
+            );
+        }
+        std::fs::write(&crashed, original.concat()).unwrap();
+        assert_eq!(verify(&ws, &[]).code, 0, "restored");
+    };
+    // Cut after the recovery recorded it.
+    tamper(original[..original.len() - 1].to_vec(), "cut by one record");
+    // Extended with a correctly chained seal, as anyone can compute one.
+    let mut sealed = original.clone();
+    let (line, _) = lethe::audit::writer::seal_line(&Record {
+        v: 1,
+        seq: original.len() as u64,
+        ts: last.ts.clone(),
+        run: crashed_run.clone(),
+        kid: last.kid.clone(),
+        event: Event::RunEnd {
+            status: "completed".into(),
+            totals: Totals::default(),
+            jobs: vec![],
+        },
+        prev: head.clone(),
+    });
+    sealed.push(format!("{line}\n"));
+    tamper(sealed, "re-sealed after the recovery");
+    // A record edited.
+    let mut edited = original.clone();
+    edited[1] = edited[1].replacen("\"count\":40", "\"count\":39", 1);
+    assert_ne!(edited[1], original[1]);
+    tamper(edited, "a batch count edited");
+}
