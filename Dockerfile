@@ -34,6 +34,12 @@ ENV LETHE_CONFIG=/etc/lethe/config/lethe.toml \
 # Relative paths in the config (var/audit, var/state.db) land here.
 WORKDIR /var/lib/lethe
 USER 65532:65532
+# Docker's health probe is the daemon's (`lethe daemon`, the scheduler for
+# hosts without Kubernetes): `lethe healthcheck` asks its health address and
+# fails when the loop stalled or is gone. Kubernetes ignores HEALTHCHECK, and
+# a one-shot `lethe run` serves no probe: start those with --no-healthcheck.
+HEALTHCHECK --interval=60s --timeout=10s --start-period=30s --retries=3 \
+  CMD ["/usr/local/bin/lethe", "healthcheck", "--quiet"]
 # Exec form: lethe is PID 1 and receives SIGTERM itself (it installs a handler,
 # finishes the current batch and exits).
 ENTRYPOINT ["/usr/local/bin/lethe"]

@@ -10,6 +10,7 @@ indent() { sed 's/^/    /'; }
   echo "kind: ConfigMap"
   echo "metadata:"
   echo "  name: lethe-config"
+  echo "  namespace: lethe"
   echo "  labels: {app.kubernetes.io/name: lethe}"
   echo "data:"
   echo "  lethe.toml: |"
@@ -19,6 +20,7 @@ indent() { sed 's/^/    /'; }
   echo "kind: ConfigMap"
   echo "metadata:"
   echo "  name: lethe-jobs"
+  echo "  namespace: lethe"
   echo "  labels: {app.kubernetes.io/name: lethe}"
   echo "data:"
   for f in jobs/*.toml; do

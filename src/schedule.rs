@@ -15,7 +15,12 @@
 //!   clock when it wakes, so a clock jump or a suspended host cannot stall it;
 //!   fires missed while asleep are coalesced into one;
 //! - on shutdown it stops firing, cancels in-flight runs (they stop at the next
-//!   batch boundary) and waits for them.
+//!   batch boundary) and waits for them;
+//! - a new [`Schedule`] (SIGHUP: config and jobs re-read and validated by the
+//!   CLI) replaces the entries between two fires; runs in flight finish under
+//!   the configuration they started with and still block an overlapping fire
+//!   of the same job. The loop never validates anything itself: what reaches
+//!   it is already known good, and an invalid reload never reaches it.
 
 use crate::error::ExitCode;
 use chrono::{DateTime, Utc};
@@ -108,6 +113,10 @@ pub enum DaemonEvent {
         job: String,
         code: ExitCode,
     },
+    /// A reload swapped in a new schedule of `jobs` entries.
+    Reloaded {
+        jobs: usize,
+    },
     Drained,
 }
 
@@ -126,6 +135,12 @@ pub struct Entry {
     pub cron: Cron,
 }
 
+/// A whole, validated schedule: what a reload swaps in at once.
+pub struct Schedule {
+    pub entries: Vec<Entry>,
+    pub tz: Tz,
+}
+
 pub struct Daemon {
     pub entries: Vec<Entry>,
     pub tz: Tz,
@@ -133,6 +148,22 @@ pub struct Daemon {
     pub runner: Arc<dyn Runner>,
     pub stats: Arc<DaemonStats>,
     pub events: Option<tokio::sync::mpsc::UnboundedSender<DaemonEvent>>,
+    /// Schedules that replace the running one (SIGHUP); `None`: it never changes.
+    pub reload: Option<tokio::sync::mpsc::UnboundedReceiver<Schedule>>,
+}
+
+/// The next schedule from `rx`; never ready when there is none (or the
+/// sender is gone), so the loop then just sleeps and fires.
+async fn next_schedule(
+    rx: &mut Option<tokio::sync::mpsc::UnboundedReceiver<Schedule>>,
+) -> Schedule {
+    if let Some(r) = rx.as_mut()
+        && let Some(s) = r.recv().await
+    {
+        return s;
+    }
+    *rx = None;
+    std::future::pending().await
 }
 
 impl Daemon {
@@ -150,6 +181,9 @@ impl Daemon {
             DaemonEvent::Finished { job, code } => {
                 tracing::info!(job, code = code.code(), "scheduled run finished")
             }
+            DaemonEvent::Reloaded { jobs } => {
+                tracing::info!(jobs, "new schedule in force")
+            }
             DaemonEvent::Drained => tracing::info!("all in-flight runs drained"),
         }
         if let Some(tx) = &self.events {
@@ -158,13 +192,15 @@ impl Daemon {
     }
 
     /// Run until `shutdown` is cancelled; then drain in-flight runs.
-    pub async fn run(self, shutdown: CancellationToken) {
+    pub async fn run(mut self, shutdown: CancellationToken) {
         let start = self.clock.now();
+        let mut entries = std::mem::take(&mut self.entries);
+        let mut tz = self.tz;
+        let mut reload = self.reload.take();
         // The next fire per entry, computed from the previous *scheduled* time.
-        let mut next: Vec<Option<DateTime<Utc>>> = self
-            .entries
+        let mut next: Vec<Option<DateTime<Utc>>> = entries
             .iter()
-            .map(|e| next_fire(&e.cron, self.tz, start))
+            .map(|e| next_fire(&e.cron, tz, start))
             .collect();
         let mut running: BTreeMap<String, JoinHandle<()>> = BTreeMap::new();
         let runs_cancel = CancellationToken::new();
@@ -177,17 +213,30 @@ impl Daemon {
             self.stats
                 .in_flight
                 .store(running.len() as u64, Ordering::Relaxed);
-            let Some(earliest) = next.iter().flatten().min().copied() else {
-                // Nothing will ever fire: wait for shutdown.
-                shutdown.cancelled().await;
-                break;
+            let earliest = next.iter().flatten().min().copied();
+            let sleep = async {
+                match earliest {
+                    Some(at) => self.clock.sleep_until(at).await,
+                    // Nothing will ever fire: wait for shutdown or a reload.
+                    None => std::future::pending().await,
+                }
             };
             tokio::select! {
-                _ = self.clock.sleep_until(earliest) => {}
+                _ = sleep => {}
+                s = next_schedule(&mut reload) => {
+                    // From now on: fires of the old schedule that were not
+                    // yet due are dropped, none of the new one is back-dated.
+                    let now = self.clock.now();
+                    next = s.entries.iter().map(|e| next_fire(&e.cron, s.tz, now)).collect();
+                    entries = s.entries;
+                    tz = s.tz;
+                    self.emit(DaemonEvent::Reloaded { jobs: entries.len() });
+                    continue;
+                }
                 _ = shutdown.cancelled() => break,
             }
             let now = self.clock.now();
-            for (i, entry) in self.entries.iter().enumerate() {
+            for (i, entry) in entries.iter().enumerate() {
                 let Some(due) = next[i] else { continue };
                 if due > now {
                     continue;
@@ -196,7 +245,7 @@ impl Daemon {
                 // from now, not from the backlog.
                 let mut after = due;
                 let mut missed = 0u64;
-                while let Some(n) = next_fire(&entry.cron, self.tz, after) {
+                while let Some(n) = next_fire(&entry.cron, tz, after) {
                     if n > now {
                         next[i] = Some(n);
                         break;

@@ -124,6 +124,7 @@ async fn simulate(
         runner: Arc::new(runner),
         stats: stats.clone(),
         events: Some(tx),
+        reload: None,
     };
     daemon.run(shutdown).await;
     let mut events = Vec::new();
@@ -349,6 +350,7 @@ async fn shutdown_drains_in_flight_runs() {
         }),
         stats: Arc::new(DaemonStats::default()),
         events: Some(tx),
+        reload: None,
     };
     let handle = tokio::spawn(daemon.run(shutdown.clone()));
     started.notified().await;

@@ -76,6 +76,23 @@ fn check_job_spec(job: &Value, pod: &Value, what: &str) {
     let c = &at(pod, "containers").as_sequence().unwrap()[0];
     assert_eq!(c["name"], "lethe");
     assert_eq!(
+        c["imagePullPolicy"], "Always",
+        "{what}: a moved tag must not run a stale image"
+    );
+    for bound in ["requests", "limits"] {
+        for res in ["cpu", "memory"] {
+            assert!(
+                !c["resources"][bound][res].is_null(),
+                "{what}: no {res} {bound}"
+            );
+        }
+    }
+    assert_eq!(
+        pod["automountServiceAccountToken"].as_bool(),
+        Some(false),
+        "{what}: Lethe never calls the Kubernetes API"
+    );
+    assert_eq!(
         c["securityContext"]["readOnlyRootFilesystem"].as_bool(),
         Some(true),
         "{what}"
@@ -263,4 +280,104 @@ fn the_dockerfile_builds_the_tested_binary_as_non_root() {
         "the image's Rust ({rust}) is at least the crate's rust-version ({want})"
     );
     assert!(Path::new(&repo.join(".dockerignore")).exists());
+}
+
+/// Every manifest: one namespace (never `default`), and every checkov skip
+/// with a written reason.
+#[test]
+fn every_object_lives_in_the_lethe_namespace_and_every_skip_says_why() {
+    let dir = common::repo().join("deploy/kubernetes");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 7, "{files:?}");
+    let mut skips = 0;
+    for f in files {
+        let name = f.file_name().unwrap().to_str().unwrap().to_string();
+        for d in docs(&name) {
+            if d["kind"] == "Namespace" {
+                assert_eq!(d["metadata"]["name"], "lethe");
+                continue;
+            }
+            assert_eq!(
+                d["metadata"]["namespace"], "lethe",
+                "{name}: {:?} is not in the lethe namespace",
+                d["kind"]
+            );
+            if let Some(ann) = d["metadata"]["annotations"].as_mapping() {
+                for (k, v) in ann {
+                    let k = k.as_str().unwrap();
+                    if !k.starts_with("checkov.io/skip") {
+                        continue;
+                    }
+                    let v = v.as_str().unwrap();
+                    let (id, reason) = v
+                        .split_once('=')
+                        .unwrap_or_else(|| panic!("{name}: {k} has no reason: {v}"));
+                    assert!(id.starts_with("CKV"), "{name}: {k}: {id}");
+                    assert!(
+                        reason.split_whitespace().count() >= 8 && !reason.contains('='),
+                        "{name}: {k}: a reason is a sentence, without `=`: {reason}"
+                    );
+                    skips += 1;
+                }
+            }
+        }
+    }
+    assert!(skips > 0, "the skips are where the scanner reads them");
+}
+
+#[test]
+fn the_network_policy_covers_every_pod_and_admits_nothing() {
+    let d = docs("networkpolicy.yaml");
+    let np = &d[0];
+    assert_eq!(np["kind"], "NetworkPolicy");
+    let selector = at(np, "spec.podSelector.matchLabels");
+    let types: Vec<&str> = at(np, "spec.policyTypes")
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_str().unwrap())
+        .collect();
+    assert!(types.contains(&"Ingress") && types.contains(&"Egress"));
+    assert_eq!(
+        np["spec"]["ingress"].as_sequence().map(|s| s.len()),
+        Some(0),
+        "no ingress at all"
+    );
+    for (file, pod) in [
+        (
+            "cronjob.yaml",
+            "spec.jobTemplate.spec.template.metadata.labels",
+        ),
+        ("indexed-job.yaml", "spec.template.metadata.labels"),
+        ("dry-run-job.yaml", "spec.template.metadata.labels"),
+    ] {
+        let labels = at(&docs(file)[0], pod).as_mapping().unwrap().clone();
+        for (k, v) in selector.as_mapping().unwrap() {
+            assert_eq!(labels.get(k), Some(v), "{file}: pods escape the policy");
+        }
+    }
+}
+
+#[test]
+fn the_image_probes_the_daemon_with_a_command_lethe_has() {
+    let text = std::fs::read_to_string(common::repo().join("Dockerfile")).unwrap();
+    let joined = text.replace("\\\n", " ");
+    let hc = joined
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("HEALTHCHECK"))
+        .expect("a HEALTHCHECK");
+    let cmd = hc.split_once(" CMD ").expect("HEALTHCHECK … CMD […]").1;
+    let argv: Vec<String> = serde_json::from_str(cmd.trim()).expect("exec form");
+    assert_eq!(argv[0], "/usr/local/bin/lethe");
+    assert_eq!(argv[1], "healthcheck");
+    let mut parse = vec!["lethe".to_string()];
+    parse.extend(argv[1..].iter().cloned());
+    lethe::cli::args::Cli::try_parse_from(parse)
+        .unwrap_or_else(|e| panic!("{argv:?} is not a valid lethe command: {e}"));
 }

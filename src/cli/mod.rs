@@ -233,22 +233,32 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
     }
 }
 
-/// Runs one job through the engine for the daemon, recording its metrics.
-struct EngineRunner {
+/// The configuration, jobs and keys a daemon's runs start with. A reload
+/// swaps the whole of it at once; a run keeps the one it started with.
+struct InForce {
     loaded: std::sync::Arc<Loaded>,
     keys: Keys,
+}
+
+/// Runs one job through the engine for the daemon, recording its metrics.
+struct EngineRunner {
+    in_force: std::sync::Arc<std::sync::RwLock<InForce>>,
     shard: Option<(u32, u32)>,
     registry: std::sync::Arc<crate::metrics::Registry>,
 }
 
 impl crate::schedule::Runner for EngineRunner {
     fn run(&self, job: String, cancel: CancellationToken) -> crate::schedule::BoxFuture<ExitCode> {
-        let (loaded, keys, registry, shard) = (
-            self.loaded.clone(),
-            self.keys.clone(),
-            self.registry.clone(),
-            self.shard,
-        );
+        let (loaded, keys) = {
+            // A poisoned lock only means a reload panicked mid-swap; what it
+            // holds is still one whole InForce (both fields are set together).
+            let f = self
+                .in_force
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            (f.loaded.clone(), f.keys.clone())
+        };
+        let (registry, shard) = (self.registry.clone(), self.shard);
         Box::pin(async move {
             let opts = RunOptions {
                 as_of: chrono::Utc::now(),
@@ -273,29 +283,111 @@ impl crate::schedule::Runner for EngineRunner {
     }
 }
 
-async fn daemon(g: &Global, shard: Option<(u32, u32)>) -> Result<ExitCode, Error> {
-    use crate::schedule::{Daemon, DaemonStats, Entry, SystemClock, parse_cron, parse_tz};
-    use std::sync::Arc;
-    let loaded = Arc::new(load(g)?);
-    let keys = Keys::from_env(&loaded.config.audit.hmac_key_env)?;
+/// The daemon's schedule from a loaded configuration: every scheduled,
+/// non-manual job, in the configured time zone. Refused when nothing would fire.
+fn schedule_of(loaded: &Loaded) -> Result<crate::schedule::Schedule, Error> {
+    use crate::schedule::{Entry, Schedule, parse_cron, parse_tz};
     let tz = parse_tz(&loaded.config.daemon.time_zone).map_err(Error::Usage)?;
-    let entries: Vec<Entry> = loaded
-        .jobs
-        .iter()
-        .filter(|j| !j.manual)
-        .filter_map(|j| {
-            let cron = parse_cron(j.schedule.as_deref()?).ok()?;
-            Some(Entry {
-                job: j.name.clone(),
-                cron,
-            })
-        })
-        .collect();
+    let mut entries = Vec::new();
+    for j in loaded.jobs.iter().filter(|j| !j.manual) {
+        let Some(expr) = j.schedule.as_deref() else {
+            continue;
+        };
+        // Validation already parsed it; a failure here is a bug worth saying.
+        let cron = parse_cron(expr).map_err(Error::Usage)?;
+        entries.push(Entry {
+            job: j.name.clone(),
+            cron,
+        });
+    }
     if entries.is_empty() {
         return Err(Error::Usage(
             "no job has a schedule: nothing for the daemon to do".into(),
         ));
     }
+    Ok(Schedule { entries, tz })
+}
+
+/// Everything a reload must get right before it may swap: config and jobs
+/// valid, the HMAC key present, a schedule with something to fire.
+fn reloadable(g: &Global) -> Result<(InForce, crate::schedule::Schedule), Error> {
+    let loaded = load(g)?;
+    let keys = Keys::from_env(&loaded.config.audit.hmac_key_env)?;
+    let schedule = schedule_of(&loaded)?;
+    Ok((
+        InForce {
+            loaded: std::sync::Arc::new(loaded),
+            keys,
+        },
+        schedule,
+    ))
+}
+
+/// On every SIGHUP: re-read and validate config and jobs; swap them in only
+/// when all of it is valid. A refused reload changes nothing (the old
+/// configuration and schedule stay in force) and says why, every problem
+/// with its file, line and column.
+#[cfg(unix)]
+fn reload_on_sighup(
+    mut hup: tokio::signal::unix::Signal,
+    g: Global,
+    in_force: std::sync::Arc<std::sync::RwLock<InForce>>,
+    tx: tokio::sync::mpsc::UnboundedSender<crate::schedule::Schedule>,
+    shutdown: CancellationToken,
+) {
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                r = hup.recv() => if r.is_none() { return },
+                _ = shutdown.cancelled() => return,
+            }
+            tracing::info!(config = %g.config.display(), jobs = %g.jobs_dir.display(), "SIGHUP: reloading config and jobs");
+            match reloadable(&g) {
+                Ok((next, schedule)) => {
+                    let mut f = in_force
+                        .write()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    if next.loaded.config.daemon.health_addr != f.loaded.config.daemon.health_addr {
+                        tracing::warn!(
+                            "daemon.health_addr changed: the health endpoint moves only on a restart"
+                        );
+                    }
+                    tracing::info!(
+                        jobs = schedule.entries.len(),
+                        config_digest = %next.loaded.config_digest,
+                        jobs_digest = %next.loaded.jobs_digest,
+                        "reload accepted"
+                    );
+                    *f = next;
+                    drop(f);
+                    if tx.send(schedule).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => {
+                    for line in e.to_string().lines() {
+                        tracing::error!(problem = %line, "reload refused");
+                    }
+                    tracing::error!(
+                        "reload refused: the previous configuration and schedule stay in force"
+                    );
+                }
+            }
+        }
+    });
+}
+
+async fn daemon(g: &Global, shard: Option<(u32, u32)>) -> Result<ExitCode, Error> {
+    use crate::schedule::{Daemon, DaemonStats, SystemClock};
+    use std::sync::Arc;
+    // SIGHUP's default action ends the process: take it over before anything
+    // else, so a reload sent early never kills the daemon.
+    #[cfg(unix)]
+    let hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| Error::Other(format!("cannot install the SIGHUP handler: {e}")))?;
+    let loaded = Arc::new(load(g)?);
+    let keys = Keys::from_env(&loaded.config.audit.hmac_key_env)?;
+    let schedule = schedule_of(&loaded)?;
     let registry = Arc::new(crate::metrics::Registry::default());
     let stats = Arc::new(DaemonStats::default());
     let shutdown = cancel_on_signals();
@@ -303,25 +395,34 @@ async fn daemon(g: &Global, shard: Option<(u32, u32)>) -> Result<ExitCode, Error
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| Error::Other(format!("cannot listen on {addr} for health probes: {e}")))?;
-    tracing::info!(%addr, jobs = entries.len(), time_zone = %tz, "daemon started");
+    tracing::info!(%addr, jobs = schedule.entries.len(), time_zone = %schedule.tz, "daemon started");
     let server = tokio::spawn(crate::health::serve(
         listener,
         stats.clone(),
         registry.clone(),
         shutdown.clone(),
     ));
+    let in_force = Arc::new(std::sync::RwLock::new(InForce {
+        loaded: loaded.clone(),
+        keys,
+    }));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    #[cfg(unix)]
+    reload_on_sighup(hup, g.clone(), in_force.clone(), tx, shutdown.clone());
+    #[cfg(not(unix))]
+    drop(tx);
     let daemon = Daemon {
-        entries,
-        tz,
+        entries: schedule.entries,
+        tz: schedule.tz,
         clock: Arc::new(SystemClock),
         runner: Arc::new(EngineRunner {
-            loaded: loaded.clone(),
-            keys,
+            in_force,
             shard,
             registry,
         }),
         stats,
         events: None,
+        reload: Some(rx),
     };
     daemon.run(shutdown).await;
     let _ = server.await;
