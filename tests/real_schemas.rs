@@ -741,3 +741,144 @@ async fn sqlite_foreign_keys_off() {
         "the payments of 2 and 3 dangle, as check warned"
     );
 }
+
+/// `check --graph` draws each rule's tree: the rule's table, every key into
+/// it with its status, and the child rules below.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_graph_draws_the_tree() {
+    let db = TestDb::create(Engine::Postgres).await;
+    customers(&db).await;
+    payments(&db, "RESTRICT").await;
+    legal_hold(&db).await;
+    db.exec(
+        "CREATE TABLE refund (id BIGINT PRIMARY KEY, payment_id BIGINT NOT NULL, \
+         CONSTRAINT refund_payment_fk FOREIGN KEY (payment_id) REFERENCES payment (id) ON DELETE CASCADE)",
+    )
+    .await;
+    let children = r#"hold = "app.legal_hold.customer_id"
+
+  [[rules.children]]
+  target = "app.payment"
+  foreign_key = "customer_id"
+  action = "delete"
+"#;
+    let ws = Workspace::new(&db.url, &[("cancelled.toml", &job(children))]);
+    let out = ws.lethe(&["check", "--graph"]);
+    assert_eq!(out.code, 78, "{}", out.all());
+    for line in [
+        "app.customer (delete)\n",
+        "├─ legal_hold.customer_id [legal_hold_customer_fk, ON DELETE NO ACTION] ok: the rule's hold list",
+        "└─ payment.customer_id [payment_customer_fk, ON DELETE RESTRICT] ok: covered by child rule app.payment",
+        "      → app.payment (delete)\n",
+        "      └─ refund.payment_id [refund_payment_fk, ON DELETE CASCADE] ERROR: no child rule covers it; the database would delete those rows and the audit would never see them",
+    ] {
+        assert!(
+            out.stdout.contains(line),
+            "expected `{line}` in:\n{}",
+            out.stdout
+        );
+    }
+}
+
+/// `check --coverage` lists personal-looking columns no rule reaches and
+/// tables referencing a subject table that no rule covers: names only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_coverage_maps_what_no_rule_reaches() {
+    let db = TestDb::create(Engine::Sqlite).await;
+    customers(&db).await;
+    payments(&db, "RESTRICT").await;
+    db.exec(
+        "CREATE TABLE lead (id INTEGER PRIMARY KEY, FullName TEXT, mobile_phone TEXT, last_ip TEXT, \
+         wechat TEXT, description TEXT, email_verified BOOLEAN)",
+    )
+    .await;
+    db.exec(
+        "INSERT INTO lead VALUES (1, 'Zhang Sanfeng', '13800138000', '203.0.113.7', 'wx_zsf', 'x', 1)",
+    )
+    .await;
+    let child = r#"
+  [[rules.children]]
+  target = "app.payment"
+  foreign_key = "customer_id"
+  action = { anonymize = { customer_id = "fixed:1" } }
+
+[[rules]]
+name = "pseudonymize-leads"
+target = "app.lead"
+where = "1 = 1"
+action = { anonymize = { last_ip = "null" } }
+"#;
+    let ws = Workspace::new(&db.url, &[("cancelled.toml", &job(child))]);
+    let extra = "\n[coverage]\nextra_patterns = [\"wechat\"]\n";
+    let cfg = std::fs::read_to_string(ws.config()).unwrap() + extra;
+    std::fs::write(ws.config(), cfg).unwrap();
+    let out = ws.lethe(&["check", "--coverage", "--output", "json"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let cov: Value = out
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "coverage")
+        .unwrap_or_else(|| panic!("no coverage line: {}", out.all()));
+    let cols: Vec<String> = cov["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            format!(
+                "{}.{}",
+                c["table"].as_str().unwrap(),
+                c["column"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        cols,
+        [
+            "app.lead.FullName",
+            "app.lead.mobile_phone",
+            "app.lead.wechat"
+        ],
+        "customer is deleted, last_ip anonymized, description / email_verified not personal"
+    );
+    // payment is covered by a child rule; nothing else references customer.
+    assert_eq!(cov["references"], serde_json::json!([]));
+    for value in [
+        "Zhang",
+        "13800138000",
+        "203.0.113.7",
+        "wx_zsf",
+        "example.invalid",
+    ] {
+        assert!(
+            !out.all().contains(value),
+            "`{value}` leaked:\n{}",
+            out.all()
+        );
+    }
+
+    // Without the child rule, payment references the subject table uncovered.
+    let ws2 = Workspace::new(&db.url, &[("cancelled.toml", &job(""))]);
+    let out = ws2.lethe(&["check", "--coverage"]);
+    assert!(
+        out.stdout.contains(
+            "table app.payment references app.customer.id by customer_id (constraint `payment_fk0`)"
+        ),
+        "{}",
+        out.stdout
+    );
+
+    // A malformed pattern is a config error with its position.
+    let bad = std::fs::read_to_string(ws.config())
+        .unwrap()
+        .replace("[\"wechat\"]", "[\"WeChat\"]");
+    std::fs::write(ws.config(), bad).unwrap();
+    let out = ws.lethe(&["check", "--coverage"]);
+    assert_eq!(out.code, 78, "{}", out.all());
+    assert!(out.all().contains("lethe.toml:"), "{}", out.all());
+    assert!(
+        out.all().contains("`WeChat` is not a pattern"),
+        "{}",
+        out.all()
+    );
+}
