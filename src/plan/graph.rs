@@ -617,7 +617,11 @@ async fn ghost(
 /// deleted table are reported, and so is a deleted table that is one.
 fn keyless_notes(cx: &Cx<'_>, at: &At<'_>, notes: &mut Vec<String>) {
     let t = &at.target.table;
-    if let Some((_, why, _)) = cx.keyless.iter().find(|(n, _, _)| n == t) {
+    // Said of the rule's own table only: a child table that carries no key
+    // is what the child rule is there for.
+    if at.path.is_empty()
+        && let Some((_, why, _)) = cx.keyless.iter().find(|(n, _, _)| n == t)
+    {
         notes.push(format!(
             "{} is {why}: the database keeps no foreign key into it, so a reference left behind in another table would dangle unseen",
             at.target
@@ -628,8 +632,11 @@ fn keyless_notes(cx: &Cx<'_>, at: &At<'_>, notes: &mut Vec<String>) {
         format!("{lower}_id"),
         format!("{}_id", lower.trim_end_matches('s')),
     ];
+    // The key's own name is a good guess only when it alone identifies a
+    // row (`emp_no` in `employees`, not in `dept_emp (emp_no, dept_no)`).
     if let Some(k) = &at.key
         && k != "id"
+        && at.table.info.primary_key == [k.clone()]
     {
         names.push(k.to_ascii_lowercase());
     }
