@@ -1,13 +1,19 @@
 //! `lethe check`, online part: every rule against the live schema.
 //!
-//! Besides names and types, it finds foreign keys into a deleted table that no
-//! child rule covers: the delete would fail (RESTRICT / NO ACTION), or the
-//! database would cascade or null rows the audit never sees.
+//! Besides names and types, it reports the foreign-key graph of every rule
+//! ([`crate::plan::graph`]): keys into a deleted table that no child rule
+//! covers (the delete would fail, or the database would cascade or null rows
+//! the audit never sees). It calls the same [`crate::plan::inspect`] that
+//! `plan` and `run` call, so the three never disagree. With `--coverage` it
+//! also maps personal-looking columns no rule reaches ([`crate::plan::coverage`]).
+//!
+//! It never changes a row.
 
-use crate::config::{Action, Child, Loaded, Rule, Strategy, TableRef};
-use crate::engine::{Sources, prepare_rule};
+use crate::config::{Child, Loaded, Rule};
+use crate::engine::Sources;
+use crate::plan::{self, Graph};
+use crate::sql::Db;
 use crate::sql::statements::{ChildSql, RuleSql};
-use crate::sql::{Db, schema};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
@@ -22,6 +28,12 @@ pub struct CheckReport {
     /// Sources that could not be reached.
     pub unreachable: Vec<String>,
     pub rules_checked: usize,
+    /// Each rule's foreign-key graph (`--graph` only).
+    #[serde(skip)]
+    pub graphs: Vec<RuleGraph>,
+    /// Personal-looking columns no rule covers (`--coverage` only).
+    #[serde(skip)]
+    pub coverage: Option<plan::coverage::Coverage>,
 }
 
 impl CheckReport {
@@ -30,7 +42,29 @@ impl CheckReport {
     }
 }
 
+/// What `check` looks at beyond the errors and warnings.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckOptions {
+    /// Keep each rule's foreign-key graph for `--graph`.
+    pub graph: bool,
+    /// Map personal-looking columns no rule covers (`--coverage`).
+    pub coverage: bool,
+}
+
+/// One rule's foreign-key graph, for `check --graph`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RuleGraph {
+    pub job: String,
+    pub rule: String,
+    pub at: String,
+    pub graph: Graph,
+}
+
 pub async fn check(loaded: &Loaded, as_of: DateTime<Utc>) -> CheckReport {
+    check_with(loaded, as_of, CheckOptions::default()).await
+}
+
+pub async fn check_with(loaded: &Loaded, as_of: DateTime<Utc>, opts: CheckOptions) -> CheckReport {
     let mut report = CheckReport::default();
     let mut sources = Sources::new(loaded);
     for name in loaded.config.sources.keys() {
@@ -45,26 +79,43 @@ pub async fn check(loaded: &Loaded, as_of: DateTime<Utc>) -> CheckReport {
                 continue;
             };
             report.rules_checked += 1;
-            match prepare_rule(db, rule, as_of).await {
-                Err(problems) => {
-                    for p in problems {
-                        report.problems.push(format!(
-                            "{}: job `{}` rule `{}`: {p}",
-                            rule.origin, job.name, rule.name
-                        ));
-                    }
+            let at = format!("{}: job `{}` rule `{}`", rule.origin, job.name, rule.name);
+            // The same analysis `plan` and `run` make before they start.
+            let inspection = plan::inspect(db, rule, as_of).await;
+            for p in &inspection.problems {
+                report.problems.push(format!(
+                    "{}: job `{}` rule `{}`: {}",
+                    p.origin.as_ref().unwrap_or(&rule.origin),
+                    job.name,
+                    rule.name,
+                    p.message
+                ));
+            }
+            for w in &inspection.warnings {
+                report.warnings.push(format!("{at}: {w}"));
+            }
+            if opts.graph
+                && let Some(g) = &inspection.graph
+            {
+                report.graphs.push(RuleGraph {
+                    job: job.name.clone(),
+                    rule: rule.name.clone(),
+                    at: rule.origin.to_string(),
+                    graph: g.clone(),
+                });
+            }
+            if let Some(sql) = &inspection.sql {
+                if let Err(e) = probe(db, sql).await {
+                    report
+                        .problems
+                        .push(format!("{at}: the rule's query fails: {e}"));
                 }
-                Ok(sql) => {
-                    let at = format!("{}: job `{}` rule `{}`", rule.origin, job.name, rule.name);
-                    if let Err(e) = probe(db, &sql).await {
-                        report
-                            .problems
-                            .push(format!("{at}: the rule's query fails: {e}"));
-                    }
-                    coverage(db, rule, &sql, &at, &mut report).await;
-                }
+                indexes(db, rule, sql, &at, &mut report);
             }
         }
+    }
+    if opts.coverage {
+        report.coverage = Some(plan::coverage::map(loaded, &mut sources).await);
     }
     sources.close().await;
     report
@@ -115,7 +166,8 @@ async fn probe(db: &Db, sql: &RuleSql) -> Result<(), crate::error::Error> {
         .map(|_| ())
 }
 
-async fn coverage(db: &Db, rule: &Rule, sql: &RuleSql, at: &str, report: &mut CheckReport) {
+/// Index, walk and concurrency warnings (the foreign keys are the graph's).
+fn indexes(db: &Db, rule: &Rule, sql: &RuleSql, at: &str, report: &mut CheckReport) {
     let w = crate::engine::walk_report(sql);
     report.notes.push(format!(
         "{at}: batches walk the {} `{}` ({})",
@@ -145,90 +197,17 @@ async fn coverage(db: &Db, rule: &Rule, sql: &RuleSql, at: &str, report: &mut Ch
             ));
         }
     }
-    if matches!(rule.action, Action::Delete) {
-        covered(
-            &rule.target,
-            &sql.table.info.referenced_by,
-            &rule.children,
-            at,
-            report,
-        );
-    }
-    walk(db, &rule.children, &sql.children, at, report).await;
+    child_indexes(&rule.children, &sql.children, at, report);
 }
 
-fn walk<'a>(
-    db: &'a Db,
-    cfg: &'a [Child],
-    prepared: &'a [ChildSql],
-    at: &'a str,
-    report: &'a mut CheckReport,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + 'a>> {
-    Box::pin(async move {
-        for (c, p) in cfg.iter().zip(prepared) {
-            if !p.table.info.indexed.contains(&p.fk.name) {
-                report.warnings.push(format!(
-                    "{at}: child {}.{} has no index; every batch will scan {}",
-                    c.target, c.foreign_key, c.target
-                ));
-            }
-            if matches!(c.action, Action::Delete) {
-                match schema::table_info(db, &c.target).await {
-                    Ok(Some(info)) => {
-                        covered(&c.target, &info.referenced_by, &c.children, at, report)
-                    }
-                    Ok(None) => {}
-                    Err(e) => report.problems.push(format!("{at}: {e}")),
-                }
-            }
-            walk(db, &c.children, &p.children, at, report).await;
+fn child_indexes(cfg: &[Child], prepared: &[ChildSql], at: &str, report: &mut CheckReport) {
+    for (c, p) in cfg.iter().zip(prepared) {
+        if !p.table.info.indexed.contains(&p.fk.name) {
+            report.warnings.push(format!(
+                "{at}: child {}.{} has no index; every batch will scan {}",
+                c.target, c.foreign_key, c.target
+            ));
         }
-    })
-}
-
-/// Every foreign key into `target` must be handled by one of `children`.
-fn covered(
-    target: &TableRef,
-    fks: &[schema::ForeignKey],
-    children: &[Child],
-    at: &str,
-    report: &mut CheckReport,
-) {
-    for fk in fks {
-        let child = children.iter().find(|c| {
-            let name = match &c.target.schema {
-                Some(s) => format!("{s}.{}", c.target.table),
-                None => c.target.table.clone(),
-            };
-            name == fk.table && c.foreign_key == fk.column
-        });
-        let releases = child.is_some_and(|c| match &c.action {
-            Action::Delete => true,
-            Action::Anonymize(cols) => cols
-                .iter()
-                .any(|(col, s)| *col == fk.column && *s == Strategy::Null),
-        });
-        if releases {
-            continue;
-        }
-        let consequence = match fk.on_delete.as_str() {
-            "CASCADE" => "the database would delete those rows and the audit would never see them",
-            "SET NULL" | "SET DEFAULT" => {
-                "the database would change those rows and the audit would never see them"
-            }
-            _ => "the delete would fail on every row that has one",
-        };
-        let what = if child.is_some() {
-            format!(
-                "the child rule for {}.{} keeps the foreign key (anonymize it to `null` or delete the rows)",
-                fk.table, fk.column
-            )
-        } else {
-            format!("no child rule covers {}.{}", fk.table, fk.column)
-        };
-        report.problems.push(format!(
-            "{at}: {}.{} references {target}.{} ON DELETE {}: {what}; {consequence}",
-            fk.table, fk.column, fk.referenced_column, fk.on_delete
-        ));
+        child_indexes(&c.children, &p.children, at, report);
     }
 }

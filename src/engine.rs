@@ -19,12 +19,12 @@ mod windows;
 pub(crate) use windows::why_one_worker;
 
 use crate::audit::{AuditWriter, ChildCount, Event, JobOutcome, ObjectCount, Totals};
-use crate::config::{Job, Loaded, Rule, TableRef};
+use crate::config::{Job, Loaded, Rule};
 use crate::error::{Error, ExitCode};
 use crate::keys::{Keys, looks_hashed};
 use crate::objects::{Stores, linked};
-use crate::sql::statements::{BatchRow, ChildSql, Cursor, Deleted, RuleSql, Tables, hash_update};
-use crate::sql::{ColumnInfo, Db, TableInfo, Tx, schema};
+use crate::sql::statements::{BatchRow, ChildSql, Cursor, Deleted, RuleSql, hash_update};
+use crate::sql::{ColumnInfo, Db, Tx};
 use crate::state::State;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -170,49 +170,18 @@ pub struct RunReport {
     pub exit: ExitCode,
 }
 
-/// Tables inspected so far, by reference.
-#[derive(Default)]
-struct TableCache(BTreeMap<String, TableInfo>);
-
-impl Tables for TableCache {
-    fn get(&self, t: &TableRef) -> Option<&TableInfo> {
-        self.0.get(&t.to_string())
-    }
-}
-
-/// Every table a rule names.
-fn rule_tables(rule: &Rule) -> Vec<TableRef> {
-    fn kids(out: &mut Vec<TableRef>, cs: &[crate::config::Child]) {
-        for c in cs {
-            out.push(c.target.clone());
-            kids(out, &c.children);
-        }
-    }
-    let mut out = vec![rule.target.clone()];
-    if let Some(h) = &rule.hold {
-        out.push(h.table.clone());
-    }
-    kids(&mut out, &rule.children);
-    out
-}
-
-/// Inspect the tables of a rule and build its statements.
+/// Inspect the tables of a rule and build its statements. The same
+/// analysis as `check` ([`crate::plan::prepare`]): a rule `check` rejects
+/// fails here, with the same messages, before anything is touched.
 pub async fn prepare_rule(
     db: &Db,
     rule: &Rule,
     as_of: DateTime<Utc>,
 ) -> Result<RuleSql, Vec<String>> {
-    let mut cache = TableCache::default();
-    for t in rule_tables(rule) {
-        match schema::table_info(db, &t).await {
-            Ok(Some(info)) => {
-                cache.0.insert(t.to_string(), info);
-            }
-            Ok(None) => {}
-            Err(e) => return Err(vec![e.to_string()]),
-        }
-    }
-    RuleSql::prepare(db.dialect(), rule, &cache, as_of)
+    crate::plan::prepare(db, rule, as_of)
+        .await
+        .map(|p| p.sql)
+        .map_err(|ps| ps.iter().map(ToString::to_string).collect())
 }
 
 /// Connected sources, opened on first use; a source that cannot be reached

@@ -26,6 +26,7 @@ pub mod health;
 pub mod keys;
 pub mod metrics;
 pub mod objects;
+pub mod plan;
 pub mod schedule;
 pub mod sql;
 pub mod state;

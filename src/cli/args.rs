@@ -96,7 +96,15 @@ pub fn shard_from_env(flag: Option<(u32, u32)>) -> Result<Option<(u32, u32)>, St
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate config and jobs, then compare them with every live schema.
-    Check,
+    Check {
+        /// Also print, per rule, the tree of tables its deletion reaches and
+        /// each foreign key's status.
+        #[arg(long)]
+        graph: bool,
+        /// Also list personal-looking columns and subject references no rule covers.
+        #[arg(long)]
+        coverage: bool,
+    },
     /// Dry run: what every rule would delete, anonymize or skip. Changes nothing
     /// but the audit log's dry-run entry.
     Plan {

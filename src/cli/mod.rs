@@ -141,9 +141,10 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
     let as_of = g.as_of.unwrap_or_else(chrono::Utc::now);
     let shard = args::shard_from_env(g.shard).map_err(Error::Usage)?;
     match cli.command {
-        Command::Check => {
+        Command::Check { graph, coverage } => {
             let loaded = load(&g)?;
-            let report = crate::check::check(&loaded, as_of).await;
+            let opts = crate::check::CheckOptions { graph, coverage };
+            let report = crate::check::check_with(&loaded, as_of, opts).await;
             print(&match g.output {
                 Output::Table => output::check_table(&report),
                 Output::Json => output::check_json(&report),

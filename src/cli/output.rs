@@ -1,7 +1,7 @@
 //! Rendering reports as tables (people) or JSON Lines (machines).
 //!
 //! JSON Lines: one object per line, each with `"v": 1` (format version) and a
-//! `type` field: `rule`, `summary`, `check`, `verify`, `search_hit`,
+//! `type` field: `rule`, `summary`, `check`, `graph`, `coverage`, `verify`, `search_hit`,
 //! `search_summary`, `report`. Documented in the README.
 
 use crate::audit::report::Totals as ReportTotals;
@@ -189,6 +189,40 @@ pub fn run_json(r: &RunReport) -> String {
 
 pub fn check_table(c: &CheckReport) -> String {
     let mut out = String::new();
+    for g in &c.graphs {
+        out.push_str(&format!(
+            "graph: job `{}` rule `{}` ({})\n",
+            g.job, g.rule, g.at
+        ));
+        out.push_str(&g.graph.render());
+        out.push('\n');
+    }
+    if let Some(cov) = &c.coverage {
+        out.push_str(&format!(
+            "coverage: {} personal-looking columns and {} subject references no rule covers\n",
+            cov.columns.len(),
+            cov.references.len()
+        ));
+        for col in &cov.columns {
+            out.push_str(&format!(
+                "  column {}.{} ({}) looks personal (pattern `{}`)\n",
+                col.table, col.column, col.data_type, col.pattern
+            ));
+        }
+        for r in &cov.references {
+            out.push_str(&format!(
+                "  table {} references {} by {} (constraint `{}`)\n",
+                r.table,
+                r.references,
+                crate::sql::schema::list(&r.columns),
+                r.constraint
+            ));
+        }
+        for u in &cov.unreachable {
+            out.push_str(&format!("  not read: {u}\n"));
+        }
+        out.push('\n');
+    }
     for u in &c.unreachable {
         out.push_str(&format!("error: {u}\n"));
     }
@@ -212,11 +246,25 @@ pub fn check_table(c: &CheckReport) -> String {
 }
 
 pub fn check_json(c: &CheckReport) -> String {
+    let mut out = String::new();
+    for g in &c.graphs {
+        let mut v = serde_json::to_value(g).expect("serializes");
+        v["v"] = json!(OUTPUT_VERSION);
+        v["type"] = json!("graph");
+        out.push_str(&format!("{v}\n"));
+    }
+    if let Some(cov) = &c.coverage {
+        let mut v = serde_json::to_value(cov).expect("serializes");
+        v["v"] = json!(OUTPUT_VERSION);
+        v["type"] = json!("coverage");
+        out.push_str(&format!("{v}\n"));
+    }
     let mut v = serde_json::to_value(c).expect("serializes");
     v["v"] = json!(OUTPUT_VERSION);
     v["type"] = json!("check");
     v["ok"] = json!(c.ok());
-    format!("{v}\n")
+    out.push_str(&format!("{v}\n"));
+    out
 }
 
 pub fn verify_table(reports: &[FileReport]) -> String {

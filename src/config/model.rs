@@ -19,7 +19,114 @@ pub struct Config {
     pub state: StateConfig,
     pub daemon: DaemonConfig,
     pub metrics: MetricsConfig,
+    /// Name patterns of personal-looking columns (`check --coverage`).
+    pub coverage: Vec<PersonalPattern>,
 }
+
+/// A column-name pattern for `check --coverage`: `words[:kind]`, where
+/// `words` are lowercase letters and digits joined by `_` and `kind` is
+/// `text`, `number`, `time` or `any` (the default). It matches a column
+/// whose name, split into words (at `_`, other punctuation and camelCase
+/// humps), contains those words in a row, or whose name without separators
+/// equals them without separators (`firstname` ~ `first_name`); boolean
+/// columns never match (`email_verified`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PersonalPattern {
+    pub text: String,
+    pub words: Vec<String>,
+    pub kind: PatternKind,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PatternKind {
+    Any,
+    Text,
+    Number,
+    Time,
+}
+
+impl PersonalPattern {
+    pub fn parse(text: &str) -> Result<PersonalPattern, String> {
+        let (words, kind) = match text.split_once(':') {
+            Some((w, k)) => (w, k),
+            None => (text, "any"),
+        };
+        let kind = match kind {
+            "any" => PatternKind::Any,
+            "text" => PatternKind::Text,
+            "number" => PatternKind::Number,
+            "time" => PatternKind::Time,
+            other => {
+                return Err(format!(
+                    "`{text}`: kind `{other}` is not text, number, time or any"
+                ));
+            }
+        };
+        let words: Vec<String> = words.split('_').map(str::to_string).collect();
+        if words.iter().any(|w| {
+            w.is_empty()
+                || !w
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        }) {
+            return Err(format!(
+                "`{text}` is not a pattern: lowercase words joined by `_`, optionally `:text`, `:number`, `:time` or `:any`"
+            ));
+        }
+        Ok(PersonalPattern {
+            text: text.to_string(),
+            words,
+            kind,
+        })
+    }
+}
+
+/// The built-in personal-column patterns (policy I(1)2 and the data the
+/// policy names): contact details, names, addresses, identity documents,
+/// birthdays, network and device identifiers, location, bank details.
+pub const DEFAULT_PERSONAL_PATTERNS: &[&str] = &[
+    "phone",
+    "mobile",
+    "telephone",
+    "tel:text",
+    "fax",
+    "email",
+    "e_mail",
+    "name:text",
+    "surname:text",
+    "nickname:text",
+    "address",
+    "street",
+    "postal_code",
+    "postcode",
+    "zip_code",
+    "id_card",
+    "idcard",
+    "identity",
+    "id_number",
+    "passport",
+    "national_id",
+    "ssn",
+    "birthday",
+    "birth",
+    "dob",
+    "ip",
+    "imei",
+    "oaid",
+    "android_id",
+    "idfa",
+    "device_id",
+    "mac_address",
+    "latitude",
+    "longitude",
+    "lat:number",
+    "lng:number",
+    "lon:number",
+    "bank_account",
+    "iban",
+    "card_number",
+    "account_number",
+];
 
 #[derive(Debug, Clone, Default)]
 pub struct MetricsConfig {

@@ -27,6 +27,20 @@ pub struct RawConfig {
     pub daemon: Option<RawDaemon>,
     #[serde(default)]
     pub metrics: Option<RawMetrics>,
+    /// `lethe check --coverage`: what a personal-looking column is.
+    #[serde(default)]
+    pub coverage: Option<RawCoverage>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCoverage {
+    /// Replaces the built-in list (see `config::model::DEFAULT_PERSONAL_PATTERNS`).
+    #[serde(default)]
+    pub patterns: Option<Vec<Spanned<String>>>,
+    /// Added to the list in use.
+    #[serde(default)]
+    pub extra_patterns: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -377,6 +377,38 @@ pub fn validate_config(
         },
     };
 
+    let coverage = {
+        let c = raw.coverage.as_ref();
+        let mut out = Vec::new();
+        let given: Vec<(Option<&Spanned<String>>, String)> =
+            match c.and_then(|c| c.patterns.as_ref()) {
+                Some(ps) => ps.iter().map(|p| (Some(p), p.get_ref().clone())).collect(),
+                None => DEFAULT_PERSONAL_PATTERNS
+                    .iter()
+                    .map(|p| (None, p.to_string()))
+                    .collect(),
+            };
+        let extra = c
+            .map(|c| {
+                c.extra_patterns
+                    .iter()
+                    .map(|p| (Some(p), p.get_ref().clone()))
+            })
+            .into_iter()
+            .flatten();
+        for (span, text) in given.into_iter().chain(extra) {
+            match PersonalPattern::parse(&text) {
+                Ok(p) => out.push(p),
+                Err(e) => {
+                    if let Some(s) = span {
+                        cx.err(s, format!("coverage: {e}"));
+                    }
+                }
+            }
+        }
+        out
+    };
+
     Some(Config {
         file: file.path.clone(),
         allowed_regions,
@@ -386,6 +418,7 @@ pub fn validate_config(
         state,
         daemon,
         metrics,
+        coverage,
     })
 }
 

@@ -4,6 +4,7 @@
 use super::schema::{ColumnInfo, ColumnKind};
 use super::{Stmt, Val};
 use crate::config::Strategy;
+use crate::config::TableRef;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -67,6 +68,30 @@ pub trait Dialect: Send + Sync {
     fn delete_summary(&self) -> DeleteSummary {
         DeleteSummary::Rows
     }
+
+    /// Foreign keys that reference `t`, one row per constraint, every value
+    /// text: (constraint name, referencing schema — empty for the
+    /// connection's default —, referencing table — for a partition, the
+    /// partitioned root —, referencing columns joined by `,`, referenced
+    /// columns joined by `,` — empty entries mean the primary key —,
+    /// `ON DELETE` action, deferrable `true`/`false`, enforced on this
+    /// connection `true`/`false`, the physical table it is declared on when
+    /// that is a partition or inheritance child, else empty).
+    fn referencing_keys(&self, t: &TableRef) -> Stmt;
+
+    /// Columns that lead an index of `t` (PostgreSQL: on a partitioned or
+    /// inherited table, also those that lead an index on every member), as
+    /// one-column rows.
+    fn leading_index_columns(&self, t: &TableRef) -> Stmt;
+
+    /// Tables of the database that cannot carry a foreign key at all
+    /// (MySQL/MariaDB: not InnoDB, or partitioned), as (table, why); `None`
+    /// where every table can.
+    fn keyless_tables(&self) -> Option<Stmt>;
+
+    /// Every column of every user table (partitions folded into their root):
+    /// (schema — empty for the default —, table, column, data type).
+    fn all_columns(&self) -> Stmt;
 
     /// Statement that deletes the next batch and returns (key, subject) as text.
     /// `pred` is the full WHERE predicate; `order` the ORDER BY list.

@@ -154,6 +154,33 @@ enum Target<P, M, L> {
     Lite(L),
 }
 
+/// Lethe's own SQLite URL parameter `foreign_keys=off|on` (default on),
+/// removed before sqlx sees the URL. `PRAGMA foreign_keys` is a setting of
+/// each connection, not of the file: a source whose application runs with
+/// it off says so here, so Lethe deletes the way the application does and
+/// `check` warns that references left behind dangle unseen.
+fn sqlite_foreign_keys(url: &str) -> (String, bool) {
+    let Some((base, query)) = url.split_once('?') else {
+        return (url.to_string(), true);
+    };
+    let mut on = true;
+    let kept: Vec<&str> = query
+        .split('&')
+        .filter(|kv| match kv.split_once('=') {
+            Some(("foreign_keys", v)) => {
+                on = !matches!(v, "off" | "false" | "0");
+                false
+            }
+            _ => true,
+        })
+        .collect();
+    if kept.is_empty() {
+        (base.to_string(), on)
+    } else {
+        (format!("{base}?{}", kept.join("&")), on)
+    }
+}
+
 impl Db {
     /// Connect eagerly, so an unreachable source fails here with a clear message.
     pub async fn connect(
@@ -189,10 +216,11 @@ impl Db {
             let mariadb = version.to_ascii_lowercase().contains("mariadb");
             (Pool::My(pool), Box::new(mysql::MySql { mariadb }))
         } else if url.starts_with("sqlite:") {
-            let opts = SqliteConnectOptions::from_str(url)
+            let (url, foreign_keys) = sqlite_foreign_keys(url);
+            let opts = SqliteConnectOptions::from_str(&url)
                 .map_err(fail)?
                 .busy_timeout(Duration::from_secs(10))
-                .foreign_keys(true);
+                .foreign_keys(foreign_keys);
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(15))

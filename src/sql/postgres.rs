@@ -5,10 +5,11 @@
 //! size. Batched deletes use `ctid` only on plain tables: a `ctid` is unique
 //! within one physical table, so partitioned or inherited tables use the key.
 
+use super::Stmt;
 use super::Val;
 use super::dialect::{Builder, DeleteSummary, DeleteTarget, Dialect, Engine, sql_literal};
 use super::schema::{ColumnInfo, ColumnKind};
-use crate::config::Strategy;
+use crate::config::{Strategy, TableRef};
 
 pub struct Postgres;
 
@@ -94,6 +95,68 @@ impl Dialect for Postgres {
         true
     }
 
+    /// `conparentid = 0` drops the clones PostgreSQL makes of a partitioned
+    /// table's key on every partition (and on every partition of a
+    /// partitioned referenced table); a key declared only on a partition
+    /// has no parent constraint and is mapped to its root via `pg_inherits`.
+    fn referencing_keys(&self, t: &TableRef) -> Stmt {
+        Stmt {
+            sql: "SELECT c.conname::text, \
+                    CASE WHEN rn.nspname = 'public' THEN '' ELSE rn.nspname::text END, rc.relname::text, \
+                    (SELECT string_agg(a.attname::text, ',' ORDER BY k.i) FROM unnest(c.conkey) WITH ORDINALITY AS k(n, i) \
+                       JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.n), \
+                    (SELECT string_agg(a.attname::text, ',' ORDER BY k.i) FROM unnest(c.confkey) WITH ORDINALITY AS k(n, i) \
+                       JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n), \
+                    CASE c.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' WHEN 'r' THEN 'RESTRICT' WHEN 'd' THEN 'SET DEFAULT' ELSE 'NO ACTION' END, \
+                    CAST(c.condeferrable AS TEXT), 'true', \
+                    CASE WHEN r.oid = c.conrelid THEN '' ELSE cl.relname::text END \
+                 FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid \
+                 CROSS JOIN LATERAL (WITH RECURSIVE up(oid, depth) AS (SELECT c.conrelid, 0 UNION ALL \
+                      SELECT i.inhparent, u.depth + 1 FROM pg_inherits i JOIN up u ON i.inhrelid = u.oid) \
+                    SELECT oid FROM up ORDER BY depth DESC LIMIT 1) r \
+                 JOIN pg_class rc ON rc.oid = r.oid JOIN pg_namespace rn ON rn.oid = rc.relnamespace \
+                 WHERE c.contype = 'f' AND c.conparentid = 0 AND c.confrelid = to_regclass($1) \
+                 ORDER BY 2, 3, 1"
+                .into(),
+            binds: vec![Val::Text(regclass(self, t))],
+        }
+    }
+
+    /// A partitioned table often has no index of its own, only one per
+    /// partition: a column counts when every member that holds rows has one.
+    fn leading_index_columns(&self, t: &TableRef) -> Stmt {
+        Stmt {
+            sql: "SELECT a.attname::text FROM pg_attribute a \
+                  WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped AND ( \
+                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid AND i.indkey[0] = a.attnum) \
+                    OR (EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhparent = a.attrelid) AND NOT EXISTS ( \
+                      WITH RECURSIVE tree(oid) AS (SELECT a.attrelid UNION ALL \
+                        SELECT h.inhrelid FROM pg_inherits h JOIN tree t ON h.inhparent = t.oid) \
+                      SELECT 1 FROM tree t JOIN pg_class c ON c.oid = t.oid WHERE c.relkind = 'r' AND NOT EXISTS ( \
+                        SELECT 1 FROM pg_index i JOIN pg_attribute la ON la.attrelid = i.indrelid AND la.attnum = i.indkey[0] \
+                        WHERE i.indrelid = t.oid AND la.attname = a.attname))))"
+                .into(),
+            binds: vec![Val::Text(regclass(self, t))],
+        }
+    }
+
+    fn keyless_tables(&self) -> Option<Stmt> {
+        None
+    }
+
+    fn all_columns(&self) -> Stmt {
+        Stmt {
+            sql: "SELECT CASE WHEN n.nspname = 'public' THEN '' ELSE n.nspname::text END, c.relname::text, a.attname::text, \
+                    format_type(a.atttypid, a.atttypmod) \
+                  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_attribute a ON a.attrelid = c.oid \
+                  WHERE c.relkind IN ('r', 'p') AND NOT c.relispartition AND a.attnum > 0 AND NOT a.attisdropped \
+                    AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\\_%' \
+                  ORDER BY 1, 2, a.attnum"
+                .into(),
+            binds: vec![],
+        }
+    }
+
     fn delete_summary(&self) -> DeleteSummary {
         DeleteSummary::InStatement
     }
@@ -130,4 +193,10 @@ impl Dialect for Postgres {
             );
         }
     }
+}
+
+/// `"schema"."table"` for `to_regclass` (the schema defaults to `public`).
+fn regclass(d: &Postgres, t: &TableRef) -> String {
+    let schema = t.schema.as_deref().unwrap_or("public");
+    format!("{}.{}", d.quote(schema), d.quote(&t.table))
 }

@@ -25,14 +25,53 @@ pub struct ColumnInfo {
     pub nullable: bool,
 }
 
-/// A foreign key in another table that references the inspected one.
-#[derive(Debug, Clone)]
+/// A foreign key (one constraint, possibly multi-column) in another table
+/// that references the inspected one. Keys PostgreSQL cloned onto partitions
+/// are folded into their parent's; a key declared only on a partition is
+/// reported on the partitioned root it belongs to (`declared_on` names the
+/// partition).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ForeignKey {
+    /// The constraint's name (SQLite keys have none: `<table>_fk<id>`).
+    pub constraint: String,
+    /// The referencing table's schema, `None` for the connection's default.
+    pub schema: Option<String>,
     pub table: String,
-    pub column: String,
-    pub referenced_column: String,
+    pub columns: Vec<String>,
+    /// In the order of `columns`.
+    pub referenced_columns: Vec<String>,
     /// `CASCADE`, `SET NULL`, `RESTRICT`, `NO ACTION`, `SET DEFAULT`.
     pub on_delete: String,
+    pub deferrable: bool,
+    /// Whether the database checks it on Lethe's connection.
+    pub enforced: bool,
+    /// The partition or inheritance child the key is declared on, when it is
+    /// not declared on `table` itself.
+    pub declared_on: Option<String>,
+}
+
+impl ForeignKey {
+    /// `schema.table` or `table`, as messages name the referencing table.
+    pub fn table_name(&self) -> String {
+        match &self.schema {
+            Some(s) => format!("{s}.{}", self.table),
+            None => self.table.clone(),
+        }
+    }
+
+    /// `table.col` or `table.(a, b)`.
+    pub fn columns_name(&self) -> String {
+        format!("{}.{}", self.table_name(), list(&self.columns))
+    }
+}
+
+/// `a` or `(a, b)`.
+pub fn list(cols: &[String]) -> String {
+    if cols.len() == 1 {
+        cols[0].clone()
+    } else {
+        format!("({})", cols.join(", "))
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -59,7 +98,8 @@ impl TableInfo {
     }
 }
 
-fn kind_of(engine: Engine, data_type: &str) -> ColumnKind {
+/// The kind of a column by its declared type.
+pub(crate) fn kind_of(engine: Engine, data_type: &str) -> ColumnKind {
     let t = data_type.to_ascii_lowercase();
     let int = ["int", "serial"].iter().any(|p| t.contains(p))
         && !t.contains("interval")
@@ -102,20 +142,42 @@ fn columns(
         .collect()
 }
 
-/// Foreign keys from rows of (table, column, referenced column, on delete);
-/// a missing referenced column means `default_ref` (SQLite: the primary key).
-fn foreign_keys(rows: &[TextRow], default_ref: Option<&String>) -> Vec<ForeignKey> {
+/// Foreign keys from rows shaped as [`super::Dialect::referencing_keys`]
+/// says; an empty referenced column means the primary key (SQLite).
+fn foreign_keys(rows: &[TextRow], pk: &[String]) -> Vec<ForeignKey> {
+    let split =
+        |v: &Option<String>| -> Vec<String> { s(v).split(',').map(str::to_string).collect() };
+    let opt = |v: &Option<String>| Some(s(v)).filter(|x| !x.is_empty());
     rows.iter()
-        .map(|r| ForeignKey {
-            table: s(&r[0]),
-            column: s(&r[1]),
-            referenced_column: r[2]
-                .clone()
-                .or_else(|| default_ref.cloned())
-                .unwrap_or_default(),
-            on_delete: s(&r[3]),
+        .map(|r| {
+            let columns = split(&r[3]);
+            let mut referenced_columns = split(&r[4]);
+            if referenced_columns.iter().all(String::is_empty) {
+                referenced_columns = pk.to_vec();
+            }
+            ForeignKey {
+                constraint: s(&r[0]),
+                schema: opt(&r[1]),
+                table: s(&r[2]),
+                columns,
+                referenced_columns,
+                on_delete: s(&r[5]),
+                deferrable: s(&r[6]) == "true",
+                enforced: s(&r[7]) == "true",
+                declared_on: opt(&r[8]),
+            }
         })
         .collect()
+}
+
+/// Foreign keys into `t` (see [`ForeignKey`]); `pk` is `t`'s primary key.
+pub async fn referencing_keys(
+    db: &Db,
+    t: &TableRef,
+    pk: &[String],
+) -> Result<Vec<ForeignKey>, Error> {
+    let rows = db.fetch(&db.dialect().referencing_keys(t)).await?;
+    Ok(foreign_keys(&rows, pk))
 }
 
 /// Inspect a table; `Ok(None)` if it does not exist.
@@ -158,24 +220,9 @@ pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Erro
                     vec![Val::Text(rel.clone())],
                 ))
                 .await?;
-            let fks = db
-                .fetch(&st(
-                    "SELECT CASE WHEN cn.nspname = 'public' THEN cl.relname::text ELSE cn.nspname || '.' || cl.relname END, \
-                            (SELECT attname::text FROM pg_attribute WHERE attrelid = c.conrelid AND attnum = c.conkey[1]), \
-                            (SELECT attname::text FROM pg_attribute WHERE attrelid = c.confrelid AND attnum = c.confkey[1]), \
-                            CASE c.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' WHEN 'r' THEN 'RESTRICT' WHEN 'd' THEN 'SET DEFAULT' ELSE 'NO ACTION' END \
-                     FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid JOIN pg_namespace cn ON cn.oid = cl.relnamespace \
-                     WHERE c.contype = 'f' AND c.confrelid = to_regclass($1)",
-                    vec![Val::Text(rel.clone())],
-                ))
-                .await?;
-            let idx = db
-                .fetch(&st(
-                    "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] \
-                     WHERE i.indrelid = to_regclass($1)",
-                    vec![Val::Text(rel.clone())],
-                ))
-                .await?;
+            let pk: Vec<String> = pk.iter().map(|r| s(&r[0])).collect();
+            let fks = referencing_keys(db, t, &pk).await?;
+            let idx = db.fetch(&db.dialect().leading_index_columns(t)).await?;
             let leaves = if partitioned {
                 db.fetch(&st(
                     "WITH RECURSIVE tree(oid) AS (SELECT to_regclass($1)::oid UNION ALL \
@@ -195,8 +242,8 @@ pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Erro
             Ok(Some(TableInfo {
                 table: t.clone(),
                 columns: columns(engine, &cols, 1, |r| s(&r[2]) == "true"),
-                primary_key: pk.iter().map(|r| s(&r[0])).collect(),
-                referenced_by: foreign_keys(&fks, None),
+                primary_key: pk,
+                referenced_by: fks,
                 partitioned,
                 leaves,
                 has_rowid: false,
@@ -221,27 +268,14 @@ pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Erro
                     vec![Val::Text(t.table.clone())],
                 ))
                 .await?;
-            let fks = db
-                .fetch(&st(
-                    "SELECT CAST(k.TABLE_NAME AS CHAR), CAST(k.COLUMN_NAME AS CHAR), CAST(k.REFERENCED_COLUMN_NAME AS CHAR), CAST(r.DELETE_RULE AS CHAR) \
-                     FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
-                       ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME \
-                     WHERE k.REFERENCED_TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME = ?",
-                    vec![Val::Text(t.table.clone())],
-                ))
-                .await?;
-            let idx = db
-                .fetch(&st(
-                    "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.STATISTICS \
-                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND SEQ_IN_INDEX = 1",
-                    vec![Val::Text(t.table.clone())],
-                ))
-                .await?;
+            let pk: Vec<String> = pk.iter().map(|r| s(&r[0])).collect();
+            let fks = referencing_keys(db, t, &pk).await?;
+            let idx = db.fetch(&db.dialect().leading_index_columns(t)).await?;
             Ok(Some(TableInfo {
                 table: t.clone(),
                 columns: columns(engine, &cols, 3, |r| s(&r[2]) == "YES"),
-                primary_key: pk.iter().map(|r| s(&r[0])).collect(),
-                referenced_by: foreign_keys(&fks, None),
+                primary_key: pk,
+                referenced_by: fks,
                 partitioned: false,
                 leaves: vec![],
                 has_rowid: false,
@@ -273,20 +307,9 @@ pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Erro
                 })
                 .collect();
             pk.sort();
-            let fks = db
-                .fetch(&st(
-                    "SELECT m.name, f.\"from\", f.\"to\", f.on_delete FROM sqlite_master m JOIN pragma_foreign_key_list(m.name) f \
-                     WHERE m.type = 'table' AND f.\"table\" = ?",
-                    vec![Val::Text(t.table.clone())],
-                ))
-                .await?;
-            let idx = db
-                .fetch(&st(
-                    "SELECT ii.name FROM pragma_index_list(?) il JOIN pragma_index_info(il.name) ii WHERE ii.seqno = 0",
-                    vec![Val::Text(t.table.clone())],
-                ))
-                .await?;
+            let idx = db.fetch(&db.dialect().leading_index_columns(t)).await?;
             let pk_names: Vec<String> = pk.into_iter().map(|(_, n)| n).collect();
+            let fks = referencing_keys(db, t, &pk_names).await?;
             let mut indexed: Vec<String> = idx.iter().map(|r| s(&r[0])).collect();
             if let Some(first) = pk_names.first() {
                 indexed.push(first.clone());
@@ -295,7 +318,7 @@ pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Erro
                 table: t.clone(),
                 columns: columns(engine, &cols, 1, |r| s(&r[2]) == "0"),
                 // `to` is NULL when the key references the primary key.
-                referenced_by: foreign_keys(&fks, pk_names.first()),
+                referenced_by: fks,
                 primary_key: pk_names,
                 partitioned: false,
                 leaves: vec![],

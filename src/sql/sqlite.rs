@@ -4,13 +4,14 @@
 //! `WHERE rowid IN (SELECT rowid … ORDER BY … LIMIT n)` (the key on
 //! `WITHOUT ROWID` tables). Dates are usually text: compare in the stored format.
 
+use super::Stmt;
 use super::Val;
 use super::dialect::{
     Builder, DeleteSummary, DeleteTarget, Dialect, Engine, push_placeholder_list, sql_literal,
     typed_value,
 };
 use super::schema::{ColumnInfo, ColumnKind};
-use crate::config::Strategy;
+use crate::config::{Strategy, TableRef};
 
 pub struct Sqlite;
 
@@ -84,6 +85,44 @@ impl Dialect for Sqlite {
 
     fn delete_summary(&self) -> DeleteSummary {
         DeleteSummary::SelectFirst
+    }
+
+    /// SQLite keys have no names: Lethe calls them `<table>_fk<id>` after
+    /// `PRAGMA foreign_key_list`'s id. They are enforced only when the
+    /// connection has `PRAGMA foreign_keys` on (Lethe turns it on unless the
+    /// source URL says `foreign_keys=off`).
+    fn referencing_keys(&self, t: &TableRef) -> Stmt {
+        Stmt {
+            sql: "SELECT t || '_fk' || id, '', t, group_concat(\"from\", ','), group_concat(COALESCE(\"to\", ''), ','), \
+                    on_delete, 'false', \
+                    CASE WHEN (SELECT foreign_keys FROM pragma_foreign_keys()) = 1 THEN 'true' ELSE 'false' END, '' \
+                  FROM (SELECT m.name AS t, f.id, f.seq, f.\"from\", f.\"to\", f.on_delete FROM sqlite_master m \
+                        JOIN pragma_foreign_key_list(m.name) f WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE \
+                        ORDER BY m.name, f.id, f.seq) \
+                  GROUP BY t, id ORDER BY t, id"
+                .into(),
+            binds: vec![Val::Text(t.table.clone())],
+        }
+    }
+
+    fn leading_index_columns(&self, t: &TableRef) -> Stmt {
+        Stmt {
+            sql: "SELECT ii.name FROM pragma_index_list(?) il JOIN pragma_index_info(il.name) ii WHERE ii.seqno = 0".into(),
+            binds: vec![Val::Text(t.table.clone())],
+        }
+    }
+
+    fn keyless_tables(&self) -> Option<Stmt> {
+        None
+    }
+
+    fn all_columns(&self) -> Stmt {
+        Stmt {
+            sql: "SELECT '', m.name, p.name, p.type FROM sqlite_master m JOIN pragma_table_info(m.name) p \
+                  WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY m.name, p.cid"
+                .into(),
+            binds: vec![],
+        }
     }
 
     fn push_delete_batch(

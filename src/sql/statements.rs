@@ -603,6 +603,39 @@ impl RuleSql {
         b.finish()
     }
 
+    /// Rows of the table at `path` (the rule's own table when empty) whose
+    /// `column` equals `value` and that the rule would act on (hold
+    /// ignored): a re-pointing target must not be one of them.
+    pub fn count_selected(
+        &self,
+        d: &dyn Dialect,
+        path: &[usize],
+        column: &ColumnInfo,
+        value: &str,
+    ) -> Stmt {
+        let mut b = Builder::new(d);
+        let mut chain: Vec<&ChildSql> = Vec::new();
+        let mut level = &self.children;
+        for &i in path {
+            chain.push(&level[i]);
+            level = &level[i].children;
+        }
+        let table = chain.last().map_or(&self.table, |c| &c.table);
+        b.push("SELECT COUNT(*) FROM ")
+            .push(&table.from)
+            .push(" WHERE ")
+            .push(&table.col(d, &column.name))
+            .push(" = ");
+        d.push_typed(&mut b, column, value);
+        b.push(" AND ");
+        if chain.is_empty() {
+            self.push_match(d, &mut b);
+        } else {
+            push_child_scope(d, &mut b, self, &chain);
+        }
+        b.finish()
+    }
+
     /// Whether the one-statement delete path applies: a delete with nothing
     /// to do per row but audit its subject.
     pub fn fast_delete(&self, d: &dyn Dialect) -> bool {
