@@ -229,7 +229,14 @@ impl Report {
                     run.failures += 1;
                 }
                 Event::Plan { action, .. } => r.action = action.clone(),
-                Event::RunStart { .. } | Event::Locked { .. } | Event::RunEnd { .. } => {}
+                // No scope: handled above (`scope()` is `None` for these).
+                Event::RunStart { .. }
+                | Event::Locked { .. }
+                | Event::RunEnd { .. }
+                | Event::RequestReceived { .. }
+                | Event::RequestDone { .. }
+                | Event::RequestHeld { .. }
+                | Event::RequestRejected { .. } => {}
             }
         }
         self.runs.push(run);
