@@ -149,6 +149,9 @@ pub struct RunReport {
     pub jobs: Vec<JobReport>,
     /// Open erasure requests after the run (the raw subject never appears).
     pub requests: Vec<crate::requests::process::RequestLine>,
+    /// Requests this run completed (for the completion histogram).
+    #[serde(skip)]
+    pub request_completions: Vec<crate::requests::process::Completion>,
     #[serde(skip)]
     pub exit: ExitCode,
 }
@@ -430,6 +433,7 @@ async fn run_traced(
     // Requests whose subjects every request job has now handled become done
     // or held; then the overdue ones set the exit code.
     let mut request_lines = Vec::new();
+    let mut request_completions = Vec::new();
     if fatal.is_none() {
         let settled = match (&state, opts.mode) {
             (Some(s), Mode::Execute) if !opts.cancel.is_cancelled() => {
@@ -444,10 +448,13 @@ async fn run_traced(
                 )
                 .await
             }
-            _ => Ok(()),
+            _ => Ok(vec![]),
         };
         let lines = match settled {
-            Ok(()) => crate::requests::process::lines(loaded, rstate, opts.as_of).await,
+            Ok(done) => {
+                request_completions = done;
+                crate::requests::process::lines(loaded, rstate, opts.as_of).await
+            }
             Err(e) => Err(e),
         };
         match lines {
@@ -521,6 +528,7 @@ async fn run_traced(
         totals,
         jobs: reports,
         requests: request_lines,
+        request_completions,
         exit: if interrupted {
             exit.worst(ExitCode::Partial)
         } else {

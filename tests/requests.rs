@@ -41,7 +41,8 @@ async fn setup(engine: Engine) -> (TestDb, Workspace) {
         &format!("url = \"{state_url}\""),
     );
     let cfg = format!(
-        "{cfg}\n[requests]\ncalendar = \"calendar-cn.toml\"\ndeadline_working_days = 15\ntime_zone = \"Asia/Shanghai\"\n"
+        "{cfg}\n[requests]\ncalendar = \"calendar-cn.toml\"\ndeadline_working_days = 15\ntime_zone = \"Asia/Shanghai\"\n\n[metrics]\ntextfile = \"{}\"\n",
+        ws.path().join("metrics.prom").display()
     );
     std::fs::write(ws.config(), cfg).unwrap();
     std::fs::copy(
@@ -313,6 +314,18 @@ async fn lifecycle(engine: Engine) {
     other = ws.lethe(&["request", "list", "--as-of", AS_OF]);
     outputs.push(other.all());
     assert_eq!(other.code, 0, "{}", other.all());
+    // Metrics of that run: the held request stays open, none overdue, and the
+    // late one took 29 working days (6 May → 15 June 2026).
+    let prom = std::fs::read_to_string(ws.path().join("metrics.prom")).unwrap();
+    for line in [
+        "lethe_requests_open{kind=\"erasure\"} 1",
+        "lethe_requests_overdue{kind=\"erasure\"} 0",
+        "lethe_request_completion_working_days_count{kind=\"erasure\"} 1",
+        "lethe_request_completion_working_days_sum{kind=\"erasure\"} 29",
+        "lethe_request_completion_working_days_bucket{kind=\"erasure\",le=\"20\"} 0",
+    ] {
+        assert!(prom.contains(line), "metrics have `{line}`:\n{prom}");
+    }
 
     // The audit log: the request records, subjects as hashes, and nothing personal.
     let audit = ws.audit_text();
@@ -377,4 +390,119 @@ async fn rejected_and_refused(engine: Engine) {
     );
 }
 
-on_every_engine!(lifecycle, rejected_and_refused);
+/// VII(6): the suspension job refuses without its confirmation and touches
+/// nothing; confirmed, it leaves only the held accounts.
+async fn suspension_needs_confirmation(engine: Engine) {
+    let (db, ws) = setup(engine).await;
+    std::fs::copy(
+        common::repo().join("jobs/business-suspension.toml"),
+        ws.jobs().join("business-suspension.toml"),
+    )
+    .unwrap();
+    let before = db.fingerprint().await;
+    // A plain run never takes a manual job.
+    let plain = ws.lethe(&["run", "--as-of", AS_OF]);
+    assert_eq!(plain.code, 0, "{}", plain.all());
+    assert_eq!(db.fingerprint().await, before);
+    let refused = ws.lethe(&["run", "--job", "business-suspension", "--as-of", AS_OF]);
+    assert_eq!(refused.code, 64, "{}", refused.all());
+    assert!(
+        refused.stderr.contains("--confirm business-suspension"),
+        "says what to add: {}",
+        refused.stderr
+    );
+    let wrong = ws.lethe(&[
+        "run",
+        "--job",
+        "business-suspension",
+        "--confirm",
+        "erasure-requests",
+        "--as-of",
+        AS_OF,
+    ]);
+    assert_eq!(wrong.code, 64, "{}", wrong.all());
+    assert_eq!(db.fingerprint().await, before, "nothing touched");
+    let ok = ws.lethe(&[
+        "run",
+        "--job",
+        "business-suspension",
+        "--confirm",
+        "business-suspension",
+        "--as-of",
+        AS_OF,
+    ]);
+    assert_eq!(ok.code, 0, "{}", ok.all());
+    let held = db
+        .count("SELECT COUNT(DISTINCT user_id) FROM legal_holds")
+        .await;
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM users").await,
+        held,
+        "only held accounts stay"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM orders WHERE user_id IS NOT NULL AND user_id NOT IN (SELECT user_id FROM legal_holds)").await,
+        0,
+        "orders are kept without the person"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM events WHERE user_ref NOT IN (SELECT CAST(user_id AS CHAR(20)) FROM legal_holds)").await,
+        0
+    );
+}
+
+on_every_engine!(
+    lifecycle,
+    rejected_and_refused,
+    suspension_needs_confirmation
+);
+
+#[test]
+fn a_request_job_refuses_select_object_rules_and_a_missing_subject() {
+    let job = "name = \"r\"\npolicy = \"VII(7)\"\ntrigger = \"request\"\n\
+               [[rules]]\nname = \"a\"\ntarget = \"app.users\"\nselect = { column = \"created_at\", older_than = \"1d\" }\nsubject = \"id\"\naction = \"delete\"\n\
+               [[rules]]\nname = \"b\"\ntarget = \"app.users\"\naction = \"delete\"\n\
+               [[rules]]\nname = \"c\"\nstore = \"media\"\nprefix = \"x/\"\n";
+    let ws = Workspace::new("sqlite://unused.db", &[("r.toml", job)]);
+    let out = ws.lethe(&["check"]);
+    assert_eq!(out.code, 78, "{}", out.all());
+    for e in [
+        "r.toml:7:10: a request job's rules have no `select`",
+        "r.toml:10:1: a request job's rule needs `subject",
+        "r.toml:16:9: a request job acts on rows of a subject",
+    ] {
+        assert!(out.stderr.contains(e), "expected `{e}` in:\n{}", out.stderr);
+    }
+}
+
+#[test]
+fn a_bad_calendar_is_a_config_error_at_its_line_and_column() {
+    let ws = Workspace::new("sqlite://unused.db", &[]);
+    let cfg = std::fs::read_to_string(ws.config()).unwrap();
+    std::fs::write(
+        ws.config(),
+        format!("{cfg}\n[requests]\ncalendar = \"cal.toml\"\ndeadline_working_days = 0\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        ws.path().join("config/cal.toml"),
+        "holidays = [\"2026-10-01\"]\nworkdays = [\"2026-10-09\"]\n",
+    )
+    .unwrap();
+    let out = ws.lethe(&["check"]);
+    assert_eq!(out.code, 78, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("cal.toml:2:13: workday 2026-10-09 is a Fri"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("lethe.toml:")
+            && out
+                .stderr
+                .contains("deadline_working_days must be between 1 and 366"),
+        "{}",
+        out.stderr
+    );
+}

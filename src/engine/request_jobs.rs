@@ -18,7 +18,7 @@ use super::{
 use crate::audit::{AuditWriter, Event};
 use crate::config::{Loaded, Rule, Trigger};
 use crate::error::Error;
-use crate::requests::process::{Outcome, OutcomeLine, ts};
+use crate::requests::process::{Completion, Outcome, OutcomeLine, ts};
 use crate::requests::{Kind, Request, RequestState};
 use crate::sql::Db;
 use crate::state::State;
@@ -205,19 +205,19 @@ pub(super) async fn settle(
     reports: &[JobReport],
     open: &[Request],
     as_of: DateTime<Utc>,
-) -> Result<(), Error> {
+) -> Result<Vec<Completion>, Error> {
     let any_request_job = reports.iter().any(|j| {
         loaded
             .job(&j.job)
             .is_some_and(|job| job.trigger == Trigger::Request)
     });
     if !any_request_job || open.is_empty() {
-        return Ok(());
+        return Ok(vec![]);
     }
     const LEASE: &str = "requests:settle";
     if !state.acquire(LEASE, run_id).await? {
         tracing::info!("another run is settling requests; this one leaves them to it");
-        return Ok(());
+        return Ok(vec![]);
     }
     let result = settle_leased(loaded, audit, state, reports, open, as_of).await;
     state.release(LEASE, run_id).await?;
@@ -231,9 +231,10 @@ async fn settle_leased(
     reports: &[JobReport],
     open: &[Request],
     as_of: DateTime<Utc>,
-) -> Result<(), Error> {
+) -> Result<Vec<Completion>, Error> {
     let dl = &loaded.config.requests.deadlines;
     let at = ts(as_of);
+    let mut completed = Vec::new();
     for req in open.iter().filter(|r| r.kind == Kind::Erasure) {
         let mut outcome = Outcome::parse(state.request_outcome(&req.id).await?.as_deref());
         let before = outcome.clone();
@@ -274,6 +275,11 @@ async fn settle_leased(
                         as_of,
                     )
                     .await?;
+                completed.push(Completion {
+                    kind: req.kind,
+                    working_days: dl.working_days_taken(req.received, as_of),
+                    on_time: as_of <= req.due,
+                });
                 tracing::info!(request = %req.id, on_time = as_of <= req.due, "request done");
             }
             Verdict::Held(reasons) => {
@@ -303,5 +309,5 @@ async fn settle_leased(
             }
         }
     }
-    Ok(())
+    Ok(completed)
 }

@@ -23,6 +23,14 @@ pub fn ts(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// A request a run completed: what the completion histogram counts.
+#[derive(Debug, Clone, Serialize)]
+pub struct Completion {
+    pub kind: Kind,
+    pub working_days: i64,
+    pub on_time: bool,
+}
+
 /// One request as `request list`, `plan` and `run` show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RequestLine {

@@ -203,4 +203,16 @@ impl State {
             .map_err(st)?;
         Ok(rows.into_iter().next().and_then(|r| r[0].clone()))
     }
+
+    /// Forget every request whose `ref` starts with `prefix` (the demo's
+    /// own, when it re-seeds its tables). Never used on real requests.
+    pub async fn forget_requests_with_ref(&self, prefix: &str) -> Result<u64, Error> {
+        self.db
+            .execute(&self.stmt(
+                "DELETE FROM lethe_requests WHERE ticket_ref LIKE ?",
+                vec![Val::Text(format!("{prefix}%"))],
+            ))
+            .await
+            .map_err(st)
+    }
 }
