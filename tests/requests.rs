@@ -327,6 +327,34 @@ async fn lifecycle(engine: Engine) {
         assert!(prom.contains(line), "metrics have `{line}`:\n{prom}");
     }
 
+    // `audit search --subject` shows each subject's request and whether it met its due instant.
+    for (user, id, outcome) in [(A, &a, "on time"), (LATE, &late, "late")] {
+        let search = ws.lethe(&[
+            "audit",
+            "search",
+            "--subject",
+            &user.to_string(),
+            "--output",
+            "json",
+        ]);
+        outputs.push(search.stdout.clone());
+        assert_eq!(search.code, 0, "{}", search.all());
+        let done = search
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find(|v| v["action"] == "request_done" && v["target"] == id.as_str())
+            .unwrap_or_else(|| panic!("search shows the request of {user}:\n{}", search.stdout));
+        assert!(
+            done["outcome"].as_str().unwrap().starts_with(outcome),
+            "{done}"
+        );
+        assert!(
+            search.stdout.contains("\"outcome\":\"erased\""),
+            "and the erasure itself"
+        );
+    }
+
     // The audit log: the request records, subjects as hashes, and nothing personal.
     let audit = ws.audit_text();
     for kind in ["request_received", "request_done", "request_held"] {
