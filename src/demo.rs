@@ -551,6 +551,10 @@ pub async fn run_demo(g: &Global, users: u32, as_of: DateTime<Utc>) -> Result<Ex
         seeded.held.len()
     );
 
+    let state =
+        crate::state::State::open(&loaded.config.state.url, loaded.config.state.lease_ttl).await?;
+    file_demo_requests(&loaded, &keys, &state, &seeded, as_of).await?;
+
     let cancel = tokio_util::sync::CancellationToken::new();
     let opts = |mode| RunOptions {
         as_of,
@@ -572,6 +576,15 @@ pub async fn run_demo(g: &Global, users: u32, as_of: DateTime<Utc>) -> Result<Ex
         "second run: deleted {}, anonymized {} (status {})\n",
         again.totals.deleted, again.totals.anonymized, again.status
     );
+    println!("== lethe request list --all (the demo's requests, answered) ==");
+    let mut lines = Vec::new();
+    for r in state.requests(None).await? {
+        if r.ref_.as_deref().is_some_and(|x| x.starts_with(DEMO_REF)) {
+            lines.push(crate::requests::process::line(&loaded, &r, as_of));
+        }
+    }
+    state.close().await;
+    println!("{}", crate::cli::requests::list_table(&lines));
     println!("== lethe audit verify ==");
     let reports: Vec<_> = [&plan.audit_file, &run.audit_file, &again.audit_file]
         .iter()
@@ -584,6 +597,66 @@ pub async fn run_demo(g: &Global, users: u32, as_of: DateTime<Utc>) -> Result<Ex
     } else {
         run.exit.worst(again.exit)
     })
+}
+
+/// The `ref` of the demo's requests: a new demo forgets the previous demo's.
+const DEMO_REF: &str = "DEMO-";
+
+/// File three erasure requests (O7): an ordinary account, one on a legal
+/// hold (it ends `held`), and one received 30 days ago (late: `plan` exits 5
+/// until the run answers it).
+async fn file_demo_requests(
+    loaded: &config::Loaded,
+    keys: &Keys,
+    state: &crate::state::State,
+    seeded: &Seeded,
+    as_of: DateTime<Utc>,
+) -> Result<(), Error> {
+    use crate::requests::{Kind, process};
+    // The tables were just re-seeded: requests of an earlier demo name other people now.
+    state.forget_requests_with_ref(DEMO_REF).await?;
+    let plain = (1..=seeded.users as i64)
+        .find(|i| i % 7 != 0 && i % 13 != 0 && i % 50 != 0 && i % 97 != 0 && i % 5 == 0);
+    let picks = [
+        (plain, as_of - TimeDelta::days(2), "an ordinary account"),
+        (
+            seeded.held.first().copied(),
+            as_of - TimeDelta::days(1),
+            "on a legal hold",
+        ),
+        (
+            plain.map(|p| p + 1),
+            as_of - TimeDelta::days(30),
+            "received 30 days ago: overdue",
+        ),
+    ];
+    println!("== lethe request add (three erasure requests, policy VII(7)) ==");
+    for (n, (user, received, what)) in picks.into_iter().enumerate() {
+        let Some(user) = user.filter(|u| *u as u64 <= seeded.users) else {
+            continue;
+        };
+        let r = process::add(
+            loaded,
+            keys,
+            state,
+            process::NewRequest {
+                kind: Kind::Erasure,
+                subject: user.to_string(),
+                received,
+                ref_: Some(format!("{DEMO_REF}{}", n + 1)),
+                intake: None,
+            },
+            as_of,
+        )
+        .await?;
+        println!(
+            "request {} ({what}): due {}",
+            r.id,
+            process::local_ts(loaded, r.due)
+        );
+    }
+    println!();
+    Ok(())
 }
 
 fn print_report(g: &Global, r: &engine::RunReport, dry: bool) {

@@ -15,6 +15,7 @@
 
 mod object_rules;
 mod recovery;
+mod request_jobs;
 mod windows;
 pub(crate) use windows::why_one_worker;
 
@@ -127,6 +128,16 @@ pub struct RuleReport {
     /// Sizes chosen for batches sized by time (`batch_time`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub batch_sizes: Option<BatchSizes>,
+    /// A request job's rule: the request whose subject it acted on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request: Option<String>,
+    /// A request job's rule after an executed run: rows of the subject the
+    /// rule still selects (the re-query that proves the erasure).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub left: Option<u64>,
+    /// What keeps some of them, e.g. a legal hold or Object Lock.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept: Vec<String>,
 }
 
 /// Which index a rule's batches walk.
@@ -166,6 +177,11 @@ pub struct RunReport {
     pub status: String,
     pub totals: Totals,
     pub jobs: Vec<JobReport>,
+    /// Open erasure requests after the run (the raw subject never appears).
+    pub requests: Vec<crate::requests::process::RequestLine>,
+    /// Requests this run completed (for the completion histogram).
+    #[serde(skip)]
+    pub request_completions: Vec<crate::requests::process::Completion>,
     #[serde(skip)]
     pub exit: ExitCode,
 }
@@ -260,6 +276,23 @@ async fn run_traced(
         }
     } else {
         (None, None)
+    };
+    // Requests are read in every mode: a plan shows them, and every run
+    // exits 5 while one is overdue.
+    let plan_state = match &state {
+        Some(_) => None,
+        None => Some(State::open(&loaded.config.state.url, loaded.config.state.lease_ttl).await?),
+    };
+    let rstate = state
+        .as_ref()
+        .or(plan_state.as_ref())
+        .expect("one of the two is open");
+    let open_requests = match rstate.open_requests().await {
+        Ok(r) => r,
+        Err(e) => {
+            rstate.close().await;
+            return Err(e);
+        }
     };
     // The audit sink before any data is touched: if it cannot be written,
     // the run stops here, having deleted nothing.
@@ -374,6 +407,7 @@ async fn run_traced(
                 keys,
                 audit: &mut audit,
                 opts: &opts,
+                requests: &open_requests,
             };
             let res = match &state {
                 Some(state) => run_job_leased(&mut ctx, state, &run_id, &mut sources).await,
@@ -430,6 +464,47 @@ async fn run_traced(
     }
     sources.close().await;
 
+    // Requests whose subjects every request job has now handled become done
+    // or held; then the overdue ones set the exit code.
+    let mut request_lines = Vec::new();
+    let mut request_completions = Vec::new();
+    if fatal.is_none() {
+        let settled = match (&state, opts.mode) {
+            (Some(s), Mode::Execute) if !opts.cancel.is_cancelled() => {
+                request_jobs::settle(
+                    loaded,
+                    &mut audit,
+                    s,
+                    &run_id,
+                    &reports,
+                    &open_requests,
+                    opts.as_of,
+                )
+                .await
+            }
+            _ => Ok(vec![]),
+        };
+        let lines = match settled {
+            Ok(done) => {
+                request_completions = done;
+                crate::requests::process::lines(loaded, rstate, opts.as_of).await
+            }
+            Err(e) => Err(e),
+        };
+        match lines {
+            Ok(lines) => {
+                if lines.iter().any(|l| l.overdue) {
+                    exit = exit.worst(ExitCode::Overdue);
+                }
+                request_lines = lines;
+            }
+            Err(e) => fatal = Some(e),
+        }
+    }
+    if let Some(p) = &plan_state {
+        p.close().await;
+    }
+
     // A signal stops the whole run; a lost lease stops one job: either way
     // some work was left for the next run.
     let interrupted = opts.cancel.is_cancelled()
@@ -440,7 +515,8 @@ async fn run_traced(
         "failed"
     } else if interrupted {
         "interrupted"
-    } else if exit == ExitCode::Ok || exit == ExitCode::Pending {
+    } else if exit == ExitCode::Ok || exit == ExitCode::Pending || exit == ExitCode::Overdue {
+        // Overdue requests are not a failure of this run's rules.
         "completed"
     } else {
         "partial"
@@ -488,6 +564,8 @@ async fn run_traced(
         status: status.into(),
         totals,
         jobs: reports,
+        requests: request_lines,
+        request_completions,
         exit: if interrupted {
             exit.worst(ExitCode::Partial)
         } else {
@@ -521,6 +599,8 @@ struct JobCtx<'a> {
     keys: &'a Keys,
     audit: &'a mut AuditWriter,
     opts: &'a RunOptions,
+    /// The open requests as the run started (request jobs act on them).
+    requests: &'a [crate::requests::Request],
 }
 
 /// Hold the job's lease for the whole job; renew it in the background.
@@ -564,6 +644,7 @@ async fn run_job_leased(
         keys: ctx.keys,
         audit: ctx.audit,
         opts: &opts,
+        requests: ctx.requests,
     };
     let run = run_job(&mut inner, sources);
     tokio::pin!(run);
@@ -585,11 +666,14 @@ async fn run_job(ctx: &mut JobCtx<'_>, sources: &mut Sources<'_>) -> Result<JobR
     let job = ctx.job;
     let started = Instant::now();
     let mut rules = Vec::new();
-    for rule in &job.rules {
+    if job.trigger == crate::config::Trigger::Request {
+        request_jobs::run_rules(ctx, sources, &mut rules).await?;
+    }
+    for rule in job.rules.iter().filter(|r| !r.by_request) {
         if ctx.opts.cancel.is_cancelled() {
             break;
         }
-        let report = run_rule(ctx, rule, sources).await?;
+        let report = run_rule(ctx, rule, sources, None).await?;
         rules.push(report);
     }
     for rule in &job.object_rules {
@@ -645,24 +729,32 @@ fn blank_report(job: &Job, rule: &str, target: String, action: &str) -> RuleRepo
         walk: None,
         notes: vec![],
         batch_sizes: None,
+        request: None,
+        left: None,
+        kept: vec![],
     }
 }
 
 /// Run one rule. `Err` only when the audit log fails (the run must stop);
-/// every other problem becomes a failed rule.
+/// every other problem becomes a failed rule. `subject`: a request job's
+/// rule acts on that subject's rows only.
 async fn run_rule(
     ctx: &mut JobCtx<'_>,
     rule: &Rule,
     sources: &mut Sources<'_>,
+    subject: Option<&str>,
 ) -> Result<RuleReport, Error> {
     let span = tracing::info_span!("rule", job = %ctx.job.name, rule = %rule.name);
-    run_rule_traced(ctx, rule, sources).instrument(span).await
+    run_rule_traced(ctx, rule, sources, subject)
+        .instrument(span)
+        .await
 }
 
 async fn run_rule_traced(
     ctx: &mut JobCtx<'_>,
     rule: &Rule,
     sources: &mut Sources<'_>,
+    subject: Option<&str>,
 ) -> Result<RuleReport, Error> {
     let mut report = blank_report(
         ctx.job,
@@ -681,6 +773,9 @@ async fn run_rule_traced(
     };
     report.walk = Some(walk_report(&sql));
     tracing::debug!(walk = sql.walk.name(), why = %sql.walk_why, "batch walk chosen");
+    if let Some(s) = subject {
+        sql.subjects = Some(vec![s.to_string()]);
+    }
     if let Some((index, count)) = ctx.opts.shard
         && let Err(e) = sql.set_shard(db.dialect(), index, count)
     {

@@ -39,15 +39,17 @@ impl ExitCode {
     }
 
     /// How serious a code is when several rules end differently; the most
-    /// serious one is the process's exit code.
+    /// serious one is the process's exit code. DESIGN.md ranks them
+    /// 1 > 78 > 64 > 5 > 4 > 3 > 75 > 0: an overdue request outranks a
+    /// guard trip, so a CronJob whose requests are late says so first.
     fn severity(self) -> u8 {
         match self {
             ExitCode::Ok => 0,
             ExitCode::Pending => 1,
-            ExitCode::Overdue => 2,
-            ExitCode::Locked => 3,
-            ExitCode::Partial => 4,
-            ExitCode::Guard => 5,
+            ExitCode::Locked => 2,
+            ExitCode::Partial => 3,
+            ExitCode::Guard => 4,
+            ExitCode::Overdue => 5,
             ExitCode::Usage => 6,
             ExitCode::Config => 7,
             ExitCode::Unexpected => 8,
@@ -111,3 +113,24 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::ExitCode::*;
+
+    #[test]
+    fn codes_rank_as_design_says() {
+        // 1 > 78 > 64 > 5 > 4 > 3 > 75 > 0
+        let ranked = [
+            Unexpected, Config, Usage, Overdue, Guard, Partial, Locked, Ok,
+        ];
+        for (i, hi) in ranked.iter().enumerate() {
+            for lo in &ranked[i + 1..] {
+                assert_eq!(hi.worst(*lo), *hi, "{hi:?} over {lo:?}");
+                assert_eq!(lo.worst(*hi), *hi, "{hi:?} over {lo:?}");
+            }
+        }
+        assert_eq!(Pending.worst(Ok), Pending);
+        assert_eq!(Locked.worst(Pending), Locked);
+    }
+}

@@ -13,6 +13,7 @@
 //! - [`audit`]: typed events, hash-chained JSON Lines, verification;
 //! - [`keys`]: the HMAC key behind subject hashes and pseudonyms;
 //! - [`state`]: leases and run history; [`schedule`]: the daemon loop;
+//! - [`requests`]: erasure requests, their working-day deadlines and store;
 //! - [`cli`]: commands, output formats, exit codes; [`demo`]: sample data.
 
 pub mod audit;
@@ -27,6 +28,7 @@ pub mod keys;
 pub mod metrics;
 pub mod objects;
 pub mod plan;
+pub mod requests;
 pub mod schedule;
 pub mod sql;
 pub mod state;

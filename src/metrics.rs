@@ -19,7 +19,17 @@ struct State {
     runs: BTreeMap<(String, String), u64>,
     duration: BTreeMap<String, f64>,
     last_success: BTreeMap<String, i64>,
+    /// Open and overdue requests by kind, as of the last run (gauges).
+    requests_open: BTreeMap<String, u64>,
+    requests_overdue: BTreeMap<String, u64>,
+    /// Working days each completed request took, by kind (a histogram).
+    completions: BTreeMap<String, Vec<i64>>,
+    /// Jobs that acted on requests: their pushes carry the request metrics.
+    request_jobs: std::collections::BTreeSet<String>,
 }
+
+/// Upper bounds (working days) of `lethe_request_completion_working_days`.
+const COMPLETION_BUCKETS: [i64; 9] = [1, 2, 3, 5, 8, 10, 12, 15, 20];
 
 /// Accumulated metrics of the runs this process made.
 #[derive(Default)]
@@ -44,6 +54,28 @@ impl Registry {
         }
         let mut s = self.state.lock().expect("metrics lock");
         let now = chrono::Utc::now().timestamp();
+        // Requests: gauges replaced by each run's view, completions added.
+        s.requests_open.clear();
+        s.requests_overdue.clear();
+        s.requests_open.insert("erasure".into(), 0);
+        s.requests_overdue.insert("erasure".into(), 0);
+        for l in &report.requests {
+            *s.requests_open.entry(l.kind.as_str().into()).or_default() += 1;
+            *s.requests_overdue
+                .entry(l.kind.as_str().into())
+                .or_default() += u64::from(l.overdue);
+        }
+        for c in &report.request_completions {
+            s.completions
+                .entry(c.kind.as_str().into())
+                .or_default()
+                .push(c.working_days);
+        }
+        for job in &report.jobs {
+            if job.rules.iter().any(|r| r.request.is_some()) {
+                s.request_jobs.insert(job.job.clone());
+            }
+        }
         for job in &report.jobs {
             *s.runs
                 .entry((job.job.clone(), job.status.clone()))
@@ -204,6 +236,54 @@ impl Registry {
                 })
                 .collect(),
         );
+        if job_filter.is_none_or(|j| s.request_jobs.contains(j)) {
+            family(
+                "lethe_requests_open",
+                "gauge",
+                "Open erasure requests (pending or held) after the last run, by kind.",
+                s.requests_open
+                    .iter()
+                    .map(|(k, v)| format!("lethe_requests_open{{kind=\"{}\"}} {v}", label(k)))
+                    .collect(),
+            );
+            family(
+                "lethe_requests_overdue",
+                "gauge",
+                "Pending requests past their due instant (15 working days) after the last run, by kind.",
+                s.requests_overdue
+                    .iter()
+                    .map(|(k, v)| format!("lethe_requests_overdue{{kind=\"{}\"}} {v}", label(k)))
+                    .collect(),
+            );
+            let mut lines = Vec::new();
+            for (k, days) in &s.completions {
+                let k = label(k);
+                for le in COMPLETION_BUCKETS {
+                    let n = days.iter().filter(|d| **d <= le).count();
+                    lines.push(format!(
+                        "lethe_request_completion_working_days_bucket{{kind=\"{k}\",le=\"{le}\"}} {n}"
+                    ));
+                }
+                lines.push(format!(
+                    "lethe_request_completion_working_days_bucket{{kind=\"{k}\",le=\"+Inf\"}} {}",
+                    days.len()
+                ));
+                lines.push(format!(
+                    "lethe_request_completion_working_days_sum{{kind=\"{k}\"}} {}",
+                    days.iter().sum::<i64>()
+                ));
+                lines.push(format!(
+                    "lethe_request_completion_working_days_count{{kind=\"{k}\"}} {}",
+                    days.len()
+                ));
+            }
+            family(
+                "lethe_request_completion_working_days",
+                "histogram",
+                "Working days from receipt to completion of each request done.",
+                lines,
+            );
+        }
         out.push_str(&self.extra.lock().expect("metrics lock"));
         out
     }

@@ -1,4 +1,5 @@
-//! The state store: leases (one run at a time per job) and run history.
+//! The state store: leases (one run at a time per job), run history, and
+//! (through `requests::store`) erasure requests.
 //!
 //! SQLite by default, PostgreSQL or MySQL when configured. Its schema lives in
 //! `migrations/<backend>/`, embedded here and applied in order.
@@ -23,6 +24,10 @@ macro_rules! migrations {
                 version: 2,
                 sql: include_str!(concat!("../migrations/", $dir, "/0002_create_runs.sql")),
             },
+            Migration {
+                version: 3,
+                sql: include_str!(concat!("../migrations/", $dir, "/0003_create_requests.sql")),
+            },
         ]
     };
 }
@@ -32,12 +37,13 @@ const POSTGRES: &[Migration] = migrations!("postgres");
 const MYSQL: &[Migration] = migrations!("mysql");
 
 pub struct State {
-    db: Db,
+    /// Shared with `requests::store`, which keeps its table here too.
+    pub(crate) db: Db,
     pub lease_ttl: Duration,
 }
 
 /// A primary-key or unique violation, on any of the three engines.
-fn is_unique_violation(e: &Error) -> bool {
+pub(crate) fn is_unique_violation(e: &Error) -> bool {
     match e {
         Error::Database { message, .. } => {
             // PostgreSQL 23505, MySQL 1062, SQLite 2067 / 1555.
@@ -70,7 +76,7 @@ impl State {
         Ok(state)
     }
 
-    fn stmt(&self, sql: &str, binds: Vec<Val>) -> Stmt {
+    pub(crate) fn stmt(&self, sql: &str, binds: Vec<Val>) -> Stmt {
         // State statements are written with `?`; PostgreSQL wants `$n`.
         let sql = if self.db.dialect().engine() == Engine::Postgres {
             let mut out = String::new();

@@ -29,8 +29,29 @@ fn every_shipped_config_and_job_parses() {
             "{} cites its policy section",
             job.name
         );
-        assert!(job.schedule.is_some(), "{} has a schedule", job.name);
+        assert!(
+            job.manual || job.schedule.is_some(),
+            "{} has a schedule (or is manual)",
+            job.name
+        );
     }
+    // The suspension job (VII(6)) is manual and confirmed by name; the
+    // request job (VII(7)) acts on requests.
+    let suspension = loaded
+        .job("business-suspension")
+        .expect("ships the VII(6) job");
+    assert!(suspension.manual && suspension.confirm);
+    let requests = loaded
+        .job("erasure-requests")
+        .expect("ships the VII(7) job");
+    assert_eq!(requests.trigger, config::Trigger::Request);
+    assert!(
+        requests
+            .rules
+            .iter()
+            .all(|r| r.by_request && r.select.is_none())
+    );
+    assert!(loaded.config.requests.deadlines.calendar.covers(2026));
     assert_eq!(
         loaded.jobs[0].name, "minors",
         "minors run first (highest priority)"

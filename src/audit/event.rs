@@ -223,6 +223,50 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         in_doubt: Vec<InDoubt>,
     },
+    /// An erasure request was filed (`request add`) or taken from the intake table.
+    RequestReceived {
+        request: String,
+        kind: String,
+        /// Keyed hash of the requester's id.
+        subject: String,
+        received: String,
+        due: String,
+        /// `<source>.<table>` it was taken from, for intake requests.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        intake: Option<String>,
+    },
+    /// Every request job completed for the subject and a re-query found
+    /// nothing of it left.
+    RequestDone {
+        request: String,
+        kind: String,
+        subject: String,
+        received: String,
+        due: String,
+        completed: String,
+        /// Completed at or before the due instant.
+        on_time: bool,
+        /// Working days from the day of receipt to the day of completion.
+        working_days: i64,
+    },
+    /// Part of the subject's data is kept: a legal hold or Object Lock.
+    RequestHeld {
+        request: String,
+        kind: String,
+        subject: String,
+        due: String,
+        /// What keeps it, e.g. `legal hold app.legal_holds (3 rows of app.users)`.
+        reasons: Vec<String>,
+    },
+    /// Rejected on one of the policy's VII(7) grounds (the operator's note
+    /// stays in the state store: it is free text).
+    RequestRejected {
+        request: String,
+        kind: String,
+        subject: String,
+        due: String,
+        reason: String,
+    },
     /// The seal: always the last record of a run. Its `hash` is the run's
     /// head, which the state store also keeps (with the record count).
     RunEnd {
@@ -307,7 +351,11 @@ impl Event {
             Event::RunStart { .. }
             | Event::Locked { .. }
             | Event::Recovery { .. }
-            | Event::RunEnd { .. } => return None,
+            | Event::RunEnd { .. }
+            | Event::RequestReceived { .. }
+            | Event::RequestDone { .. }
+            | Event::RequestHeld { .. }
+            | Event::RequestRejected { .. } => return None,
         };
         Some(Scope {
             job,
@@ -332,6 +380,10 @@ impl Event {
             Event::Locked { .. } => "locked",
             Event::Recovery { .. } => "recovery",
             Event::RunEnd { .. } => "run_end",
+            Event::RequestReceived { .. } => "request_received",
+            Event::RequestDone { .. } => "request_done",
+            Event::RequestHeld { .. } => "request_held",
+            Event::RequestRejected { .. } => "request_rejected",
         }
     }
 }

@@ -229,10 +229,15 @@ impl Report {
                     run.failures += 1;
                 }
                 Event::Plan { action, .. } => r.action = action.clone(),
+                // No scope: handled above (`scope()` is `None` for these).
                 Event::RunStart { .. }
                 | Event::Locked { .. }
                 | Event::Recovery { .. }
-                | Event::RunEnd { .. } => {}
+                | Event::RunEnd { .. }
+                | Event::RequestReceived { .. }
+                | Event::RequestDone { .. }
+                | Event::RequestHeld { .. }
+                | Event::RequestRejected { .. } => {}
             }
         }
         self.runs.push(run);

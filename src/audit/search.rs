@@ -129,6 +129,37 @@ pub fn search_log(
     let mut hits = Vec::new();
     for e in &log.entries {
         let r = &e.record;
+        if let Some((action, subject_hash, outcome, request)) = request_event(&r.event) {
+            if !filters.matches(&r.run, &r.ts, "-", "-", action) {
+                continue;
+            }
+            let hash = hashes
+                .entry(r.kid.clone())
+                .or_insert_with(|| keys.by_kid(&r.kid).map(|k| k.subject(subject)));
+            match hash {
+                Some(h) if h == subject_hash => hits.push(Hit {
+                    run: r.run.clone(),
+                    ts: r.ts.clone(),
+                    job: "-".into(),
+                    rule: "-".into(),
+                    policy: "VII(7)".into(),
+                    action: action.into(),
+                    target: request.into(),
+                    outcome,
+                    batch: None,
+                    count: 0,
+                    children: vec![],
+                    subject: h.clone(),
+                    kid: r.kid.clone(),
+                    file: log.report.file.clone(),
+                    seq: r.seq,
+                    verified: e.verified,
+                }),
+                Some(_) => {}
+                None => *stats.unknown_key_ids.entry(r.kid.clone()).or_default() += 1,
+            }
+            continue;
+        }
         let Some(scope) = r.event.scope() else {
             continue;
         };
@@ -211,4 +242,56 @@ pub fn search_log(
     }
     stats.hits += hits.len() as u64;
     hits
+}
+
+/// A request record as a hit: (action, subject hash, outcome, request id).
+/// The outcome says whether the request met its due instant.
+fn request_event(e: &Event) -> Option<(&'static str, &str, String, &str)> {
+    Some(match e {
+        Event::RequestReceived {
+            request,
+            subject,
+            due,
+            ..
+        } => ("request_received", subject, format!("due {due}"), request),
+        Event::RequestDone {
+            request,
+            subject,
+            due,
+            on_time,
+            working_days,
+            ..
+        } => (
+            "request_done",
+            subject,
+            format!(
+                "{} (due {due}, {working_days} working days)",
+                if *on_time { "on time" } else { "late" }
+            ),
+            request,
+        ),
+        Event::RequestHeld {
+            request,
+            subject,
+            reasons,
+            ..
+        } => (
+            "request_held",
+            subject,
+            format!("held: {}", reasons.join("; ")),
+            request,
+        ),
+        Event::RequestRejected {
+            request,
+            subject,
+            reason,
+            ..
+        } => (
+            "request_rejected",
+            subject,
+            format!("rejected: {reason}"),
+            request,
+        ),
+        _ => return None,
+    })
 }

@@ -123,7 +123,14 @@ pub enum Command {
         /// Count and report, change nothing.
         #[arg(long)]
         dry_run: bool,
+        /// Confirm a job marked `confirm = true` (the business-suspension
+        /// job): its name again, as `--job <name> --confirm <name>`.
+        #[arg(long)]
+        confirm: Vec<String>,
     },
+    /// Erasure requests: file, list, show, reject, and the receipt for the person.
+    #[command(subcommand)]
+    Request(RequestCommand),
     /// Run every scheduled job on its `schedule` until SIGTERM.
     Daemon,
     /// Ask a running daemon whether it is healthy (exit 0) or not (exit 1).
@@ -140,6 +147,57 @@ pub enum Command {
         /// Users to generate (other tables scale with it).
         #[arg(long, default_value_t = 1_000)]
         users: u32,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RequestCommand {
+    /// File a request; prints its id and due instant.
+    Add {
+        /// The requester's id as the application knows it (a user id), or
+        /// `-` to read it from standard input. Kept only while the request is open.
+        #[arg(long)]
+        subject: String,
+        /// What is asked for.
+        #[arg(long, default_value = "erasure")]
+        kind: String,
+        /// When it was received (RFC 3339); default: now (or --as-of).
+        #[arg(long, value_parser = parse_as_of)]
+        received: Option<chrono::DateTime<chrono::Utc>>,
+        /// The company's ticket id (no personal data).
+        #[arg(long = "ref")]
+        ref_: Option<String>,
+    },
+    /// Open requests, or every request in one state; exits 5 while one is overdue.
+    List {
+        /// pending, done, held or rejected (default: the open ones, pending and held).
+        #[arg(long)]
+        state: Option<String>,
+        /// Every request, closed ones too.
+        #[arg(long, conflicts_with = "state")]
+        all: bool,
+    },
+    /// One request.
+    Show { id: String },
+    /// Reject an open request on one of the policy's VII(7) grounds.
+    Reject {
+        id: String,
+        /// legal-obligation, national-security, public-interest,
+        /// criminal-proceedings, bad-faith, vital-interests, harm-to-others,
+        /// trade-secrets, unfounded-repetition, excessive-means, unrealistic.
+        #[arg(long)]
+        reason: String,
+        /// The operator's note (no personal data).
+        #[arg(long)]
+        note: String,
+    },
+    /// What a reply to the person needs: erased per rule and policy section,
+    /// what was kept and why, due instant and completion. No personal data.
+    Receipt {
+        id: String,
+        /// Also write the receipt as a self-contained HTML page.
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
 }
 

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod audit;
 pub mod output;
+pub mod requests;
 
 use crate::config::{self, Loaded};
 use crate::engine::{self, Mode, RunOptions};
@@ -185,8 +186,15 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
                 other => other,
             })
         }
-        Command::Run { jobs, dry_run } => {
+        Command::Run {
+            jobs,
+            dry_run,
+            confirm,
+        } => {
             let loaded = load(&g)?;
+            if !dry_run {
+                requests::check_confirmation(&loaded, &jobs, &confirm)?;
+            }
             let keys = Keys::from_env(&loaded.config.audit.hmac_key_env)?;
             let mode = if dry_run { Mode::DryRun } else { Mode::Execute };
             let report = engine::run(
@@ -213,6 +221,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
             })
         }
         Command::Audit(cmd) => audit::dispatch(&g, cmd).await,
+        Command::Request(cmd) => requests::dispatch(&g, cmd, as_of).await,
         Command::Demo { users } => crate::demo::run_demo(&g, users, as_of).await,
         Command::Daemon => daemon(&g, shard).await,
         Command::Healthcheck { addr } => {

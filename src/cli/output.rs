@@ -2,7 +2,7 @@
 //!
 //! JSON Lines: one object per line, each with `"v": 1` (format version) and a
 //! `type` field: `rule`, `summary`, `check`, `graph`, `coverage`, `verify`, `search_hit`,
-//! `search_summary`, `report`. Documented in the README.
+//! `search_summary`, `report`, `request`, `request_receipt`. Documented in the README.
 
 use crate::audit::report::Totals as ReportTotals;
 use crate::audit::search::{Hit, Stats};
@@ -53,7 +53,10 @@ pub fn run_table(r: &RunReport, dry: bool) -> String {
             let n = if dry { rule.matched } else { rule.done };
             rows.push([
                 rule.job.clone(),
-                rule.rule.clone(),
+                match &rule.request {
+                    Some(req) => format!("{} [{req}]", rule.rule),
+                    None => rule.rule.clone(),
+                },
                 rule.policy.clone(),
                 rule.target.clone(),
                 rule.action.clone(),
@@ -106,6 +109,9 @@ pub fn run_table(r: &RunReport, dry: bool) -> String {
                     ),
                 ));
             }
+            for k in &rule.kept {
+                notes.push((rows.len(), format!("kept: {k}")));
+            }
             if rule.retries > 0 {
                 notes.push((
                     rows.len(),
@@ -156,6 +162,7 @@ pub fn run_table(r: &RunReport, dry: bool) -> String {
             t.objects_erased, t.object_versions_erased, t.object_bytes_erased, t.objects_held
         ));
     }
+    out.push_str(&super::requests::run_section(&r.requests));
     out
 }
 
@@ -170,6 +177,7 @@ pub fn run_json(r: &RunReport) -> String {
             out.push('\n');
         }
     }
+    out.push_str(&super::requests::run_json_lines(&r.requests));
     let v = json!({
         "v": OUTPUT_VERSION,
         "type": "summary",

@@ -21,6 +21,7 @@ pub struct Config {
     pub metrics: MetricsConfig,
     /// Name patterns of personal-looking columns (`check --coverage`).
     pub coverage: Vec<PersonalPattern>,
+    pub requests: RequestsConfig,
 }
 
 /// A column-name pattern for `check --coverage`: `words[:kind]`, where
@@ -127,6 +128,22 @@ pub const DEFAULT_PERSONAL_PATTERNS: &[&str] = &[
     "card_number",
     "account_number",
 ];
+
+
+/// `[requests]`: due instants and intake of erasure requests.
+#[derive(Debug, Clone)]
+pub struct RequestsConfig {
+    /// Calendar, N working days and time zone.
+    pub deadlines: crate::requests::calendar::Deadlines,
+    /// The calendar file, when one is configured.
+    pub calendar_file: Option<PathBuf>,
+    /// The table an application writes requests into.
+    pub intake: Option<TableRef>,
+}
+
+/// Defaults for `[requests]`.
+pub const DEFAULT_DEADLINE_WORKING_DAYS: u32 = 15;
+pub const DEFAULT_REQUESTS_TIME_ZONE: &str = "Asia/Shanghai";
 
 #[derive(Debug, Clone, Default)]
 pub struct MetricsConfig {
@@ -299,11 +316,24 @@ pub struct Job {
     pub description: Option<String>,
     pub priority: i32,
     pub manual: bool,
+    /// How the job picks its rows: by age, or by the open requests' subjects.
+    pub trigger: Trigger,
+    /// Runs only with `--confirm <name>` (the business-suspension job).
+    pub confirm: bool,
     /// SQL rules, in file order.
     pub rules: Vec<Rule>,
     /// Object rules (`store = ...`), in file order; they run after the SQL rules.
     pub object_rules: Vec<ObjectRule>,
     pub file: PathBuf,
+}
+
+/// What makes a job act.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// Rows selected by their rules (`select`, `where`): age, flags.
+    Age,
+    /// Rows of the subjects of open erasure requests, one subject at a time.
+    Request,
 }
 
 /// Where a rule came from, for messages that send the reader to the file.
@@ -427,6 +457,9 @@ pub struct Rule {
     pub subject: Option<String>,
     pub select: Option<Select>,
     pub where_: Option<String>,
+    /// A request job's rule: it acts only on the subjects the engine names
+    /// (`RuleSql::subjects`), never on the whole table.
+    pub by_request: bool,
     pub hold: Option<HoldRef>,
     pub action: Action,
     pub batch_size: usize,

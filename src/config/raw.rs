@@ -30,6 +30,8 @@ pub struct RawConfig {
     /// `lethe check --coverage`: what a personal-looking column is.
     #[serde(default)]
     pub coverage: Option<RawCoverage>,
+    #[serde(default)]
+    pub requests: Option<RawRequests>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +43,24 @@ pub struct RawCoverage {
     /// Added to the list in use.
     #[serde(default)]
     pub extra_patterns: Vec<Spanned<String>>,
+}
+
+/// `[requests]`: how erasure requests are timed and where they come from.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRequests {
+    /// A calendar file (`holidays`, `workdays`), relative to this config file's folder.
+    #[serde(default)]
+    pub calendar: Option<Spanned<String>>,
+    /// N in "the end of the N-th working day after receipt" (default 15).
+    #[serde(default)]
+    pub deadline_working_days: Option<Spanned<i64>>,
+    /// IANA zone working days and the end of a day are read in (default Asia/Shanghai).
+    #[serde(default)]
+    pub time_zone: Option<Spanned<String>>,
+    /// `<source>.<table>` an application's support tool writes requests into.
+    #[serde(default)]
+    pub intake: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +173,13 @@ pub struct RawJob {
     /// A manual job never runs unless named with `--job`.
     #[serde(default)]
     pub manual: Option<bool>,
+    /// `"request"`: the job acts on the subjects of open erasure requests,
+    /// and its rules have no `select`. Absent: by age, as usual.
+    #[serde(default)]
+    pub trigger: Option<Spanned<String>>,
+    /// The job runs only as `--job <name> --confirm <name>` (business suspension).
+    #[serde(default)]
+    pub confirm: Option<bool>,
     #[serde(default)]
     pub rules: Vec<Spanned<RawRule>>,
 }

@@ -408,6 +408,7 @@ pub fn validate_config(
         }
         out
     };
+    let requests = requests_config(&mut cx, raw.requests.as_ref(), &sources);
 
     Some(Config {
         file: file.path.clone(),
@@ -419,7 +420,105 @@ pub fn validate_config(
         daemon,
         metrics,
         coverage,
+        requests,
     })
+}
+
+/// `[requests]`: the calendar file (read here, its problems reported with
+/// its own file, line and column), N, the zone and the intake table.
+fn requests_config(
+    cx: &mut Ctx,
+    raw: Option<&RawRequests>,
+    sources: &BTreeMap<String, Source>,
+) -> RequestsConfig {
+    use crate::requests::calendar::{Calendar, Deadlines};
+    let working_days = match raw.and_then(|r| r.deadline_working_days.as_ref()) {
+        None => DEFAULT_DEADLINE_WORKING_DAYS,
+        Some(n) if (1..=366).contains(n.get_ref()) => *n.get_ref() as u32,
+        Some(n) => {
+            cx.err(n, "deadline_working_days must be between 1 and 366");
+            DEFAULT_DEADLINE_WORKING_DAYS
+        }
+    };
+    let default_tz = || {
+        DEFAULT_REQUESTS_TIME_ZONE
+            .parse::<chrono_tz::Tz>()
+            .expect("valid default zone")
+    };
+    let tz = match raw.and_then(|r| r.time_zone.as_ref()) {
+        None => default_tz(),
+        Some(t) => crate::schedule::parse_tz(t.get_ref()).unwrap_or_else(|e| {
+            cx.err(t, e);
+            default_tz()
+        }),
+    };
+    let mut calendar_file = None;
+    let calendar = match raw.and_then(|r| r.calendar.as_ref()) {
+        None => Calendar::default(),
+        Some(c) => {
+            let base = cx.file.path.parent().unwrap_or(Path::new(""));
+            let path = base.join(c.get_ref());
+            calendar_file = Some(path.clone());
+            if !path.is_file() {
+                cx.err(
+                    c,
+                    format!(
+                        "calendar {} does not exist (the path is relative to this file's folder)",
+                        path.display()
+                    ),
+                );
+                Calendar::default()
+            } else {
+                match Calendar::load(&path) {
+                    Ok(cal) => cal,
+                    Err(problems) => {
+                        cx.errors.extend(problems);
+                        Calendar::default()
+                    }
+                }
+            }
+        }
+    };
+    let intake = raw.and_then(|r| r.intake.as_ref()).and_then(|i| {
+        let parts: Vec<&str> = i.get_ref().split('.').collect();
+        let (source, schema, table) = match parts.as_slice() {
+            [src, t] => (*src, None, *t),
+            [src, sch, t] => (*src, Some(*sch), *t),
+            _ => {
+                cx.err(i, "intake must be `<source>.<table>`");
+                return None;
+            }
+        };
+        if !sources.contains_key(source) {
+            cx.err(
+                i,
+                format!("intake names source `{source}`, which [sources] does not define"),
+            );
+            return None;
+        }
+        if !schema
+            .iter()
+            .chain(std::iter::once(&table))
+            .all(|p| is_identifier(p))
+        {
+            cx.err(i, "intake: table names are letters, digits and `_`");
+            return None;
+        }
+        Some(TableRef {
+            source: source.into(),
+            schema: schema.map(str::to_string),
+            table: table.into(),
+        })
+    });
+    RequestsConfig {
+        deadlines: Deadlines {
+            calendar,
+            working_days,
+            tz,
+        },
+        calendar_file,
+        intake,
+    }
 }
 
 /// `kind` and the settings that belong to it; `None` after reporting a problem.
@@ -1044,6 +1143,27 @@ pub fn validate_job(
     if raw.rules.is_empty() {
         cx.errors.push(file.whole("job has no [[rules]]"));
     }
+    let trigger = match &raw.trigger {
+        None => Trigger::Age,
+        Some(t) if t.get_ref() == "request" => Trigger::Request,
+        Some(t) if t.get_ref() == "age" => Trigger::Age,
+        Some(t) => {
+            cx.err(
+                t,
+                format!(
+                    "unknown trigger `{}` (use \"request\", or leave it out for rules by age)",
+                    t.get_ref()
+                ),
+            );
+            Trigger::Age
+        }
+    };
+    let confirm = raw.confirm.unwrap_or(false);
+    if confirm && !raw.manual.unwrap_or(false) {
+        cx.errors.push(file.whole(
+            "a job with `confirm = true` must also be `manual = true`: it runs only when named",
+        ));
+    }
     let mut names = BTreeSet::new();
     let mut rules = Vec::new();
     let mut object_rules = Vec::new();
@@ -1062,6 +1182,13 @@ pub fn validate_job(
             );
         }
         if let Some(store) = &r.store {
+            if trigger == Trigger::Request {
+                cx.err(
+                    store,
+                    "a request job acts on rows of a subject; link the subject's objects to its rows with [[rules.objects]]",
+                );
+                continue;
+            }
             if let Some(o) = object_rule(&mut cx, config, spanned, store) {
                 object_rules.push(o);
             }
@@ -1136,7 +1263,20 @@ pub fn validate_job(
             }
             w.get_ref().clone()
         });
-        if select.is_none() && where_.is_none() {
+        if trigger == Trigger::Request {
+            if let Some(sel) = &r.select {
+                cx.err(
+                    sel,
+                    "a request job's rules have no `select`: the open requests' subjects pick the rows",
+                );
+            }
+            if r.subject.is_none() {
+                cx.err(
+                    spanned,
+                    "a request job's rule needs `subject = \"<column>\"`: the column holding the requester's id",
+                );
+            }
+        } else if select.is_none() && where_.is_none() {
             cx.err(
                 spanned,
                 "rule selects nothing: give `select = { column, older_than }`, `where`, or both",
@@ -1223,6 +1363,7 @@ pub fn validate_job(
             subject,
             select,
             where_,
+            by_request: trigger == Trigger::Request,
             hold,
             action: act,
             batch_size,
@@ -1244,6 +1385,8 @@ pub fn validate_job(
         description: raw.description,
         priority: raw.priority.unwrap_or(0),
         manual: raw.manual.unwrap_or(false),
+        trigger,
+        confirm,
         rules,
         object_rules,
         file: file.path.clone(),

@@ -142,6 +142,10 @@ pub struct RuleSql {
     pub walk_why: String,
     /// This process's share of the key space, when sharded.
     pub shard: Option<String>,
+    /// A request job's rule: only rows whose subject is one of these
+    /// (bound values, never SQL text). `Some(empty)` matches nothing, which
+    /// is what a request rule does until the engine names its subject.
+    pub subjects: Option<Vec<String>>,
     /// Objects each row names, and the columns (read with the batch) that name them.
     pub objects: Vec<ObjectLink>,
     pub object_columns: Vec<ColumnInfo>,
@@ -453,6 +457,7 @@ impl RuleSql {
             walk,
             walk_why,
             shard: None,
+            subjects: rule.by_request.then(Vec::new),
             objects: rule.objects.clone(),
             object_columns: objects,
         })
@@ -488,6 +493,17 @@ impl RuleSql {
         if let Some(w) = &self.where_ {
             and(b);
             b.push("(").push(w).push(")");
+        }
+        if let Some(subjects) = &self.subjects {
+            and(b);
+            match &self.subject {
+                Some(col) if !subjects.is_empty() => {
+                    d.push_in_list(b, &self.table.col(d, &col.name), col, subjects)
+                }
+                _ => {
+                    b.push("1 = 0");
+                }
+            }
         }
         if let ActionSql::Anonymize(cols) = &self.action {
             and(b);
@@ -1320,6 +1336,7 @@ mod tests {
             walk: Walk::Select,
             walk_why: String::new(),
             shard: None,
+            subjects: None,
             objects: vec![],
             object_columns: vec![],
         }
