@@ -16,6 +16,7 @@
 mod object_rules;
 mod recovery;
 mod request_jobs;
+pub mod sizing;
 mod windows;
 pub(crate) use windows::why_one_worker;
 
@@ -24,7 +25,7 @@ use crate::config::{Job, Loaded, Rule};
 use crate::error::{Error, ExitCode};
 use crate::keys::{Keys, looks_hashed};
 use crate::objects::{Stores, linked};
-use crate::sql::statements::{BatchRow, ChildSql, Cursor, Deleted, RuleSql, hash_update};
+use crate::sql::statements::{BatchRow, ChildSql, Cursor, Deleted, Hashes, RuleSql, act_chunk};
 use crate::sql::{ColumnInfo, Db, Tx};
 use crate::state::State;
 use chrono::{DateTime, Utc};
@@ -1058,7 +1059,24 @@ fn add_count(into: &mut Vec<ChildCount>, target: &str, via: &str, action: &str, 
     }
 }
 
-/// New values for the hashed columns of one row; `None` if nothing changes.
+/// Where an `UPDATE` of `hashed` columns gets their values.
+fn hash_source<'a>(
+    d: &dyn crate::sql::Dialect,
+    hashed: usize,
+    pads: &'a crate::keys::HashPads,
+    values: &'a [(String, Vec<Option<String>>)],
+) -> Hashes<'a> {
+    if hashed == 0 {
+        Hashes::None
+    } else if d.hashes_in_sql() {
+        Hashes::InSql(pads)
+    } else {
+        Hashes::Bound(values)
+    }
+}
+
+/// New values for the hashed columns of one row, `None` for a column that
+/// stays (NULL, or already hashed); `None` if nothing changes.
 fn rehash(keys: &Keys, values: &[Option<String>]) -> Option<Vec<Option<String>>> {
     let mut changed = false;
     let out = values
@@ -1068,7 +1086,7 @@ fn rehash(keys: &Keys, values: &[Option<String>]) -> Option<Vec<Option<String>>>
                 changed = true;
                 Some(keys.pseudonym(v))
             }
-            other => other.clone(),
+            _ => None,
         })
         .collect();
     changed.then_some(out)
@@ -1088,10 +1106,18 @@ fn process_child<'a>(
 ) -> BoxFut<'a, Result<(), Error>> {
     Box::pin(async move {
         let d = db.dialect();
+        let hashed = child.action.hash_columns();
+        let pads = keys.pseudonym_pads();
         for chunk in parent_keys.chunks(KEY_CHUNK) {
-            if !child.needs_keys() {
+            if !child.needs_keys(d) {
+                // Hashes, if any, computed by the server in the same statement.
+                let hashes = if hashed.is_empty() {
+                    Hashes::None
+                } else {
+                    Hashes::InSql(&pads)
+                };
                 let n = tx
-                    .execute(db, &child.act_by_parent(d, parent_key, chunk))
+                    .execute(db, &child.act_by_parent(d, parent_key, chunk, hashes))
                     .await?;
                 add_count(
                     counts,
@@ -1110,17 +1136,18 @@ fn process_child<'a>(
             for gc in &child.children {
                 process_child(tx, db, keys, gc, ckey, &child_keys, counts).await?;
             }
-            let hashed = child.action.hash_columns();
-            if !hashed.is_empty() {
-                for r in &rows {
-                    if let (Some(k), Some(new)) = (&r[0], rehash(keys, &r[1..])) {
-                        tx.execute(db, &hash_update(d, &child.table, ckey, &hashed, &new, k))
-                            .await?;
-                    }
-                }
-            }
-            for ck in child_keys.chunks(KEY_CHUNK) {
-                tx.execute(db, &child.act_by_keys(d, ck)).await?;
+            let step = act_chunk(d, hashed.len());
+            for part in rows.chunks(step) {
+                let ks: Vec<String> = part.iter().filter_map(|r| r[0].clone()).collect();
+                let values = if hashed.is_empty() || d.hashes_in_sql() {
+                    vec![]
+                } else {
+                    part.iter()
+                        .filter_map(|r| Some((r[0].clone()?, rehash(keys, &r[1..])?)))
+                        .collect()
+                };
+                let hashes = hash_source(d, hashed.len(), &pads, &values);
+                tx.execute(db, &child.act_by_keys(d, &ks, hashes)).await?;
             }
             add_count(
                 counts,
@@ -1223,6 +1250,8 @@ struct BatchDone<'r> {
     keys_digest: String,
     subjects: BTreeSet<String>,
     resolved: Option<&'r linked::Resolved>,
+    /// The size a time-sized batch was given (recorded with it).
+    limit: Option<u64>,
 }
 
 /// Record a batch, erase its objects, commit, and count it.
@@ -1281,6 +1310,7 @@ fn batch_event(ctx: &JobCtx<'_>, rule: &Rule, report: &RuleReport, done: &BatchD
         keys_digest: done.keys_digest.clone(),
         subjects: done.subjects.iter().cloned().collect(),
         objects: done.resolved.map(|r| r.counts.clone()).unwrap_or_default(),
+        batch_size: done.limit,
     }
 }
 
@@ -1346,6 +1376,11 @@ async fn execute(
     let mut batch_no = 0u64;
     // Conflicts in a row on the current batch; reset by every commit.
     let mut conflicts = 0u32;
+    // Batches sized by time: the controller picks each batch's size.
+    let mut sizer = rule
+        .batch_time
+        .map(|t| sizing::BatchSizer::new(sql.batch_size, t, rule.batch_size_max));
+    let mut sized = sql.clone();
     // One-statement deletes walk each physical table in turn (a ctid is
     // unique only within one); every other path has a single part.
     for part in &parts {
@@ -1354,9 +1389,15 @@ async fn execute(
         loop {
             if ctx.opts.cancel.is_cancelled() {
                 report.status = RuleStatus::Interrupted;
+                report.batch_sizes = sizer.as_ref().map(|s| s.stats());
                 tracing::warn!("interrupted at a batch boundary");
                 return Ok(());
             }
+            if let Some(s) = &sizer {
+                sized.batch_size = s.size();
+            }
+            let sql = &sized;
+            let limit = sizer.as_ref().map(|s| s.size() as u64);
             let started = Instant::now();
             let mut tx = db.begin().await?;
             let mut children = Vec::new();
@@ -1411,20 +1452,28 @@ async fn execute(
                     )
                     .await?;
                 }
+                // One statement per batch (per chunk under the bind limits),
+                // every column at once; `hash` computed by the server where
+                // it can, else bound per key.
                 let hashed = sql.action.hash_columns();
-                if !hashed.is_empty() {
-                    for (_, r) in rows.iter().enumerate().filter(|(i, _)| !held(*i)) {
-                        if let Some(new) = rehash(ctx.keys, &r.hashed) {
-                            tx.execute(
-                                db,
-                                &hash_update(d, &sql.table, &sql.key, &hashed, &new, &r.key),
-                            )
-                            .await?;
-                        }
-                    }
-                }
-                for chunk in keys_list.chunks(KEY_CHUNK) {
-                    tx.execute(db, &sql.act_by_keys(d, chunk)).await?;
+                let pads = ctx.keys.pseudonym_pads();
+                let acted: Vec<&BatchRow> = rows
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !held(*i))
+                    .map(|(_, r)| r)
+                    .collect();
+                for part in acted.chunks(act_chunk(d, hashed.len())) {
+                    let ks: Vec<String> = part.iter().map(|r| r.key.clone()).collect();
+                    let values = if hashed.is_empty() || d.hashes_in_sql() {
+                        vec![]
+                    } else {
+                        part.iter()
+                            .filter_map(|r| Some((r.key.clone(), rehash(ctx.keys, &r.hashed)?)))
+                            .collect()
+                    };
+                    let hashes = hash_source(d, hashed.len(), &pads, &values);
+                    tx.execute(db, &sql.act_by_keys(d, &ks, hashes)).await?;
                 }
                 Ok(Fetched::Rows(rows, resolved))
             }
@@ -1452,9 +1501,13 @@ async fn execute(
                         keys_digest: ctx.keys.digest_of(&del.keys_sha256),
                         subjects: del.subjects.iter().map(|s| ctx.keys.subject(s)).collect(),
                         resolved: None,
+                        limit,
                     };
                     commit_batch(ctx, db, tx, rule, report, bar, done, started).await?;
                     conflicts = 0;
+                    if let Some(s) = sizer.as_mut() {
+                        s.observe(del.count, started.elapsed());
+                    }
                     bound = del.bound;
                     if del.count < sql.batch_size as u64 {
                         break;
@@ -1511,9 +1564,13 @@ async fn execute(
                 keys_digest: ctx.keys.digest(&keys_list),
                 subjects,
                 resolved: resolved.as_ref(),
+                limit,
             };
             commit_batch(ctx, db, tx, rule, report, bar, done, started).await?;
             conflicts = 0;
+            if let Some(s) = sizer.as_mut() {
+                s.observe(rows.len() as u64, started.elapsed());
+            }
             cursor = Some(next);
             if rows.len() < sql.batch_size {
                 break;
@@ -1523,6 +1580,7 @@ async fn execute(
             }
         }
     }
+    report.batch_sizes = sizer.map(|s| s.stats());
     report.status = RuleStatus::Done;
     Ok(())
 }

@@ -78,6 +78,21 @@ impl Keys {
         hex::encode(mac(&self.pseudonym, value.as_bytes()))
     }
 
+    /// The `hash` strategy's key as the two HMAC pad blocks, so a server
+    /// with SHA-256 computes `pseudonym` itself, one statement per batch:
+    /// `HMAC(k, m) = SHA-256((k ^ opad) || SHA-256((k ^ ipad) || m))`
+    /// (RFC 2104; the 32-byte key is zero-padded to SHA-256's 64-byte block).
+    /// Only this derived key leaves Lethe, bound as a statement parameter;
+    /// the secret and the audit key never do.
+    pub fn pseudonym_pads(&self) -> HashPads {
+        let mut block = [0u8; 64];
+        block[..self.pseudonym.len()].copy_from_slice(&self.pseudonym);
+        HashPads {
+            inner: block.iter().map(|b| b ^ 0x36).collect(),
+            outer: block.iter().map(|b| b ^ 0x5c).collect(),
+        }
+    }
+
     /// A keyed digest of a batch's keys (keys can themselves identify people):
     /// `HMAC(audit key, hex(SHA-256(k1 "\n" k2 … "\n" kn)))`.
     pub fn digest(&self, keys: &[String]) -> String {
@@ -89,6 +104,19 @@ impl Keys {
     /// keys need not travel to Lethe only to be hashed.
     pub fn digest_of(&self, keys_sha256_hex: &str) -> String {
         hex::encode(mac(&self.audit, keys_sha256_hex.as_bytes()))
+    }
+}
+
+/// The pseudonym key's HMAC pad blocks (`Keys::pseudonym_pads`).
+#[derive(Clone)]
+pub struct HashPads {
+    pub inner: Vec<u8>,
+    pub outer: Vec<u8>,
+}
+
+impl std::fmt::Debug for HashPads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HashPads { .. }")
     }
 }
 
@@ -164,5 +192,23 @@ mod tests {
         assert!(looks_hashed(&k.pseudonym("x")));
         assert!(!looks_hashed("13800138000"));
         assert_eq!(k.key_id.len(), 8);
+    }
+
+    #[test]
+    fn pads_compute_the_pseudonym_with_plain_sha256() {
+        use sha2::Digest;
+        let k = Keys::from_secret(b"0123456789abcdef");
+        let pads = k.pseudonym_pads();
+        for v in ["42", "", "王小明 北京市朝阳区", "alice@example.com"] {
+            let inner = Sha256::new()
+                .chain_update(&pads.inner)
+                .chain_update(v.as_bytes())
+                .finalize();
+            let outer = Sha256::new()
+                .chain_update(&pads.outer)
+                .chain_update(inner)
+                .finalize();
+            assert_eq!(hex::encode(outer), k.pseudonym(v), "{v}");
+        }
     }
 }

@@ -458,8 +458,200 @@ batch_size = 97
     }
 }
 
+/// `hash` computed in one statement per batch (by the server where it has
+/// SHA-256, bound per key on SQLite) equals Lethe's own HMAC for ASCII,
+/// Chinese text and the empty string; NULLs and values already hashed stay;
+/// a second run touches nothing.
+async fn one_statement_hash_equals_lethe_hmac(engine: Engine) {
+    let db = TestDb::create(engine).await;
+    let (ts, text, tail) = match engine {
+        Engine::Postgres => ("TIMESTAMP", "TEXT", ""),
+        Engine::MariaDb => ("DATETIME", "VARCHAR(200)", " DEFAULT CHARSET=utf8mb4"),
+        Engine::Sqlite => ("TEXT", "TEXT", ""),
+    };
+    db.exec(&format!(
+        "CREATE TABLE people (id BIGINT PRIMARY KEY, created_at {ts} NOT NULL, name {text}, phone {text}, note {text}){tail}"
+    ))
+    .await;
+    let keys = lethe::keys::Keys::from_secret(KEY.as_bytes());
+    let done = keys.pseudonym("done before");
+    let values: Vec<Option<String>> = vec![
+        Some("alice@example.com".into()),
+        Some("王小明 北京市朝阳区建国路88号".into()),
+        Some(String::new()),
+        None,
+        Some(done.clone()),
+        Some("13800138000".into()),
+    ];
+    let mut rows = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let lit = v
+            .as_ref()
+            .map(|v| format!("'{v}'"))
+            .unwrap_or_else(|| "NULL".into());
+        // Every row is due; one young row shows the cutoff still holds.
+        rows.push(format!(
+            "({}, '2020-01-01 00:00:00', {lit}, {lit}, 'n')",
+            i + 1
+        ));
+    }
+    rows.push("(100, '2026-06-01 00:00:00', 'young', 'young', 'n')".into());
+    db.exec(&format!(
+        "INSERT INTO people (id, created_at, name, phone, note) VALUES {}",
+        rows.join(", ")
+    ))
+    .await;
+    let job = r#"
+name = "pseudonymize"
+policy = "II(2)2"
+[[rules]]
+name = "people"
+target = "app.people"
+select = { column = "created_at", older_than = "180d" }
+action = { anonymize = { name = "hash", phone = "hash", note = "null" } }
+batch_size = 4
+"#;
+    let ws = Workspace::new(&db.url, &[("p.toml", job)]);
+    let out = ws.lethe(&["run", "--as-of", AS_OF]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let cast = if engine == Engine::MariaDb {
+        "CHAR"
+    } else {
+        "TEXT"
+    };
+    let got = db
+        .rows(&format!(
+            "SELECT CAST(id AS {cast}), name, phone, note FROM people ORDER BY people.id"
+        ))
+        .await;
+    for (i, v) in values.iter().enumerate() {
+        let want = v.as_ref().map(|v| {
+            if lethe::keys::looks_hashed(v) {
+                v.clone()
+            } else {
+                keys.pseudonym(v)
+            }
+        });
+        assert_eq!(got[i][1], want, "name of row {}", i + 1);
+        assert_eq!(got[i][2], want, "phone of row {}", i + 1);
+        assert_eq!(got[i][3], None, "note of row {}", i + 1);
+    }
+    assert_eq!(got[values.len()][1].as_deref(), Some("young"));
+    assert_eq!(got[values.len()][3].as_deref(), Some("n"));
+    assert_eq!(
+        got[4][1].as_deref(),
+        Some(done.as_str()),
+        "already hashed: kept"
+    );
+    // Idempotent: nothing left to touch, nothing audited but start and end.
+    let again = ws.lethe(&["run", "--as-of", AS_OF]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(
+        !ws.last_records()
+            .iter()
+            .any(|r| matches!(r.event, Event::Batch { .. })),
+        "a second run touches nothing"
+    );
+    let after = db
+        .rows(&format!(
+            "SELECT CAST(id AS {cast}), name, phone, note FROM people ORDER BY people.id"
+        ))
+        .await;
+    assert_eq!(after, got);
+}
+
+/// `batch_time`: the sizes the controller chose move from the first size
+/// and stay within `[10, batch_size_max]`; the report and every batch
+/// record say them; the rows are still exactly the due ones. (No assertion
+/// on speed: the arithmetic is unit-tested with injected durations.)
+async fn time_sized_batches_stay_within_bounds(engine: Engine) {
+    const N: u32 = 3_000;
+    for action in ["\"delete\"", "{ anonymize = { note = \"null\" } }"] {
+        let db = small_evp(engine, N).await;
+        let job = format!(
+            r#"
+name = "logs"
+policy = "II(2)2"
+[[rules]]
+name = "old"
+target = "app.evp"
+subject = "user_ref"
+hold = "app.holds.user_ref"
+select = {{ column = "created_at", older_than = "180d" }}
+action = {action}
+batch_size = 10
+batch_time = "200ms"
+batch_size_max = 300
+"#
+        );
+        let ws = Workspace::new(&db.url, &[("logs.toml", &job)]);
+        let out = ws.lethe(&["run", "--as-of", AS_OF, "--output", "json"]);
+        assert_eq!(out.code, 0, "{}", out.all());
+        let rule: serde_json::Value = out
+            .stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["type"] == "rule")
+            .unwrap_or_else(|| panic!("no rule line: {}", out.all()));
+        let sizes = &rule["batch_sizes"];
+        assert_eq!(sizes["first"], 10, "{rule}");
+        assert_eq!(sizes["target_ms"], 200, "{rule}");
+        let (min, max) = (
+            sizes["min"].as_u64().unwrap(),
+            sizes["max"].as_u64().unwrap(),
+        );
+        assert!(
+            (10..=300).contains(&min) && (10..=300).contains(&max),
+            "{rule}"
+        );
+        let mut chosen = Vec::new();
+        let mut total = 0;
+        for r in ws.last_records() {
+            if let Event::Batch {
+                count, batch_size, ..
+            } = r.event
+            {
+                let size = batch_size.expect("a time-sized batch records its size");
+                assert!((10..=300).contains(&size), "{size}");
+                assert!(count <= size, "{count} rows in a batch of {size}");
+                chosen.push(size);
+                total += count;
+            }
+        }
+        assert_eq!(chosen[0], 10, "the first batch has batch_size rows");
+        assert!(
+            chosen.iter().any(|s| *s != 10),
+            "{action}: the sizes move: {chosen:?}"
+        );
+        let due = (1..=N).filter(|i| i % 10 < 3 && i % 50 != 0).count() as u64;
+        assert_eq!(total, due, "{action}: exactly the due, unheld rows");
+        let verify = ws.lethe(&["audit", "verify"]);
+        assert_eq!(verify.code, 0, "{}", verify.all());
+    }
+}
+
+/// The new rule keys are refused with their positions, every one at once.
+#[test]
+fn walk_and_batch_time_keys_are_validated_with_positions() {
+    let job = "name = \"x\"\npolicy = \"VIII\"\n[[rules]]\nname = \"r\"\ntarget = \"app.users\"\nwhere = \"1=1\"\naction = \"delete\"\nwalk = \"sideways\"\nbatch_time = \"fast\"\n[[rules]]\nname = \"s\"\ntarget = \"app.users\"\nwhere = \"1=1\"\naction = \"delete\"\nwalk = \"select\"\nbatch_size_max = 500\nbatch_size = \"auto-ish\"\n";
+    let ws = Workspace::new("sqlite://unused.db", &[("bad.toml", job)]);
+    let out = ws.lethe(&["check"]);
+    assert_eq!(out.code, 78, "{}", out.all());
+    for e in [
+        "bad.toml:8:8: unknown walk `sideways`",
+        "bad.toml:9:14:",
+        "bad.toml:15:8: walk = \"select\" needs `select`",
+        "bad.toml:16:18: batch_size_max bounds a batch sized by time",
+        "bad.toml:17:14: batch_size: invalid type",
+    ] {
+        assert!(out.stderr.contains(e), "expected `{e}` in:\n{}", out.stderr);
+    }
+}
+
 on_every_engine!(
     select_walk_continues_on_an_index_bound,
     key_walk_is_bounded_on_the_key_index,
     key_walk_acts_on_each_due_row_once,
+    one_statement_hash_equals_lethe_hmac,
+    time_sized_batches_stay_within_bounds,
 );

@@ -114,6 +114,9 @@ pub enum Event {
         /// Objects the batch's rows named, erased before the commit.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         objects: Vec<ObjectCount>,
+        /// The batch size the time controller chose (`batch_time` rules only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        batch_size: Option<u64>,
     },
     /// One batch of an object rule, written before any of its objects is deleted.
     ObjectBatch {

@@ -397,6 +397,7 @@ mod tests {
                 keys_digest: s("kd"),
                 subjects: vec![s("a1"), s("b2")],
                 objects: vec![objects("media", 4), objects("docs", 2)],
+                batch_size: None,
             },
             Event::Batch {
                 job: s("j"),
@@ -410,6 +411,7 @@ mod tests {
                 keys_digest: s("kd"),
                 subjects: vec![],
                 objects: vec![],
+                batch_size: None,
             },
             Event::ObjectBatch {
                 job: s("j"),

@@ -13,6 +13,7 @@
 //! The workers are futures on the run's task: the database does their work
 //! in parallel, Lethe mostly waits for it.
 
+use super::sizing::{self, BatchSizer};
 use super::{
     BatchDone, JobCtx, RuleProgress, RuleReport, RuleStatus, batch_event, count_batch,
     delete_next_batch, roll_back_or_retry, rollback_event,
@@ -179,14 +180,27 @@ async fn walk(
 ) -> Result<bool, Error> {
     let mut bound = window.from.clone();
     let mut conflicts = 0u32;
+    // Each worker sizes its own batches by time (its window, its connection).
+    let mut sizer = rule
+        .batch_time
+        .map(|t| BatchSizer::new(sql.batch_size, t, rule.batch_size_max));
+    let mut sized = sql.clone();
+    let report_sizes = |sizer: &Option<BatchSizer>| {
+        if let Some(s) = sizer {
+            sizing::merge(&mut lock(shared).report.batch_sizes, s.stats());
+        }
+    };
     loop {
-        if lock(shared).ctx.opts.cancel.is_cancelled() {
+        if lock(shared).ctx.opts.cancel.is_cancelled() || stop.load(Ordering::SeqCst) {
+            // Cancelled, or another worker failed (its error fails the rule).
+            report_sizes(&sizer);
             return Ok(true);
         }
-        if stop.load(Ordering::SeqCst) {
-            // Another worker failed; its error fails the rule.
-            return Ok(true);
+        if let Some(s) = &sizer {
+            sized.batch_size = s.size();
         }
+        let sql = &sized;
+        let limit = sizer.as_ref().map(|s| s.size() as u64);
         let started = Instant::now();
         let mut tx = db.begin().await?;
         let deleted = delete_next_batch(
@@ -208,6 +222,7 @@ async fn walk(
         };
         if del.count == 0 {
             tx.rollback(db).await?;
+            report_sizes(&sizer);
             return Ok(false);
         }
         // Numbered and recorded under one lock, so numbers follow the log.
@@ -221,6 +236,7 @@ async fn walk(
                 keys_digest: s.ctx.keys.digest_of(&del.keys_sha256),
                 subjects: del.subjects.iter().map(|x| s.ctx.keys.subject(x)).collect(),
                 resolved: None,
+                limit,
             };
             let record = batch_event(s.ctx, rule, s.report, &done);
             s.ctx.audit.append(record).map(|_| done)
@@ -244,10 +260,14 @@ async fn walk(
             count_batch(s.report, s.bar, done, started);
         }
         conflicts = 0;
+        if let Some(s) = sizer.as_mut() {
+            s.observe(del.count, started.elapsed());
+        }
         if del.bound.is_some() {
             bound = del.bound;
         }
         if del.count < sql.batch_size as u64 {
+            report_sizes(&sizer);
             return Ok(false);
         }
         if !db.pause.is_zero() {

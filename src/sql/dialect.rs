@@ -47,6 +47,25 @@ pub trait Dialect: Send + Sync {
         s: &Strategy,
     ) -> Option<String>;
 
+    /// The `hash` strategy computed by the server: HMAC-SHA-256 of the
+    /// column's UTF-8 text under the pseudonym key, as lowercase hex, with
+    /// the key's pad blocks bound as bytes (`Keys::pseudonym_pads`). `None`
+    /// where the engine has no SHA-256 (SQLite): Lethe computes the values
+    /// and binds them.
+    fn keyed_hash(
+        &self,
+        _b: &mut Builder<'_>,
+        _col_sql: &str,
+        _pads: &crate::keys::HashPads,
+    ) -> Option<String> {
+        None
+    }
+
+    /// Whether `keyed_hash` is available: the hash needs no values read.
+    fn hashes_in_sql(&self) -> bool {
+        false
+    }
+
     /// True when a column's value already looks like Lethe's hash output
     /// (64 lowercase hex characters): such rows are done.
     fn looks_hashed(&self, col_sql: &str) -> String;

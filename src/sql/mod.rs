@@ -32,6 +32,8 @@ pub enum Val {
     Ts(DateTime<Utc>),
     /// A PostgreSQL `text[]`, cast in the statement to the column's array type.
     TextList(Vec<String>),
+    /// Raw bytes (PostgreSQL `bytea`, MySQL binary string, SQLite blob).
+    Bytes(Vec<u8>),
     Null,
 }
 
@@ -79,6 +81,7 @@ fn pg_query(stmt: &Stmt) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgA
             Val::Text(s) => q.bind(s.as_str()),
             Val::Ts(t) => q.bind(*t),
             Val::TextList(l) => q.bind(l.as_slice()),
+            Val::Bytes(b) => q.bind(b.as_slice()),
             Val::Null => q.bind(None::<String>),
         };
     }
@@ -93,6 +96,7 @@ fn my_query(stmt: &Stmt) -> sqlx::query::Query<'_, MySql, sqlx::mysql::MySqlArgu
             Val::Text(s) => q.bind(s.as_str()),
             Val::Ts(t) => q.bind(t.naive_utc()),
             Val::TextList(_) => unreachable!("only the PostgreSQL dialect binds arrays"),
+            Val::Bytes(b) => q.bind(b.as_slice()),
             Val::Null => q.bind(None::<String>),
         };
     }
@@ -107,6 +111,7 @@ fn lite_query(stmt: &Stmt) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::Sqlit
             Val::Text(s) => q.bind(s.as_str()),
             Val::Ts(t) => q.bind(t.format("%Y-%m-%d %H:%M:%S").to_string()),
             Val::TextList(_) => unreachable!("only the PostgreSQL dialect binds arrays"),
+            Val::Bytes(b) => q.bind(b.as_slice()),
             Val::Null => q.bind(None::<String>),
         };
     }

@@ -75,6 +75,26 @@ impl Dialect for MySql {
         })
     }
 
+    fn keyed_hash(
+        &self,
+        b: &mut Builder<'_>,
+        c: &str,
+        pads: &crate::keys::HashPads,
+    ) -> Option<String> {
+        // `?` placeholders bind in text order: the outer pad comes first.
+        // The pads travel as hex: MariaDB reads a bound blob in the
+        // connection's character set and refuses bytes that are not UTF-8.
+        let o = b.bind_deferred(Val::Text(hex::encode(&pads.outer)));
+        let i = b.bind_deferred(Val::Text(hex::encode(&pads.inner)));
+        Some(format!(
+            "SHA2(CONCAT(UNHEX({o}), UNHEX(SHA2(CONCAT(UNHEX({i}), CAST(CONVERT({c} USING utf8mb4) AS BINARY)), 256))), 256)"
+        ))
+    }
+
+    fn hashes_in_sql(&self) -> bool {
+        true
+    }
+
     fn looks_hashed(&self, c: &str) -> String {
         format!("(CHAR_LENGTH({c}) = 64 AND {c} REGEXP '^[0-9a-f]+$')")
     }

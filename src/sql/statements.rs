@@ -75,15 +75,6 @@ impl ActionSql {
             ActionSql::Delete => vec![],
         }
     }
-
-    fn sql_columns(&self) -> Vec<&(ColumnInfo, Strategy)> {
-        match self {
-            ActionSql::Anonymize(cols) => {
-                cols.iter().filter(|(_, s)| *s != Strategy::Hash).collect()
-            }
-            ActionSql::Delete => vec![],
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -100,9 +91,34 @@ pub struct ChildSql {
 }
 
 impl ChildSql {
-    /// Whether the child's own keys must be read before acting.
-    pub fn needs_keys(&self) -> bool {
-        !self.children.is_empty() || !self.action.hash_columns().is_empty()
+    /// Whether the child's own keys must be read before acting: it has
+    /// children of its own, or it hashes columns on an engine that cannot
+    /// (so Lethe reads the values and binds the hashes).
+    pub fn needs_keys(&self, d: &dyn Dialect) -> bool {
+        !self.children.is_empty() || (!self.action.hash_columns().is_empty() && !d.hashes_in_sql())
+    }
+}
+
+/// Where an anonymizing `UPDATE` gets the `hash` strategy's values.
+#[derive(Debug, Clone, Copy)]
+pub enum Hashes<'a> {
+    /// The action hashes no column.
+    None,
+    /// The server computes them (`Dialect::keyed_hash`).
+    InSql(&'a crate::keys::HashPads),
+    /// Computed by Lethe, per row: (key, new value of each `hash_columns()`
+    /// entry, `None` where it stays), bound as `CASE key WHEN … THEN … END`.
+    Bound(&'a [(String, Vec<Option<String>>)]),
+}
+
+/// Rows per anonymizing `UPDATE` (all of a batch where the engine takes a
+/// list as one parameter), under every engine's bind limit: SQLite binds
+/// a key and a value per hashed column per row.
+pub fn act_chunk(d: &dyn Dialect, hashed_columns: usize) -> usize {
+    match d.engine() {
+        Engine::Postgres => usize::MAX,
+        Engine::MySql | Engine::MariaDb => 60_000,
+        Engine::Sqlite => 30_000 / (1 + 2 * hashed_columns),
     }
 }
 
@@ -1167,25 +1183,32 @@ impl ChildSql {
         b.finish()
     }
 
-    /// Act on all rows whose foreign key is in `parent_keys`.
+    /// Act on all rows whose foreign key is in `parent_keys` (hashes, if
+    /// any, computed in SQL: only when `!needs_keys`).
     pub fn act_by_parent(
         &self,
         d: &dyn Dialect,
         parent_key: &ColumnInfo,
         parent_keys: &[String],
+        hashes: Hashes<'_>,
     ) -> Stmt {
         let fk = self.table.col(d, &self.fk.name);
         let ty = fk_type(&self.fk, parent_key);
-        act(d, &self.table, &self.action, &|b| {
-            d.push_in_list(b, &fk, ty, parent_keys)
-        })
+        act(
+            d,
+            &self.table,
+            self.key.as_ref(),
+            &self.action,
+            hashes,
+            &|b| d.push_in_list(b, &fk, ty, parent_keys),
+        )
     }
 
     /// Act on the child rows with these keys (after grandchildren were handled).
-    pub fn act_by_keys(&self, d: &dyn Dialect, keys: &[String]) -> Stmt {
+    pub fn act_by_keys(&self, d: &dyn Dialect, keys: &[String], hashes: Hashes<'_>) -> Stmt {
         let key = self.key.as_ref().expect("needs_keys implies a key");
         let kc = self.table.col(d, &key.name);
-        act(d, &self.table, &self.action, &|b| {
+        act(d, &self.table, Some(key), &self.action, hashes, &|b| {
             d.push_in_list(b, &kc, key, keys)
         })
     }
@@ -1200,12 +1223,15 @@ fn fk_type<'a>(fk: &'a ColumnInfo, parent_key: &'a ColumnInfo) -> &'a ColumnInfo
     }
 }
 
-/// `DELETE FROM t WHERE scope` or `UPDATE t SET … WHERE scope AND needs`
-/// (columns the SQL can rewrite; `hash` columns are written per row).
+/// `DELETE FROM t WHERE scope` or `UPDATE t SET … WHERE scope AND needs`:
+/// one statement, every strategy's column set at once. `hash` columns come
+/// from `hashes`: computed by the server, or bound per key.
 fn act(
     d: &dyn Dialect,
     t: &TableSql,
+    key: Option<&ColumnInfo>,
     action: &ActionSql,
+    hashes: Hashes<'_>,
     scope: &dyn Fn(&mut Builder<'_>),
 ) -> Stmt {
     let mut b = Builder::new(d);
@@ -1215,25 +1241,64 @@ fn act(
             scope(&mut b);
         }
         ActionSql::Anonymize(cols) => {
-            let sql_cols = action.sql_columns();
-            if sql_cols.is_empty() {
-                // Only hashed columns: nothing for SQL to set; a no-op that matches no row.
-                b.push("UPDATE ").push(&t.from).push(" SET ");
-                let c = &cols[0].0;
-                let cs = d.quote(&c.name);
-                b.push(&format!("{cs} = {cs} WHERE 1 = 0"));
-                return b.finish();
-            }
             b.push("UPDATE ").push(&t.from).push(" SET ");
-            for (i, (c, s)) in sql_cols.iter().enumerate() {
-                if i > 0 {
+            let mut set = 0;
+            let mut hashed_at = 0;
+            for (c, s) in cols {
+                let cs = t.col(d, &c.name);
+                if *s == Strategy::Hash {
+                    let at = hashed_at;
+                    hashed_at += 1;
+                    let prefix = if set > 0 { ", " } else { "" };
+                    match hashes {
+                        Hashes::None => continue,
+                        Hashes::InSql(pads) => {
+                            b.push(prefix).push(&d.quote(&c.name)).push(" = ");
+                            // Placeholders in text order: the prefix first.
+                            b.push(&format!(
+                                "CASE WHEN {cs} IS NULL OR {} THEN {cs} ELSE ",
+                                d.looks_hashed(&cs)
+                            ));
+                            let expr = d.keyed_hash(&mut b, &cs, pads).expect("hashes_in_sql");
+                            b.push(&expr).push(" END");
+                        }
+                        Hashes::Bound(rows) => {
+                            let changed: Vec<&(String, Vec<Option<String>>)> = rows
+                                .iter()
+                                .filter(|(_, v)| v.get(at).is_some_and(|v| v.is_some()))
+                                .collect();
+                            if changed.is_empty() {
+                                continue;
+                            }
+                            let key = key.expect("hashing by key needs a key");
+                            b.push(prefix).push(&d.quote(&c.name)).push(" = CASE ");
+                            b.push(&t.col(d, &key.name));
+                            for (k, v) in changed {
+                                b.push(" WHEN ");
+                                d.push_typed(&mut b, key, k);
+                                b.push(" THEN ");
+                                b.bind(Val::Text(v[at].clone().expect("changed")));
+                            }
+                            b.push(&format!(" ELSE {cs} END"));
+                        }
+                    }
+                    set += 1;
+                    continue;
+                }
+                if set > 0 {
                     b.push(", ");
                 }
                 b.push(&d.quote(&c.name)).push(" = ");
-                let expr = d
-                    .anonymized(&mut b, &t.col(d, &c.name), c, s)
-                    .expect("not hash");
+                let expr = d.anonymized(&mut b, &cs, c, s).expect("not hash");
                 b.push(&expr);
+                set += 1;
+            }
+            if set == 0 {
+                // Nothing to set (only hashed columns, none changing): a
+                // no-op that matches no row.
+                let c = d.quote(&cols[0].0.name);
+                b.push(&format!("{c} = {c} WHERE 1 = 0"));
+                return b.finish();
             }
             b.push(" WHERE ");
             scope(&mut b);
@@ -1246,38 +1311,17 @@ fn act(
 
 impl RuleSql {
     /// Act on parent rows by key (children already handled).
-    pub fn act_by_keys(&self, d: &dyn Dialect, keys: &[String]) -> Stmt {
+    pub fn act_by_keys(&self, d: &dyn Dialect, keys: &[String], hashes: Hashes<'_>) -> Stmt {
         let kc = self.table.col(d, &self.key.name);
-        act(d, &self.table, &self.action, &|b| {
-            d.push_in_list(b, &kc, &self.key, keys)
-        })
+        act(
+            d,
+            &self.table,
+            Some(&self.key),
+            &self.action,
+            hashes,
+            &|b| d.push_in_list(b, &kc, &self.key, keys),
+        )
     }
-}
-
-/// `UPDATE t SET h1 = ?, h2 = ? WHERE key = ?` for one row's hashed values.
-pub fn hash_update(
-    d: &dyn Dialect,
-    t: &TableSql,
-    key: &ColumnInfo,
-    cols: &[&ColumnInfo],
-    values: &[Option<String>],
-    key_value: &str,
-) -> Stmt {
-    let mut b = Builder::new(d);
-    b.push("UPDATE ").push(&t.from).push(" SET ");
-    for (i, (c, v)) in cols.iter().zip(values).enumerate() {
-        if i > 0 {
-            b.push(", ");
-        }
-        b.push(&d.quote(&c.name)).push(" = ");
-        match v {
-            Some(v) => b.bind(Val::Text(v.clone())),
-            None => b.bind(Val::Null),
-        };
-    }
-    b.push(" WHERE ").push(&t.col(d, &key.name)).push(" = ");
-    d.push_typed(&mut b, key, key_value);
-    b.finish()
 }
 
 #[cfg(test)]
@@ -1386,6 +1430,49 @@ mod tests {
         assert!(
             sql.contains("ORDER BY \"events\".\"created_at\", \"events\".\"id\" LIMIT 10000)"),
             "{sql}"
+        );
+    }
+
+    #[test]
+    fn hash_and_other_strategies_are_one_update_on_every_engine() {
+        let keys = crate::keys::Keys::from_secret(b"0123456789abcdef");
+        let pads = keys.pseudonym_pads();
+        let anonymize = |d: &dyn Dialect| {
+            let mut r = events_rule(d, false);
+            let name = ColumnInfo {
+                nullable: true,
+                ..col("name", "text", ColumnKind::Text)
+            };
+            let note = ColumnInfo {
+                nullable: true,
+                ..col("note", "text", ColumnKind::Text)
+            };
+            r.action = ActionSql::Anonymize(vec![(name, Strategy::Hash), (note, Strategy::Null)]);
+            r
+        };
+        let keys_list = vec!["1".to_string(), "2".to_string()];
+        let pg = Postgres;
+        let sql = anonymize(&pg).act_by_keys(&pg, &keys_list, Hashes::InSql(&pads));
+        assert_eq!(sql.sql.matches("UPDATE").count(), 1, "{}", sql.sql);
+        assert!(sql.sql.contains("\"name\" = CASE WHEN"), "{}", sql.sql);
+        assert!(sql.sql.contains("sha256("), "{}", sql.sql);
+        assert!(sql.sql.contains("\"note\" = NULL"), "{}", sql.sql);
+        let my = MySql { mariadb: true };
+        let sql = anonymize(&my).act_by_keys(&my, &keys_list, Hashes::InSql(&pads));
+        assert!(sql.sql.contains("SHA2(CONCAT(UNHEX(?)"), "{}", sql.sql);
+        let lite = Sqlite;
+        let values = vec![("2".to_string(), vec![Some(keys.pseudonym("x"))])];
+        let sql = anonymize(&lite).act_by_keys(&lite, &keys_list, Hashes::Bound(&values));
+        assert!(
+            sql.sql
+                .contains("\"name\" = CASE \"events\".\"id\" WHEN ? THEN ? ELSE"),
+            "{}",
+            sql.sql
+        );
+        assert_eq!(
+            sql.binds.len(),
+            2 + 2,
+            "one key and value, two keys in the list"
         );
     }
 }
