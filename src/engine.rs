@@ -306,7 +306,7 @@ async fn run_traced(
             return Err(e);
         }
     };
-    audit.append(Event::RunStart {
+    let run_start = Event::RunStart {
         version: env!("CARGO_PKG_VERSION").to_string(),
         command: match opts.mode {
             Mode::Plan => "plan",
@@ -322,9 +322,10 @@ async fn run_traced(
         shard: opts.shard.map(|(i, n)| format!("{i}/{n}")),
         prev_run: prev.as_ref().map(|p| p.run_id.clone()),
         prev_head: prev.and_then(|p| p.head_hash),
-    })?;
-    // The run lease first, then the row: a `running` row without a live run
-    // lease is a crashed run, which the next run of its jobs recovers.
+    };
+    // The run lease first, then the row, then the first record: a `running`
+    // row without a live run lease is a crashed run, which the next run of
+    // its jobs recovers; a log left empty was never started.
     let run_lease = State::run_lease(&run_id);
     let audit_path = audit.path().display().to_string();
     if let Some(s) = &state
@@ -335,12 +336,21 @@ async fn run_traced(
         .await
     {
         // Seal what was written, so the log says why this run did nothing.
+        let _ = audit.append(run_start);
         let _ = audit.append(Event::RunEnd {
             status: "failed".into(),
             totals: Totals::default(),
             jobs: vec![],
         });
         s.close().await;
+        return Err(e);
+    }
+    if let Err(e) = audit.append(run_start) {
+        if let Some(s) = &state {
+            let _ = s.run_ended(&run_id, "failed", audit.head(), 0).await;
+            let _ = s.release(&run_lease, &run_id).await;
+            s.close().await;
+        }
         return Err(e);
     }
     // The S3 copy of the log, when configured, must take the run's first

@@ -158,6 +158,7 @@ pub fn read_log(path: &Path) -> Log {
         }
         if let Event::Recovery {
             crashed_run,
+            crashed_file,
             records,
             head,
             ..
@@ -165,6 +166,7 @@ pub fn read_log(path: &Path) -> Log {
         {
             report.recovers.push(super::verify::Pin {
                 run: crashed_run.clone(),
+                file: crashed_file.clone(),
                 records: *records,
                 head: head.clone(),
             });

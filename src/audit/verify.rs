@@ -57,12 +57,18 @@ pub struct FileReport {
     /// This run never ended (no seal), and a later run recorded its
     /// recovery with exactly this log's record count and head.
     pub recovered_by: Option<String>,
+    /// The file is empty and no run claims it: a run died after creating
+    /// its log and before its first record (before it was registered in the
+    /// state store), having touched nothing.
+    pub empty: bool,
 }
 
 /// A crashed run's log as the recovering run found it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Pin {
     pub run: String,
+    /// The crashed log's file name.
+    pub file: String,
     pub records: u64,
     pub head: String,
 }
@@ -86,12 +92,13 @@ impl FileReport {
             state: None,
             recovers: vec![],
             recovered_by: None,
+            empty: false,
         }
     }
 
     pub fn ok(&self) -> bool {
         self.broken_at.is_none()
-            && (self.sealed || self.recovered_by.is_some())
+            && (self.sealed || self.recovered_by.is_some() || self.empty)
             && !self.missing
             && self.problems.is_empty()
     }
@@ -101,6 +108,9 @@ impl FileReport {
     pub fn seal_status(&self) -> String {
         match (&self.recovered_by, self.sealed) {
             (_, true) => "sealed".into(),
+            (None, false) if self.empty => {
+                "empty (the run died before its first record, having touched nothing)".into()
+            }
             (Some(by), false) => format!("crashed, recovered by {by}"),
             (None, false) => "NOT sealed (run did not finish)".into(),
         }
@@ -141,6 +151,26 @@ pub fn cross_check(
     state: Option<&[StateRun]>,
     complete: bool,
 ) -> Vec<FileReport> {
+    // An empty file has no record to name its run: the state store's row
+    // or a recovery names it by its file name.
+    let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mut named: BTreeMap<String, String> = BTreeMap::new();
+    for s in state.into_iter().flatten() {
+        if let Some(n) = file_name(Path::new(&s.audit_file)) {
+            named.insert(n, s.run_id.clone());
+        }
+    }
+    for p in reports.iter().flat_map(|r| r.recovers.iter()) {
+        named.insert(p.file.clone(), p.run.clone());
+    }
+    for r in reports.iter_mut() {
+        if r.run.is_none() && r.records == 0 && r.broken_at.is_none() {
+            match file_name(&r.file).and_then(|n| named.get(&n)) {
+                Some(run) => r.run = Some(run.clone()),
+                None => r.empty = true,
+            }
+        }
+    }
     let mut by_run: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, r) in reports.iter().enumerate() {
         if let Some(run) = &r.run {
@@ -187,11 +217,6 @@ pub fn cross_check(
             let r = &mut reports[i];
             if r.broken_at.is_some() {
                 // The chain itself is broken; that is the finding.
-            } else if r.sealed {
-                r.problems.push(format!(
-                    "run {by} recorded this run as crashed at {} records, but its log is sealed: records were added after the recovery",
-                    pin.records
-                ));
             } else if r.records != pin.records || r.head.as_deref() != Some(pin.head.as_str()) {
                 r.problems.push(format!(
                     "run {by} recovered this crashed run at {} records ending at {}…, but the log has {} records ending at {}…: cut, extended or rewritten after the recovery",

@@ -139,25 +139,30 @@ pub(super) async fn recover_crashed(
             tracing::warn!(crashed_run = %c.run_id, line, why, "a crashed run's log cannot be recovered: it is missing or fails verification");
             continue;
         }
-        let Some(Event::RunStart {
-            jobs: its_jobs,
-            shard: its_shard,
-            ..
-        }) = log.entries.first().map(|e| &e.record.event)
-        else {
-            continue;
+        // A log left empty: the run died before its first record, having
+        // touched nothing; any run records where it ended.
+        let shared: Vec<String> = match log.entries.first().map(|e| &e.record.event) {
+            None => vec![],
+            Some(Event::RunStart {
+                jobs: its_jobs,
+                shard: its_shard,
+                ..
+            }) => {
+                if *its_shard != shard {
+                    continue;
+                }
+                let shared: Vec<String> = its_jobs
+                    .iter()
+                    .filter(|j| jobs.iter().any(|mine| mine.name == **j))
+                    .cloned()
+                    .collect();
+                if shared.is_empty() {
+                    continue;
+                }
+                shared
+            }
+            Some(_) => continue,
         };
-        if *its_shard != shard {
-            continue;
-        }
-        let shared: Vec<String> = its_jobs
-            .iter()
-            .filter(|j| jobs.iter().any(|mine| mine.name == **j))
-            .cloned()
-            .collect();
-        if shared.is_empty() {
-            continue;
-        }
         let head = log.report.head.clone().unwrap_or_default();
         let records = log.report.records;
         let doubt = in_doubt(&log, loaded);
@@ -178,7 +183,16 @@ pub(super) async fn recover_crashed(
             in_doubt = doubt.len(),
             "recovered a run that crashed; its pending work is redone by its jobs"
         );
-        if let Err(e) = state.run_crashed(&c.run_id, &head, records).await {
+        // A sealed log: the run died after its seal, before the state store
+        // took its end; the store gets the end the log states.
+        let marked = match log.entries.last().map(|e| &e.record.event) {
+            Some(Event::RunEnd { status, .. }) => state
+                .run_ended(&c.run_id, status, &head, records)
+                .await
+                .map(|_| true),
+            _ => state.run_crashed(&c.run_id, &head, records).await,
+        };
+        if let Err(e) = marked {
             tracing::warn!(error = %e, "cannot mark the crashed run in the state store; its recovery record stands");
         }
         if let Some(sink) = s3
