@@ -100,7 +100,9 @@ async fn sighup_swaps_in_a_valid_schedule_and_refuses_a_broken_one() {
         .unwrap();
 
     // 1. The first schedule fires.
-    wait_for(&log_path, 0, "alpha to fire twice", |t| fires(t, "alpha") >= 2);
+    wait_for(&log_path, 0, "alpha to fire twice", |t| {
+        fires(t, "alpha") >= 2
+    });
 
     // 2. alpha moves to once a year, beta appears every second: SIGHUP.
     std::fs::write(ws.jobs().join("alpha.toml"), job("alpha", "0 0 0 1 1 *")).unwrap();
@@ -111,7 +113,10 @@ async fn sighup_swaps_in_a_valid_schedule_and_refuses_a_broken_one() {
         t.contains("new schedule in force")
     });
     assert!(tail.contains("reload accepted"), "{tail}");
-    let swapped = mark + log(&log_path)[mark..].find("new schedule in force").unwrap();
+    let swapped = mark
+        + log(&log_path)[mark..]
+            .find("new schedule in force")
+            .unwrap();
     let after = wait_for(&log_path, swapped, "beta to fire twice", |t| {
         fires(t, "beta") >= 2
     });

@@ -196,6 +196,9 @@ impl S3AuditSink {
 
 fn period_after(p: crate::config::Period) -> chrono::DateTime<chrono::Utc> {
     // `before` subtracts; retention runs forward from now by the same span.
+    // A span past the calendar's end saturates at its last instant rather
+    // than overflow (the fuzzer found `before` panicking on such spans).
     let now = chrono::Utc::now();
-    now + (now - p.before(now))
+    now.checked_add_signed(now - p.before(now))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
 }

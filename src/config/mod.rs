@@ -91,9 +91,7 @@ pub fn load_with_env(
     use sha2::{Digest, Sha256};
     let mut errors = Vec::new();
     let cfg_file = read(config_path).map_err(|d| ConfigErrors(vec![d]))?;
-    let raw: raw::RawConfig = toml::from_str(&cfg_file.text)
-        .map_err(|e| ConfigErrors(vec![diagnostic::from_toml_error(&cfg_file, &e)]))?;
-    let config = validate::validate_config(&cfg_file, raw, env, &mut errors);
+    let config = config_from_file(&cfg_file, env, &mut errors)?;
 
     let files = job_files(jobs_dir).map_err(|d| ConfigErrors(vec![d]))?;
     let mut jobs_hasher = Sha256::new();
@@ -114,17 +112,15 @@ pub fn load_with_env(
         jobs_hasher.update([0u8]);
         jobs_hasher.update(file.text.as_bytes());
         jobs_hasher.update([0u8]);
-        let raw: raw::RawJob = match toml::from_str(&file.text) {
-            Ok(r) => r,
-            Err(e) => {
-                errors.push(diagnostic::from_toml_error(&file, &e));
-                continue;
-            }
-        };
         if let Some(cfg) = &config
-            && let Some(job) = validate::validate_job(&file, raw, cfg, &mut errors)
+            && let Some(job) = job_from_file(&file, cfg, &mut errors)
         {
             jobs.push((file, job));
+        } else if config.is_none() {
+            // The config is broken, yet a job's own syntax errors still count.
+            if let Err(e) = toml::from_str::<raw::RawJob>(&file.text) {
+                errors.push(diagnostic::from_toml_error(&file, &e));
+            }
         }
     }
     validate::check_unique_jobs(&jobs, &mut errors);
@@ -145,4 +141,55 @@ pub fn load_with_env(
         config_digest: hex::encode(Sha256::digest(cfg_file.text.as_bytes())),
         jobs_digest: hex::encode(jobs_hasher.finalize()),
     })
+}
+
+/// Parse and validate a config file's text. A TOML syntax or type error stops
+/// here (the rest cannot be read); validation problems are pushed to `errors`
+/// and yield `Ok(None)` when the config cannot be used.
+fn config_from_file(
+    file: &SourceFile,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<Diagnostic>,
+) -> Result<Option<Config>, ConfigErrors> {
+    let raw: raw::RawConfig = toml::from_str(&file.text)
+        .map_err(|e| ConfigErrors(vec![diagnostic::from_toml_error(file, &e)]))?;
+    Ok(validate::validate_config(file, raw, env, errors))
+}
+
+fn job_from_file(file: &SourceFile, config: &Config, errors: &mut Vec<Diagnostic>) -> Option<Job> {
+    match toml::from_str::<raw::RawJob>(&file.text) {
+        Ok(raw) => validate::validate_job(file, raw, config, errors),
+        Err(e) => {
+            errors.push(diagnostic::from_toml_error(file, &e));
+            None
+        }
+    }
+}
+
+/// One config file's text, parsed and validated exactly as [`load`] does
+/// (without reading the jobs). The fuzzers and `tests/fuzz_corpus.rs` enter
+/// here, so whatever they prove holds for the loader.
+pub fn config_from_text(
+    path: &Path,
+    text: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigErrors> {
+    let file = SourceFile::new(path, text.to_string());
+    let mut errors = Vec::new();
+    let config = config_from_file(&file, env, &mut errors)?;
+    match config {
+        Some(c) if errors.is_empty() => Ok(c),
+        _ => Err(ConfigErrors(errors)),
+    }
+}
+
+/// One job file's text, parsed and validated against `config` exactly as
+/// [`load`] does (uniqueness across jobs aside).
+pub fn job_from_text(path: &Path, text: &str, config: &Config) -> Result<Job, ConfigErrors> {
+    let file = SourceFile::new(path, text.to_string());
+    let mut errors = Vec::new();
+    match job_from_file(&file, config, &mut errors) {
+        Some(j) if errors.is_empty() => Ok(j),
+        _ => Err(ConfigErrors(errors)),
+    }
 }

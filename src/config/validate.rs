@@ -943,23 +943,22 @@ fn batch_sizing(cx: &mut Ctx, r: &RawRule) -> (usize, Option<Duration>, usize) {
 }
 
 fn parse_pause(cx: &mut Ctx, p: &Spanned<String>) -> Duration {
-    let s = p.get_ref().trim();
+    parse_pause_text(p.get_ref()).unwrap_or_else(|e| {
+        cx.err(p, e);
+        Duration::ZERO
+    })
+}
+
+/// A pause or timer length: `50ms`, or any [`Period`] (`1s`, `2m`).
+pub fn parse_pause_text(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
     if let Some(ms) = s.strip_suffix("ms") {
-        match ms.parse::<u64>() {
-            Ok(v) => return Duration::from_millis(v),
-            Err(_) => {
-                cx.err(p, format!("`{s}` is not a pause (e.g. `50ms`, `1s`)"));
-                return Duration::ZERO;
-            }
-        }
+        return ms
+            .parse::<u64>()
+            .map(Duration::from_millis)
+            .map_err(|_| format!("`{s}` is not a pause (e.g. `50ms`, `1s`)"));
     }
-    match s.parse::<Period>() {
-        Ok(per) => per.as_std(),
-        Err(e) => {
-            cx.err(p, e);
-            Duration::ZERO
-        }
-    }
+    s.parse::<Period>().map(|per| per.as_std())
 }
 
 /// Parse `source.table` or `source.schema.table`.
@@ -1013,7 +1012,8 @@ fn column(cx: &mut Ctx, s: &Spanned<String>, what: &str) -> String {
     s.get_ref().clone()
 }
 
-fn parse_strategy(s: &str) -> Result<Strategy, String> {
+/// One anonymization strategy as a job writes it (`mask:4`, `fixed:x`).
+pub fn parse_strategy(s: &str) -> Result<Strategy, String> {
     let (head, arg) = match s.split_once(':') {
         Some((h, a)) => (h, Some(a)),
         None => (s, None),

@@ -1,0 +1,7 @@
+//! Fuzz target `config`: see `harness::config` for what must hold for every input.
+#![no_main]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::config(data));

@@ -1,0 +1,7 @@
+//! Fuzz target `template`: see `harness::template` for what must hold for every input.
+#![no_main]
+
+#[path = "../harness.rs"]
+mod harness;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| harness::template(data));
