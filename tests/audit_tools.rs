@@ -737,6 +737,7 @@ fn write_known_logs(dir: &Path) {
                 keys_digest: "d".repeat(64),
                 subjects: (0..3).map(|i| format!("{:064x}", n * 10 + i)).collect(),
                 objects: vec![],
+                partition: None,
             }
         };
     let hold = |count: u64| Event::Hold {

@@ -376,6 +376,7 @@ mod tests {
                 keys_digest: s("kd"),
                 subjects: vec![s("a1"), s("b2")],
                 objects: vec![objects("media", 4), objects("docs", 2)],
+                partition: None,
             },
             Event::Batch {
                 job: s("j"),
@@ -389,6 +390,7 @@ mod tests {
                 keys_digest: s("kd"),
                 subjects: vec![],
                 objects: vec![],
+                partition: None,
             },
             Event::ObjectBatch {
                 job: s("j"),

@@ -15,6 +15,6 @@ pub mod sink;
 pub mod verify;
 pub mod writer;
 
-pub use event::{ChildCount, Event, JobOutcome, ObjectCount, Record, Totals};
+pub use event::{ChildCount, Event, JobOutcome, ObjectCount, PartitionDropped, Record, Totals};
 pub use sink::{AuditSink, FileSink};
 pub use writer::AuditWriter;

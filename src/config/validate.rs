@@ -566,6 +566,11 @@ fn object_rule(
         "requests in flight are set on the store (`stores.<name>.concurrency`)",
     );
     misplaced(
+        r.partitions.is_some(),
+        "partitions",
+        "a store has no partitions",
+    );
+    misplaced(
         r.subject.is_some(),
         "subject",
         "a store holds no subject column; link objects to rows with [[rules.objects]] instead",
@@ -1093,6 +1098,51 @@ pub fn validate_job(
                 }
             }
         };
+        let partitions = match &r.partitions {
+            None => Partitions::Batch,
+            Some(p) => match p.get_ref().as_str() {
+                "batch" => Partitions::Batch,
+                "drop" => {
+                    let mut why = Vec::new();
+                    if !matches!(act, Action::Delete) {
+                        why.push("action = \"delete\"");
+                    }
+                    if !select.as_ref().is_some_and(|s| s.older) {
+                        why.push("select = { column = ..., older_than = ... }");
+                    }
+                    if !r.children.is_empty() {
+                        why.push("no children");
+                    }
+                    if !r.objects.is_empty() {
+                        why.push("no objects");
+                    }
+                    if r.where_.is_some() {
+                        why.push("no `where`");
+                    }
+                    if why.is_empty() {
+                        Partitions::Drop
+                    } else {
+                        cx.err(
+                            p,
+                            format!(
+                                "partitions = \"drop\" needs a plain age-based delete: {}",
+                                why.join(", ")
+                            ),
+                        );
+                        Partitions::Batch
+                    }
+                }
+                other => {
+                    cx.err(
+                        p,
+                        format!(
+                            "partitions = \"{other}\": use \"batch\" (the default) or \"drop\""
+                        ),
+                    );
+                    Partitions::Batch
+                }
+            },
+        };
         let kids = children(&mut cx, config, &target, &r.children, 1);
         let objects = object_links(&mut cx, config, &r.objects);
         rules.push(Rule {
@@ -1106,6 +1156,7 @@ pub fn validate_job(
             action: act,
             batch_size,
             concurrency,
+            partitions,
             max_rows,
             max_fraction,
             children: kids,
