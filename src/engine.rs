@@ -14,14 +14,16 @@
 //! batch path at all.
 
 mod object_rules;
+mod partitions;
 mod recovery;
 mod request_jobs;
 pub mod sizing;
 mod windows;
+pub use partitions::PartitionReport;
 pub(crate) use windows::why_one_worker;
 
 use crate::audit::{AuditWriter, ChildCount, Event, JobOutcome, ObjectCount, Totals};
-use crate::config::{Job, Loaded, Rule};
+use crate::config::{Job, Loaded, Partitions, Rule};
 use crate::error::{Error, ExitCode};
 use crate::keys::{Keys, looks_hashed};
 use crate::objects::{Stores, linked};
@@ -118,6 +120,10 @@ pub struct RuleReport {
     /// Objects erased (or, in a dry run, to erase) and kept by Object Lock.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<ObjectCount>,
+    /// `partitions = "drop"`: the wholly due partitions, dropped (or, in a
+    /// plan, to drop) or batched with the reason.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub partitions: Vec<PartitionReport>,
     pub message: Option<String>,
     /// The order the batches walk the table in, and why (SQL rules).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -736,6 +742,7 @@ fn blank_report(job: &Job, rule: &str, target: String, action: &str) -> RuleRepo
         retries: 0,
         sample_subjects: vec![],
         objects: vec![],
+        partitions: vec![],
         message: None,
         walk: None,
         notes: vec![],
@@ -805,6 +812,21 @@ async fn run_rule_traced(
         Err(e) => return fail(ctx, report, e.to_string()),
     }
     if ctx.opts.mode != Mode::Execute {
+        if rule.partitions == Partitions::Drop && ctx.opts.shard.is_none() {
+            match partitions::whole_partitions(db, &sql).await {
+                Ok(whole) => {
+                    report.partitions = whole
+                        .iter()
+                        .filter(|w| w.rows > 0)
+                        .map(|w| match w.held {
+                            0 => w.report("would_drop", None),
+                            n => w.report("batched", Some(format!("{n} rows of held subjects"))),
+                        })
+                        .collect()
+                }
+                Err(e) => return fail(ctx, report, e.to_string()),
+            }
+        }
         report.status = if report.matched > 0 {
             RuleStatus::Pending
         } else {
@@ -1262,6 +1284,8 @@ struct BatchDone<'r> {
     resolved: Option<&'r linked::Resolved>,
     /// The size a time-sized batch was given (recorded with it).
     limit: Option<u64>,
+    /// A whole partition dropped instead of a batch of rows.
+    partition: Option<crate::audit::PartitionDropped>,
 }
 
 /// Record a batch, erase its objects, commit, and count it.
@@ -1321,6 +1345,7 @@ fn batch_event(ctx: &JobCtx<'_>, rule: &Rule, report: &RuleReport, done: &BatchD
         subjects: done.subjects.iter().cloned().collect(),
         objects: done.resolved.map(|r| r.counts.clone()).unwrap_or_default(),
         batch_size: done.limit,
+        partition: done.partition.clone(),
     }
 }
 
@@ -1374,8 +1399,16 @@ async fn execute(
 ) -> Result<(), Error> {
     let d = db.dialect();
     let fast = sql.fast_delete(d);
+    // Wholly due partitions first, dropped whole; the loop below batches
+    // what is left (the partitions that straddle the cutoff, or hold a held
+    // subject). Not under `--shard`: a partition is not one shard's share.
+    let dropped = if rule.partitions == Partitions::Drop && ctx.opts.shard.is_none() {
+        partitions::drop_whole(ctx, db, rule, sql, report, bar).await?
+    } else {
+        vec![]
+    };
     let parts = if fast {
-        sql.delete_parts(d)
+        sql.delete_parts_except(d, &dropped)
     } else {
         vec![None]
     };
@@ -1383,7 +1416,8 @@ async fn execute(
     if workers > 1 {
         return windows::execute(ctx, db, rule, sql, report, bar, workers).await;
     }
-    let mut batch_no = 0u64;
+    // Numbered after the partitions dropped whole, if any.
+    let mut batch_no = report.batches;
     // Conflicts in a row on the current batch; reset by every commit.
     let mut conflicts = 0u32;
     // Batches sized by time: the controller picks each batch's size.
@@ -1512,6 +1546,7 @@ async fn execute(
                         subjects: del.subjects.iter().map(|s| ctx.keys.subject(s)).collect(),
                         resolved: None,
                         limit,
+                        partition: None,
                     };
                     commit_batch(ctx, db, tx, rule, report, bar, done, started).await?;
                     conflicts = 0;
@@ -1575,6 +1610,7 @@ async fn execute(
                 subjects,
                 resolved: resolved.as_ref(),
                 limit,
+                partition: None,
             };
             commit_batch(ctx, db, tx, rule, report, bar, done, started).await?;
             conflicts = 0;

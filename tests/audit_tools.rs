@@ -738,6 +738,7 @@ fn write_known_logs(dir: &Path) {
                 subjects: (0..3).map(|i| format!("{:064x}", n * 10 + i)).collect(),
                 objects: vec![],
                 batch_size: None,
+                partition: None,
             }
         };
     let hold = |count: u64| Event::Hold {

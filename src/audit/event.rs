@@ -35,6 +35,16 @@ pub struct ObjectCount {
     pub held: u64,
 }
 
+/// A partition dropped whole: which one, and the bound that made it due.
+/// Names and bounds come from the catalog, never from a row.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PartitionDropped {
+    /// `schema.name` (PostgreSQL) or the partition's name (MariaDB).
+    pub name: String,
+    /// The partition's exclusive upper bound, at most the rule's cutoff.
+    pub below: String,
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Totals {
     pub deleted: u64,
@@ -117,6 +127,10 @@ pub enum Event {
         /// The batch size the time controller chose (`batch_time` rules only).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         batch_size: Option<u64>,
+        /// Set when the batch is a whole partition dropped (`partitions =
+        /// "drop"`): its rows went with one DDL statement, not row by row.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        partition: Option<PartitionDropped>,
     },
     /// One batch of an object rule, written before any of its objects is deleted.
     ObjectBatch {

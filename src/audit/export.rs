@@ -398,6 +398,7 @@ mod tests {
                 subjects: vec![s("a1"), s("b2")],
                 objects: vec![objects("media", 4), objects("docs", 2)],
                 batch_size: None,
+                partition: None,
             },
             Event::Batch {
                 job: s("j"),
@@ -412,6 +413,7 @@ mod tests {
                 subjects: vec![],
                 objects: vec![],
                 batch_size: None,
+                partition: None,
             },
             Event::ObjectBatch {
                 job: s("j"),

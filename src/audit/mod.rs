@@ -15,6 +15,8 @@ pub mod sink;
 pub mod verify;
 pub mod writer;
 
-pub use event::{ChildCount, Event, InDoubt, JobOutcome, ObjectCount, Record, Totals};
+pub use event::{
+    ChildCount, Event, InDoubt, JobOutcome, ObjectCount, PartitionDropped, Record, Totals,
+};
 pub use sink::{AuditSink, FileSink};
 pub use writer::AuditWriter;

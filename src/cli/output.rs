@@ -88,6 +88,24 @@ pub fn run_table(r: &RunReport, dry: bool) -> String {
                     String::new(),
                 ]);
             }
+            // `partitions = "drop"`: each wholly due partition, dropped whole
+            // (or to drop) or batched with the reason.
+            for p in &rule.partitions {
+                rows.push([
+                    String::new(),
+                    String::new(),
+                    String::new(),
+                    format!("└ partition {} (< {})", p.partition, p.below),
+                    match p.status.as_str() {
+                        "would_drop" => "drop whole".to_string(),
+                        "dropped" => "dropped whole".to_string(),
+                        _ => format!("batched: {}", p.reason.as_deref().unwrap_or("-")),
+                    },
+                    p.rows.to_string(),
+                    String::new(),
+                    String::new(),
+                ]);
+            }
             if let Some(m) = &rule.message {
                 notes.push((rows.len(), m.clone()));
             }

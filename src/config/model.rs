@@ -129,7 +129,6 @@ pub const DEFAULT_PERSONAL_PATTERNS: &[&str] = &[
     "account_number",
 ];
 
-
 /// `[requests]`: due instants and intake of erasure requests.
 #[derive(Debug, Clone)]
 pub struct RequestsConfig {
@@ -477,6 +476,8 @@ pub struct Rule {
     /// Only a plain delete (no children, no objects) on PostgreSQL or
     /// MariaDB uses more than one; 1 (the default) is one batch at a time.
     pub concurrency: usize,
+    /// What happens to a partition whose whole range is past the cutoff.
+    pub partitions: Partitions,
     pub max_rows: Option<u64>,
     pub max_fraction: Option<f64>,
     pub children: Vec<Child>,
@@ -505,6 +506,20 @@ impl Walk {
             Walk::Key => "key",
         }
     }
+}
+
+/// `partitions = "batch" | "drop"` on a rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Partitions {
+    /// Every row is deleted in batches, partitioned or not (the default).
+    #[default]
+    Batch,
+    /// A PostgreSQL or MariaDB range partition whose whole range is past the
+    /// cutoff is dropped (after its keys' digest and subjects are recorded)
+    /// instead of deleted row by row; partitions that straddle the cutoff
+    /// are batched. Only a plain age-based delete can: children, objects, a
+    /// `where` or `newer_than` would make "the whole range is due" untrue.
+    Drop,
 }
 
 #[derive(Debug, Clone)]

@@ -228,6 +228,10 @@ pub struct RawRule {
     /// Batches in flight at once (plain deletes only).
     #[serde(default)]
     pub concurrency: Option<Spanned<i64>>,
+    /// `"drop"`: drop wholly expired partitions instead of deleting their
+    /// rows; `"batch"` (the default): delete every row in batches.
+    #[serde(default)]
+    pub partitions: Option<Spanned<String>>,
     #[serde(default)]
     pub max_rows: Option<Spanned<i64>>,
     #[serde(default)]

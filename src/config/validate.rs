@@ -708,6 +708,11 @@ fn object_rule(
         "object batches are sized by `batch_size` (DeleteObjects takes 1,000 keys)",
     );
     misplaced(
+        r.partitions.is_some(),
+        "partitions",
+        "a store has no partitions",
+    );
+    misplaced(
         r.subject.is_some(),
         "subject",
         "a store holds no subject column; link objects to rows with [[rules.objects]] instead",
@@ -1354,6 +1359,51 @@ pub fn validate_job(
                 }
             }
         };
+        let partitions = match &r.partitions {
+            None => Partitions::Batch,
+            Some(p) => match p.get_ref().as_str() {
+                "batch" => Partitions::Batch,
+                "drop" => {
+                    let mut why = Vec::new();
+                    if !matches!(act, Action::Delete) {
+                        why.push("action = \"delete\"");
+                    }
+                    if !select.as_ref().is_some_and(|s| s.older) {
+                        why.push("select = { column = ..., older_than = ... }");
+                    }
+                    if !r.children.is_empty() {
+                        why.push("no children");
+                    }
+                    if !r.objects.is_empty() {
+                        why.push("no objects");
+                    }
+                    if r.where_.is_some() {
+                        why.push("no `where`");
+                    }
+                    if why.is_empty() {
+                        Partitions::Drop
+                    } else {
+                        cx.err(
+                            p,
+                            format!(
+                                "partitions = \"drop\" needs a plain age-based delete: {}",
+                                why.join(", ")
+                            ),
+                        );
+                        Partitions::Batch
+                    }
+                }
+                other => {
+                    cx.err(
+                        p,
+                        format!(
+                            "partitions = \"{other}\": use \"batch\" (the default) or \"drop\""
+                        ),
+                    );
+                    Partitions::Batch
+                }
+            },
+        };
         let kids = children(&mut cx, config, &target, &r.children, 1);
         let objects = object_links(&mut cx, config, &r.objects);
         rules.push(Rule {
@@ -1371,6 +1421,7 @@ pub fn validate_job(
             batch_time,
             batch_size_max,
             concurrency,
+            partitions,
             max_rows,
             max_fraction,
             children: kids,

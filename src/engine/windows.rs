@@ -122,12 +122,14 @@ pub(super) async fn execute(
     workers: usize,
 ) -> Result<(), Error> {
     let windows = split(db, sql, report.matched, workers).await?;
+    // Numbered after the partitions dropped whole, if any.
+    let recorded = report.batches;
     tracing::info!(workers = windows.len(), "deleting in side-by-side windows");
     let shared = Mutex::new(Shared {
         ctx,
         report,
         bar,
-        recorded: 0,
+        recorded,
     });
     let stop = AtomicBool::new(false);
     let (shared_ref, stop_ref) = (&shared, &stop);
@@ -237,6 +239,7 @@ async fn walk(
                 subjects: del.subjects.iter().map(|x| s.ctx.keys.subject(x)).collect(),
                 resolved: None,
                 limit,
+                partition: None,
             };
             let record = batch_event(s.ctx, rule, s.report, &done);
             s.ctx.audit.append(record).map(|_| done)

@@ -179,3 +179,83 @@ impl Dialect for MySql {
         ));
     }
 }
+
+/// The partitions of a MySQL / MariaDB table from `information_schema`, one
+/// row each (sub-partitions repeat their partition's row): name, method
+/// (`RANGE`, `RANGE COLUMNS`, …), expression, `LESS THAN` description and
+/// whether it is sub-partitioned. `?` is the table's name in the
+/// connection's database.
+pub const PARTITIONS_SQL: &str = "SELECT PARTITION_NAME, PARTITION_METHOD, PARTITION_EXPRESSION, \
+     PARTITION_DESCRIPTION, CAST(SUBPARTITION_METHOD IS NOT NULL AS CHAR) \
+     FROM information_schema.PARTITIONS \
+     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND PARTITION_NAME IS NOT NULL \
+     ORDER BY PARTITION_ORDINAL_POSITION";
+
+/// How a range partition's `LESS THAN` bound compares with the select
+/// column, when it can: `Some("")` when the partitions are by the column
+/// itself (`RANGE COLUMNS (col)`, or `RANGE (col)` on an integer column),
+/// `Some("TO_DAYS")` / `Some("TO_SECONDS")` / `Some("UNIX_TIMESTAMP")` for
+/// those monotonic functions of it. `None` for anything else (several
+/// columns, other expressions): such partitions are batched, never dropped.
+pub fn range_key(method: &str, expression: &str, column: &str) -> Option<&'static str> {
+    let e: String = expression
+        .chars()
+        .filter(|c| !c.is_whitespace() && *c != '`')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let col = column.to_ascii_lowercase();
+    match method {
+        "RANGE COLUMNS" if e == col => Some(""),
+        "RANGE" if e == col => Some(""),
+        "RANGE" => ["TO_DAYS", "TO_SECONDS", "UNIX_TIMESTAMP"]
+            .into_iter()
+            .find(|f| e == format!("{}({col})", f.to_ascii_lowercase())),
+        _ => None,
+    }
+}
+
+/// The literal of a `LESS THAN` description: `'2024-02-01'` unquoted, a
+/// number as it is; `None` for `MAXVALUE`.
+pub fn range_description(desc: &str) -> Option<String> {
+    let d = desc.trim();
+    if d.eq_ignore_ascii_case("MAXVALUE") || d.is_empty() {
+        return None;
+    }
+    if let Some(inner) = d.strip_prefix('\'').and_then(|x| x.strip_suffix('\'')) {
+        return (!inner.replace("''", "").contains('\'')).then(|| inner.replace("''", "'"));
+    }
+    d.parse::<i64>().ok().map(|n| n.to_string())
+}
+
+#[cfg(test)]
+mod partition_tests {
+    use super::{range_description, range_key};
+
+    #[test]
+    fn only_monotonic_single_column_ranges_compare() {
+        assert_eq!(
+            range_key("RANGE COLUMNS", "`created_at`", "created_at"),
+            Some("")
+        );
+        assert_eq!(
+            range_key("RANGE", "to_days(`created_at`)", "created_at"),
+            Some("TO_DAYS")
+        );
+        assert_eq!(
+            range_key("RANGE COLUMNS", "`a`,`created_at`", "created_at"),
+            None
+        );
+        assert_eq!(
+            range_key("RANGE", "month(`created_at`)", "created_at"),
+            None
+        );
+        assert_eq!(range_key("LIST", "`created_at`", "created_at"), None);
+        assert_eq!(range_key("RANGE COLUMNS", "`other`", "created_at"), None);
+        assert_eq!(
+            range_description("'2024-02-01'").as_deref(),
+            Some("2024-02-01")
+        );
+        assert_eq!(range_description("739000").as_deref(), Some("739000"));
+        assert_eq!(range_description("MAXVALUE"), None);
+    }
+}

@@ -218,3 +218,65 @@ fn regclass(d: &Postgres, t: &TableRef) -> String {
     let schema = t.schema.as_deref().unwrap_or("public");
     format!("{}.{}", d.quote(schema), d.quote(&t.table))
 }
+
+/// The partitions of a partitioned table, straight from the catalog, one row
+/// each: schema, name, relkind, the bound as PostgreSQL prints it
+/// (`FOR VALUES FROM (…) TO (…)`), the partition key's first column, the
+/// strategy (`r` range) and the number of key columns. `$1` is the parent's
+/// quoted, qualified name.
+pub const PARTITIONS_SQL: &str = "SELECT n.nspname::text, c.relname::text, c.relkind::text, \
+     pg_get_expr(c.relpartbound, c.oid)::text, a.attname::text, pt.partstrat::text, \
+     pt.partnatts::text \
+     FROM pg_partitioned_table pt \
+     JOIN pg_inherits i ON i.inhparent = pt.partrelid \
+     JOIN pg_class c ON c.oid = i.inhrelid \
+     JOIN pg_namespace n ON n.oid = c.relnamespace \
+     LEFT JOIN pg_attribute a ON a.attrelid = pt.partrelid AND a.attnum = pt.partattrs[0] \
+     WHERE pt.partrelid = to_regclass($1) ORDER BY 1, 2";
+
+/// The exclusive upper bound of a single-column range partition: the literal
+/// in `… TO ('2024-01-01 00:00:00')`, unquoted. `None` for `MAXVALUE`,
+/// `DEFAULT`, several columns, or anything this parser does not know, so
+/// such a partition is batched, never dropped.
+pub fn range_upper(bound: &str) -> Option<String> {
+    let rest = bound.trim().strip_prefix("FOR VALUES FROM (")?;
+    let (_, to) = rest.split_once(") TO (")?;
+    let to = to.strip_suffix(')')?;
+    let inner = to.strip_prefix('\'')?.strip_suffix('\'')?;
+    // One quoted literal only: a doubled quote is an escaped one, a lone
+    // quote would mean a second value (`'a', 'b'`).
+    let text = inner.replace("''", "\u{0}");
+    if text.contains('\'') {
+        return None;
+    }
+    Some(text.replace('\u{0}', "'"))
+}
+
+#[cfg(test)]
+mod partition_tests {
+    use super::range_upper;
+
+    #[test]
+    fn upper_bounds_are_read_only_from_single_literal_ranges() {
+        assert_eq!(
+            range_upper("FOR VALUES FROM ('2024-01-01 00:00:00') TO ('2024-02-01 00:00:00')")
+                .as_deref(),
+            Some("2024-02-01 00:00:00")
+        );
+        assert_eq!(
+            range_upper("FOR VALUES FROM (MINVALUE) TO ('2024-02-01')").as_deref(),
+            Some("2024-02-01")
+        );
+        assert_eq!(
+            range_upper("FOR VALUES FROM ('2024-01-01') TO (MAXVALUE)"),
+            None
+        );
+        assert_eq!(range_upper("DEFAULT"), None);
+        assert_eq!(range_upper("FOR VALUES IN ('a')"), None);
+        assert_eq!(range_upper("FOR VALUES FROM ('a', 1) TO ('b', 2)"), None);
+        assert_eq!(
+            range_upper("FOR VALUES FROM ('it''s') TO ('o''k')").as_deref(),
+            Some("o'k")
+        );
+    }
+}

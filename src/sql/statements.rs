@@ -1324,6 +1324,194 @@ impl RuleSql {
     }
 }
 
+/// Statements of `partitions = "drop"`: the catalog, one partition's keys
+/// and subjects, its lock and its drop. Names come from the catalog and are
+/// quoted here, like every other identifier.
+impl RuleSql {
+    /// The catalog query listing the table's partitions (see
+    /// `postgres::PARTITIONS_SQL` and `mysql::PARTITIONS_SQL`); `None` on
+    /// engines without partitions.
+    pub fn partition_catalog(&self, d: &dyn Dialect) -> Option<Stmt> {
+        let (sql, name) = match d.engine() {
+            Engine::Postgres => (super::postgres::PARTITIONS_SQL, self.table.from.clone()),
+            Engine::MariaDb | Engine::MySql => (
+                super::mysql::PARTITIONS_SQL,
+                self.table.info.table.table.clone(),
+            ),
+            Engine::Sqlite => return None,
+        };
+        Some(Stmt {
+            sql: sql.to_string(),
+            binds: vec![Val::Text(name)],
+        })
+    }
+
+    /// One partition as a FROM clause whose columns are still qualified by
+    /// the table's name: PostgreSQL `ONLY "s"."p" AS "t"`, MariaDB
+    /// `` `t` PARTITION (`p`) ``.
+    pub fn partition_from(&self, d: &dyn Dialect, schema: &str, name: &str) -> String {
+        match d.engine() {
+            Engine::Postgres => format!(
+                "ONLY {}.{} AS {}",
+                d.quote(schema),
+                d.quote(name),
+                self.table.name
+            ),
+            _ => format!("{} PARTITION ({})", self.table.from, d.quote(name)),
+        }
+    }
+
+    /// `1` when a partition whose `LESS THAN` / `TO` bound is `upper` holds
+    /// only rows past the cutoff (`upper <= cutoff`; `func` wraps the cutoff
+    /// as the partitioning expression wraps the column), else `0`.
+    pub fn partition_is_due(&self, d: &dyn Dialect, upper: &str, func: &str) -> Option<Stmt> {
+        let sel = self.select.as_ref().filter(|s| s.older)?;
+        let mut b = Builder::new(d);
+        b.push("SELECT CAST(CASE WHEN ");
+        if func.is_empty() {
+            d.push_typed(&mut b, &sel.column, upper);
+        } else {
+            let n: i64 = upper.parse().ok()?;
+            b.bind(Val::Int(n));
+        }
+        b.push(" <= ");
+        if !func.is_empty() {
+            b.push(func).push("(");
+        }
+        match &sel.cutoff {
+            CutoffValue::Int(i) => {
+                b.bind(Val::Int(*i));
+            }
+            CutoffValue::Text(t) => d.push_typed(&mut b, &sel.column, t),
+        }
+        if !func.is_empty() {
+            b.push(")");
+        }
+        b.push(" THEN 1 ELSE 0 END AS ")
+            .push(if d.engine() == Engine::Postgres {
+                "BIGINT)"
+            } else {
+                "SIGNED)"
+            });
+        Some(b.finish())
+    }
+
+    /// Rows of one partition (`held`: only those whose subject a hold
+    /// lists), as an integer for `Db::count`.
+    pub fn partition_count(&self, d: &dyn Dialect, from: &str, held: bool) -> Stmt {
+        self.partition_count_as(d, from, held, "COUNT(*)")
+    }
+
+    /// The same count as text, for a transaction's `fetch`.
+    pub fn partition_count_text(&self, d: &dyn Dialect, from: &str, held: bool) -> Stmt {
+        self.partition_count_as(d, from, held, &d.to_text("COUNT(*)"))
+    }
+
+    fn partition_count_as(&self, d: &dyn Dialect, from: &str, held: bool, what: &str) -> Stmt {
+        let mut b = Builder::new(d);
+        b.push("SELECT ").push(what).push(" FROM ").push(from);
+        if held {
+            b.push(" WHERE ");
+            self.push_held(d, &mut b);
+        }
+        b.finish()
+    }
+
+    /// One page of a partition's keys (and subjects) in key order, after
+    /// `after`: an index-only walk of the key where there is no subject.
+    pub fn partition_keys(
+        &self,
+        d: &dyn Dialect,
+        from: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Stmt {
+        let kc = self.table.col(d, &self.key.name);
+        let mut b = Builder::new(d);
+        b.push("SELECT ").push(&d.to_text(&kc)).push(", ");
+        match &self.subject {
+            Some(s) => b.push(&d.to_text(&self.table.col(d, &s.name))),
+            None => b.push("NULL"),
+        };
+        b.push(" FROM ").push(from);
+        if let Some(a) = after {
+            b.push(" WHERE ").push(&kc).push(" > ");
+            d.push_typed(&mut b, &self.key, a);
+        }
+        b.push(" ORDER BY ")
+            .push(&kc)
+            .push(&format!(" LIMIT {limit}"));
+        b.finish()
+    }
+
+    /// What keeps writers out of a partition while it is read and dropped:
+    /// PostgreSQL `LOCK TABLE ONLY "s"."p" IN SHARE MODE` (inside the
+    /// transaction that drops it; readers go on), MariaDB `LOCK TABLES t
+    /// WRITE` (its DDL is not transactional; held only for a re-count and
+    /// the drop).
+    pub fn partition_lock(&self, d: &dyn Dialect, schema: &str, name: &str) -> Stmt {
+        let sql = match d.engine() {
+            Engine::Postgres => format!(
+                "LOCK TABLE ONLY {}.{} IN SHARE MODE",
+                d.quote(schema),
+                d.quote(name)
+            ),
+            _ => format!("LOCK TABLES {} WRITE", self.table.from),
+        };
+        Stmt { sql, binds: vec![] }
+    }
+
+    /// The statements that drop one partition: PostgreSQL detaches it, then
+    /// drops the detached table (one transaction); MariaDB drops it.
+    pub fn partition_drop(&self, d: &dyn Dialect, schema: &str, name: &str) -> Vec<Stmt> {
+        let stmt = |sql: String| Stmt { sql, binds: vec![] };
+        match d.engine() {
+            Engine::Postgres => {
+                let part = format!("{}.{}", d.quote(schema), d.quote(name));
+                vec![
+                    stmt(format!(
+                        "ALTER TABLE {} DETACH PARTITION {part}",
+                        self.table.from
+                    )),
+                    stmt(format!("DROP TABLE {part}")),
+                ]
+            }
+            _ => vec![stmt(format!(
+                "ALTER TABLE {} DROP PARTITION {}",
+                self.table.from,
+                d.quote(name)
+            ))],
+        }
+    }
+
+    /// The one-statement delete's physical parts, less the partitions
+    /// dropped whole (PostgreSQL leaves as (schema, name)).
+    pub fn delete_parts_except(
+        &self,
+        d: &dyn Dialect,
+        dropped: &[(String, String)],
+    ) -> Vec<Option<String>> {
+        if d.engine() == Engine::Postgres && self.table.info.partitioned {
+            self.table
+                .info
+                .leaves
+                .iter()
+                .filter(|(s, t, _)| !dropped.iter().any(|(ds, dt)| ds == s && dt == t))
+                .map(|(schema, table, _)| {
+                    Some(format!(
+                        "ONLY {}.{} AS {}",
+                        d.quote(schema),
+                        d.quote(table),
+                        self.table.name
+                    ))
+                })
+                .collect()
+        } else {
+            self.delete_parts(d)
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,433 @@
+//! `partitions = "drop"`: a range partition whose whole range is past the
+//! cutoff goes in one DDL statement instead of row by row.
+//!
+//! Owns: finding the rule's partitions that are wholly due (bounds read from
+//! the catalog through the dialect statements), recording each one's keys
+//! digest and subjects as a batch record (an index-only walk of the key, in
+//! key order, a page at a time), and dropping it. What it must never do:
+//! drop a partition that straddles the cutoff, that holds a subject a legal
+//! hold lists, whose bound it cannot read, or whose rows changed between the
+//! read and the drop. Those partitions stay, and the batch loop after this
+//! step deletes their due rows as it always did (holds respected row by row).
+//!
+//! Order of a drop, so the log never misses a row that went:
+//! - PostgreSQL, one transaction: `LOCK TABLE ONLY part IN SHARE MODE`
+//!   (writers to that partition wait, readers go on), read keys and
+//!   subjects, re-count, re-check holds, write (fsync) the record, `DETACH`,
+//!   `DROP`, commit. A failed commit is followed by a `batch_rollback`.
+//! - MariaDB (DDL is not transactional): read keys and subjects and a
+//!   checksum (`COUNT`, `BIT_XOR(CRC32(key))`) in one consistent snapshot,
+//!   then `LOCK TABLES t WRITE`, re-check the checksum, write the record,
+//!   `ALTER TABLE … DROP PARTITION`, `UNLOCK TABLES`. The table is locked only
+//!   for the checksum and the drop. Holds are checked before the lock (the
+//!   hold table cannot be read under `LOCK TABLES`).
+
+use super::{
+    BatchDone, JobCtx, RuleProgress, RuleReport, batch_event, count_batch, rollback_event,
+};
+use crate::audit::PartitionDropped;
+use crate::config::Rule;
+use crate::error::Error;
+use crate::sql::dialect::Engine;
+use crate::sql::statements::RuleSql;
+use crate::sql::{Db, Stmt, Tx, mysql, postgres};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+/// Keys read per page while a partition's digest is computed.
+const PAGE: usize = 10_000;
+
+/// A partition whose whole range is past the cutoff.
+#[derive(Debug, Clone)]
+pub(crate) struct Whole {
+    /// PostgreSQL schema of the partition ("" on MariaDB).
+    pub schema: String,
+    pub name: String,
+    /// Its exclusive upper bound, as the catalog prints it.
+    pub below: String,
+    pub rows: u64,
+    /// Rows whose subject a legal hold lists.
+    pub held: u64,
+}
+
+/// What became of one wholly due partition (in `plan` and run reports).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PartitionReport {
+    pub partition: String,
+    /// The partition's exclusive upper bound (at most the cutoff).
+    pub below: String,
+    pub rows: u64,
+    /// `dropped`, `would_drop` (plan) or `batched` (kept; `reason` says why).
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl Whole {
+    fn display(&self) -> String {
+        if self.schema.is_empty() {
+            self.name.clone()
+        } else {
+            format!("{}.{}", self.schema, self.name)
+        }
+    }
+
+    pub(crate) fn report(&self, status: &str, reason: Option<String>) -> PartitionReport {
+        PartitionReport {
+            partition: self.display(),
+            below: self.below.clone(),
+            rows: self.rows,
+            status: status.into(),
+            reason,
+        }
+    }
+}
+
+/// The rule's partitions whose whole range is past the cutoff, with their
+/// row and held counts. Empty where the table is not range-partitioned by
+/// the select column (or the engine has no partitions).
+pub(crate) async fn whole_partitions(db: &Db, sql: &RuleSql) -> Result<Vec<Whole>, Error> {
+    let d = db.dialect();
+    let (Some(catalog), Some(sel)) = (sql.partition_catalog(d), sql.select.as_ref()) else {
+        return Ok(vec![]);
+    };
+    if !sel.older {
+        return Ok(vec![]);
+    }
+    let column = sel.column.name.as_str();
+    // (schema, name, upper bound, wrapping function)
+    let mut candidates: Vec<(String, String, String, &'static str)> = Vec::new();
+    for row in db.fetch(&catalog).await? {
+        let s = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        match d.engine() {
+            Engine::Postgres => {
+                // A leaf range partition on the select column alone;
+                // sub-partitioned children are batched.
+                if s(2) != "r" || s(5) != "r" || s(6) != "1" || s(4) != column {
+                    continue;
+                }
+                if let Some(upper) = postgres::range_upper(&s(3)) {
+                    candidates.push((s(0), s(1), upper, ""));
+                }
+            }
+            _ => {
+                if s(4) == "1" || candidates.iter().any(|c| c.1 == s(0)) {
+                    continue;
+                }
+                let (Some(func), Some(upper)) = (
+                    mysql::range_key(&s(1), &s(2), column),
+                    mysql::range_description(&s(3)),
+                ) else {
+                    continue;
+                };
+                candidates.push((String::new(), s(0), upper, func));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    for (schema, name, upper, func) in candidates {
+        let Some(due) = sql.partition_is_due(d, &upper, func) else {
+            continue;
+        };
+        if db.count(&due).await? != 1 {
+            continue;
+        }
+        let from = sql.partition_from(d, &schema, &name);
+        let rows = db.count(&sql.partition_count(d, &from, false)).await?;
+        let held = if sql.hold.is_some() && sql.subject.is_some() {
+            db.count(&sql.partition_count(d, &from, true)).await?
+        } else {
+            0
+        };
+        out.push(Whole {
+            schema,
+            name,
+            below: upper,
+            rows,
+            held,
+        });
+    }
+    Ok(out)
+}
+
+/// Keys digest (SHA-256 of the keys in key order, joined by newlines, as
+/// `keys::keys_sha256`), raw subjects and the row count of one partition.
+struct Read {
+    count: u64,
+    keys_sha256: String,
+    subjects: BTreeSet<String>,
+}
+
+async fn read_keys(tx: &mut Tx, db: &Db, sql: &RuleSql, from: &str) -> Result<Read, Error> {
+    let d = db.dialect();
+    let mut h = Sha256::new();
+    let mut count = 0u64;
+    let mut subjects = BTreeSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let rows = tx
+            .fetch(db, &sql.partition_keys(d, from, after.as_deref(), PAGE))
+            .await?;
+        let n = rows.len();
+        for r in rows {
+            let Some(k) = r.first().cloned().flatten() else {
+                continue;
+            };
+            if count > 0 {
+                h.update(b"\n");
+            }
+            h.update(k.as_bytes());
+            count += 1;
+            if let Some(s) = r.get(1).cloned().flatten() {
+                subjects.insert(s);
+            }
+            after = Some(k);
+        }
+        if n < PAGE {
+            break;
+        }
+    }
+    Ok(Read {
+        count,
+        keys_sha256: hex::encode(h.finalize()),
+        subjects,
+    })
+}
+
+/// MariaDB: `COUNT(*)` and `BIT_XOR(CRC32(key))` of a partition, as text.
+fn checksum(db: &Db, sql: &RuleSql, from: &str) -> Stmt {
+    let d = db.dialect();
+    let kc = sql.table.col(d, &sql.key.name);
+    Stmt {
+        sql: format!(
+            "SELECT CAST(COUNT(*) AS CHAR), CAST(BIT_XOR(CRC32({})) AS CHAR) FROM {from}",
+            d.to_text(&kc)
+        ),
+        binds: vec![],
+    }
+}
+
+/// Why a partition that looked wholly due is batched after all.
+enum Kept {
+    Reason(String),
+}
+
+/// Drop every wholly due partition that holds no held subject; returns the
+/// dropped ones as (schema, name) so the batch loop skips them. Partitions
+/// it keeps are listed in the report with the reason.
+pub(super) async fn drop_whole(
+    ctx: &mut JobCtx<'_>,
+    db: &Db,
+    rule: &Rule,
+    sql: &RuleSql,
+    report: &mut RuleReport,
+    bar: &mut Option<Box<dyn RuleProgress>>,
+) -> Result<Vec<(String, String)>, Error> {
+    let mut dropped = Vec::new();
+    for w in whole_partitions(db, sql).await? {
+        if w.rows == 0 {
+            continue;
+        }
+        if w.held > 0 {
+            tracing::info!(
+                partition = %w.display(),
+                held = w.held,
+                "partition holds held subjects: batched, not dropped"
+            );
+            report
+                .partitions
+                .push(w.report("batched", Some(format!("{} rows of held subjects", w.held))));
+            continue;
+        }
+        let started = Instant::now();
+        match drop_one(ctx, db, rule, sql, report, bar, &w, started).await? {
+            Ok(()) => {
+                tracing::info!(partition = %w.display(), rows = w.rows, "partition dropped whole");
+                report.partitions.push(w.report("dropped", None));
+                dropped.push((w.schema.clone(), w.name.clone()));
+            }
+            Err(Kept::Reason(why)) => {
+                tracing::warn!(partition = %w.display(), reason = %why, "partition batched, not dropped");
+                report.partitions.push(w.report("batched", Some(why)));
+            }
+        }
+    }
+    Ok(dropped)
+}
+
+/// One partition. The outer `Err` is an audit failure (the run stops); the
+/// inner one a partition left to the batch loop.
+#[allow(clippy::too_many_arguments)]
+async fn drop_one(
+    ctx: &mut JobCtx<'_>,
+    db: &Db,
+    rule: &Rule,
+    sql: &RuleSql,
+    report: &mut RuleReport,
+    bar: &mut Option<Box<dyn RuleProgress>>,
+    w: &Whole,
+    started: Instant,
+) -> Result<Result<(), Kept>, Error> {
+    let d = db.dialect();
+    let from = sql.partition_from(d, &w.schema, &w.name);
+    let kept = |e: Error| Kept::Reason(e.to_string());
+    let postgres = d.engine() == Engine::Postgres;
+    let mut tx = match db.begin().await {
+        Ok(tx) => tx,
+        Err(e) => return Ok(Err(kept(e))),
+    };
+    // PostgreSQL: lock first, so the read is what the drop removes.
+    if postgres
+        && let Err(e) = tx
+            .execute(db, &sql.partition_lock(d, &w.schema, &w.name))
+            .await
+    {
+        let _ = tx.rollback(db).await;
+        return Ok(Err(kept(e)));
+    }
+    let before = if postgres {
+        None
+    } else {
+        match tx.fetch(db, &checksum(db, sql, &from)).await {
+            Ok(r) => r.into_iter().next(),
+            Err(e) => {
+                let _ = tx.rollback(db).await;
+                return Ok(Err(kept(e)));
+            }
+        }
+    };
+    let read = match read_keys(&mut tx, db, sql, &from).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = tx.rollback(db).await;
+            return Ok(Err(kept(e)));
+        }
+    };
+    // Under the lock: the rows are still exactly the ones read, and none of
+    // their subjects was put on hold meanwhile (PostgreSQL).
+    let recheck: Result<Option<String>, Error> = async {
+        if postgres {
+            let n = tx
+                .fetch(db, &sql.partition_count_text(d, &from, false))
+                .await?
+                .into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next().flatten());
+            if n.as_deref() != Some(read.count.to_string().as_str()) {
+                return Ok(Some(format!(
+                    "read {} keys but the partition holds {}: the key is not unique",
+                    read.count,
+                    n.unwrap_or_default()
+                )));
+            }
+            if sql.hold.is_some() && sql.subject.is_some() {
+                let held = tx
+                    .fetch(db, &sql.partition_count_text(d, &from, true))
+                    .await?;
+                let held = held
+                    .into_iter()
+                    .next()
+                    .and_then(|r| r.into_iter().next().flatten());
+                if held.as_deref() != Some("0") {
+                    return Ok(Some("a subject in it was put on hold".into()));
+                }
+            }
+        } else {
+            if before.as_ref().and_then(|r| r.first().cloned().flatten())
+                != Some(read.count.to_string())
+            {
+                return Ok(Some("the partition changed while it was read".into()));
+            }
+            // Ends the snapshot; the lock keeps writers out from here on.
+            tx.execute(db, &sql.partition_lock(d, &w.schema, &w.name))
+                .await?;
+            let after = tx
+                .fetch(db, &checksum(db, sql, &from))
+                .await?
+                .into_iter()
+                .next();
+            if after != before {
+                return Ok(Some("the partition changed while it was read".into()));
+            }
+        }
+        Ok(None)
+    }
+    .await;
+    let unlock = |tx: Tx| async move {
+        if !postgres {
+            let mut tx = tx;
+            let _ = tx.execute(db, &unlock_tables()).await;
+            let _ = tx.rollback(db).await;
+        } else {
+            let _ = tx.rollback(db).await;
+        }
+    };
+    match recheck {
+        Ok(None) => {}
+        Ok(Some(why)) => {
+            unlock(tx).await;
+            return Ok(Err(Kept::Reason(why)));
+        }
+        Err(e) => {
+            unlock(tx).await;
+            return Ok(Err(kept(e)));
+        }
+    }
+    let done = BatchDone {
+        batch: report.batches + 1,
+        count: read.count,
+        children: vec![],
+        keys_digest: ctx.keys.digest_of(&read.keys_sha256),
+        subjects: read.subjects.iter().map(|s| ctx.keys.subject(s)).collect(),
+        resolved: None,
+        limit: None,
+        partition: Some(PartitionDropped {
+            name: w.display(),
+            below: w.below.clone(),
+        }),
+    };
+    let record = batch_event(ctx, rule, report, &done);
+    if let Err(e) = ctx.audit.append(record) {
+        unlock(tx).await;
+        return Err(e);
+    }
+    let mut failed = None;
+    for stmt in sql.partition_drop(d, &w.schema, &w.name) {
+        if let Err(e) = tx.execute(db, &stmt).await {
+            failed = Some(e);
+            break;
+        }
+    }
+    let result = match failed {
+        Some(e) => {
+            unlock(tx).await;
+            Err(e)
+        }
+        None if postgres => tx.commit(db).await,
+        None => {
+            // The partition is gone (MariaDB DDL commits itself): whatever
+            // unlocking says, the recorded batch happened.
+            if let Err(e) = tx.execute(db, &unlock_tables()).await {
+                tracing::warn!(error = %e, "UNLOCK TABLES after a partition drop failed");
+            }
+            let _ = tx.commit(db).await;
+            Ok(())
+        }
+    };
+    if let Err(e) = result {
+        ctx.audit
+            .append(rollback_event(ctx, rule, done.batch, &e))?;
+        return Ok(Err(kept(e)));
+    }
+    count_batch(report, bar, done, started);
+    Ok(Ok(()))
+}
+
+fn unlock_tables() -> Stmt {
+    Stmt {
+        sql: "UNLOCK TABLES".into(),
+        binds: vec![],
+    }
+}
