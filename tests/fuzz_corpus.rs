@@ -61,8 +61,10 @@ fn the_shipped_files_are_in_the_corpus_and_valid() {
     // the harness as *valid* inputs (a harness that refused them would be
     // checking nothing).
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let cfg = std::fs::read_to_string(root.join("config/lethe.toml")).unwrap();
-    lethe::config::config_from_text(std::path::Path::new("lethe.toml"), &cfg, &|_| None)
+    // Its real path: the shipped config names files beside it (the calendar).
+    let cfg_path = root.join("config/lethe.toml");
+    let cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    lethe::config::config_from_text(&cfg_path, &cfg, &|_| None)
         .expect("the shipped config parses from text");
     let jc = lethe::config::config_from_text(
         std::path::Path::new("fuzz.toml"),

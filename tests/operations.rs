@@ -291,8 +291,18 @@ fn assert_exposition(text: &str) {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut p = rest.split_whitespace();
             let name = p.next().unwrap();
-            assert!(matches!(p.next(), Some("counter" | "gauge")), "{line}");
-            typed.insert(name.to_string());
+            match p.next() {
+                Some("counter" | "gauge") => {
+                    typed.insert(name.to_string());
+                }
+                // A histogram's samples are its `_bucket`, `_sum` and `_count` series.
+                Some("histogram") => {
+                    for suffix in ["_bucket", "_sum", "_count"] {
+                        typed.insert(format!("{name}{suffix}"));
+                    }
+                }
+                _ => panic!("{line}"),
+            }
         } else if line.starts_with("# HELP ") {
         } else {
             let (series, value) = line
