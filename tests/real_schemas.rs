@@ -453,6 +453,34 @@ async fn key_to_a_unique_non_key_column(engine: Engine) {
         "newsletter",
     )
     .await;
+    // Anonymizing the referenced column instead: the update would fail.
+    let anonymize = job("").replace(
+        "action = \"delete\"",
+        "action = { anonymize = { email = \"hash\" } }",
+    );
+    let ws = Workspace::new(&db.url, &[("cancelled.toml", &anonymize)]);
+    refused(
+        &ws,
+        &db,
+        &[
+            "cancelled.toml:3:1",
+            &format!(
+                "constraint `{}`: newsletter.email references app.customer.email ON UPDATE {}",
+                cn(engine, "newsletter", "newsletter_email_fk"),
+                // MariaDB reports an unspecified action as RESTRICT.
+                if engine == Engine::MariaDb { "RESTRICT" } else { "NO ACTION" }
+            ),
+            "the rule rewrites `email` with `hash`; the update would fail on every row that is referenced",
+        ],
+        "newsletter",
+    )
+    .await;
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM customer WHERE email LIKE '%@example.invalid'")
+            .await,
+        4,
+        "no e-mail rewritten"
+    );
 }
 
 /// `employee.reports_to → employee.id`: an error while nothing releases it;
