@@ -4,6 +4,8 @@
 //! - [`config`]: `config/lethe.toml` and `jobs/*.toml`, parsed strictly and
 //!   validated with file/line/column diagnostics;
 //! - [`check`]: rules compared with the live schema, uncovered foreign keys;
+//! - [`plan`]: rules prepared against the live schema — the foreign-key
+//!   graph `check`, `plan` and `run` share, and the coverage map;
 //! - [`engine`]: jobs → rules → short batched transactions, guards, leases,
 //!   cancellation; dry run is the engine not calling its batch path;
 //! - [`sql`]: connections, one dialect per engine, introspection, and the only

@@ -78,8 +78,19 @@ struct Checked {
     check: Value,
 }
 
+/// The customers' e-mail addresses are the personal values of these
+/// fixtures: no output may carry one.
+fn no_personal_value(out: &Output) {
+    assert!(
+        !out.all().contains("example.invalid"),
+        "a seeded e-mail address reached the output:\n{}",
+        out.all()
+    );
+}
+
 fn check(ws: &Workspace) -> Checked {
     let out = ws.lethe(&["check", "--graph", "--output", "json"]);
+    no_personal_value(&out);
     let lines: Vec<Value> = out
         .stdout
         .lines()
@@ -158,6 +169,7 @@ async fn refused(ws: &Workspace, db: &TestDb, expected: &[&str], table: &str) {
         vec!["run", "--as-of", AS_OF],
     ] {
         let out = ws.lethe(&cmd);
+        no_personal_value(&out);
         assert_eq!(out.code, 3, "{cmd:?} fails the rule: {}", out.all());
         assert!(
             out.all().contains(finding),
@@ -184,6 +196,11 @@ fn accepted(ws: &Workspace) -> Checked {
     assert!(problems(&c).is_empty());
     let run = ws.lethe(&["run", "--as-of", AS_OF]);
     assert_eq!(run.code, 0, "{}", run.all());
+    no_personal_value(&run);
+    assert!(
+        !ws.audit_text().contains("example.invalid"),
+        "no e-mail address in the audit log"
+    );
     let again = ws.lethe(&["run", "--as-of", AS_OF, "--output", "json"]);
     assert_eq!(again.code, 0, "{}", again.all());
     c
@@ -436,6 +453,34 @@ async fn key_to_a_unique_non_key_column(engine: Engine) {
         "newsletter",
     )
     .await;
+    // Anonymizing the referenced column instead: the update would fail.
+    let anonymize = job("").replace(
+        "action = \"delete\"",
+        "action = { anonymize = { email = \"hash\" } }",
+    );
+    let ws = Workspace::new(&db.url, &[("cancelled.toml", &anonymize)]);
+    refused(
+        &ws,
+        &db,
+        &[
+            "cancelled.toml:3:1",
+            &format!(
+                "constraint `{}`: newsletter.email references app.customer.email ON UPDATE {}",
+                cn(engine, "newsletter", "newsletter_email_fk"),
+                // MariaDB reports an unspecified action as RESTRICT.
+                if engine == Engine::MariaDb { "RESTRICT" } else { "NO ACTION" }
+            ),
+            "the rule rewrites `email` with `hash`; the update would fail on every row that is referenced",
+        ],
+        "newsletter",
+    )
+    .await;
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM customer WHERE email LIKE '%@example.invalid'")
+            .await,
+        4,
+        "no e-mail rewritten"
+    );
 }
 
 /// `employee.reports_to → employee.id`: an error while nothing releases it;

@@ -60,6 +60,9 @@ pub enum Status {
     BreaksReference,
     /// The key references columns other than the key Lethe deletes by.
     NotKey,
+    /// The rule anonymizes a column this key references: the database
+    /// would refuse the update, or rewrite the referencing rows unaudited.
+    RewritesReferenced,
 }
 
 /// One foreign key into a deleted table, classified.
@@ -72,6 +75,7 @@ pub struct Edge {
     pub referenced_table: String,
     pub referenced_columns: Vec<String>,
     pub on_delete: String,
+    pub on_update: String,
     pub deferrable: bool,
     pub enforced: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -94,16 +98,27 @@ impl Edge {
     /// The finding as one line, the same in `check`, `plan` and `run`.
     pub fn message(&self) -> String {
         format!(
-            "constraint `{}`: {}.{} references {}.{} ON DELETE {}{}: {}",
+            "constraint `{}`: {}.{} references {}.{} {}{}: {}",
             self.constraint,
             self.table,
             list(&self.columns),
             self.referenced_table,
             list(&self.referenced_columns),
-            self.on_delete,
+            self.action_clause(),
             if self.deferrable { " DEFERRABLE" } else { "" },
             self.lethe
         )
+    }
+}
+
+impl Edge {
+    /// `ON DELETE x`, or `ON UPDATE x` when what matters is an update.
+    pub fn action_clause(&self) -> String {
+        if self.status == Status::RewritesReferenced {
+            format!("ON UPDATE {}", self.on_update)
+        } else {
+            format!("ON DELETE {}", self.on_delete)
+        }
     }
 }
 
@@ -183,11 +198,11 @@ fn render_node(n: &Node, indent: &str, out: &mut String) {
             Level::Error => "ERROR",
         };
         let line = format!(
-            "{}.{} [{}, ON DELETE {}{}] {mark}: {}",
+            "{}.{} [{}, {}{}] {mark}: {}",
             e.table,
             list(&e.columns),
             e.constraint,
-            e.on_delete,
+            e.action_clause(),
             if e.deferrable { ", DEFERRABLE" } else { "" },
             e.lethe
         );
@@ -323,6 +338,12 @@ fn node<'a>(
                 n.edges.push(edge(cx, &at, fk).await?);
             }
             keyless_notes(cx, &at, &mut n.notes);
+        } else if let Action::Anonymize(cols) = at.action {
+            for fk in &at.table.info.referenced_by {
+                if let Some(e) = rewritten(&at, fk, cols) {
+                    n.edges.push(e);
+                }
+            }
         }
         for (i, (c, p)) in at.children.iter().zip(at.prepared).enumerate() {
             let mut path = at.path.clone();
@@ -539,6 +560,7 @@ async fn edge(cx: &Cx<'_>, at: &At<'_>, fk: &ForeignKey) -> Result<Edge, Error> 
         referenced_table: at.target.to_string(),
         referenced_columns: fk.referenced_columns.clone(),
         on_delete: fk.on_delete.clone(),
+        on_update: fk.on_update.clone(),
         deferrable: fk.deferrable,
         enforced: fk.enforced,
         declared_on: fk.declared_on.clone(),
@@ -549,6 +571,56 @@ async fn edge(cx: &Cx<'_>, at: &At<'_>, fk: &ForeignKey) -> Result<Edge, Error> 
         at: origin.to_string(),
         child: child.map(|(_, c)| c.target.to_string()),
         origin: (level == Level::Error).then_some(origin),
+    })
+}
+
+/// A key into an anonymized table matters only when the rule rewrites a
+/// column it references (`hash` on a unique `email` another table points
+/// at): the database would refuse the update (RESTRICT / NO ACTION) or
+/// rewrite the referencing rows itself (CASCADE / SET NULL), unaudited.
+fn rewritten(at: &At<'_>, fk: &ForeignKey, cols: &[(String, Strategy)]) -> Option<Edge> {
+    let (col, s) = cols
+        .iter()
+        .find(|(c, _)| fk.referenced_columns.contains(c))?;
+    let consequence = match fk.on_update.as_str() {
+        "CASCADE" | "SET NULL" | "SET DEFAULT" => {
+            "the database would rewrite the referencing rows and the audit would never see them"
+        }
+        _ => "the update would fail on every row that is referenced",
+    };
+    let (status, level, lethe) = if fk.enforced {
+        (
+            Status::RewritesReferenced,
+            Level::Error,
+            format!("the rule rewrites `{col}` with `{s}`; {consequence}"),
+        )
+    } else {
+        (
+            Status::Dangling,
+            Level::Warning,
+            format!(
+                "the rule rewrites `{col}` with `{s}`; the key is not enforced, so the references would dangle unseen"
+            ),
+        )
+    };
+    Some(Edge {
+        constraint: fk.constraint.clone(),
+        table: fk.table_name(),
+        columns: fk.columns.clone(),
+        referenced_table: at.target.to_string(),
+        referenced_columns: fk.referenced_columns.clone(),
+        on_delete: fk.on_delete.clone(),
+        on_update: fk.on_update.clone(),
+        deferrable: fk.deferrable,
+        enforced: fk.enforced,
+        declared_on: fk.declared_on.clone(),
+        self_reference: false,
+        status,
+        level,
+        lethe,
+        at: at.origin.to_string(),
+        child: None,
+        origin: (level == Level::Error).then(|| at.origin.clone()),
     })
 }
 

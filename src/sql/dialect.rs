@@ -95,7 +95,8 @@ pub trait Dialect: Send + Sync {
     /// columns joined by `,` — empty entries mean the primary key —,
     /// `ON DELETE` action, deferrable `true`/`false`, enforced on this
     /// connection `true`/`false`, the physical table it is declared on when
-    /// that is a partition or inheritance child, else empty).
+    /// that is a partition or inheritance child, else empty, `ON UPDATE`
+    /// action).
     fn referencing_keys(&self, t: &TableRef) -> Stmt;
 
     /// Columns that lead an index of `t` (PostgreSQL: on a partitioned or

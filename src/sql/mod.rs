@@ -474,4 +474,20 @@ mod tests {
             "invalid input syntax for type integer: \"…\""
         );
     }
+
+    #[test]
+    fn sqlite_foreign_keys_setting_is_lethes_own_url_parameter() {
+        assert_eq!(
+            super::sqlite_foreign_keys("sqlite://var/app.db?mode=rwc&foreign_keys=off"),
+            ("sqlite://var/app.db?mode=rwc".to_string(), false)
+        );
+        assert_eq!(
+            super::sqlite_foreign_keys("sqlite://var/app.db?foreign_keys=on"),
+            ("sqlite://var/app.db".to_string(), true)
+        );
+        assert_eq!(
+            super::sqlite_foreign_keys("sqlite://var/app.db?mode=rwc"),
+            ("sqlite://var/app.db?mode=rwc".to_string(), true)
+        );
+    }
 }

@@ -120,11 +120,12 @@ impl Dialect for MySql {
                     CAST(k.TABLE_NAME AS CHAR), \
                     CAST(GROUP_CONCAT(k.COLUMN_NAME ORDER BY k.ORDINAL_POSITION SEPARATOR ',') AS CHAR), \
                     CAST(GROUP_CONCAT(k.REFERENCED_COLUMN_NAME ORDER BY k.ORDINAL_POSITION SEPARATOR ',') AS CHAR), \
-                    CAST(r.DELETE_RULE AS CHAR), 'false', IF(@@foreign_key_checks = 1, 'true', 'false'), '' \
+                    CAST(r.DELETE_RULE AS CHAR), 'false', IF(@@foreign_key_checks = 1, 'true', 'false'), '', \
+                    CAST(r.UPDATE_RULE AS CHAR) \
                   FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.REFERENTIAL_CONSTRAINTS r \
                     ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME AND r.TABLE_NAME = k.TABLE_NAME \
                   WHERE k.REFERENCED_TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME = ? \
-                  GROUP BY r.CONSTRAINT_SCHEMA, r.CONSTRAINT_NAME, k.TABLE_SCHEMA, k.TABLE_NAME, r.DELETE_RULE \
+                  GROUP BY r.CONSTRAINT_SCHEMA, r.CONSTRAINT_NAME, k.TABLE_SCHEMA, k.TABLE_NAME, r.DELETE_RULE, r.UPDATE_RULE \
                   ORDER BY 2, 3, 1"
                 .into(),
             binds: vec![Val::Text(t.table.clone())],

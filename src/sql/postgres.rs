@@ -127,7 +127,8 @@ impl Dialect for Postgres {
                        JOIN pg_attribute a ON a.attrelid = c.confrelid AND a.attnum = k.n), \
                     CASE c.confdeltype WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' WHEN 'r' THEN 'RESTRICT' WHEN 'd' THEN 'SET DEFAULT' ELSE 'NO ACTION' END, \
                     CAST(c.condeferrable AS TEXT), 'true', \
-                    CASE WHEN r.oid = c.conrelid THEN '' ELSE cl.relname::text END \
+                    CASE WHEN r.oid = c.conrelid THEN '' ELSE cl.relname::text END, \
+                    CASE c.confupdtype WHEN 'c' THEN 'CASCADE' WHEN 'n' THEN 'SET NULL' WHEN 'r' THEN 'RESTRICT' WHEN 'd' THEN 'SET DEFAULT' ELSE 'NO ACTION' END \
                  FROM pg_constraint c JOIN pg_class cl ON cl.oid = c.conrelid \
                  CROSS JOIN LATERAL (WITH RECURSIVE up(oid, depth) AS (SELECT c.conrelid, 0 UNION ALL \
                       SELECT i.inhparent, u.depth + 1 FROM pg_inherits i JOIN up u ON i.inhrelid = u.oid) \

@@ -42,6 +42,8 @@ pub struct ForeignKey {
     pub referenced_columns: Vec<String>,
     /// `CASCADE`, `SET NULL`, `RESTRICT`, `NO ACTION`, `SET DEFAULT`.
     pub on_delete: String,
+    /// The same, when a referenced column changes (an anonymized key).
+    pub on_update: String,
     pub deferrable: bool,
     /// Whether the database checks it on Lethe's connection.
     pub enforced: bool,
@@ -162,6 +164,7 @@ fn foreign_keys(rows: &[TextRow], pk: &[String]) -> Vec<ForeignKey> {
                 columns,
                 referenced_columns,
                 on_delete: s(&r[5]),
+                on_update: s(&r[9]),
                 deferrable: s(&r[6]) == "true",
                 enforced: s(&r[7]) == "true",
                 declared_on: opt(&r[8]),

@@ -95,8 +95,8 @@ impl Dialect for Sqlite {
         Stmt {
             sql: "SELECT t || '_fk' || id, '', t, group_concat(\"from\", ','), group_concat(COALESCE(\"to\", ''), ','), \
                     on_delete, 'false', \
-                    CASE WHEN (SELECT foreign_keys FROM pragma_foreign_keys()) = 1 THEN 'true' ELSE 'false' END, '' \
-                  FROM (SELECT m.name AS t, f.id, f.seq, f.\"from\", f.\"to\", f.on_delete FROM sqlite_master m \
+                    CASE WHEN (SELECT foreign_keys FROM pragma_foreign_keys()) = 1 THEN 'true' ELSE 'false' END, '', on_update \
+                  FROM (SELECT m.name AS t, f.id, f.seq, f.\"from\", f.\"to\", f.on_delete, f.on_update FROM sqlite_master m \
                         JOIN pragma_foreign_key_list(m.name) f WHERE m.type = 'table' AND f.\"table\" = ? COLLATE NOCASE \
                         ORDER BY m.name, f.id, f.seq) \
                   GROUP BY t, id ORDER BY t, id"
