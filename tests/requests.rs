@@ -479,10 +479,128 @@ async fn suspension_needs_confirmation(engine: Engine) {
     );
 }
 
+/// Intake: two runs racing over the application's table file each row's
+/// request exactly once, and mark every row taken.
+async fn intake_takes_each_row_once(engine: Engine) {
+    let (db, ws) = setup(engine).await;
+    let ddl = match engine {
+        Engine::Sqlite => {
+            "CREATE TABLE erasure_intake (id INTEGER PRIMARY KEY, subject TEXT NOT NULL, received_at TEXT, ticket_ref TEXT, taken_at TEXT, request_id TEXT)"
+        }
+        Engine::Postgres => {
+            "CREATE TABLE erasure_intake (id BIGINT PRIMARY KEY, subject TEXT NOT NULL, received_at TIMESTAMPTZ, ticket_ref TEXT, taken_at TIMESTAMPTZ, request_id TEXT)"
+        }
+        Engine::MariaDb => {
+            "CREATE TABLE erasure_intake (id BIGINT PRIMARY KEY, subject VARCHAR(255) NOT NULL, received_at DATETIME(6), ticket_ref VARCHAR(255), taken_at DATETIME(6), request_id VARCHAR(40))"
+        }
+    };
+    db.exec(ddl).await;
+    let subjects: Vec<i64> = (30..36).collect();
+    for (n, s) in subjects.iter().enumerate() {
+        db.exec(&format!(
+            "INSERT INTO erasure_intake (id, subject, received_at, ticket_ref) VALUES ({}, '{s}', '2026-06-10 08:00:00', 'CS-{n}')",
+            n + 1
+        ))
+        .await;
+    }
+    let cfg = std::fs::read_to_string(ws.config()).unwrap();
+    std::fs::write(
+        ws.config(),
+        cfg.replace(
+            "[requests]\n",
+            "[requests]\nintake = \"app.erasure_intake\"\n",
+        ),
+    )
+    .unwrap();
+    // Logs go to files: an unread pipe would block a chatty child.
+    let spawn = |n: u32| {
+        let log = std::fs::File::create(ws.path().join(format!("race-{n}.log"))).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["run", "--job", "erasure-requests", "--as-of", AS_OF])
+            .arg("--config")
+            .arg(ws.config())
+            .arg("--jobs")
+            .arg(ws.jobs())
+            .env("LETHE_AUDIT_KEY", common::KEY)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        (n, child)
+    };
+    let racers = [spawn(1), spawn(2)];
+    for (n, mut child) in racers {
+        let code = child.wait().unwrap().code();
+        let log = std::fs::read_to_string(ws.path().join(format!("race-{n}.log"))).unwrap();
+        assert!(
+            matches!(code, Some(0) | Some(75)),
+            "a racing run ended {code:?}:\n{log}"
+        );
+    }
+    let again = ws.lethe(&["run", "--job", "erasure-requests", "--as-of", AS_OF]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM erasure_intake WHERE taken_at IS NULL OR request_id IS NULL"
+        )
+        .await,
+        0,
+        "every row taken, with its request id"
+    );
+    let audit = ws.audit_text();
+    assert_eq!(
+        audit.matches("\"type\":\"request_received\"").count(),
+        subjects.len(),
+        "each row filed once"
+    );
+    assert_eq!(
+        audit.matches("\"type\":\"request_done\"").count(),
+        subjects.len()
+    );
+    let list = ws.lethe(&[
+        "request", "list", "--all", "--output", "json", "--as-of", AS_OF,
+    ]);
+    let lines: Vec<serde_json::Value> = list
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), subjects.len(), "{}", list.stdout);
+    assert!(
+        lines.iter().all(|l| l["state"] == "done"),
+        "{}",
+        list.stdout
+    );
+    let in_list = |s: &[i64]| {
+        s.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM users WHERE id IN ({})",
+            in_list(&subjects)
+        ))
+        .await,
+        0
+    );
+    // The next run takes nothing again.
+    let third = ws.lethe(&["run", "--job", "erasure-requests", "--as-of", AS_OF]);
+    assert_eq!(third.code, 0);
+    assert_eq!(
+        ws.audit_text()
+            .matches("\"type\":\"request_received\"")
+            .count(),
+        subjects.len()
+    );
+}
+
 on_every_engine!(
     lifecycle,
     rejected_and_refused,
-    suspension_needs_confirmation
+    suspension_needs_confirmation,
+    intake_takes_each_row_once
 );
 
 #[test]
