@@ -652,3 +652,35 @@ fn a_bad_calendar_is_a_config_error_at_its_line_and_column() {
         out.stderr
     );
 }
+
+/// `check` warns when a request's due instant falls past the calendar's last year.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_when_a_deadline_runs_past_the_calendar() {
+    let (_db, ws) = setup(Engine::Sqlite).await;
+    let mut outputs = Vec::new();
+    // Received 20 December 2026: due in January 2027, which the shipped calendar does not cover yet.
+    let id = add(&ws, A, "2026-12-20T10:00:00+08:00", &mut outputs);
+    let check = ws.lethe(&["check", "--as-of", "2026-12-21T00:00:00Z"]);
+    assert_eq!(check.code, 0, "{}", check.all());
+    assert!(
+        check
+            .stdout
+            .contains(&format!("request {id} is due in 2027")),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check
+            .stdout
+            .contains("a request received now is due in 2027"),
+        "{}",
+        check.stdout
+    );
+    // In June nothing runs past 2026.
+    let june = ws.lethe(&["check", "--as-of", AS_OF]);
+    assert!(
+        !june.stdout.contains("received now is due in"),
+        "{}",
+        june.stdout
+    );
+}
