@@ -365,6 +365,23 @@ async fn lifecycle(engine: Engine) {
     }
     let verify = ws.lethe(&["audit", "verify"]);
     assert_eq!(verify.code, 0, "{}", verify.all());
+    // The HTML report has a requests section: 3 received, 2 done (one late), 1 held.
+    let page_path = ws.path().join("report.html");
+    let report = ws.lethe(&["audit", "report", "--html", page_path.to_str().unwrap()]);
+    assert_eq!(report.code, 0, "{}", report.all());
+    let page = std::fs::read_to_string(&page_path).unwrap();
+    assert!(
+        page.contains("Erasure requests (policy VII(7))"),
+        "a requests section"
+    );
+    assert!(
+        page.contains("<tr><td class=\"r\">3</td><td class=\"r\">1</td><td class=\"r\">1</td><td class=\"r\">0</td><td class=\"r\">0</td><td class=\"r\">1</td><td class=\"r\">0</td></tr>"),
+        "received 3, on time 1, late 1, open 0, overdue 0, held 1, rejected 0"
+    );
+    for id in [&a, &h, &late] {
+        assert!(page.contains(id.as_str()), "the page lists {id}");
+    }
+    outputs.push(page);
     let everything = format!("{audit}\n{}", outputs.join("\n"));
     assert_clean(
         "the outputs and the audit log",
