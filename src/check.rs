@@ -73,6 +73,7 @@ pub async fn check_with(loaded: &Loaded, as_of: DateTime<Utc>, opts: CheckOption
         }
     }
     stores(loaded, &mut report).await;
+    crate::requests::process::calendar_warnings(loaded, as_of, &mut report.warnings).await;
     for job in &loaded.jobs {
         for rule in &job.rules {
             let Ok(db) = sources.get(&rule.target.source).await else {

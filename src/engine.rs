@@ -390,6 +390,33 @@ async fn run_traced(
         }
     };
     tracing::info!(mode = ?opts.mode, jobs = jobs.len(), "run started");
+    // Requests the application wrote into its intake table become ours
+    // before any job runs; a failing intake fails no rule, but says so.
+    let mut intake_failed = false;
+    let open_requests = match (&state, opts.mode) {
+        (Some(s), Mode::Execute) if loaded.config.requests.intake.is_some() => {
+            match crate::requests::intake::take(loaded, keys, s, &mut audit, &run_id, opts.as_of)
+                .await
+            {
+                Ok(0) => open_requests,
+                Ok(_) => match s.open_requests().await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot read the requests just taken");
+                        intake_failed = true;
+                        open_requests
+                    }
+                },
+                Err(Error::Audit(a)) => return Err(Error::Audit(a)),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot take requests from the intake table");
+                    intake_failed = true;
+                    open_requests
+                }
+            }
+        }
+        _ => open_requests,
+    };
 
     let mut fatal: Option<Error> = None;
     if let Some(s) = &state
@@ -409,7 +436,11 @@ async fn run_traced(
     }
     let mut sources = Sources::new(loaded);
     let mut reports = Vec::new();
-    let mut exit = ExitCode::Ok;
+    let mut exit = if intake_failed {
+        ExitCode::Partial
+    } else {
+        ExitCode::Ok
+    };
     let mut totals = Totals::default();
     let work = async {
         for job in jobs {

@@ -46,10 +46,13 @@ pub struct State {
 pub(crate) fn is_unique_violation(e: &Error) -> bool {
     match e {
         Error::Database { message, .. } => {
-            // PostgreSQL 23505, MySQL 1062, SQLite 2067 / 1555.
+            // PostgreSQL 23505, MySQL 1062, SQLite 2067 / 1555; MariaDB
+            // may report only the SQLSTATE class 23000, which also covers
+            // other constraints: its text says which.
             ["23505", "1062", "2067", "1555"]
                 .iter()
                 .any(|c| message.contains(&format!("error {c}:")))
+                || (message.contains("error 23000:") && message.contains("Duplicate entry"))
         }
         _ => false,
     }
@@ -98,13 +101,8 @@ impl State {
 
     async fn migrate(&self) -> Result<(), Error> {
         let err = |e: Error| Error::State(e.to_string());
-        self.db
-            .execute(&self.stmt(
-                "CREATE TABLE IF NOT EXISTS lethe_migrations (version BIGINT NOT NULL PRIMARY KEY, applied_ms BIGINT NOT NULL)",
-                vec![],
-            ))
-            .await
-            .map_err(err)?;
+        self.ddl("CREATE TABLE IF NOT EXISTS lethe_migrations (version BIGINT NOT NULL PRIMARY KEY, applied_ms BIGINT NOT NULL)")
+            .await?;
         let applied = self
             .db
             .fetch(&self.stmt(
@@ -126,10 +124,7 @@ impl State {
             // Every migration is idempotent DDL (IF NOT EXISTS): processes that
             // start together may all apply it; one records it, the others
             // meet the primary key and go on.
-            self.db
-                .execute(&self.stmt(m.sql, vec![]))
-                .await
-                .map_err(err)?;
+            self.ddl(m.sql).await?;
             let recorded = self
                 .db
                 .execute(&self.stmt(
@@ -144,6 +139,26 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Run idempotent DDL. PostgreSQL's `CREATE TABLE IF NOT EXISTS` is not
+    /// safe against itself: of two processes creating one table at once, one
+    /// can fail on the catalog's unique index (`pg_type`). The other created
+    /// it; trying once more finds it there.
+    async fn ddl(&self, sql: &str) -> Result<(), Error> {
+        let stmt = self.stmt(sql, vec![]);
+        match self.db.execute(&stmt).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_unique_violation(&e) => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                self.db
+                    .execute(&stmt)
+                    .await
+                    .map(drop)
+                    .map_err(|e| Error::State(e.to_string()))
+            }
+            Err(e) => Err(Error::State(e.to_string())),
+        }
     }
 
     /// Take the lease `name` for `holder`; `Ok(false)` if someone else holds it.

@@ -365,6 +365,23 @@ async fn lifecycle(engine: Engine) {
     }
     let verify = ws.lethe(&["audit", "verify"]);
     assert_eq!(verify.code, 0, "{}", verify.all());
+    // The HTML report has a requests section: 3 received, 2 done (one late), 1 held.
+    let page_path = ws.path().join("report.html");
+    let report = ws.lethe(&["audit", "report", "--html", page_path.to_str().unwrap()]);
+    assert_eq!(report.code, 0, "{}", report.all());
+    let page = std::fs::read_to_string(&page_path).unwrap();
+    assert!(
+        page.contains("Erasure requests (policy VII(7))"),
+        "a requests section"
+    );
+    assert!(
+        page.contains("<tr><td class=\"r\">3</td><td class=\"r\">1</td><td class=\"r\">1</td><td class=\"r\">0</td><td class=\"r\">0</td><td class=\"r\">1</td><td class=\"r\">0</td></tr>"),
+        "received 3, on time 1, late 1, open 0, overdue 0, held 1, rejected 0"
+    );
+    for id in [&a, &h, &late] {
+        assert!(page.contains(id.as_str()), "the page lists {id}");
+    }
+    outputs.push(page);
     let everything = format!("{audit}\n{}", outputs.join("\n"));
     assert_clean(
         "the outputs and the audit log",
@@ -479,10 +496,128 @@ async fn suspension_needs_confirmation(engine: Engine) {
     );
 }
 
+/// Intake: two runs racing over the application's table file each row's
+/// request exactly once, and mark every row taken.
+async fn intake_takes_each_row_once(engine: Engine) {
+    let (db, ws) = setup(engine).await;
+    let ddl = match engine {
+        Engine::Sqlite => {
+            "CREATE TABLE erasure_intake (id INTEGER PRIMARY KEY, subject TEXT NOT NULL, received_at TEXT, ticket_ref TEXT, taken_at TEXT, request_id TEXT)"
+        }
+        Engine::Postgres => {
+            "CREATE TABLE erasure_intake (id BIGINT PRIMARY KEY, subject TEXT NOT NULL, received_at TIMESTAMPTZ, ticket_ref TEXT, taken_at TIMESTAMPTZ, request_id TEXT)"
+        }
+        Engine::MariaDb => {
+            "CREATE TABLE erasure_intake (id BIGINT PRIMARY KEY, subject VARCHAR(255) NOT NULL, received_at DATETIME(6), ticket_ref VARCHAR(255), taken_at DATETIME(6), request_id VARCHAR(40))"
+        }
+    };
+    db.exec(ddl).await;
+    let subjects: Vec<i64> = (30..36).collect();
+    for (n, s) in subjects.iter().enumerate() {
+        db.exec(&format!(
+            "INSERT INTO erasure_intake (id, subject, received_at, ticket_ref) VALUES ({}, '{s}', '2026-06-10 08:00:00', 'CS-{n}')",
+            n + 1
+        ))
+        .await;
+    }
+    let cfg = std::fs::read_to_string(ws.config()).unwrap();
+    std::fs::write(
+        ws.config(),
+        cfg.replace(
+            "[requests]\n",
+            "[requests]\nintake = \"app.erasure_intake\"\n",
+        ),
+    )
+    .unwrap();
+    // Logs go to files: an unread pipe would block a chatty child.
+    let spawn = |n: u32| {
+        let log = std::fs::File::create(ws.path().join(format!("race-{n}.log"))).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["run", "--job", "erasure-requests", "--as-of", AS_OF])
+            .arg("--config")
+            .arg(ws.config())
+            .arg("--jobs")
+            .arg(ws.jobs())
+            .env("LETHE_AUDIT_KEY", common::KEY)
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        (n, child)
+    };
+    let racers = [spawn(1), spawn(2)];
+    for (n, mut child) in racers {
+        let code = child.wait().unwrap().code();
+        let log = std::fs::read_to_string(ws.path().join(format!("race-{n}.log"))).unwrap();
+        assert!(
+            matches!(code, Some(0) | Some(75)),
+            "a racing run ended {code:?}:\n{log}"
+        );
+    }
+    let again = ws.lethe(&["run", "--job", "erasure-requests", "--as-of", AS_OF]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert_eq!(
+        db.count(
+            "SELECT COUNT(*) FROM erasure_intake WHERE taken_at IS NULL OR request_id IS NULL"
+        )
+        .await,
+        0,
+        "every row taken, with its request id"
+    );
+    let audit = ws.audit_text();
+    assert_eq!(
+        audit.matches("\"type\":\"request_received\"").count(),
+        subjects.len(),
+        "each row filed once"
+    );
+    assert_eq!(
+        audit.matches("\"type\":\"request_done\"").count(),
+        subjects.len()
+    );
+    let list = ws.lethe(&[
+        "request", "list", "--all", "--output", "json", "--as-of", AS_OF,
+    ]);
+    let lines: Vec<serde_json::Value> = list
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), subjects.len(), "{}", list.stdout);
+    assert!(
+        lines.iter().all(|l| l["state"] == "done"),
+        "{}",
+        list.stdout
+    );
+    let in_list = |s: &[i64]| {
+        s.iter()
+            .map(|i| i.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    assert_eq!(
+        db.count(&format!(
+            "SELECT COUNT(*) FROM users WHERE id IN ({})",
+            in_list(&subjects)
+        ))
+        .await,
+        0
+    );
+    // The next run takes nothing again.
+    let third = ws.lethe(&["run", "--job", "erasure-requests", "--as-of", AS_OF]);
+    assert_eq!(third.code, 0);
+    assert_eq!(
+        ws.audit_text()
+            .matches("\"type\":\"request_received\"")
+            .count(),
+        subjects.len()
+    );
+}
+
 on_every_engine!(
     lifecycle,
     rejected_and_refused,
-    suspension_needs_confirmation
+    suspension_needs_confirmation,
+    intake_takes_each_row_once
 );
 
 #[test]
@@ -532,5 +667,37 @@ fn a_bad_calendar_is_a_config_error_at_its_line_and_column() {
                 .contains("deadline_working_days must be between 1 and 366"),
         "{}",
         out.stderr
+    );
+}
+
+/// `check` warns when a request's due instant falls past the calendar's last year.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_warns_when_a_deadline_runs_past_the_calendar() {
+    let (_db, ws) = setup(Engine::Sqlite).await;
+    let mut outputs = Vec::new();
+    // Received 20 December 2026: due in January 2027, which the shipped calendar does not cover yet.
+    let id = add(&ws, A, "2026-12-20T10:00:00+08:00", &mut outputs);
+    let check = ws.lethe(&["check", "--as-of", "2026-12-21T00:00:00Z"]);
+    assert_eq!(check.code, 0, "{}", check.all());
+    assert!(
+        check
+            .stdout
+            .contains(&format!("request {id} is due in 2027")),
+        "{}",
+        check.stdout
+    );
+    assert!(
+        check
+            .stdout
+            .contains("a request received now is due in 2027"),
+        "{}",
+        check.stdout
+    );
+    // In June nothing runs past 2026.
+    let june = ws.lethe(&["check", "--as-of", AS_OF]);
+    assert!(
+        !june.stdout.contains("received now is due in"),
+        "{}",
+        june.stdout
     );
 }

@@ -90,6 +90,19 @@ pub struct Report {
     pub rules: BTreeMap<(String, String), RuleRow>,
     /// Job → the policy sections its records cite (normally one).
     pub job_policies: BTreeMap<String, BTreeSet<String>>,
+    /// Erasure requests by id, from their `request_*` records.
+    pub requests: BTreeMap<String, RequestRow>,
+}
+
+/// One erasure request as its records tell it (no subject, only the id).
+#[derive(Debug, Clone, Default)]
+pub struct RequestRow {
+    pub received: String,
+    pub due: String,
+    /// `open`, `held`, `done` or `rejected`.
+    pub state: String,
+    pub completed: Option<String>,
+    pub on_time: Option<bool>,
 }
 
 fn rule_entry<'a>(
@@ -148,6 +161,46 @@ impl Report {
                         run.jobs = jobs.clone();
                     }
                     Event::RunEnd { status, .. } => run.status = status.clone(),
+                    Event::RequestReceived {
+                        request,
+                        received,
+                        due,
+                        ..
+                    } => {
+                        let r = self.requests.entry(request.clone()).or_default();
+                        r.received = received.clone();
+                        r.due = due.clone();
+                        if r.state.is_empty() {
+                            r.state = "open".into();
+                        }
+                    }
+                    Event::RequestDone {
+                        request,
+                        received,
+                        due,
+                        completed,
+                        on_time,
+                        ..
+                    } => {
+                        let r = self.requests.entry(request.clone()).or_default();
+                        r.received = received.clone();
+                        r.due = due.clone();
+                        r.state = "done".into();
+                        r.completed = Some(completed.clone());
+                        r.on_time = Some(*on_time);
+                    }
+                    Event::RequestHeld { request, due, .. } => {
+                        let r = self.requests.entry(request.clone()).or_default();
+                        r.due = due.clone();
+                        if r.state != "done" && r.state != "rejected" {
+                            r.state = "held".into();
+                        }
+                    }
+                    Event::RequestRejected { request, due, .. } => {
+                        let r = self.requests.entry(request.clone()).or_default();
+                        r.due = due.clone();
+                        r.state = "rejected".into();
+                    }
                     _ => {}
                 }
                 continue;
@@ -399,12 +452,61 @@ impl Report {
         h.push_str(&self.rules_table());
         h.push_str("</section>\n");
 
+        if !self.requests.is_empty() {
+            h.push_str(&self.requests_section(generated));
+        }
         h.push_str(&self.jobs_table(jobs));
         h.push_str(&runs_table(&self.runs, verdicts));
 
         h.push_str("<footer><p>This page holds no personal data: the audit log records subjects only as keyed hashes (HMAC-SHA-256), and this report shows only counts, names from the configuration and run ids.</p>");
         h.push_str("<p>How it counts: a batch counts unless its run rolled it back; child-table rows are counted apart from the rule's own table; <em>held</em> is what the latest run found held; failures are failed rules plus rolled-back batches. Verification: every record's SHA-256 and link, the closing <code>run_end</code> seal, and, where consulted, the head and record count the state store keeps outside the log.</p></footer>\n");
         h.push_str("</main></body></html>\n");
+        h
+    }
+
+    /// Requests received, done on time, late, open, held and rejected, and
+    /// one row per request (ids and instants only). An open request past its
+    /// due instant as of `now` (the page's generation time) is late too.
+    fn requests_section(&self, now: &str) -> String {
+        let count = |f: &dyn Fn(&RequestRow) -> bool| {
+            self.requests.values().filter(|r| f(r)).count() as u64
+        };
+        let overdue =
+            |r: &RequestRow| r.state == "open" && !r.due.is_empty() && r.due.as_str() < now;
+        let mut h = String::from("<section><h2>Erasure requests (policy VII(7))</h2>");
+        let _ = write!(
+            h,
+            "<table id=\"requests-summary\"><thead><tr><th class=\"r\">received</th><th class=\"r\">done on time</th><th class=\"r\">done late</th><th class=\"r\">open</th><th class=\"r\">open and overdue</th><th class=\"r\">held</th><th class=\"r\">rejected</th></tr></thead><tbody><tr><td class=\"r\">{}</td><td class=\"r\">{}</td><td class=\"r\">{}</td><td class=\"r\">{}</td><td class=\"r\">{}</td><td class=\"r\">{}</td><td class=\"r\">{}</td></tr></tbody></table>",
+            num(self.requests.len() as u64),
+            num(count(&|r| r.on_time == Some(true))),
+            num(count(&|r| r.on_time == Some(false))),
+            num(count(&|r| r.state == "open")),
+            num(count(&overdue)),
+            num(count(&|r| r.state == "held")),
+            num(count(&|r| r.state == "rejected")),
+        );
+        h.push_str("<table id=\"requests\"><thead><tr><th>request</th><th>received (UTC)</th><th>due (UTC)</th><th>state</th><th>completed (UTC)</th><th>on time</th></tr></thead><tbody>");
+        for (id, r) in &self.requests {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(id),
+                esc(&r.received),
+                esc(&r.due),
+                esc(if overdue(r) {
+                    "open, OVERDUE"
+                } else {
+                    r.state.as_str()
+                }),
+                esc(r.completed.as_deref().unwrap_or("-")),
+                match r.on_time {
+                    Some(true) => "yes",
+                    Some(false) => "late",
+                    None => "-",
+                }
+            );
+        }
+        h.push_str("</tbody></table></section>\n");
         h
     }
 

@@ -14,6 +14,7 @@
 //! state store too.
 
 pub mod calendar;
+pub mod intake;
 pub mod process;
 pub mod store;
 

@@ -325,3 +325,53 @@ impl Outcome {
         }
     }
 }
+
+/// `check`'s warnings about the calendar: a request filed now, or an open
+/// request, whose due instant falls in a year the calendar does not cover
+/// (holidays not yet announced: only Monday–Friday counted). The state
+/// store is read if it can be; when it cannot, only the first warning is given.
+pub async fn calendar_warnings(loaded: &Loaded, now: DateTime<Utc>, out: &mut Vec<String>) {
+    use chrono::Datelike;
+    let rc = &loaded.config.requests;
+    let uses_requests = rc.intake.is_some()
+        || loaded
+            .jobs
+            .iter()
+            .any(|j| j.trigger == crate::config::Trigger::Request);
+    if !uses_requests {
+        return;
+    }
+    let Some(file) = &rc.calendar_file else {
+        out.push(
+            "[requests] names no calendar: due instants count Monday to Friday only, without public holidays"
+                .into(),
+        );
+        return;
+    };
+    let dl = &rc.deadlines;
+    let year_of = |t: DateTime<Utc>| super::calendar::local_date(dl.tz, t).year();
+    let last = dl.calendar.last_year();
+    let filed_now = year_of(dl.due(now));
+    if !dl.calendar.covers(filed_now) {
+        out.push(format!(
+            "{}: the calendar covers years up to {}, but a request received now is due in {filed_now}: add that year's holidays and make-up workdays",
+            file.display(),
+            last.map(|y| y.to_string()).unwrap_or_else(|| "none".into())
+        ));
+    }
+    let Ok(state) = State::open(&loaded.config.state.url, loaded.config.state.lease_ttl).await
+    else {
+        return;
+    };
+    if let Ok(open) = state.open_requests().await {
+        for r in open.iter().filter(|r| !dl.calendar.covers(year_of(r.due))) {
+            out.push(format!(
+                "request {} is due in {}, a year {} does not cover: its due instant counts Monday to Friday only",
+                r.id,
+                year_of(r.due),
+                file.display()
+            ));
+        }
+    }
+    state.close().await;
+}
