@@ -11,7 +11,7 @@
 #            `lethe run` with { user_ref = "hash", payload = "null" }.
 #
 # Environment: ROWS (400000), AROWS (2000000), PG (postgres://postgres@127.0.0.1:5432),
-# CARGO_TARGET_DIR (target). Each case gets a database of its own, dropped at
+# CARGO_TARGET_DIR (target), LETHE_BIN (skip the build, use this binary). Each case gets a database of its own, dropped at
 # the end. Prints one line per measurement; figures are wall-clock seconds of
 # one run on whatever else the machine is doing.
 set -euo pipefail
@@ -22,8 +22,12 @@ ROWS="${ROWS:-400000}"
 AROWS="${AROWS:-2000000}"
 PG="${PG:-postgres://postgres@127.0.0.1:5432}"
 target="${CARGO_TARGET_DIR:-target}"
-cargo build --release --bin lethe >&2
-lethe="$target/release/lethe"
+if [ -n "${LETHE_BIN:-}" ]; then
+  lethe="$LETHE_BIN"            # a smoke run of this script with another build
+else
+  cargo build --release --bin lethe >&2
+  lethe="$target/release/lethe"
+fi
 db="lethe_walks_$$"
 work="$(mktemp -d)"
 cleanup() {
@@ -38,6 +42,7 @@ fi
 q() { psql "$PG/$db" -qAt -v ON_ERROR_STOP=1 "$@"; }
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
+export PGOPTIONS="--client-min-messages=warning"
 export LETHE_AUDIT_KEY="bench-walks-secret-0123456789"
 AS_OF="2026-06-15T12:00:00Z"   # cutoff 180 days before: 2025-12-17
 
