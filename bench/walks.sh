@@ -8,10 +8,11 @@
 #            the same with ROWS × 4.
 # anonymize: AROWS rows (30 % due), index on created_at: raw `UPDATE … SET
 #            user_ref = <HMAC-SHA-256 in SQL>, payload = NULL WHERE …` vs
-#            `lethe run` with { user_ref = "hash", payload = "null" }.
+#            `lethe run` with { user_ref = "hash", payload = "null" }, at
+#            batch_size 5,000 and "auto" (batch_time 50 ms).
 #
 # Environment: ROWS (400000), AROWS (2000000), PG (postgres://postgres@127.0.0.1:5432),
-# CARGO_TARGET_DIR (target). Each case gets a database of its own, dropped at
+# CARGO_TARGET_DIR (target), LETHE_BIN (skip the build, use this binary). Each case gets a database of its own, dropped at
 # the end. Prints one line per measurement; figures are wall-clock seconds of
 # one run on whatever else the machine is doing.
 set -euo pipefail
@@ -22,8 +23,12 @@ ROWS="${ROWS:-400000}"
 AROWS="${AROWS:-2000000}"
 PG="${PG:-postgres://postgres@127.0.0.1:5432}"
 target="${CARGO_TARGET_DIR:-target}"
-cargo build --release --bin lethe >&2
-lethe="$target/release/lethe"
+if [ -n "${LETHE_BIN:-}" ]; then
+  lethe="$LETHE_BIN"            # a smoke run of this script with another build
+else
+  cargo build --release --bin lethe >&2
+  lethe="$target/release/lethe"
+fi
 db="lethe_walks_$$"
 work="$(mktemp -d)"
 cleanup() {
@@ -38,6 +43,7 @@ fi
 q() { psql "$PG/$db" -qAt -v ON_ERROR_STOP=1 "$@"; }
 now() { date +%s.%N; }
 secs() { echo "$2 - $1" | bc; }
+export PGOPTIONS="--client-min-messages=warning"
 export LETHE_AUDIT_KEY="bench-walks-secret-0123456789"
 AS_OF="2026-06-15T12:00:00Z"   # cutoff 180 days before: 2025-12-17
 
@@ -122,9 +128,11 @@ if [ "$what" = anonymize ] || [ "$what" = all ]; then
   opad=$(printf '%0128d' 0 | sed 's/0/5c/g' | head -c 128)
   r=$(raw "UPDATE events SET user_ref = encode(sha256(decode('$opad', 'hex') || sha256(decode('$ipad', 'hex') || convert_to(user_ref, 'UTF8'))), 'hex'), payload = NULL WHERE created_at < '2025-12-17 12:00:00'")
   echo "anonymize rows=$rows due=$due index raw_update ${r}s"
-  fill "$rows" index
-  read -r t longest walk < <(lethe_run pseudonymize '{ anonymize = { user_ref = "hash", payload = "null" } }' 5000)
-  left=$(q -c "SELECT COUNT(*) FROM events WHERE created_at < '2025-12-17 12:00:00' AND payload IS NOT NULL")
-  ratio=$(echo "scale=3; $r / $t" | bc)
-  echo "anonymize rows=$rows due=$due index lethe batch=5000 walk=$walk ${t}s longest_batch=${longest}ms left=$left ratio_vs_raw=$ratio"
+  for batch in 5000 '"auto"'; do
+    fill "$rows" index
+    read -r t longest walk < <(lethe_run pseudonymize '{ anonymize = { user_ref = "hash", payload = "null" } }' "$batch")
+    left=$(q -c "SELECT COUNT(*) FROM events WHERE created_at < '2025-12-17 12:00:00' AND payload IS NOT NULL")
+    ratio=$(echo "scale=3; $r / $t" | bc)
+    echo "anonymize rows=$rows due=$due index lethe batch=$batch walk=$walk ${t}s longest_batch=${longest}ms left=$left ratio_vs_raw=$ratio"
+  done
 fi

@@ -648,10 +648,77 @@ fn walk_and_batch_time_keys_are_validated_with_positions() {
     }
 }
 
+/// A child found through a column no index leads with is scanned whole by
+/// every batch: the plan says so, with the numbers, per child.
+async fn plan_notes_each_child_without_an_index(engine: Engine) {
+    let db = small_evp(engine, 300).await;
+    db.exec("CREATE TABLE evc (id BIGINT PRIMARY KEY, evp_id BIGINT NOT NULL, note VARCHAR(20))")
+        .await;
+    db.exec("CREATE TABLE evi (id BIGINT PRIMARY KEY, evp_id BIGINT NOT NULL)")
+        .await;
+    db.exec("CREATE INDEX evi_evp ON evi (evp_id)").await;
+    let rows: Vec<String> = (1..=600)
+        .map(|i| format!("({i}, {}, 'c')", 1 + (i - 1) / 2))
+        .collect();
+    db.exec(&format!("INSERT INTO evc VALUES {}", rows.join(", ")))
+        .await;
+    let job = r#"
+name = "logs"
+policy = "II(2)2"
+[[rules]]
+name = "old"
+target = "app.evp"
+subject = "user_ref"
+hold = "app.holds.user_ref"
+select = { column = "created_at", older_than = "180d" }
+action = "delete"
+batch_size = 10
+  [[rules.children]]
+  target = "app.evc"
+  foreign_key = "evp_id"
+  action = "delete"
+  [[rules.children]]
+  target = "app.evi"
+  foreign_key = "evp_id"
+  action = "delete"
+"#;
+    let ws = Workspace::new(&db.url, &[("logs.toml", job)]);
+    let plan = ws.lethe(&["plan", "--as-of", AS_OF, "--output", "json"]);
+    let rule: serde_json::Value = plan
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["type"] == "rule")
+        .unwrap_or_else(|| panic!("no rule line: {}", plan.all()));
+    // 90 due, 6 of them held: 84 rows in batches of 10.
+    assert_eq!(rule["matched"], 84, "{rule}");
+    let notes: Vec<&str> = rule["notes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no notes: {rule}"))
+        .iter()
+        .filter_map(|n| n.as_str())
+        .collect();
+    assert_eq!(notes.len(), 1, "only the unindexed child: {notes:?}");
+    assert!(
+        notes[0].contains("child app.evc is found by `evp_id`")
+            && notes[0].contains("each of about 9 batch(es) scans its 600 rows"),
+        "{notes:?}"
+    );
+    let table = ws.lethe(&["plan", "--as-of", AS_OF]);
+    assert!(
+        table
+            .stdout
+            .contains("! child app.evc is found by `evp_id`"),
+        "{}",
+        table.all()
+    );
+}
+
 on_every_engine!(
     select_walk_continues_on_an_index_bound,
     key_walk_is_bounded_on_the_key_index,
     key_walk_acts_on_each_due_row_once,
     one_statement_hash_equals_lethe_hmac,
     time_sized_batches_stay_within_bounds,
+    plan_notes_each_child_without_an_index,
 );
