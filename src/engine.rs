@@ -212,9 +212,21 @@ impl<'a> Sources<'a> {
                 .sources
                 .get(name)
                 .ok_or_else(|| format!("unknown source `{name}`"))?;
-            let res = Db::connect(name, &src.url, src.max_connections, src.batch_pause)
-                .await
-                .map_err(|e| format!("{e} ({})", src.display_url()));
+            let mut outage = Outage::default();
+            let res = loop {
+                match Db::connect(name, &src.url, src.max_connections, src.batch_pause).await {
+                    Ok(mut db) => {
+                        db.reconnect_for = src.reconnect_for;
+                        break Ok(db);
+                    }
+                    Err(e) => {
+                        if let Err(e) = outage.wait(name, src.reconnect_for, e).await {
+                            break Err(e);
+                        }
+                    }
+                }
+            }
+            .map_err(|e| format!("{e} ({})", src.display_url()));
             if let Err(e) = &res {
                 tracing::error!(source = name, error = %e, "source unreachable");
             }
@@ -1000,6 +1012,55 @@ fn process_child<'a>(
     })
 }
 
+/// A connection outage in progress: when it began and how many times the
+/// work was tried again since. Reset by every commit.
+#[derive(Default)]
+struct Outage {
+    since: Option<Instant>,
+    attempts: u32,
+}
+
+impl Outage {
+    /// After a lost connection (`Error::Connection`, before any commit was
+    /// asked for): wait (100 ms, doubling, at most 2 s) and return `Ok` to
+    /// try again, for as long as `budget` (the source's `reconnect_for`)
+    /// allows since the outage began. Any other error, or an outage longer
+    /// than the budget, comes back as `Err`, saying how long was tried.
+    async fn wait(&mut self, source: &str, budget: Duration, e: Error) -> Result<(), Error> {
+        let Error::Connection { message, .. } = &e else {
+            return Err(e);
+        };
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let waited = since.elapsed();
+        if waited >= budget {
+            return Err(Error::Connection {
+                source_name: source.to_string(),
+                message: if budget.is_zero() {
+                    format!("{message} (reconnect_for is 0s: not retried)")
+                } else {
+                    format!(
+                        "{message}; still unreachable after reconnecting for {:.1} s (reconnect_for = {} s)",
+                        waited.as_secs_f64(),
+                        budget.as_secs()
+                    )
+                },
+            });
+        }
+        self.attempts += 1;
+        let wait = Duration::from_millis(100u64 << self.attempts.saturating_sub(1).min(4))
+            .min(budget - waited);
+        tracing::warn!(
+            source,
+            attempt = self.attempts,
+            wait_ms = wait.as_millis() as u64,
+            error = %message,
+            "connection lost; reconnecting"
+        );
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+}
+
 /// How many times one batch is tried again after the server rolled it back
 /// on a conflict before the rule fails.
 const MAX_CONFLICT_RETRIES: u32 = 8;
@@ -1125,6 +1186,27 @@ async fn commit_batch(
         }
     };
     if let Err(e) = committed {
+        if let Error::Connection {
+            source_name,
+            message,
+        } = &e
+        {
+            // The commit was sent and the answer lost: it may have
+            // committed. Record that it is unknown, never that it rolled back.
+            ctx.audit.append(Event::BatchUnknown {
+                job: ctx.job.name.clone(),
+                rule: rule.name.clone(),
+                batch: done.batch,
+                reason: e.to_string(),
+            })?;
+            return Err(Error::Connection {
+                source_name: source_name.clone(),
+                message: format!(
+                    "{message}: the connection was lost while batch {} was committing, so whether it committed is unknown; the rule stops here and a later run deletes whatever of it is left",
+                    done.batch
+                ),
+            });
+        }
         let record = rollback_event(ctx, rule, done.batch, &e);
         ctx.audit.append(record)?;
         return Err(e);
@@ -1212,6 +1294,8 @@ async fn execute(
     let mut batch_no = 0u64;
     // Conflicts in a row on the current batch; reset by every commit.
     let mut conflicts = 0u32;
+    // A lost connection, retried within the source's `reconnect_for`.
+    let mut outage = Outage::default();
     // One-statement deletes walk each physical table in turn (a ctid is
     // unique only within one); every other path has a single part.
     for part in &parts {
@@ -1224,7 +1308,13 @@ async fn execute(
                 return Ok(());
             }
             let started = Instant::now();
-            let mut tx = db.begin().await?;
+            let mut tx = match db.begin().await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    outage.wait(&db.name, db.reconnect_for, e).await?;
+                    continue;
+                }
+            };
             let mut children = Vec::new();
             let outcome: Result<Fetched, Error> = async {
                 if fast {
@@ -1297,6 +1387,13 @@ async fn execute(
             .await;
             let fetched = match outcome {
                 Ok(r) => r,
+                Err(e @ Error::Connection { .. }) => {
+                    // Nothing of the batch was recorded or committed.
+                    let _ = tx.rollback(db).await;
+                    outage.wait(&db.name, db.reconnect_for, e).await?;
+                    report.retries += 1;
+                    continue;
+                }
                 Err(e) => {
                     roll_back_or_retry(db, tx, e, &mut conflicts).await?;
                     report.retries += 1;
@@ -1321,6 +1418,7 @@ async fn execute(
                     };
                     commit_batch(ctx, db, tx, rule, report, bar, done, started).await?;
                     conflicts = 0;
+                    outage = Outage::default();
                     bound = del.bound;
                     if del.count < sql.batch_size as u64 {
                         break;
@@ -1380,6 +1478,7 @@ async fn execute(
             };
             commit_batch(ctx, db, tx, rule, report, bar, done, started).await?;
             conflicts = 0;
+            outage = Outage::default();
             cursor = Some(next);
             if rows.len() < sql.batch_size {
                 break;
