@@ -264,7 +264,16 @@ async fn run_traced(
     let jobs = select_jobs(loaded, &opts.jobs)?;
     // The state store names the run this one links to (executed runs only).
     let (state, prev) = if opts.mode == Mode::Execute {
-        let s = State::open(&loaded.config.state.url, loaded.config.state.lease_ttl).await?;
+        // Unreachable: the run stops here, before its log or any data.
+        let s = State::open(&loaded.config.state.url, loaded.config.state.lease_ttl)
+            .await
+            .map_err(|e| {
+                Error::State(format!(
+                    "cannot open {} ({}); nothing was touched",
+                    crate::config::redact_url(&loaded.config.state.url),
+                    e.to_string().trim_start_matches("state store: ")
+                ))
+            })?;
         match s.last_run().await {
             Ok(prev) => (Some(s), prev),
             Err(e) => {
@@ -601,7 +610,10 @@ async fn run_job_leased(
             run.await
         }
     };
-    state.release(&lease, run_id).await?;
+    if let Err(e) = state.release(&lease, run_id).await {
+        // The lease expires on its own; the job's outcome stands.
+        tracing::warn!(lease = %lease, error = %e, "cannot release the job's lease");
+    }
     result.map(Some)
 }
 

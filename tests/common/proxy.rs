@@ -123,6 +123,12 @@ impl Proxy {
         self.shared.refuse_forever.store(true, Ordering::SeqCst);
     }
 
+    /// Accept new connections again.
+    pub fn accept_again(&self) {
+        self.shared.refuse_forever.store(false, Ordering::SeqCst);
+        self.shared.refuse_until.store(0, Ordering::SeqCst);
+    }
+
     /// Hold every byte for `d`.
     pub fn stall_for(&self, d: Duration) {
         self.shared
