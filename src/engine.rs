@@ -1205,12 +1205,8 @@ async fn commit_batch(
         {
             // The commit was sent and the answer lost: it may have
             // committed. Record that it is unknown, never that it rolled back.
-            ctx.audit.append(Event::BatchUnknown {
-                job: ctx.job.name.clone(),
-                rule: rule.name.clone(),
-                batch: done.batch,
-                reason: e.to_string(),
-            })?;
+            ctx.audit
+                .append(rollback_event(ctx, rule, done.batch, &e))?;
             return Err(Error::Connection {
                 source_name: source_name.clone(),
                 message: format!(
@@ -1244,8 +1240,18 @@ fn batch_event(ctx: &JobCtx<'_>, rule: &Rule, report: &RuleReport, done: &BatchD
     }
 }
 
-/// The record that a recorded batch did not commit after all.
+/// The record that a recorded batch did not commit after all — or, when the
+/// connection was lost while it was committing, that whether it did is
+/// unknown (never a rollback it may not have been).
 fn rollback_event(ctx: &JobCtx<'_>, rule: &Rule, batch: u64, e: &Error) -> Event {
+    if matches!(e, Error::Connection { .. }) {
+        return Event::BatchUnknown {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            batch,
+            reason: e.to_string(),
+        };
+    }
     Event::BatchRollback {
         job: ctx.job.name.clone(),
         rule: rule.name.clone(),
