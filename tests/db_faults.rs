@@ -177,7 +177,38 @@ async fn a_lasting_outage_fails_the_rule_clearly(engine: Engine) {
     assert_eq!(verify.code, 0, "{}", verify.all());
 }
 
+/// Traffic held for 2 s mid-run (a stalled network or a paused server):
+/// statements wait, nothing is retried or doubled, the run completes.
+async fn a_stall_is_waited_out(engine: Engine) {
+    let db = TestDb::create(engine).await;
+    db.seed(120, now()).await;
+    let expired = db
+        .count(&format!("SELECT COUNT(*) FROM events WHERE {CUT}"))
+        .await;
+    let proxy = Proxy::start(&format!("127.0.0.1:{}", server_port(engine)));
+    let ws = workspace(&db, &proxy, engine, "30s");
+    let started = Instant::now();
+    let (code, out) = run_with_fault(&ws, || proxy.stall_for(Duration::from_secs(2)));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "the stall was felt"
+    );
+    assert_eq!(
+        db.count(&format!("SELECT COUNT(*) FROM events WHERE {CUT}"))
+            .await,
+        0
+    );
+    let recorded: u64 = batches(&ws).iter().map(|(_, n)| n).sum();
+    assert_eq!(recorded, expired, "every deleted row recorded once");
+    assert_eq!(ws.lethe(&["audit", "verify"]).code, 0);
+}
+
 mod postgres {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stall_is_waited_out() {
+        super::a_stall_is_waited_out(super::Engine::Postgres).await
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failover_is_ridden_out() {
         super::a_failover_is_ridden_out(super::Engine::Postgres).await
@@ -189,6 +220,10 @@ mod postgres {
 }
 
 mod mariadb {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stall_is_waited_out() {
+        super::a_stall_is_waited_out(super::Engine::MariaDb).await
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failover_is_ridden_out() {
         super::a_failover_is_ridden_out(super::Engine::MariaDb).await
