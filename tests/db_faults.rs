@@ -233,3 +233,26 @@ mod mariadb {
         super::a_lasting_outage_fails_the_rule_clearly(super::Engine::MariaDb).await
     }
 }
+
+/// `reconnect_for` is read like `batch_pause`: a bad value is refused with
+/// its file, line and column; absent, it is 30 s.
+#[test]
+fn reconnect_for_is_validated_and_defaults_to_30s() {
+    let ws = Workspace::new("sqlite://unused.db", &[("logs.toml", JOB)]);
+    let cfg = std::fs::read_to_string(ws.config()).unwrap();
+    let loaded = lethe::config::load(&ws.config(), &ws.jobs()).unwrap();
+    assert_eq!(
+        loaded.config.sources["app"].reconnect_for,
+        Duration::from_secs(30)
+    );
+    let bad = cfg.replacen(
+        "[sources.app]\n",
+        "[sources.app]\nreconnect_for = \"soon\"\n",
+        1,
+    );
+    std::fs::write(ws.config(), bad).unwrap();
+    let out = ws.lethe(&["check"]);
+    assert_eq!(out.code, 78, "{}", out.all());
+    assert!(out.stderr.contains("lethe.toml:4:"), "{}", out.stderr);
+    assert!(out.stderr.contains("soon"), "{}", out.stderr);
+}
