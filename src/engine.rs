@@ -394,72 +394,61 @@ async fn run_traced(
     let mut reports = Vec::new();
     let mut exit = ExitCode::Ok;
     let mut totals = Totals::default();
-    let work = async {
-        for job in jobs {
-            if fatal.is_some() {
-                break;
-            }
-            if opts.cancel.is_cancelled() {
-                break;
-            }
-            let mut ctx = JobCtx {
-                job,
-                keys,
-                audit: &mut audit,
-                opts: &opts,
-            };
-            let res = match &state {
-                Some(state) => run_job_leased(&mut ctx, state, &run_id, &mut sources).await,
-                None => run_job(&mut ctx, &mut sources).await.map(Some),
-            };
-            match res {
-                Ok(Some(report)) => {
-                    for r in &report.rules {
-                        exit = exit.worst(match r.status {
-                            RuleStatus::Pending => ExitCode::Pending,
-                            RuleStatus::Done => ExitCode::Ok,
-                            RuleStatus::Guard => ExitCode::Guard,
-                            RuleStatus::Failed => ExitCode::Partial,
-                            RuleStatus::Interrupted => ExitCode::Ok,
-                        });
-                        match r.action.as_str() {
-                            "delete" => totals.deleted += r.done,
-                            "anonymize" => totals.anonymized += r.done,
-                            _ => {}
-                        }
-                        object_rules::add_totals(&mut totals, r, opts.mode);
-                        totals.held += r.held;
-                        totals.failed_rules += u64::from(r.status == RuleStatus::Failed);
-                        totals.guard_trips += u64::from(r.status == RuleStatus::Guard);
-                    }
-                    reports.push(report);
-                }
-                Ok(None) => {
-                    exit = exit.worst(ExitCode::Locked);
-                    reports.push(JobReport {
-                        job: job.name.clone(),
-                        policy: job.policy.clone(),
-                        status: "locked".into(),
-                        duration_ms: 0,
-                        rules: vec![],
+    for job in jobs {
+        if fatal.is_some() {
+            break;
+        }
+        if opts.cancel.is_cancelled() {
+            break;
+        }
+        let mut ctx = JobCtx {
+            job,
+            keys,
+            audit: &mut audit,
+            opts: &opts,
+        };
+        let res = match &state {
+            Some(state) => run_job_leased(&mut ctx, state, &run_id, &mut sources).await,
+            None => run_job(&mut ctx, &mut sources).await.map(Some),
+        };
+        match res {
+            Ok(Some(report)) => {
+                for r in &report.rules {
+                    exit = exit.worst(match r.status {
+                        RuleStatus::Pending => ExitCode::Pending,
+                        RuleStatus::Done => ExitCode::Ok,
+                        RuleStatus::Guard => ExitCode::Guard,
+                        RuleStatus::Failed => ExitCode::Partial,
+                        RuleStatus::Interrupted => ExitCode::Ok,
                     });
+                    match r.action.as_str() {
+                        "delete" => totals.deleted += r.done,
+                        "anonymize" => totals.anonymized += r.done,
+                        _ => {}
+                    }
+                    object_rules::add_totals(&mut totals, r, opts.mode);
+                    totals.held += r.held;
+                    totals.failed_rules += u64::from(r.status == RuleStatus::Failed);
+                    totals.guard_trips += u64::from(r.status == RuleStatus::Guard);
                 }
-                Err(e) => {
-                    // The audit log or the state store failed: stop everything.
-                    fatal = Some(e);
-                    break;
-                }
+                reports.push(report);
+            }
+            Ok(None) => {
+                exit = exit.worst(ExitCode::Locked);
+                reports.push(JobReport {
+                    job: job.name.clone(),
+                    policy: job.policy.clone(),
+                    status: "locked".into(),
+                    duration_ms: 0,
+                    rules: vec![],
+                });
+            }
+            Err(e) => {
+                // The audit log or the state store failed: stop everything.
+                fatal = Some(e);
+                break;
             }
         }
-    };
-    match &state {
-        // The run lease says this process is alive for as long as it runs.
-        Some(s) => tokio::select! {
-            biased;
-            () = work => {}
-            () = recovery::keep_run_lease(s, &run_lease, &run_id) => {}
-        },
-        None => work.await,
     }
     sources.close().await;
 
@@ -581,12 +570,16 @@ async fn run_job_leased(
         async move {
             loop {
                 tokio::time::sleep(every).await;
+                // The run lease says this process is alive (a crash is told
+                // apart from a run still going by it); renewed beside the job's.
+                recovery::renew_run_lease(state, &holder).await;
                 if !matches!(state.renew(&lease, &holder).await, Ok(true)) {
                     return;
                 }
             }
         }
     };
+    recovery::renew_run_lease(state, run_id).await;
     let job_cancel = ctx.opts.cancel.child_token();
     let opts = RunOptions {
         cancel: job_cancel.clone(),
