@@ -37,7 +37,15 @@ fn server_port(engine: Engine) -> u16 {
 
 /// A workspace whose source goes through `proxy`.
 fn workspace(db: &TestDb, proxy: &Proxy, engine: Engine, reconnect_for: &str) -> Workspace {
-    let url = proxy.url(&db.url, server_port(engine));
+    let mut url = proxy.url(&db.url, server_port(engine));
+    if engine == Engine::Postgres {
+        // In clear, so the proxy can see a COMMIT go by.
+        url.push_str(if url.contains('?') {
+            "&sslmode=disable"
+        } else {
+            "?sslmode=disable"
+        });
+    }
     let ws = Workspace::new(&url, &[("logs.toml", JOB)]);
     let cfg = std::fs::read_to_string(ws.config()).unwrap();
     let cfg = cfg.replacen(
@@ -204,7 +212,56 @@ async fn a_stall_is_waited_out(engine: Engine) {
     assert_eq!(ws.lethe(&["audit", "verify"]).code, 0);
 }
 
+/// The answer to a COMMIT is lost (the server committed it): Lethe records
+/// `batch_unknown`, never `batch_rollback`, stops the rule (exit 3) with a
+/// message saying so, and the next run finishes; what was recorded covers
+/// what was deleted, nothing is deleted twice, and the log verifies.
+async fn a_lost_commit_answer_is_recorded_as_unknown(engine: Engine) {
+    let db = TestDb::create(engine).await;
+    db.seed(120, now()).await;
+    let expired = db
+        .count(&format!("SELECT COUNT(*) FROM events WHERE {CUT}"))
+        .await;
+    let proxy = Proxy::start(&format!("127.0.0.1:{}", server_port(engine)));
+    let ws = workspace(&db, &proxy, engine, "30s");
+    let (code, out) = run_with_fault(&ws, || proxy.lose_next_commit_answer());
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("whether it committed is unknown"), "{out}");
+    let records = ws.last_records();
+    let unknown = records
+        .iter()
+        .position(|r| matches!(r.event, Event::BatchUnknown { .. }))
+        .expect("a batch_unknown record");
+    assert!(
+        matches!(records[unknown - 1].event, Event::Batch { .. }),
+        "right after the batch it is about"
+    );
+    assert!(!ws.audit_text().contains("batch_rollback"));
+    let left = db
+        .count(&format!("SELECT COUNT(*) FROM events WHERE {CUT}"))
+        .await;
+    let recorded: u64 = batches(&ws).iter().map(|(_, n)| n).sum();
+    assert_eq!(
+        recorded,
+        expired - left,
+        "the server committed the batch whose answer was lost"
+    );
+    let again = ws.lethe(&["run", "--as-of", AS_OF]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert_eq!(
+        db.count(&format!("SELECT COUNT(*) FROM events WHERE {CUT}"))
+            .await,
+        0
+    );
+    let verify = ws.lethe(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.all());
+}
+
 mod postgres {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_commit_answer_is_recorded_as_unknown() {
+        super::a_lost_commit_answer_is_recorded_as_unknown(super::Engine::Postgres).await
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stall_is_waited_out() {
         super::a_stall_is_waited_out(super::Engine::Postgres).await
@@ -220,6 +277,10 @@ mod postgres {
 }
 
 mod mariadb {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_lost_commit_answer_is_recorded_as_unknown() {
+        super::a_lost_commit_answer_is_recorded_as_unknown(super::Engine::MariaDb).await
+    }
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stall_is_waited_out() {
         super::a_stall_is_waited_out(super::Engine::MariaDb).await

@@ -29,6 +29,9 @@ struct Shared {
     last_activity: AtomicU64,
     /// Both sockets of every open connection, to cut them.
     open: Mutex<Vec<(TcpStream, TcpStream)>>,
+    /// Armed: the next client message holding `COMMIT` reaches the server,
+    /// and its answer never comes back (every connection is cut).
+    lose_commit: AtomicBool,
     accepted: AtomicU64,
     refused: AtomicU64,
     cut: AtomicU64,
@@ -68,12 +71,16 @@ impl Proxy {
                     .lock()
                     .unwrap()
                     .push((client.try_clone().unwrap(), server.try_clone().unwrap()));
-                for (from, to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                for (from, to, upstream) in [
+                    (
+                        client.try_clone().unwrap(),
+                        server.try_clone().unwrap(),
+                        true,
+                    ),
+                    (server, client, false),
                 ] {
                     let s = s.clone();
-                    std::thread::spawn(move || pump(from, to, &s));
+                    std::thread::spawn(move || pump(from, to, upstream, &s));
                 }
             }
         });
@@ -123,6 +130,13 @@ impl Proxy {
         self.shared.refuse_forever.store(true, Ordering::SeqCst);
     }
 
+    /// Let the next `COMMIT` reach the server and lose its answer: traffic
+    /// is held, the server is given 200 ms to commit, then every connection
+    /// is cut. The client cannot know whether it committed.
+    pub fn lose_next_commit_answer(&self) {
+        self.shared.lose_commit.store(true, Ordering::SeqCst);
+    }
+
     /// Accept new connections again.
     pub fn accept_again(&self) {
         self.shared.refuse_forever.store(false, Ordering::SeqCst);
@@ -146,13 +160,32 @@ impl Proxy {
     }
 }
 
-fn pump(mut from: TcpStream, mut to: TcpStream, s: &Shared) {
+fn pump(mut from: TcpStream, mut to: TcpStream, upstream: bool, s: &Shared) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if upstream
+            && buf[..n]
+                .windows(6)
+                .any(|w| w.eq_ignore_ascii_case(b"COMMIT"))
+            && s.lose_commit.swap(false, Ordering::SeqCst)
+        {
+            // Hold the answer, let the commit through, then cut everything.
+            s.stall_until.store(u64::MAX, Ordering::SeqCst);
+            let _ = to.write_all(&buf[..n]);
+            std::thread::sleep(Duration::from_millis(200));
+            let open = std::mem::take(&mut *s.open.lock().unwrap());
+            for (a, b) in open {
+                let _ = a.shutdown(Shutdown::Both);
+                let _ = b.shutdown(Shutdown::Both);
+                s.cut.fetch_add(1, Ordering::SeqCst);
+            }
+            s.stall_until.store(0, Ordering::SeqCst);
+            break;
+        }
         while now_ms() < s.stall_until.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(5));
         }
