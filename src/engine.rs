@@ -233,9 +233,21 @@ impl<'a> Sources<'a> {
                 .sources
                 .get(name)
                 .ok_or_else(|| format!("unknown source `{name}`"))?;
-            let res = Db::connect(name, &src.url, src.max_connections, src.batch_pause)
-                .await
-                .map_err(|e| format!("{e} ({})", src.display_url()));
+            let mut outage = Outage::default();
+            let res = loop {
+                match Db::connect(name, &src.url, src.max_connections, src.batch_pause).await {
+                    Ok(mut db) => {
+                        db.reconnect_for = src.reconnect_for;
+                        break Ok(db);
+                    }
+                    Err(e) => {
+                        if let Err(e) = outage.wait(name, src.reconnect_for, e).await {
+                            break Err(e);
+                        }
+                    }
+                }
+            }
+            .map_err(|e| format!("{e} ({})", src.display_url()));
             if let Err(e) = &res {
                 tracing::error!(source = name, error = %e, "source unreachable");
             }
@@ -273,7 +285,16 @@ async fn run_traced(
     let jobs = select_jobs(loaded, &opts.jobs)?;
     // The state store names the run this one links to (executed runs only).
     let (state, prev) = if opts.mode == Mode::Execute {
-        let s = State::open(&loaded.config.state.url, loaded.config.state.lease_ttl).await?;
+        // Unreachable: the run stops here, before its log or any data.
+        let s = State::open(&loaded.config.state.url, loaded.config.state.lease_ttl)
+            .await
+            .map_err(|e| {
+                Error::State(format!(
+                    "cannot open {} ({}); nothing was touched",
+                    crate::config::redact_url(&loaded.config.state.url),
+                    e.to_string().trim_start_matches("state store: ")
+                ))
+            })?;
         match s.last_run().await {
             Ok(prev) => (Some(s), prev),
             Err(e) => {
@@ -442,73 +463,62 @@ async fn run_traced(
         ExitCode::Ok
     };
     let mut totals = Totals::default();
-    let work = async {
-        for job in jobs {
-            if fatal.is_some() {
-                break;
-            }
-            if opts.cancel.is_cancelled() {
-                break;
-            }
-            let mut ctx = JobCtx {
-                job,
-                keys,
-                audit: &mut audit,
-                opts: &opts,
-                requests: &open_requests,
-            };
-            let res = match &state {
-                Some(state) => run_job_leased(&mut ctx, state, &run_id, &mut sources).await,
-                None => run_job(&mut ctx, &mut sources).await.map(Some),
-            };
-            match res {
-                Ok(Some(report)) => {
-                    for r in &report.rules {
-                        exit = exit.worst(match r.status {
-                            RuleStatus::Pending => ExitCode::Pending,
-                            RuleStatus::Done => ExitCode::Ok,
-                            RuleStatus::Guard => ExitCode::Guard,
-                            RuleStatus::Failed => ExitCode::Partial,
-                            RuleStatus::Interrupted => ExitCode::Ok,
-                        });
-                        match r.action.as_str() {
-                            "delete" => totals.deleted += r.done,
-                            "anonymize" => totals.anonymized += r.done,
-                            _ => {}
-                        }
-                        object_rules::add_totals(&mut totals, r, opts.mode);
-                        totals.held += r.held;
-                        totals.failed_rules += u64::from(r.status == RuleStatus::Failed);
-                        totals.guard_trips += u64::from(r.status == RuleStatus::Guard);
-                    }
-                    reports.push(report);
-                }
-                Ok(None) => {
-                    exit = exit.worst(ExitCode::Locked);
-                    reports.push(JobReport {
-                        job: job.name.clone(),
-                        policy: job.policy.clone(),
-                        status: "locked".into(),
-                        duration_ms: 0,
-                        rules: vec![],
+    for job in jobs {
+        if fatal.is_some() {
+            break;
+        }
+        if opts.cancel.is_cancelled() {
+            break;
+        }
+        let mut ctx = JobCtx {
+            job,
+            keys,
+            audit: &mut audit,
+            opts: &opts,
+            requests: &open_requests,
+        };
+        let res = match &state {
+            Some(state) => run_job_leased(&mut ctx, state, &run_id, &mut sources).await,
+            None => run_job(&mut ctx, &mut sources).await.map(Some),
+        };
+        match res {
+            Ok(Some(report)) => {
+                for r in &report.rules {
+                    exit = exit.worst(match r.status {
+                        RuleStatus::Pending => ExitCode::Pending,
+                        RuleStatus::Done => ExitCode::Ok,
+                        RuleStatus::Guard => ExitCode::Guard,
+                        RuleStatus::Failed => ExitCode::Partial,
+                        RuleStatus::Interrupted => ExitCode::Ok,
                     });
+                    match r.action.as_str() {
+                        "delete" => totals.deleted += r.done,
+                        "anonymize" => totals.anonymized += r.done,
+                        _ => {}
+                    }
+                    object_rules::add_totals(&mut totals, r, opts.mode);
+                    totals.held += r.held;
+                    totals.failed_rules += u64::from(r.status == RuleStatus::Failed);
+                    totals.guard_trips += u64::from(r.status == RuleStatus::Guard);
                 }
-                Err(e) => {
-                    // The audit log or the state store failed: stop everything.
-                    fatal = Some(e);
-                    break;
-                }
+                reports.push(report);
+            }
+            Ok(None) => {
+                exit = exit.worst(ExitCode::Locked);
+                reports.push(JobReport {
+                    job: job.name.clone(),
+                    policy: job.policy.clone(),
+                    status: "locked".into(),
+                    duration_ms: 0,
+                    rules: vec![],
+                });
+            }
+            Err(e) => {
+                // The audit log or the state store failed: stop everything.
+                fatal = Some(e);
+                break;
             }
         }
-    };
-    match &state {
-        // The run lease says this process is alive for as long as it runs.
-        Some(s) => tokio::select! {
-            biased;
-            () = work => {}
-            () = recovery::keep_run_lease(s, &run_lease, &run_id) => {}
-        },
-        None => work.await,
     }
     sources.close().await;
 
@@ -676,12 +686,16 @@ async fn run_job_leased(
         async move {
             loop {
                 tokio::time::sleep(every).await;
+                // The run lease says this process is alive (a crash is told
+                // apart from a run still going by it); renewed beside the job's.
+                recovery::renew_run_lease(state, &holder).await;
                 if !matches!(state.renew(&lease, &holder).await, Ok(true)) {
                     return;
                 }
             }
         }
     };
+    recovery::renew_run_lease(state, run_id).await;
     let job_cancel = ctx.opts.cancel.child_token();
     let opts = RunOptions {
         cancel: job_cancel.clone(),
@@ -706,7 +720,10 @@ async fn run_job_leased(
             run.await
         }
     };
-    state.release(&lease, run_id).await?;
+    if let Err(e) = state.release(&lease, run_id).await {
+        // The lease expires on its own; the job's outcome stands.
+        tracing::warn!(lease = %lease, error = %e, "cannot release the job's lease");
+    }
     result.map(Some)
 }
 
@@ -1224,6 +1241,55 @@ fn process_child<'a>(
     })
 }
 
+/// A connection outage in progress: when it began and how many times the
+/// work was tried again since. Reset by every commit.
+#[derive(Default)]
+struct Outage {
+    since: Option<Instant>,
+    attempts: u32,
+}
+
+impl Outage {
+    /// After a lost connection (`Error::Connection`, before any commit was
+    /// asked for): wait (100 ms, doubling, at most 2 s) and return `Ok` to
+    /// try again, for as long as `budget` (the source's `reconnect_for`)
+    /// allows since the outage began. Any other error, or an outage longer
+    /// than the budget, comes back as `Err`, saying how long was tried.
+    async fn wait(&mut self, source: &str, budget: Duration, e: Error) -> Result<(), Error> {
+        let Error::Connection { message, .. } = &e else {
+            return Err(e);
+        };
+        let since = *self.since.get_or_insert_with(Instant::now);
+        let waited = since.elapsed();
+        if waited >= budget {
+            return Err(Error::Connection {
+                source_name: source.to_string(),
+                message: if budget.is_zero() {
+                    format!("{message} (reconnect_for is 0s: not retried)")
+                } else {
+                    format!(
+                        "{message}; still unreachable after reconnecting for {:.1} s (reconnect_for = {} s)",
+                        waited.as_secs_f64(),
+                        budget.as_secs()
+                    )
+                },
+            });
+        }
+        self.attempts += 1;
+        let wait = Duration::from_millis(100u64 << self.attempts.saturating_sub(1).min(4))
+            .min(budget - waited);
+        tracing::warn!(
+            source,
+            attempt = self.attempts,
+            wait_ms = wait.as_millis() as u64,
+            error = %message,
+            "connection lost; reconnecting"
+        );
+        tokio::time::sleep(wait).await;
+        Ok(())
+    }
+}
+
 /// How many times one batch is tried again after the server rolled it back
 /// on a conflict before the rule fails.
 const MAX_CONFLICT_RETRIES: u32 = 8;
@@ -1353,6 +1419,23 @@ async fn commit_batch(
         }
     };
     if let Err(e) = committed {
+        if let Error::Connection {
+            source_name,
+            message,
+        } = &e
+        {
+            // The commit was sent and the answer lost: it may have
+            // committed. Record that it is unknown, never that it rolled back.
+            ctx.audit
+                .append(rollback_event(ctx, rule, done.batch, &e))?;
+            return Err(Error::Connection {
+                source_name: source_name.clone(),
+                message: format!(
+                    "{message}: the connection was lost while batch {} was committing, so whether it committed is unknown; the rule stops here and a later run deletes whatever of it is left",
+                    done.batch
+                ),
+            });
+        }
         let record = rollback_event(ctx, rule, done.batch, &e);
         ctx.audit.append(record)?;
         return Err(e);
@@ -1380,8 +1463,18 @@ fn batch_event(ctx: &JobCtx<'_>, rule: &Rule, report: &RuleReport, done: &BatchD
     }
 }
 
-/// The record that a recorded batch did not commit after all.
+/// The record that a recorded batch did not commit after all — or, when the
+/// connection was lost while it was committing, that whether it did is
+/// unknown (never a rollback it may not have been).
 fn rollback_event(ctx: &JobCtx<'_>, rule: &Rule, batch: u64, e: &Error) -> Event {
+    if matches!(e, Error::Connection { .. }) {
+        return Event::BatchUnknown {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            batch,
+            reason: e.to_string(),
+        };
+    }
     Event::BatchRollback {
         job: ctx.job.name.clone(),
         rule: rule.name.clone(),
@@ -1456,6 +1549,8 @@ async fn execute(
         .batch_time
         .map(|t| sizing::BatchSizer::new(sql.batch_size, t, rule.batch_size_max));
     let mut sized = sql.clone();
+    // A lost connection, retried within the source's `reconnect_for`.
+    let mut outage = Outage::default();
     // One-statement deletes walk each physical table in turn (a ctid is
     // unique only within one); every other path has a single part.
     for part in &parts {
@@ -1474,7 +1569,13 @@ async fn execute(
             let sql = &sized;
             let limit = sizer.as_ref().map(|s| s.size() as u64);
             let started = Instant::now();
-            let mut tx = db.begin().await?;
+            let mut tx = match db.begin().await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    outage.wait(&db.name, db.reconnect_for, e).await?;
+                    continue;
+                }
+            };
             let mut children = Vec::new();
             let outcome: Result<Fetched, Error> = async {
                 if fast {
@@ -1555,6 +1656,13 @@ async fn execute(
             .await;
             let fetched = match outcome {
                 Ok(r) => r,
+                Err(e @ Error::Connection { .. }) => {
+                    // Nothing of the batch was recorded or committed.
+                    let _ = tx.rollback(db).await;
+                    outage.wait(&db.name, db.reconnect_for, e).await?;
+                    report.retries += 1;
+                    continue;
+                }
                 Err(e) => {
                     roll_back_or_retry(db, tx, e, &mut conflicts).await?;
                     report.retries += 1;
@@ -1584,6 +1692,7 @@ async fn execute(
                     if let Some(s) = sizer.as_mut() {
                         s.observe(del.count, started.elapsed());
                     }
+                    outage = Outage::default();
                     bound = del.bound;
                     if del.count < sql.batch_size as u64 {
                         break;
@@ -1648,6 +1757,7 @@ async fn execute(
             if let Some(s) = sizer.as_mut() {
                 s.observe(rows.len() as u64, started.elapsed());
             }
+            outage = Outage::default();
             cursor = Some(next);
             if rows.len() < sql.batch_size {
                 break;

@@ -81,6 +81,14 @@ pub enum Error {
         source_name: String,
         message: String,
     },
+    /// The connection to the source was lost or could not be made (refused,
+    /// reset, timed out): what was not committed may be tried again once
+    /// the source answers.
+    #[error("source `{source_name}`: {message}")]
+    Connection {
+        source_name: String,
+        message: String,
+    },
     #[error("{0}")]
     Schema(String),
     #[error("audit log: {0}")]

@@ -41,12 +41,16 @@ fn workspace(db: &TestDb) -> Workspace {
 /// Start `lethe run`, and SIGKILL it once two batches are recorded.
 /// Returns the killed run's log.
 fn kill_mid_run(ws: &Workspace) -> PathBuf {
+    kill_mid_run_env(ws, &[("LETHE_AUDIT_KEY", KEY)])
+}
+
+fn kill_mid_run_env(ws: &Workspace, env: &[(&str, &str)]) -> PathBuf {
     let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
         .args(["run", "--as-of", AS_OF, "--config"])
         .arg(ws.config())
         .arg("--jobs")
         .arg(ws.jobs())
-        .env("LETHE_AUDIT_KEY", KEY)
+        .envs(env.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -202,4 +206,73 @@ async fn a_recovered_crash_verifies_and_tampering_after_it_does_not() {
     edited[1] = edited[1].replacen("\"count\":40", "\"count\":39", 1);
     assert_ne!(edited[1], original[1]);
     tamper(edited, "a batch count edited");
+}
+
+/// The S3 copy of a crashed run held only its first record; the recovering
+/// run uploads the local log as found, and `audit verify --s3` passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recovering_run_completes_the_s3_copy() {
+    use common::objects::{self, Bucket, Kind, TestStore};
+    let db = TestDb::create(Engine::Sqlite).await;
+    db.seed(200, now()).await;
+    let ws = workspace(&db);
+    let bucket = TestStore::create(Kind::S3, Bucket::default()).await;
+    let text = std::fs::read_to_string(ws.config()).unwrap();
+    let text = text.replacen(
+        "[audit]\n",
+        &format!(
+            "{}\n[audit]\ns3_store = \"auditlog\"\n",
+            bucket.toml("auditlog")
+        ),
+        1,
+    );
+    std::fs::write(ws.config(), text).unwrap();
+    let env = objects::aws_env();
+    let crashed = kill_mid_run_env(&ws, &env);
+    let key = format!(
+        "lethe-audit/{}",
+        crashed.file_name().unwrap().to_str().unwrap()
+    );
+    let client = objects::client();
+    let copy = |client: aws_sdk_s3::Client, bucket: String, key: String| async move {
+        let obj = client
+            .get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .unwrap();
+        obj.body.collect().await.unwrap().into_bytes().to_vec()
+    };
+    let before = copy(client.clone(), bucket.bucket.clone(), key.clone()).await;
+    let local = std::fs::read(&crashed).unwrap();
+    assert!(before.len() < local.len(), "the copy holds only the start");
+    let out = ws.lethe_env(&["audit", "verify", "--s3"], &env);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("NOT sealed"), "{}", out.stdout);
+
+    expire(&ws).await;
+    let out = ws.lethe_env(&["run", "--as-of", AS_OF], &env);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let after = copy(client, bucket.bucket.clone(), key).await;
+    assert_eq!(after, local, "the crashed log, as found, byte for byte");
+    let out = ws.lethe_env(&["audit", "verify", "--s3"], &env);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("crashed, recovered by"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// Time passes for the leases (the dead run's expire now).
+async fn expire(ws: &Workspace) {
+    let state = lethe::sql::Db::connect("state", &ws.state_url(), 1, Duration::ZERO)
+        .await
+        .unwrap();
+    state
+        .execute(&common::raw("UPDATE lethe_leases SET expires_ms = 0"))
+        .await
+        .unwrap();
+    state.close().await;
 }

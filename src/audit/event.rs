@@ -173,6 +173,17 @@ pub enum Event {
         batch: u64,
         reason: String,
     },
+    /// The connection was lost while the batch recorded just before was
+    /// committing: the server may or may not have committed it. Lethe does
+    /// not guess; the rule stops, and a later run deletes whatever of the
+    /// batch is still there, in batches of its own. Search shows the batch
+    /// as `unconfirmed`; the report does not count it as done.
+    BatchUnknown {
+        job: String,
+        rule: String,
+        batch: u64,
+        reason: String,
+    },
     /// Rows that matched but were skipped because a legal hold lists their subject.
     Hold {
         job: String,
@@ -362,9 +373,9 @@ impl Event {
                 Some(policy),
                 target.as_deref(),
             ),
-            Event::BatchRollback { job, rule, .. } | Event::ObjectErrors { job, rule, .. } => {
-                (job, rule.as_str(), None, None)
-            }
+            Event::BatchRollback { job, rule, .. }
+            | Event::BatchUnknown { job, rule, .. }
+            | Event::ObjectErrors { job, rule, .. } => (job, rule.as_str(), None, None),
             Event::RunStart { .. }
             | Event::Locked { .. }
             | Event::Recovery { .. }
@@ -390,6 +401,7 @@ impl Event {
             Event::ObjectHold { .. } => "object_hold",
             Event::ObjectErrors { .. } => "object_errors",
             Event::BatchRollback { .. } => "batch_rollback",
+            Event::BatchUnknown { .. } => "batch_unknown",
             Event::Hold { .. } => "hold",
             Event::Guard { .. } => "guard",
             Event::Plan { .. } => "plan",

@@ -491,6 +491,12 @@ mod tests {
                 error: s("lease lost"),
             },
             Event::Locked { job: s("j") },
+            Event::BatchUnknown {
+                job: s("j"),
+                rule: s("r"),
+                batch: 5,
+                reason: s("source `app`: connection failed: Connection reset by peer"),
+            },
             Event::Recovery {
                 crashed_run: s("r9"),
                 crashed_file: s("run-20260615T120000.000Z-r9.jsonl"),

@@ -46,6 +46,23 @@ impl Log {
     }
 }
 
+impl Log {
+    /// (job, rule, batch) of every batch whose commit lost its connection
+    /// (`batch_unknown`): search shows them as unconfirmed, the report does
+    /// not count them as done.
+    pub fn unconfirmed(&self) -> std::collections::BTreeSet<(&str, &str, u64)> {
+        self.entries
+            .iter()
+            .filter_map(|e| match &e.record.event {
+                Event::BatchUnknown {
+                    job, rule, batch, ..
+                } => Some((job.as_str(), rule.as_str(), *batch)),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
 /// Split a line into the hashed body and the hash it claims.
 pub(crate) fn split_hash(line: &str) -> Option<(String, &str)> {
     const SUFFIX_LEN: usize = ",\"hash\":\"".len() + 64 + "\"}".len();

@@ -126,6 +126,7 @@ fn subject_key(h: &str) -> u64 {
 impl Report {
     pub fn add_log(&mut self, log: &Log) {
         let rolled_back = log.rolled_back();
+        let unconfirmed = log.unconfirmed();
         let mut run = RunRow {
             run: log.report.run.clone().unwrap_or_default(),
             file: log.report.file.display().to_string(),
@@ -226,7 +227,9 @@ impl Report {
                 } => {
                     r.action = action.clone();
                     r.last_ts = ts.clone();
-                    if rolled_back.contains(&(scope.job, scope.rule, *batch)) {
+                    if rolled_back.contains(&(scope.job, scope.rule, *batch))
+                        || unconfirmed.contains(&(scope.job, scope.rule, *batch))
+                    {
                         continue;
                     }
                     r.batches += 1;
@@ -246,7 +249,7 @@ impl Report {
                         .extend(subjects.iter().map(|s| subject_key(s)));
                     r.subjects = r.subject_set.len() as u64;
                 }
-                Event::BatchRollback { .. } => {
+                Event::BatchRollback { .. } | Event::BatchUnknown { .. } => {
                     r.failures += 1;
                     run.failures += 1;
                 }

@@ -125,6 +125,7 @@ pub fn search_log(
         stats.broken_logs.push(log.report.file.clone());
     }
     let rolled_back = log.rolled_back();
+    let unconfirmed = log.unconfirmed();
     let last_line = log.entries.last().map(|e| e.line);
     let mut hits = Vec::new();
     for e in &log.entries {
@@ -217,6 +218,7 @@ pub fn search_log(
         let outcome = match (action, batch) {
             ("hold", _) => "held",
             (_, Some(b)) if rolled_back.contains(&(job, rule, b)) => "failed",
+            (_, Some(b)) if unconfirmed.contains(&(job, rule, b)) => "unconfirmed",
             (_, Some(_)) if !log.report.sealed && Some(e.line) == last_line => "unconfirmed",
             ("delete", _) => "erased",
             _ => "anonymized",

@@ -426,6 +426,64 @@ mod tests {
         assert!(out.iter().all(|r| r.ok()), "{out:?}");
     }
 
+    /// A crashed run (unsealed, never ended in the state store) is accepted
+    /// only with a recovery pin that matches its log exactly.
+    #[test]
+    fn a_crash_is_accepted_only_as_pinned() {
+        let crashed = |records: u64, head: &str| {
+            let mut r = run("a", records, head, None);
+            r.sealed = false;
+            r
+        };
+        let recovering = |records: u64, head: &str| {
+            let mut r = run("b", 4, "hb", Some(("a", "x")));
+            r.prev_head = None;
+            r.recovers = vec![Pin {
+                run: "a".into(),
+                file: "run-a.jsonl".into(),
+                records,
+                head: head.into(),
+            }];
+            r
+        };
+        let mut never = state("a", 3, "ha");
+        never.status = "running".into();
+        never.head_hash = None;
+        never.records = None;
+        // Not recovered: fails, with or without the state store.
+        let out = cross_check(vec![crashed(3, "ha")], Some(&[never.clone()]), true);
+        assert!(!out[0].ok() && out[0].problems[0].contains("never ended"));
+        assert!(!cross_check(vec![crashed(3, "ha")], None, false)[0].ok());
+        // Recovered as found: ok, and says by whom.
+        for st in [None, Some(vec![never.clone(), state("b", 4, "hb")])] {
+            let out = cross_check(
+                vec![crashed(3, "ha"), recovering(3, "ha")],
+                st.as_deref(),
+                st.is_some(),
+            );
+            assert!(out.iter().all(|r| r.ok()), "{out:?}");
+            assert_eq!(out[0].recovered_by.as_deref(), Some("b"));
+            assert_eq!(out[0].seal_status(), "crashed, recovered by b");
+        }
+        // Cut or rewritten after the recovery: fails.
+        for (n, h) in [(2, "ha"), (3, "hx"), (4, "ha")] {
+            let out = cross_check(vec![crashed(n, h), recovering(3, "ha")], None, false);
+            assert!(!out[0].ok(), "{n} {h}: {out:?}");
+            assert!(out[0].recovered_by.is_none());
+            assert!(out[0].problems[0].contains("after the recovery"));
+        }
+        // An empty file no run claims touched nothing; one a pin names is that run.
+        let mut empty = FileReport::new(PathBuf::from("run-e.jsonl"));
+        empty.head = Some("0".repeat(64));
+        let out = cross_check(vec![empty.clone()], None, false);
+        assert!(out[0].ok() && out[0].empty, "{out:?}");
+        let mut r = recovering(0, &"0".repeat(64));
+        r.recovers[0].file = "run-e.jsonl".into();
+        let out = cross_check(vec![empty, r], None, false);
+        assert_eq!(out[0].run.as_deref(), Some("a"));
+        assert_eq!(out[0].recovered_by.as_deref(), Some("b"));
+    }
+
     #[test]
     fn a_missing_run_and_a_cut_log_are_named() {
         let logs = vec![run("c", 2, "hc2", Some(("b", "hb")))];

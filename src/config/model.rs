@@ -168,7 +168,13 @@ pub struct Source {
     pub region: Option<String>,
     pub max_connections: u32,
     pub batch_pause: Duration,
+    /// How long Lethe keeps reconnecting to this source after its
+    /// connection is lost (a failover, a restart) before the rule fails.
+    pub reconnect_for: Duration,
 }
+
+/// Default `reconnect_for`: a failover takes seconds; a nightly job can wait.
+pub const DEFAULT_RECONNECT_FOR: Duration = Duration::from_secs(30);
 
 impl Source {
     /// The URL with any password replaced, safe for messages.

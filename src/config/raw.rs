@@ -96,6 +96,9 @@ pub struct RawSource {
     /// Pause between two batches on this source (SQLite writers starve otherwise).
     #[serde(default)]
     pub batch_pause: Option<Spanned<String>>,
+    /// How long to keep reconnecting after the connection is lost (`0s`: never).
+    #[serde(default)]
+    pub reconnect_for: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

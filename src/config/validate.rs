@@ -128,6 +128,10 @@ pub fn validate_config(
             None => Duration::ZERO,
             Some(p) => parse_pause(&mut cx, p),
         };
+        let reconnect_for = match &src.reconnect_for {
+            None => super::model::DEFAULT_RECONNECT_FOR,
+            Some(p) => parse_pause(&mut cx, p),
+        };
         let max_connections = src
             .max_connections
             .as_ref()
@@ -146,6 +150,7 @@ pub fn validate_config(
                 region: src.region.as_ref().map(|r| r.get_ref().clone()),
                 max_connections,
                 batch_pause,
+                reconnect_for,
             },
         );
     }

@@ -2,7 +2,7 @@
 //! and records, in its own log, where their logs ended.
 //!
 //! A run holds a run lease (`run:<id>`) in the state store from its start to
-//! its end and renews it while it works. A run that the state store still
+//! its end and renews it while its jobs work. A run that the state store still
 //! calls `running` but whose run lease is gone or expired died (SIGKILL, out
 //! of memory, a lost node): nothing will ever seal its log. The next run that
 //! shares one of its jobs (and its shard) writes a `recovery` record naming
@@ -25,22 +25,20 @@ use std::path::PathBuf;
 
 use super::RunOptions;
 
-/// Renew the run lease every third of its time to live, for as long as the
-/// run goes on (this future never ends; the run drops it). A failed renewal
-/// is only logged: the job leases, renewed beside it, decide whether work
-/// stops.
-pub(super) async fn keep_run_lease(state: &State, lease: &str, holder: &str) {
-    let every = state.lease_ttl / 3;
-    loop {
-        tokio::time::sleep(every).await;
-        match state.renew(lease, holder).await {
-            Ok(true) => {}
-            Ok(false) => {
-                tracing::warn!(lease, "the run lease was gone; taking it again");
-                let _ = state.acquire(lease, holder).await;
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot renew the run lease"),
+/// Renew this run's run lease (`run:<id>`), taken at run start. The job
+/// leases' renewer calls this beside the job's own lease, and each job calls
+/// it as it starts, so the lease lives while the run works; the gaps between
+/// jobs are short beside `lease_ttl`. A failed renewal is only logged: the
+/// job lease, renewed beside it, decides whether work stops.
+pub(super) async fn renew_run_lease(state: &State, run: &str) {
+    let lease = State::run_lease(run);
+    match state.renew(&lease, run).await {
+        Ok(true) => {}
+        Ok(false) => {
+            tracing::warn!(lease, "the run lease was gone; taking it again");
+            let _ = state.acquire(&lease, run).await;
         }
+        Err(e) => tracing::warn!(error = %e, "cannot renew the run lease"),
     }
 }
 

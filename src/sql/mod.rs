@@ -64,6 +64,9 @@ pub struct Db {
     pub pause: Duration,
     /// The pool's size: side-by-side workers beyond it would only queue.
     pub max_connections: u32,
+    /// How long a lost connection is retried before the rule fails (the
+    /// source's `reconnect_for`; zero outside the engine's batch loop).
+    pub reconnect_for: Duration,
 }
 
 /// An open transaction on a [`Db`].
@@ -194,9 +197,19 @@ impl Db {
         max_connections: u32,
         pause: Duration,
     ) -> Result<Db, Error> {
-        let fail = |e: sqlx::Error| Error::Database {
-            source_name: name.to_string(),
-            message: describe(&e),
+        let fail = |e: sqlx::Error| {
+            let (source_name, message) = (name.to_string(), describe(&e));
+            if is_connection_loss(&e) {
+                Error::Connection {
+                    source_name,
+                    message,
+                }
+            } else {
+                Error::Database {
+                    source_name,
+                    message,
+                }
+            }
         };
         let (pool, dialect): (Pool, Box<dyn Dialect>) = if url.starts_with("postgres") {
             let pool = PgPoolOptions::new()
@@ -246,6 +259,7 @@ impl Db {
             dialect,
             pause,
             max_connections,
+            reconnect_for: Duration::ZERO,
         })
     }
 
@@ -270,6 +284,11 @@ impl Db {
         let message = describe(&e);
         if is_conflict(&e) {
             Error::Conflict {
+                source_name,
+                message,
+            }
+        } else if is_connection_loss(&e) {
+            Error::Connection {
                 source_name,
                 message,
             }
@@ -393,6 +412,27 @@ pub fn is_conflict(e: &sqlx::Error) -> bool {
         Some("40P01" | "40001" | "55P03") => true,
         // SQLite: BUSY, BUSY_SNAPSHOT, LOCKED (after busy_timeout gave up)
         Some("5" | "517" | "6") => d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some(),
+        _ => false,
+    }
+}
+
+/// Whether the connection itself failed (refused, reset, closed, timed out,
+/// the server shutting down) rather than the statement: nothing of an
+/// uncommitted transaction survives that, so the work may be tried again on
+/// a new connection.
+pub fn is_connection_loss(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => {
+            if let Some(my) = d.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+                // ER_SERVER_SHUTDOWN, CR_SERVER_GONE_ERROR, CR_SERVER_LOST, ER_CONNECTION_KILLED
+                return matches!(my.number(), 1053 | 2006 | 2013 | 1927);
+            }
+            // PostgreSQL admin_shutdown, crash_shutdown, cannot_connect_now.
+            matches!(d.code().as_deref(), Some("57P01" | "57P02" | "57P03"))
+                && d.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+        }
         _ => false,
     }
 }
