@@ -208,7 +208,7 @@ pub(super) async fn run_object_rule(
     let erased = Tally {
         objects: started_tally.objects - failed_objects,
         versions: done.versions,
-        bytes: started_tally.bytes,
+        bytes: started_tally.bytes.saturating_sub(done.failed_bytes),
     };
     report.done = erased.objects;
     report.objects = vec![count(&rule.store, &target, erased, held.objects)];

@@ -387,6 +387,9 @@ pub struct Deleted {
     pub stopped: bool,
     /// Keys sent again after a transient per-key refusal (`SlowDown`, …).
     pub retried_keys: u64,
+    /// Bytes of the objects with a refused version: not erased, so never
+    /// reported as erased.
+    pub failed_bytes: u64,
 }
 
 impl Deleted {
@@ -405,6 +408,7 @@ impl Deleted {
         self.batches += d.batches;
         self.stopped |= d.stopped;
         self.retried_keys += d.retried_keys;
+        self.failed_bytes += d.failed_bytes;
     }
 
     fn absorb(&mut self, sent: usize, (failures, retried): (Vec<DeleteFailure>, u64)) {
@@ -526,6 +530,13 @@ pub async fn delete_in_batches(
     while let Some(r) = inflight.next().await {
         let (n, answer) = r?;
         done.absorb(n, answer);
+    }
+    if !done.failed_keys.is_empty() {
+        done.failed_bytes = objects
+            .iter()
+            .filter(|o| done.failed_keys.contains(&o.key))
+            .map(Object::bytes)
+            .sum();
     }
     Ok(done)
 }

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod objects;
+pub mod s3proxy;
 
 use lethe::sql::{Db, Stmt, Val};
 use std::path::{Path, PathBuf};
