@@ -71,88 +71,78 @@ pub(super) async fn run_object_rule(
         cutoff: rule.older_than.map(|p| p.before(ctx.opts.as_of)),
         tags: rule.tags.clone(),
     };
-    let listing = std::time::Instant::now();
-    let sel = match erase::select(&open, &rule.prefix, false, &filter, Utc::now()).await {
-        Ok(s) => s,
-        Err(e) => return fail(ctx, report, e.to_string()),
-    };
-    tracing::info!(
-        total = sel.total,
-        selected = sel.selected.len(),
-        held = sel.held.len(),
-        select_ms = listing.elapsed().as_millis() as u64,
-        "objects selected"
-    );
-    let tally = Tally::of(&sel.selected);
-    let held = Tally::of(sel.held.iter().map(|(o, _)| o));
-    report.total = Some(sel.total);
-    report.matched = tally.objects;
-    report.held = held.objects;
-    if held.objects > 0 {
-        tracing::info!(held = held.objects, "objects kept by Object Lock");
-        let why = reasons(sel.held.iter().map(|(_, r)| *r));
-        report.message = Some(hold_note(&why));
-        ctx.audit.append(Event::ObjectHold {
-            job: ctx.job.name.clone(),
-            rule: rule.name.clone(),
-            policy: ctx.job.policy.clone(),
-            target: target.clone(),
-            objects: count(&rule.store, &target, held, held.objects),
-            reasons: why,
-            rows: 0,
-            subjects: vec![],
-        })?;
-    }
-    if let Some(reason) = guard_reason(
-        rule.max_rows,
-        rule.max_fraction,
-        report.matched,
-        sel.total,
-        "objects",
-    ) {
-        tracing::warn!(%reason, "guard stopped the rule before it touched anything");
-        ctx.audit.append(Event::Guard {
-            job: ctx.job.name.clone(),
-            rule: rule.name.clone(),
-            policy: ctx.job.policy.clone(),
-            target: target.clone(),
-            matched: report.matched,
-            total: sel.total,
-            reason: reason.clone(),
-        })?;
-        report.status = RuleStatus::Guard;
-        report.message = Some(reason);
-        report.objects = vec![count(&rule.store, &target, tally, held.objects)];
-        return Ok(report);
-    }
-    if ctx.opts.mode != Mode::Execute {
-        report.objects = vec![count(&rule.store, &target, tally, held.objects)];
-        report.status = if report.matched > 0 {
-            RuleStatus::Pending
-        } else {
-            RuleStatus::Done
+    // The guards and `plan` must know the whole selection before anything
+    // is touched: a counting pass, a page at a time (nothing is held). A run
+    // without guards goes straight to the erasing pass, which counts too.
+    let guarded = rule.max_rows.is_some() || rule.max_fraction.is_some();
+    let now = Utc::now();
+    if guarded || ctx.opts.mode != Mode::Execute {
+        let c = match erase::count(&open, &rule.prefix, &filter, now).await {
+            Ok(c) => c,
+            Err(e) => return fail(ctx, report, e.to_string()),
         };
-        ctx.audit.append(Event::Plan {
-            job: ctx.job.name.clone(),
-            rule: rule.name.clone(),
-            policy: ctx.job.policy.clone(),
-            target: target.clone(),
-            action: report.action.clone(),
-            matched: report.matched,
-            held: report.held,
-            total: sel.total,
-            children: vec![],
-            objects: report.objects.clone(),
-        })?;
-        return Ok(report);
-    }
-    if sel.selected.is_empty() {
-        if held.objects > 0 {
-            report.objects = vec![count(&rule.store, &target, Tally::default(), held.objects)];
+        tracing::info!(
+            total = c.total,
+            selected = c.selected.objects,
+            held = c.held.objects,
+            select_ms = c.list_ms,
+            "objects selected"
+        );
+        report.total = Some(c.total);
+        report.matched = c.selected.objects;
+        report.held = c.held.objects;
+        if ctx.opts.mode != Mode::Execute {
+            audit_object_hold(ctx, rule, &target, &mut report, &c)?;
         }
-        return Ok(report);
+        if let Some(reason) = guard_reason(
+            rule.max_rows,
+            rule.max_fraction,
+            report.matched,
+            c.total,
+            "objects",
+        ) {
+            if ctx.opts.mode == Mode::Execute {
+                audit_object_hold(ctx, rule, &target, &mut report, &c)?;
+            }
+            tracing::warn!(%reason, "guard stopped the rule before it touched anything");
+            ctx.audit.append(Event::Guard {
+                job: ctx.job.name.clone(),
+                rule: rule.name.clone(),
+                policy: ctx.job.policy.clone(),
+                target: target.clone(),
+                matched: report.matched,
+                total: c.total,
+                reason: reason.clone(),
+            })?;
+            report.status = RuleStatus::Guard;
+            report.message = Some(reason);
+            report.objects = vec![count(&rule.store, &target, c.selected, c.held.objects)];
+            return Ok(report);
+        }
+        if ctx.opts.mode != Mode::Execute {
+            report.objects = vec![count(&rule.store, &target, c.selected, c.held.objects)];
+            report.status = if report.matched > 0 {
+                RuleStatus::Pending
+            } else {
+                RuleStatus::Done
+            };
+            ctx.audit.append(Event::Plan {
+                job: ctx.job.name.clone(),
+                rule: rule.name.clone(),
+                policy: ctx.job.policy.clone(),
+                target: target.clone(),
+                action: report.action.clone(),
+                matched: report.matched,
+                held: report.held,
+                total: c.total,
+                children: vec![],
+                objects: report.objects.clone(),
+            })?;
+            return Ok(report);
+        }
     }
     let started = std::time::Instant::now();
+    let retries_before = open.store.retries();
     let (job, policy, keys, cancel) = (
         ctx.job.name.clone(),
         ctx.job.policy.clone(),
@@ -161,41 +151,64 @@ pub(super) async fn run_object_rule(
     );
     let audit = &mut *ctx.audit;
     let mut started_tally = Tally::default();
-    let res = erase::delete_in_batches(&open, &sel.selected, rule.batch_size, |n, batch| {
-        if cancel.is_cancelled() {
-            return Ok(false);
-        }
-        let t = Tally::of(batch);
-        let names: Vec<String> = batch.iter().map(|o| o.key.clone()).collect();
-        // Recorded before the first delete of the batch: a crash leaves a
-        // record of a batch the next run does again, never an unrecorded one.
-        audit.append(Event::ObjectBatch {
-            job: job.clone(),
-            rule: rule.name.clone(),
-            policy: policy.clone(),
-            target: target.clone(),
-            batch: n,
-            objects: count(&rule.store, &target, t, 0),
-            keys_digest: keys.digest(&names),
-        })?;
-        started_tally.objects += t.objects;
-        started_tally.versions += t.versions;
-        started_tally.bytes += t.bytes;
-        Ok(true)
-    })
+    let res = erase::erase_streamed(
+        &open,
+        &rule.prefix,
+        &filter,
+        now,
+        rule.batch_size,
+        |n, batch| {
+            if cancel.is_cancelled() {
+                return Ok(false);
+            }
+            let t = Tally::of(batch);
+            let names: Vec<String> = batch.iter().map(|o| o.key.clone()).collect();
+            // Recorded before the first delete of the batch: a crash leaves a
+            // record of a batch the next run does again, never an unrecorded one.
+            audit.append(Event::ObjectBatch {
+                job: job.clone(),
+                rule: rule.name.clone(),
+                policy: policy.clone(),
+                target: target.clone(),
+                batch: n,
+                objects: count(&rule.store, &target, t, 0),
+                keys_digest: keys.digest(&names),
+            })?;
+            started_tally.objects += t.objects;
+            started_tally.versions += t.versions;
+            started_tally.bytes += t.bytes;
+            Ok(true)
+        },
+    )
     .await;
     report.longest_batch_ms = started.elapsed().as_millis() as u64;
-    let done = match res {
+    let (done, seen) = match res {
         Ok(d) => d,
         Err(Error::Audit(a)) => return Err(Error::Audit(a)),
         Err(e) => return fail(ctx, report, e.to_string()),
     };
+    // What the erasing pass saw is what the report and the audit say.
+    report.total = Some(seen.total);
+    report.matched = seen.selected.objects;
+    report.held = seen.held.objects;
+    tracing::info!(
+        total = seen.total,
+        selected = seen.selected.objects,
+        held = seen.held.objects,
+        select_ms = seen.list_ms,
+        "objects selected"
+    );
+    audit_object_hold(ctx, rule, &target, &mut report, &seen)?;
+    let held = seen.held;
     report.batches = done.batches;
+    // Retries are counted and reported, never hidden: the SDK's (5xx,
+    // SlowDown, resets, timeouts) and Lethe's own per-key re-sends.
+    report.retries += open.store.retries().saturating_sub(retries_before) + done.retried_keys;
     let failed_objects = done.failed_keys.len() as u64;
     let erased = Tally {
         objects: started_tally.objects - failed_objects,
         versions: done.versions,
-        bytes: started_tally.bytes,
+        bytes: started_tally.bytes.saturating_sub(done.failed_bytes),
     };
     report.done = erased.objects;
     report.objects = vec![count(&rule.store, &target, erased, held.objects)];
@@ -227,6 +240,38 @@ pub(super) async fn run_object_rule(
         "objects erased"
     );
     Ok(report)
+}
+
+/// Report and audit the objects Object Lock kept (nothing when none was).
+fn audit_object_hold(
+    ctx: &mut JobCtx<'_>,
+    rule: &ObjectRule,
+    target: &str,
+    report: &mut RuleReport,
+    c: &erase::Counted,
+) -> Result<(), Error> {
+    if c.held.objects == 0 {
+        return Ok(());
+    }
+    tracing::info!(held = c.held.objects, "objects kept by Object Lock");
+    let why = reasons(
+        c.reasons
+            .iter()
+            .flat_map(|(r, n)| std::iter::repeat_n(*r, *n as usize)),
+    );
+    report.message = Some(hold_note(&why));
+    ctx.audit
+        .append(Event::ObjectHold {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            policy: ctx.job.policy.clone(),
+            target: target.to_string(),
+            objects: count(&rule.store, target, c.held, c.held.objects),
+            reasons: why,
+            rows: 0,
+            subjects: vec![],
+        })
+        .map(|_| ())
 }
 
 /// Audit the rows of a batch kept because an object they name is held.

@@ -11,8 +11,8 @@
 //! collected and counted by error code; they never pass silently.
 
 use super::{
-    DeleteFailure, HoldReason, MAX_DELETE_KEYS, ObjectId, ObjectStore, OpenStore, StoreError,
-    Version,
+    DeleteFailure, HoldReason, Lister, MAX_DELETE_KEYS, ObjectId, ObjectStore, OpenStore,
+    StoreError, Version,
 };
 use crate::error::Error;
 use chrono::{DateTime, Utc};
@@ -106,8 +106,56 @@ pub fn group(versions: Vec<Version>) -> Vec<Object> {
     out
 }
 
+/// Objects under a prefix, a page at a time. A key's versions that run on
+/// from one page into the next are joined before the object is handed out,
+/// so every object is whole; only one page (and that one object) is held.
+pub struct Objects<'a> {
+    lister: Box<dyn Lister + 'a>,
+    carry: Option<Object>,
+    done: bool,
+}
+
+impl<'a> Objects<'a> {
+    pub fn new(store: &'a dyn ObjectStore, prefix: &'a str, versioned: bool) -> Objects<'a> {
+        Objects {
+            lister: store.lister(prefix, versioned),
+            carry: None,
+            done: false,
+        }
+    }
+
+    /// The next whole objects, or `None` once the listing is done.
+    pub async fn next(&mut self) -> Result<Option<Vec<Object>>, StoreError> {
+        loop {
+            if self.done {
+                return Ok(self.carry.take().map(|o| vec![o]));
+            }
+            let Some(page) = self.lister.next_page().await? else {
+                self.done = true;
+                continue;
+            };
+            let mut objs = group(page);
+            if let Some(mut c) = self.carry.take() {
+                if objs.first().is_some_and(|o| o.key == c.key) {
+                    c.versions.append(&mut objs[0].versions);
+                    objs[0] = c;
+                } else {
+                    objs.insert(0, c);
+                }
+            }
+            // The last object may go on in the next page.
+            self.carry = objs.pop();
+            if !objs.is_empty() {
+                return Ok(Some(objs));
+            }
+        }
+    }
+}
+
 /// List, filter by age and tags, and set aside what Object Lock holds.
 /// `exact`: the prefix is one key; other keys that start with it are not it.
+/// The whole selection is returned: for the objects one row names (a
+/// handful). A rule over a prefix streams with [`count`] and [`erase_streamed`].
 pub async fn select(
     open: &OpenStore,
     prefix: &str,
@@ -115,12 +163,141 @@ pub async fn select(
     filter: &Filter,
     now: DateTime<Utc>,
 ) -> Result<Selection, StoreError> {
-    let store = open.store.as_ref();
-    let conc = open.config.concurrency;
-    let mut objects = group(store.list(prefix, open.info.versioned).await?);
-    if exact {
-        objects.retain(|o| o.key == prefix);
+    let mut all = Selection::default();
+    let mut pages = Objects::new(open.store.as_ref(), prefix, open.info.versioned);
+    while let Some(mut objects) = pages.next().await? {
+        if exact {
+            objects.retain(|o| o.key == prefix);
+        }
+        let sel = filter_page(open, objects, filter, now).await?;
+        all.total += sel.total;
+        all.selected.extend(sel.selected);
+        all.held.extend(sel.held);
     }
+    Ok(all)
+}
+
+/// What a prefix selects, counted, never held: for `plan` and the guards,
+/// which must know the whole before anything is touched.
+#[derive(Debug, Clone, Default)]
+pub struct Counted {
+    /// Objects under the prefix, matching or not.
+    pub total: u64,
+    pub selected: Tally,
+    pub held: Tally,
+    pub reasons: BTreeMap<HoldReason, u64>,
+    /// Time spent listing and selecting (not deleting), in milliseconds.
+    pub list_ms: u64,
+}
+
+impl Counted {
+    fn add(&mut self, sel: &Selection) {
+        self.total += sel.total;
+        for o in &sel.selected {
+            self.selected.add(o);
+        }
+        for (o, r) in &sel.held {
+            self.held.add(o);
+            *self.reasons.entry(*r).or_default() += 1;
+        }
+    }
+}
+
+/// Count what a prefix selects, a page at a time.
+pub async fn count(
+    open: &OpenStore,
+    prefix: &str,
+    filter: &Filter,
+    now: DateTime<Utc>,
+) -> Result<Counted, StoreError> {
+    let started = std::time::Instant::now();
+    let mut c = Counted::default();
+    let mut pages = Objects::new(open.store.as_ref(), prefix, open.info.versioned);
+    while let Some(objects) = pages.next().await? {
+        c.add(&filter_page(open, objects, filter, now).await?);
+    }
+    c.list_ms = started.elapsed().as_millis() as u64;
+    Ok(c)
+}
+
+/// List a page, select from it, erase what it selects in audited batches,
+/// list on: memory holds one page and one batch, whatever the prefix holds.
+/// `before` is [`delete_in_batches`]'s, numbered across the whole rule.
+/// Returns what was deleted and what the pass selected (held objects included).
+pub async fn erase_streamed(
+    open: &OpenStore,
+    prefix: &str,
+    filter: &Filter,
+    now: DateTime<Utc>,
+    batch_size: usize,
+    mut before: impl FnMut(u64, &[Object]) -> Result<bool, Error>,
+) -> Result<(Deleted, Counted), Error> {
+    let batch_size = batch_size.max(1);
+    let mut done = Deleted::default();
+    let mut counted = Counted::default();
+    let mut pending: Vec<Object> = Vec::new();
+    let mut pages = Objects::new(open.store.as_ref(), prefix, open.info.versioned);
+    let mut numbered = 0u64;
+    let mut listing = std::time::Duration::ZERO;
+    loop {
+        let t = std::time::Instant::now();
+        let page = pages
+            .next()
+            .await
+            .map_err(|e| Error::Other(e.to_string()))?;
+        let Some(objects) = page else {
+            listing += t.elapsed();
+            break;
+        };
+        let sel = filter_page(open, objects, filter, now)
+            .await
+            .map_err(|e| Error::Other(e.to_string()))?;
+        listing += t.elapsed();
+        counted.list_ms = listing.as_millis() as u64;
+        counted.add(&sel);
+        pending.extend(sel.selected);
+        while pending.len() >= batch_size {
+            let batch: Vec<Object> = pending.drain(..batch_size).collect();
+            if !flush(open, &batch, &mut numbered, &mut before, &mut done).await? {
+                return Ok((done, counted));
+            }
+        }
+    }
+    counted.list_ms = listing.as_millis() as u64;
+    if !pending.is_empty() {
+        flush(open, &pending, &mut numbered, &mut before, &mut done).await?;
+    }
+    Ok((done, counted))
+}
+
+/// Delete one batch (`before` first), numbered after the batches before it.
+/// `false`: `before` asked to stop.
+async fn flush(
+    open: &OpenStore,
+    batch: &[Object],
+    numbered: &mut u64,
+    before: &mut impl FnMut(u64, &[Object]) -> Result<bool, Error>,
+    done: &mut Deleted,
+) -> Result<bool, Error> {
+    let d = delete_in_batches(open, batch, batch.len(), |_, b| {
+        *numbered += 1;
+        before(*numbered, b)
+    })
+    .await?;
+    done.merge(d);
+    Ok(!done.stopped)
+}
+
+/// Filter one page of objects by age and tags, and set aside what Object
+/// Lock holds.
+async fn filter_page(
+    open: &OpenStore,
+    mut objects: Vec<Object>,
+    filter: &Filter,
+    now: DateTime<Utc>,
+) -> Result<Selection, StoreError> {
+    let store = open.store.as_ref();
+    let conc = open.config.concurrency.max(1);
     let total = objects.len() as u64;
     if let Some(cutoff) = filter.cutoff {
         objects.retain(|o| {
@@ -208,6 +385,11 @@ pub struct Deleted {
     pub batches: u64,
     /// `before` asked to stop (cancellation) before every batch was started.
     pub stopped: bool,
+    /// Keys sent again after a transient per-key refusal (`SlowDown`, …).
+    pub retried_keys: u64,
+    /// Bytes of the objects with a refused version: not erased, so never
+    /// reported as erased.
+    pub failed_bytes: u64,
 }
 
 impl Deleted {
@@ -215,7 +397,22 @@ impl Deleted {
         self.failed.values().sum()
     }
 
-    fn absorb(&mut self, sent: usize, failures: Vec<DeleteFailure>) {
+    /// Add what a later batch deleted.
+    pub fn merge(&mut self, d: Deleted) {
+        self.versions += d.versions;
+        self.requests += d.requests;
+        for (c, n) in d.failed {
+            *self.failed.entry(c).or_default() += n;
+        }
+        self.failed_keys.extend(d.failed_keys);
+        self.batches += d.batches;
+        self.stopped |= d.stopped;
+        self.retried_keys += d.retried_keys;
+        self.failed_bytes += d.failed_bytes;
+    }
+
+    fn absorb(&mut self, sent: usize, (failures, retried): (Vec<DeleteFailure>, u64)) {
+        self.retried_keys += retried;
         self.requests += 1;
         self.versions += (sent - failures.len()) as u64;
         for f in failures {
@@ -256,9 +453,10 @@ async fn send(
     store: &dyn ObjectStore,
     ids: &[ObjectId],
     attempts: u32,
-) -> Result<Vec<DeleteFailure>, StoreError> {
+) -> Result<(Vec<DeleteFailure>, u64), StoreError> {
     let mut pending: Vec<ObjectId> = ids.to_vec();
     let mut permanent = Vec::new();
+    let mut retried = 0u64;
     for attempt in 1..=attempts {
         tracing::debug!(
             store = store.name(),
@@ -281,9 +479,16 @@ async fn send(
             .map(|f| (f.key.as_str(), f.version_id.as_deref()))
             .collect();
         pending.retain(|id| again.contains(&(id.key.as_str(), id.version_id.as_deref())));
+        retried += pending.len() as u64;
+        tracing::warn!(
+            store = store.name(),
+            keys = pending.len(),
+            attempt,
+            "DeleteObjects refused keys with a transient code; sending them again"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(100 << attempt.min(6))).await;
     }
-    Ok(permanent)
+    Ok((permanent, retried))
 }
 
 /// Delete objects in batches: `before` runs (and must succeed) before any
@@ -311,8 +516,8 @@ pub async fn delete_in_batches(
         for chunk in requests(&ids) {
             while inflight.len() >= conc {
                 if let Some(r) = inflight.next().await {
-                    let (n, failures) = r?;
-                    done.absorb(n, failures);
+                    let (n, answer) = r?;
+                    done.absorb(n, answer);
                 }
             }
             let chunk = chunk.to_vec();
@@ -323,8 +528,15 @@ pub async fn delete_in_batches(
         }
     }
     while let Some(r) = inflight.next().await {
-        let (n, failures) = r?;
-        done.absorb(n, failures);
+        let (n, answer) = r?;
+        done.absorb(n, answer);
+    }
+    if !done.failed_keys.is_empty() {
+        done.failed_bytes = objects
+            .iter()
+            .filter(|o| done.failed_keys.contains(&o.key))
+            .map(Object::bytes)
+            .sum();
     }
     Ok(done)
 }
@@ -355,8 +567,8 @@ mod tests {
         fn info(&self) -> BoxFut<'_, Result<StoreInfo, StoreError>> {
             Box::pin(async { Ok(StoreInfo::default()) })
         }
-        fn list<'a>(&'a self, _: &'a str, _: bool) -> BoxFut<'a, Result<Vec<Version>, StoreError>> {
-            Box::pin(async { Ok(vec![]) })
+        fn lister<'a>(&'a self, _: &'a str, _: bool) -> Box<dyn Lister + 'a> {
+            Box::new(Pages(vec![]))
         }
         fn tags<'a>(
             &'a self,
@@ -402,6 +614,73 @@ mod tests {
         fn probe(&self) -> BoxFut<'_, Result<Probe, StoreError>> {
             Box::pin(async { Ok(Probe::default()) })
         }
+    }
+
+    /// Pages handed out in order (the last first: popped from the end).
+    struct Pages(Vec<Vec<Version>>);
+
+    impl Lister for Pages {
+        fn next_page(&mut self) -> BoxFut<'_, Result<Option<Vec<Version>>, StoreError>> {
+            Box::pin(async move { Ok(self.0.pop()) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_key_whose_versions_span_pages_comes_out_whole() {
+        struct Paged;
+        impl ObjectStore for Paged {
+            fn name(&self) -> &str {
+                "paged"
+            }
+            fn info(&self) -> BoxFut<'_, Result<StoreInfo, StoreError>> {
+                Box::pin(async { Ok(StoreInfo::default()) })
+            }
+            fn lister<'a>(&'a self, _: &'a str, _: bool) -> Box<dyn Lister + 'a> {
+                Box::new(Pages(vec![
+                    vec![v("c", "6", true, false)],
+                    vec![v("b", "4", false, false), v("b", "5", true, false)],
+                    vec![v("a", "1", true, false), v("b", "2", false, false)],
+                    vec![v("a", "0", false, false)],
+                ]))
+            }
+            fn tags<'a>(
+                &'a self,
+                _: &'a str,
+            ) -> BoxFut<'a, Result<Option<BTreeMap<String, String>>, StoreError>> {
+                Box::pin(async { Ok(None) })
+            }
+            fn lock<'a>(&'a self, _: &'a Version) -> BoxFut<'a, Result<LockState, StoreError>> {
+                Box::pin(async { Ok(LockState::default()) })
+            }
+            fn delete<'a>(
+                &'a self,
+                _: &'a [ObjectId],
+            ) -> BoxFut<'a, Result<Vec<DeleteFailure>, StoreError>> {
+                Box::pin(async { Ok(vec![]) })
+            }
+            fn put<'a>(&'a self, _: &'a NewObject) -> BoxFut<'a, Result<(), StoreError>> {
+                Box::pin(async { Ok(()) })
+            }
+            fn probe(&self) -> BoxFut<'_, Result<Probe, StoreError>> {
+                Box::pin(async { Ok(Probe::default()) })
+            }
+        }
+        let store = Paged;
+        let mut pages = Objects::new(&store, "", true);
+        let mut seen = vec![];
+        while let Some(objs) = pages.next().await.unwrap() {
+            for o in objs {
+                seen.push((o.key.clone(), o.versions.len()));
+            }
+        }
+        assert_eq!(
+            seen,
+            [
+                ("a".to_string(), 2),
+                ("b".to_string(), 3),
+                ("c".to_string(), 1)
+            ]
+        );
     }
 
     #[tokio::test]

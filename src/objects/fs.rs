@@ -14,7 +14,7 @@
 //! read from a database row can never reach outside the folder.
 
 use super::{
-    BoxFut, DeleteFailure, LockState, NewObject, ObjectId, ObjectStore, Probe, StoreError,
+    BoxFut, DeleteFailure, Lister, LockState, NewObject, ObjectId, ObjectStore, Probe, StoreError,
     StoreInfo, Version,
 };
 use chrono::{DateTime, Utc};
@@ -110,17 +110,68 @@ impl FsStore {
             }
         }
     }
+}
 
-    fn walk(&self, dir: &Path, prefix: &str, out: &mut Vec<Version>) -> std::io::Result<()> {
-        let entries = match std::fs::read_dir(dir) {
-            Ok(e) => e,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = entry?;
+/// One lazy walk of the folder: a stack of open directories, read an entry
+/// at a time, so memory holds the path from the root to where the walk is,
+/// never the listing. Order is the file system's (each key has one entry,
+/// so no grouping depends on it).
+struct FsLister<'a> {
+    store: &'a FsStore,
+    prefix: &'a str,
+    /// Set when the prefix itself is unsafe: reported on the first page.
+    refused: bool,
+    stack: Vec<std::fs::ReadDir>,
+    started: bool,
+}
+
+impl FsLister<'_> {
+    fn err(&self, e: std::io::Error) -> StoreError {
+        self.store
+            .err("list", format!("cannot read the folder: {}", e.kind()))
+    }
+
+    fn open(&mut self, dir: &Path) -> Result<(), StoreError> {
+        match std::fs::read_dir(dir) {
+            Ok(rd) => {
+                self.stack.push(rd);
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    fn page(&mut self) -> Result<Option<Vec<Version>>, StoreError> {
+        if self.refused {
+            return Err(self.store.err(
+                "list",
+                "a prefix with `.`, `..` or empty segments cannot name a folder",
+            ));
+        }
+        if !self.started {
+            self.started = true;
+            let dir_part = match self.prefix.rfind('/') {
+                Some(i) => &self.prefix[..=i],
+                None => "",
+            };
+            let start = self.store.root.join(dir_part);
+            self.open(&start)?;
+        }
+        let mut out = Vec::new();
+        while out.len() < super::LIST_PAGE {
+            let Some(top) = self.stack.last_mut() else {
+                break;
+            };
+            let entry = match top.next() {
+                None => {
+                    self.stack.pop();
+                    continue;
+                }
+                Some(e) => e.map_err(|e| self.err(e))?,
+            };
             let path = entry.path();
-            let Ok(rel) = path.strip_prefix(&self.root) else {
+            let Ok(rel) = path.strip_prefix(&self.store.root) else {
                 continue;
             };
             let Some(key) = rel
@@ -132,15 +183,15 @@ impl FsStore {
             if key == META_DIR {
                 continue;
             }
-            let ft = entry.file_type()?;
+            let ft = entry.file_type().map_err(|e| self.err(e))?;
             if ft.is_dir() {
                 // Descend only where keys under the prefix can be.
                 let as_dir = format!("{key}/");
-                if as_dir.starts_with(prefix) || prefix.starts_with(&as_dir) {
-                    self.walk(&path, prefix, out)?;
+                if as_dir.starts_with(self.prefix) || self.prefix.starts_with(&as_dir) {
+                    self.open(&path)?;
                 }
-            } else if ft.is_file() && key.starts_with(prefix) {
-                let md = entry.metadata()?;
+            } else if ft.is_file() && key.starts_with(self.prefix) {
+                let md = entry.metadata().map_err(|e| self.err(e))?;
                 out.push(Version {
                     key,
                     version_id: None,
@@ -151,7 +202,16 @@ impl FsStore {
                 });
             }
         }
-        Ok(())
+        if out.is_empty() && self.stack.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(out))
+    }
+}
+
+impl Lister for FsLister<'_> {
+    fn next_page(&mut self) -> BoxFut<'_, Result<Option<Vec<Version>>, StoreError>> {
+        Box::pin(async move { self.page() })
     }
 }
 
@@ -175,29 +235,18 @@ impl ObjectStore for FsStore {
         })
     }
 
-    fn list<'a>(
-        &'a self,
-        prefix: &'a str,
-        _versioned: bool,
-    ) -> BoxFut<'a, Result<Vec<Version>, StoreError>> {
-        Box::pin(async move {
-            // The folder part of the prefix must be as safe as a key.
-            let dir_part = match prefix.rfind('/') {
-                Some(i) => &prefix[..=i],
-                None => "",
-            };
-            if !safe_segments(dir_part, true) {
-                return Err(self.err(
-                    "list",
-                    "a prefix with `.`, `..` or empty segments cannot name a folder",
-                ));
-            }
-            let mut out = Vec::new();
-            let start = self.root.join(dir_part);
-            self.walk(&start, prefix, &mut out)
-                .map_err(|e| self.err("list", format!("cannot read the folder: {}", e.kind())))?;
-            out.sort_by(|a, b| a.key.cmp(&b.key));
-            Ok(out)
+    fn lister<'a>(&'a self, prefix: &'a str, _versioned: bool) -> Box<dyn Lister + 'a> {
+        // The folder part of the prefix must be as safe as a key.
+        let dir_part = match prefix.rfind('/') {
+            Some(i) => &prefix[..=i],
+            None => "",
+        };
+        Box::new(FsLister {
+            store: self,
+            prefix,
+            refused: !safe_segments(dir_part, true),
+            stack: Vec::new(),
+            started: false,
         })
     }
 

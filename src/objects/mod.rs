@@ -159,12 +159,28 @@ pub trait ObjectStore: Send + Sync {
     fn info(&self) -> BoxFut<'_, Result<StoreInfo, StoreError>>;
 
     /// Every version and delete marker under `prefix` (each object once,
-    /// without version ids, when not `versioned`), in key order.
+    /// without version ids, when not `versioned`), a page at a time: the
+    /// listing is never held whole (a prefix may hold millions of keys).
+    fn lister<'a>(&'a self, prefix: &'a str, versioned: bool) -> Box<dyn Lister + 'a>;
+
+    /// The whole listing, in key order: only for prefixes known to be small
+    /// (one row's objects, tests). Rules over a prefix use [`Self::lister`].
     fn list<'a>(
         &'a self,
         prefix: &'a str,
         versioned: bool,
-    ) -> BoxFut<'a, Result<Vec<Version>, StoreError>>;
+    ) -> BoxFut<'a, Result<Vec<Version>, StoreError>> {
+        Box::pin(async move {
+            let mut l = self.lister(prefix, versioned);
+            let mut out = Vec::new();
+            while let Some(page) = l.next_page().await? {
+                out.extend(page);
+            }
+            // Stable: a key's versions keep the order the store gave them.
+            out.sort_by(|a, b| a.key.cmp(&b.key));
+            Ok(out)
+        })
+    }
 
     /// Tags of the object's current version; `None` when it has none (gone,
     /// or its current version is a delete marker).
@@ -188,6 +204,24 @@ pub trait ObjectStore: Send + Sync {
 
     /// Reachability and the store's own region, for `check`.
     fn probe(&self) -> BoxFut<'_, Result<Probe, StoreError>>;
+
+    /// Requests tried again so far (throttling, 5xx, resets, timeouts), by
+    /// the client's own retry policy: a store without one retries nothing.
+    fn retries(&self) -> u64 {
+        0
+    }
+}
+
+/// Versions listed per request: S3's own page size, and the fs store's.
+pub const LIST_PAGE: usize = 1_000;
+
+/// One listing in progress. Pages come in the store's order; every version
+/// of one key is adjacent to the others, though a key's versions may run on
+/// from one page into the next (S3 pages by version, not by key). The fs
+/// store keeps no versions, so its one entry per key is always whole.
+pub trait Lister: Send {
+    /// The next page (at most about [`LIST_PAGE`] versions); `None` once done.
+    fn next_page(&mut self) -> BoxFut<'_, Result<Option<Vec<Version>>, StoreError>>;
 }
 
 /// A store opened for a run, with what it said about itself.

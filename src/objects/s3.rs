@@ -15,7 +15,7 @@
 //! scrubbed of the key it concerns (keys can carry subject ids).
 
 use super::{
-    BoxFut, DeleteFailure, LockMode, LockState, NewObject, ObjectId, ObjectStore, Probe,
+    BoxFut, DeleteFailure, Lister, LockMode, LockState, NewObject, ObjectId, ObjectStore, Probe,
     StoreError, StoreInfo, Version,
 };
 use crate::config::{Store, StoreKind};
@@ -42,6 +42,58 @@ pub struct S3Store {
     name: String,
     bucket: String,
     client: Client,
+    attempts: std::sync::Arc<Attempts>,
+}
+
+/// Requests and attempts the SDK made for one store: every attempt past a
+/// request's first is a retry (a 500, a 503 SlowDown, a reset connection, a
+/// timed-out attempt), which the run reports instead of hiding.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    requests: std::sync::atomic::AtomicU64,
+    attempts: std::sync::atomic::AtomicU64,
+}
+
+impl Attempts {
+    pub fn retries(&self) -> u64 {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.attempts
+            .load(Relaxed)
+            .saturating_sub(self.requests.load(Relaxed))
+    }
+}
+
+/// The interceptor that counts [`Attempts`]; it reads, never changes, a request.
+#[derive(Debug)]
+struct CountAttempts(std::sync::Arc<Attempts>);
+
+impl aws_sdk_s3::config::Intercept for CountAttempts {
+    fn name(&self) -> &'static str {
+        "lethe-count-attempts"
+    }
+
+    fn read_before_execution(
+        &self,
+        _: &aws_sdk_s3::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        self.0
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn read_before_attempt(
+        &self,
+        _: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
+        _: &aws_sdk_s3::config::RuntimeComponents,
+        _: &mut aws_sdk_s3::config::ConfigBag,
+    ) -> Result<(), aws_sdk_s3::error::BoxError> {
+        self.0
+            .attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 /// The S3 client Lethe uses for a store: region, endpoint, path style,
@@ -51,6 +103,17 @@ pub async fn client(
     endpoint: Option<&str>,
     path_style: bool,
     max_attempts: u32,
+) -> Client {
+    counting_client(region, endpoint, path_style, max_attempts, None).await
+}
+
+/// [`client`], counting its requests and attempts into `attempts`.
+pub async fn counting_client(
+    region: Option<&str>,
+    endpoint: Option<&str>,
+    path_style: bool,
+    max_attempts: u32,
+    attempts: Option<std::sync::Arc<Attempts>>,
 ) -> Client {
     let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
@@ -71,6 +134,9 @@ pub async fn client(
     if let Some(e) = endpoint {
         b = b.endpoint_url(e);
     }
+    if let Some(a) = attempts {
+        b = b.interceptor(CountAttempts(a));
+    }
     Client::from_conf(b.build())
 }
 
@@ -84,16 +150,19 @@ impl S3Store {
         else {
             unreachable!("S3Store::new is only called for kind = \"s3\"");
         };
+        let attempts = std::sync::Arc::new(Attempts::default());
         S3Store {
             name: cfg.name.clone(),
             bucket: bucket.clone(),
-            client: client(
+            client: counting_client(
                 cfg.region.as_deref(),
                 endpoint.as_deref(),
                 *path_style,
                 cfg.max_attempts,
+                Some(attempts.clone()),
             )
             .await,
+            attempts,
         }
     }
 
@@ -103,6 +172,7 @@ impl S3Store {
             name: name.to_string(),
             bucket: bucket.to_string(),
             client,
+            attempts: Default::default(),
         }
     }
 
@@ -228,6 +298,120 @@ fn tagging(tags: &BTreeMap<String, String>) -> String {
         .join("&")
 }
 
+/// One S3 listing: `ListObjectsV2` (unversioned) or `ListObjectVersions`
+/// pages, one request per [`Lister::next_page`], resumed from the markers
+/// the previous page gave. Only the markers are kept between pages.
+struct S3Lister<'a> {
+    store: &'a S3Store,
+    prefix: &'a str,
+    versioned: bool,
+    continuation: Option<String>,
+    key_marker: Option<String>,
+    version_marker: Option<String>,
+    done: bool,
+}
+
+impl S3Lister<'_> {
+    async fn unversioned(&mut self) -> Result<Vec<Version>, StoreError> {
+        let s = self.store;
+        let page = s
+            .client
+            .list_objects_v2()
+            .bucket(&s.bucket)
+            .prefix(self.prefix)
+            .set_continuation_token(self.continuation.take())
+            .send()
+            .await
+            .map_err(|e| s.err("ListObjectsV2", e, Some(self.prefix)))?;
+        let out = page
+            .contents()
+            .iter()
+            .filter_map(|o| {
+                Some(Version {
+                    key: o.key()?.to_string(),
+                    version_id: None,
+                    size: o.size().unwrap_or(0).max(0) as u64,
+                    last_modified: o.last_modified().and_then(to_chrono),
+                    is_latest: true,
+                    delete_marker: false,
+                })
+            })
+            .collect();
+        self.continuation = page.next_continuation_token().map(str::to_string);
+        self.done = page.is_truncated() != Some(true) || self.continuation.is_none();
+        Ok(out)
+    }
+
+    async fn versions(&mut self) -> Result<Vec<Version>, StoreError> {
+        let s = self.store;
+        let page = s
+            .client
+            .list_object_versions()
+            .bucket(&s.bucket)
+            .prefix(self.prefix)
+            .set_key_marker(self.key_marker.take())
+            .set_version_id_marker(self.version_marker.take())
+            .send()
+            .await
+            .map_err(|e| s.err("ListObjectVersions", e, Some(self.prefix)))?;
+        let mut out = Vec::with_capacity(page.versions().len() + page.delete_markers().len());
+        for v in page.versions() {
+            let Some(key) = v.key() else { continue };
+            out.push(Version {
+                key: key.to_string(),
+                version_id: v.version_id().map(str::to_string),
+                size: v.size().unwrap_or(0).max(0) as u64,
+                last_modified: v.last_modified().and_then(to_chrono),
+                is_latest: v.is_latest().unwrap_or(false),
+                delete_marker: false,
+            });
+        }
+        for m in page.delete_markers() {
+            let Some(key) = m.key() else { continue };
+            out.push(Version {
+                key: key.to_string(),
+                version_id: m.version_id().map(str::to_string),
+                size: 0,
+                last_modified: m.last_modified().and_then(to_chrono),
+                is_latest: m.is_latest().unwrap_or(false),
+                delete_marker: true,
+            });
+        }
+        // Versions and markers come in two lists: merge them per key.
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        if page.is_truncated() != Some(true) {
+            self.done = true;
+            return Ok(out);
+        }
+        self.key_marker = page.next_key_marker().map(str::to_string);
+        self.version_marker = page.next_version_id_marker().map(str::to_string);
+        if self.key_marker.is_none() {
+            return Err(StoreError {
+                store: s.name.clone(),
+                op: "ListObjectVersions",
+                message: "a truncated page without a next marker".into(),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Lister for S3Lister<'_> {
+    fn next_page(&mut self) -> BoxFut<'_, Result<Option<Vec<Version>>, StoreError>> {
+        Box::pin(async move {
+            if self.done {
+                return Ok(None);
+            }
+            let page = if self.versioned {
+                self.versions().await?
+            } else {
+                self.unversioned().await?
+            };
+            Ok(Some(page))
+        })
+    }
+}
+
 impl ObjectStore for S3Store {
     fn name(&self) -> &str {
         &self.name
@@ -263,87 +447,19 @@ impl ObjectStore for S3Store {
         })
     }
 
-    fn list<'a>(
-        &'a self,
-        prefix: &'a str,
-        versioned: bool,
-    ) -> BoxFut<'a, Result<Vec<Version>, StoreError>> {
-        Box::pin(async move {
-            let mut out = Vec::new();
-            if !versioned {
-                let mut pages = self
-                    .client
-                    .list_objects_v2()
-                    .bucket(&self.bucket)
-                    .prefix(prefix)
-                    .into_paginator()
-                    .send();
-                while let Some(page) = pages.next().await {
-                    let page = page.map_err(|e| self.err("ListObjectsV2", e, Some(prefix)))?;
-                    for o in page.contents() {
-                        let Some(key) = o.key() else { continue };
-                        out.push(Version {
-                            key: key.to_string(),
-                            version_id: None,
-                            size: o.size().unwrap_or(0).max(0) as u64,
-                            last_modified: o.last_modified().and_then(to_chrono),
-                            is_latest: true,
-                            delete_marker: false,
-                        });
-                    }
-                }
-                return Ok(out);
-            }
-            let (mut key_marker, mut version_marker) = (None::<String>, None::<String>);
-            loop {
-                let page = self
-                    .client
-                    .list_object_versions()
-                    .bucket(&self.bucket)
-                    .prefix(prefix)
-                    .set_key_marker(key_marker.take())
-                    .set_version_id_marker(version_marker.take())
-                    .send()
-                    .await
-                    .map_err(|e| self.err("ListObjectVersions", e, Some(prefix)))?;
-                for v in page.versions() {
-                    let Some(key) = v.key() else { continue };
-                    out.push(Version {
-                        key: key.to_string(),
-                        version_id: v.version_id().map(str::to_string),
-                        size: v.size().unwrap_or(0).max(0) as u64,
-                        last_modified: v.last_modified().and_then(to_chrono),
-                        is_latest: v.is_latest().unwrap_or(false),
-                        delete_marker: false,
-                    });
-                }
-                for m in page.delete_markers() {
-                    let Some(key) = m.key() else { continue };
-                    out.push(Version {
-                        key: key.to_string(),
-                        version_id: m.version_id().map(str::to_string),
-                        size: 0,
-                        last_modified: m.last_modified().and_then(to_chrono),
-                        is_latest: m.is_latest().unwrap_or(false),
-                        delete_marker: true,
-                    });
-                }
-                if page.is_truncated() != Some(true) {
-                    break;
-                }
-                key_marker = page.next_key_marker().map(str::to_string);
-                version_marker = page.next_version_id_marker().map(str::to_string);
-                if key_marker.is_none() {
-                    return Err(StoreError {
-                        store: self.name.clone(),
-                        op: "ListObjectVersions",
-                        message: "a truncated page without a next marker".into(),
-                    });
-                }
-            }
-            // Versions and markers come in two lists: merge them per key.
-            out.sort_by(|a, b| a.key.cmp(&b.key));
-            Ok(out)
+    fn retries(&self) -> u64 {
+        self.attempts.retries()
+    }
+
+    fn lister<'a>(&'a self, prefix: &'a str, versioned: bool) -> Box<dyn Lister + 'a> {
+        Box::new(S3Lister {
+            store: self,
+            prefix,
+            versioned,
+            continuation: None,
+            key_marker: None,
+            version_marker: None,
+            done: false,
         })
     }
 

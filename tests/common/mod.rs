@@ -8,6 +8,7 @@
 
 pub mod objects;
 pub mod proxy;
+pub mod s3proxy;
 
 use lethe::sql::{Db, Stmt, Val};
 use std::path::{Path, PathBuf};
