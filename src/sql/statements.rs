@@ -1273,18 +1273,17 @@ impl RuleSql {
         b.finish()
     }
 
-    /// What keeps writers out of a partition while it is read and dropped:
-    /// PostgreSQL `LOCK TABLE ONLY "s"."p" IN SHARE MODE` (inside the
-    /// transaction that drops it; readers go on), MariaDB `LOCK TABLES t
-    /// WRITE` (its DDL is not transactional; held only for a re-count and
-    /// the drop).
-    pub fn partition_lock(&self, d: &dyn Dialect, schema: &str, name: &str) -> Stmt {
+    /// What keeps everyone out of the table while a partition is re-checked
+    /// and dropped: PostgreSQL `LOCK TABLE parent IN ACCESS EXCLUSIVE MODE`
+    /// (the lock `DETACH` takes anyway, taken on the parent first, in the
+    /// order the application's statements on the parent take theirs, so the
+    /// two cannot deadlock), MariaDB `LOCK TABLES t WRITE`. Held only for a
+    /// checksum of the partition and the drop.
+    pub fn partition_lock(&self, d: &dyn Dialect, _schema: &str, _name: &str) -> Stmt {
         let sql = match d.engine() {
-            Engine::Postgres => format!(
-                "LOCK TABLE ONLY {}.{} IN SHARE MODE",
-                d.quote(schema),
-                d.quote(name)
-            ),
+            Engine::Postgres => {
+                format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", self.table.from)
+            }
             _ => format!("LOCK TABLES {} WRITE", self.table.from),
         };
         Stmt { sql, binds: vec![] }
