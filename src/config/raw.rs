@@ -62,6 +62,9 @@ pub struct RawSource {
     /// Pause between two batches on this source (SQLite writers starve otherwise).
     #[serde(default)]
     pub batch_pause: Option<Spanned<String>>,
+    /// `"vacuum"`: reclaim what a purge leaves on disk (see `AfterPurge`).
+    #[serde(default)]
+    pub after_purge: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -128,6 +128,22 @@ pub fn validate_config(
             None => Duration::ZERO,
             Some(p) => parse_pause(&mut cx, p),
         };
+        let after_purge = match &src.after_purge {
+            None => AfterPurge::None,
+            Some(a) => {
+                match a.get_ref().as_str() {
+                    "none" => AfterPurge::None,
+                    "vacuum" => AfterPurge::Vacuum,
+                    other => {
+                        cx.err(
+                        a,
+                        format!("after_purge = \"{other}\": use \"none\" (the default) or \"vacuum\""),
+                    );
+                        AfterPurge::None
+                    }
+                }
+            }
+        };
         let max_connections = src
             .max_connections
             .as_ref()
@@ -146,6 +162,7 @@ pub fn validate_config(
                 region: src.region.as_ref().map(|r| r.get_ref().clone()),
                 max_connections,
                 batch_pause,
+                after_purge,
             },
         );
     }

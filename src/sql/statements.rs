@@ -1153,6 +1153,24 @@ pub fn hash_update(
     b.finish()
 }
 
+impl RuleSql {
+    /// The tables a rule's batches write: the target, then every child
+    /// table (grandchildren after their parent), each once.
+    pub fn touched_tables(&self) -> Vec<&TableSql> {
+        fn walk<'a>(children: &'a [ChildSql], out: &mut Vec<&'a TableSql>) {
+            for c in children {
+                if !out.iter().any(|t| t.from == c.table.from) {
+                    out.push(&c.table);
+                }
+                walk(&c.children, out);
+            }
+        }
+        let mut out = vec![&self.table];
+        walk(&self.children, &mut out);
+        out
+    }
+}
+
 /// Statements of `partitions = "drop"`: the catalog, one partition's keys
 /// and subjects, its lock and its drop. Names come from the catalog and are
 /// quoted here, like every other identifier.
