@@ -137,8 +137,10 @@ impl Shape {
 fn not_applicable(method: &str, shape: Shape, kind: Kind) -> Option<&'static str> {
     match method {
         "raw" | "lethe" | "default" => None,
-        "drop" if shape != Shape::Partitioned => Some("only on the partitioned table"),
-        "drop" => None,
+        "drop" | "lethe_drop" if shape != Shape::Partitioned => {
+            Some("only on the partitioned table")
+        }
+        "drop" | "lethe_drop" => None,
         _ if matches!(shape, Shape::Anonymize | Shape::Cascade) => {
             Some("deletes one table only (no anonymize, no children)")
         }
@@ -256,13 +258,14 @@ impl Params {
         let mut methods = Vec::new();
         for m in env_or(
             "LETHE_BENCH_METHODS",
-            "raw,drop,reference,pt-archiver,default,lethe",
+            "raw,drop,reference,pt-archiver,default,lethe,lethe-drop",
         )
         .split(',')
         {
             methods.push(match m.trim() {
                 "raw" => "raw",
                 "drop" => "drop",
+                "lethe-drop" | "lethe_drop" => "lethe_drop",
                 "pt-archiver" | "pt_archiver" | "pt" => "pt_archiver",
                 "default" | "lethe-default" => "default",
                 "loop" | "plain_loop" => "plain_loop",
@@ -271,7 +274,7 @@ impl Params {
                 "lethe" => "lethe",
                 other => {
                     return Err(format!(
-                        "LETHE_BENCH_METHODS: unknown method `{other}` (raw, drop, reference, loop, pt-archiver, default, lethe, bare)"
+                        "LETHE_BENCH_METHODS: unknown method `{other}` (raw, drop, reference, loop, pt-archiver, default, lethe, lethe-drop, bare)"
                     )
                     .into());
                 }
@@ -1635,6 +1638,7 @@ fn lethe_config(
     shape: Shape,
     batch: Option<usize>,
     workers: usize,
+    drop_partitions: bool,
 ) -> Res<(tempfile::TempDir, lethe::config::Loaded)> {
     let dir = tempfile::Builder::new()
         .prefix("lethe_bench_cfg_")
@@ -1690,6 +1694,9 @@ fn lethe_config(
     if workers > 1 {
         job.push_str(&format!("concurrency = {workers}\n"));
     }
+    if drop_partitions {
+        job.push_str("partitions = \"drop\"\n");
+    }
     if shape == Shape::Cascade {
         job.push_str(
             "\n  [[rules.children]]\n  target = \"app.event_items\"\n  \
@@ -1715,8 +1722,9 @@ async fn lethe_run(
     shape: Shape,
     batch: Option<usize>,
     workers: usize,
+    drop_partitions: bool,
 ) -> Res<Outcome> {
-    let (_dir, loaded) = lethe_config(t, shape, batch, workers)?;
+    let (_dir, loaded) = lethe_config(t, shape, batch, workers, drop_partitions)?;
     let batch_size = loaded.jobs[0].rules[0].batch_size;
     // A production state store was migrated by an earlier run: do that
     // outside the measurement, so a first-ever run's schema setup is not timed.
@@ -1763,8 +1771,19 @@ async fn lethe_run(
         .into());
     }
     let mut o = Outcome::new(
-        if batch.is_none() { "default" } else { "lethe" },
+        match (drop_partitions, batch) {
+            (true, _) => "lethe_drop",
+            (false, None) => "default",
+            (false, Some(_)) => "lethe",
+        },
         match (batch, workers) {
+            _ if drop_partitions => format!(
+                "lethe, partitions = drop ({})",
+                rule.partitions
+                    .iter()
+                    .filter(|p| p.status == "dropped")
+                    .count()
+            ),
             (None, _) => "lethe (defaults)".to_string(),
             (_, 1) => "lethe".to_string(),
             (_, w) => format!("lethe ×{w}"),
@@ -1786,7 +1805,7 @@ async fn lethe_run(
 /// engine's counts, lease, state store or audit log. `lethe` minus `bare` is
 /// the engine's bookkeeping; `bare` against `raw` is the price of batching.
 async fn bare_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
-    let (_dir, loaded) = lethe_config(t, Shape::Indexed, Some(batch), 1)?;
+    let (_dir, loaded) = lethe_config(t, Shape::Indexed, Some(batch), 1, false)?;
     let rule = &loaded.jobs[0].rules[0];
     let src = &loaded.config.sources["app"];
     let started = Instant::now();
@@ -1998,6 +2017,7 @@ async fn bench_shape(
             "pt_archiver" if pt.is_some() => plan.push(("pt_archiver", p.pt_limit, 1)),
             "pt_archiver" => {}
             "default" => plan.push(("default", 0, 1)),
+            "lethe_drop" => plan.push(("lethe_drop", 0, 1)),
             _ => {
                 plan.extend(p.lethe_batches.iter().map(|b| ("lethe", *b, 1)));
                 // Side-by-side windows apply to a plain delete only.
@@ -2067,8 +2087,9 @@ async fn bench_shape(
                 "bare" => bare_run(t, p, batch).await,
                 "reference" => reference_loop(t, p).await,
                 "pt_archiver" => pt_archiver(t, p, pt.expect("planned only when found")).await,
-                "default" => lethe_run(t, p, shape, None, 1).await,
-                _ => lethe_run(t, p, shape, Some(batch), workers).await,
+                "default" => lethe_run(t, p, shape, None, 1, false).await,
+                "lethe_drop" => lethe_run(t, p, shape, None, 1, true).await,
+                _ => lethe_run(t, p, shape, Some(batch), workers, false).await,
             };
             stop.cancel();
             let during = match during {
@@ -2221,7 +2242,13 @@ async fn bench_shape(
     }
     if let (Some(drop), Some(raw)) = (find("drop"), raw_rate) {
         println!(
-            "  dropping whole partitions: {:.1}× the raw DELETE",
+            "  dropping whole partitions by hand: {:.1}× the raw DELETE",
+            drop.rate() / raw
+        );
+    }
+    if let (Some(drop), Some(raw)) = (find("lethe_drop"), raw_rate) {
+        println!(
+            "  Lethe with partitions = \"drop\": {:.1}× the raw DELETE",
             drop.rate() / raw
         );
     }

@@ -124,6 +124,10 @@ pub struct RuleReport {
     /// plan, to drop) or batched with the reason.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub partitions: Vec<PartitionReport>,
+    /// Sources with `after_purge`: the dead space the touched tables hold
+    /// (a plan: now; a run: after the reclaim step).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dead_space: Option<crate::sql::purge::DeadSpace>,
     pub message: Option<String>,
     /// The order the batches walk the table in, and why (SQL rules).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -235,7 +239,7 @@ impl<'a> Sources<'a> {
                 .ok_or_else(|| format!("unknown source `{name}`"))?;
             let mut outage = Outage::default();
             let res = loop {
-                match Db::connect(name, &src.url, src.max_connections, src.batch_pause).await {
+                match Db::connect_source(src).await {
                     Ok(mut db) => {
                         db.reconnect_for = src.reconnect_for;
                         break Ok(db);
@@ -791,6 +795,7 @@ fn blank_report(job: &Job, rule: &str, target: String, action: &str) -> RuleRepo
         sample_subjects: vec![],
         objects: vec![],
         partitions: vec![],
+        dead_space: None,
         message: None,
         walk: None,
         notes: vec![],
@@ -875,6 +880,12 @@ async fn run_rule_traced(
                 Err(e) => return fail(ctx, report, e.to_string()),
             }
         }
+        if db.after_purge {
+            match crate::sql::purge::estimate(db, &sql.touched_tables()).await {
+                Ok(ds) => report.dead_space = Some(ds),
+                Err(e) => tracing::warn!(error = %e, "dead space could not be estimated"),
+            }
+        }
         report.status = if report.matched > 0 {
             RuleStatus::Pending
         } else {
@@ -905,6 +916,28 @@ async fn run_rule_traced(
     let outcome = execute(ctx, db, rule, &sql, &stores, &mut report, &mut bar).await;
     if let Some(b) = bar.as_mut() {
         b.finish();
+    }
+    // `after_purge`: what the deletes left on disk, reclaimed where the
+    // engine can do it online. A failure here is reported, never a failed
+    // rule: the rows are gone either way.
+    if db.after_purge && report.done > 0 && outcome.is_ok() {
+        let tables = sql.touched_tables();
+        report.dead_space = Some(match crate::sql::purge::reclaim(db, &tables).await {
+            Ok(ds) => {
+                tracing::info!(state = %ds.state, bytes = ds.bytes, "after_purge");
+                ds
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "after_purge failed");
+                crate::sql::purge::DeadSpace {
+                    tables: tables.iter().map(|t| t.info.table.to_string()).collect(),
+                    dead_rows: None,
+                    bytes: 0,
+                    state: "failed".into(),
+                    note: e.to_string(),
+                }
+            }
+        });
     }
     match outcome {
         Ok(()) => Ok(report),

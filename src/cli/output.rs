@@ -106,6 +106,21 @@ pub fn run_table(r: &RunReport, dry: bool) -> String {
                     String::new(),
                 ]);
             }
+            if let Some(ds) = &rule.dead_space {
+                notes.push((
+                    rows.len(),
+                    format!(
+                        "dead space in {}: {} bytes{} ({}): {}",
+                        ds.tables.join(", "),
+                        ds.bytes,
+                        ds.dead_rows
+                            .map(|n| format!(", {n} dead row versions"))
+                            .unwrap_or_default(),
+                        ds.state,
+                        ds.note
+                    ),
+                ));
+            }
             if let Some(m) = &rule.message {
                 notes.push((rows.len(), m.clone()));
             }

@@ -171,6 +171,21 @@ pub struct Source {
     /// How long Lethe keeps reconnecting to this source after its
     /// connection is lost (a failover, a restart) before the rule fails.
     pub reconnect_for: Duration,
+    /// What Lethe does about the dead space its deletes leave behind.
+    pub after_purge: AfterPurge,
+}
+
+/// `after_purge` on a source: deleted rows stay readable in pages (and in
+/// PostgreSQL until VACUUM) — personal data with them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AfterPurge {
+    /// Nothing beyond the deletes (the default).
+    #[default]
+    None,
+    /// PostgreSQL: `VACUUM` of the touched tables after the rule; SQLite:
+    /// `secure_delete` on Lethe's connections plus an incremental vacuum;
+    /// MariaDB: reported as not reclaimable online.
+    Vacuum,
 }
 
 /// Default `reconnect_for`: a failover takes seconds; a nightly job can wait.

@@ -99,6 +99,9 @@ pub struct RawSource {
     /// How long to keep reconnecting after the connection is lost (`0s`: never).
     #[serde(default)]
     pub reconnect_for: Option<Spanned<String>>,
+    /// `"vacuum"`: reclaim what a purge leaves on disk (see `AfterPurge`).
+    #[serde(default)]
+    pub after_purge: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]

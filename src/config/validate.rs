@@ -132,6 +132,22 @@ pub fn validate_config(
             None => super::model::DEFAULT_RECONNECT_FOR,
             Some(p) => parse_pause(&mut cx, p),
         };
+        let after_purge = match &src.after_purge {
+            None => AfterPurge::None,
+            Some(a) => {
+                match a.get_ref().as_str() {
+                    "none" => AfterPurge::None,
+                    "vacuum" => AfterPurge::Vacuum,
+                    other => {
+                        cx.err(
+                        a,
+                        format!("after_purge = \"{other}\": use \"none\" (the default) or \"vacuum\""),
+                    );
+                        AfterPurge::None
+                    }
+                }
+            }
+        };
         let max_connections = src
             .max_connections
             .as_ref()
@@ -151,6 +167,7 @@ pub fn validate_config(
                 max_connections,
                 batch_pause,
                 reconnect_for,
+                after_purge,
             },
         );
     }

@@ -10,17 +10,20 @@
 //! read and the drop. Those partitions stay, and the batch loop after this
 //! step deletes their due rows as it always did (holds respected row by row).
 //!
-//! Order of a drop, so the log never misses a row that went:
-//! - PostgreSQL, one transaction: `LOCK TABLE ONLY part IN SHARE MODE`
-//!   (writers to that partition wait, readers go on), read keys and
-//!   subjects, re-count, re-check holds, write (fsync) the record, `DETACH`,
-//!   `DROP`, commit. A failed commit is followed by a `batch_rollback`.
-//! - MariaDB (DDL is not transactional): read keys and subjects and a
-//!   checksum (`COUNT`, `BIT_XOR(CRC32(key))`) in one consistent snapshot,
-//!   then `LOCK TABLES t WRITE`, re-check the checksum, write the record,
-//!   `ALTER TABLE … DROP PARTITION`, `UNLOCK TABLES`. The table is locked only
-//!   for the checksum and the drop. Holds are checked before the lock (the
-//!   hold table cannot be read under `LOCK TABLES`).
+//! Order of a drop, so the log never misses a row that went, and the
+//! application waits only for a checksum and a DDL statement:
+//! 1. In one snapshot (REPEATABLE READ), nothing locked: a checksum of the
+//!    partition (`COUNT`, and `SUM(hashtext(key))` on PostgreSQL or
+//!    `BIT_XOR(CRC32(key))` on MariaDB), its keys and its subjects.
+//! 2. Lock: PostgreSQL `LOCK TABLE parent IN ACCESS EXCLUSIVE MODE` (with a
+//!    `lock_timeout`; parent first, as `DETACH` and the application's own
+//!    statements take theirs), MariaDB `LOCK TABLES t WRITE`. The checksum
+//!    again: a partition that changed since the read is batched instead.
+//!    PostgreSQL re-checks holds here too (the hold table cannot be read
+//!    under MariaDB's `LOCK TABLES`, so there holds are checked before).
+//! 3. The record (fsynced), then `DETACH` + `DROP` and commit (PostgreSQL,
+//!    one transaction; a failed commit is followed by a `batch_rollback`) or
+//!    `ALTER TABLE … DROP PARTITION` and `UNLOCK TABLES` (MariaDB).
 
 use super::{
     BatchDone, JobCtx, RuleProgress, RuleReport, batch_event, count_batch, rollback_event,
@@ -30,7 +33,7 @@ use crate::config::Rule;
 use crate::error::Error;
 use crate::sql::dialect::Engine;
 use crate::sql::statements::RuleSql;
-use crate::sql::{Db, Stmt, Tx, mysql, postgres};
+use crate::sql::{Db, Stmt, TextRow, Tx, mysql, postgres};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -38,6 +41,9 @@ use std::time::Instant;
 
 /// Keys read per page while a partition's digest is computed.
 const PAGE: usize = 10_000;
+/// PostgreSQL: how long the drop waits for the parent's lock before it
+/// gives up and leaves the partition to the batch loop.
+const LOCK_TIMEOUT_MS: u64 = 5_000;
 
 /// A partition whose whole range is past the cutoff.
 #[derive(Debug, Clone)]
@@ -196,14 +202,22 @@ async fn read_keys(tx: &mut Tx, db: &Db, sql: &RuleSql, from: &str) -> Result<Re
     })
 }
 
-/// MariaDB: `COUNT(*)` and `BIT_XOR(CRC32(key))` of a partition, as text.
+/// `COUNT(*)` and a checksum of the keys of a partition, as text:
+/// PostgreSQL `SUM(hashtext(key))`, MariaDB `BIT_XOR(CRC32(key))`. Equal
+/// before and after the lock means no row came or went in between.
 fn checksum(db: &Db, sql: &RuleSql, from: &str) -> Stmt {
     let d = db.dialect();
-    let kc = sql.table.col(d, &sql.key.name);
+    let k = d.to_text(&sql.table.col(d, &sql.key.name));
+    let sum = if d.engine() == Engine::Postgres {
+        format!("COALESCE(SUM(CAST(hashtext({k}) AS BIGINT)), 0)")
+    } else {
+        format!("BIT_XOR(CRC32({k}))")
+    };
     Stmt {
         sql: format!(
-            "SELECT CAST(COUNT(*) AS CHAR), CAST(BIT_XOR(CRC32({})) AS CHAR) FROM {from}",
-            d.to_text(&kc)
+            "SELECT {}, {} FROM {from}",
+            d.to_text("COUNT(*)"),
+            d.to_text(&sum)
         ),
         binds: vec![],
     }
@@ -274,96 +288,83 @@ async fn drop_one(
     let from = sql.partition_from(d, &w.schema, &w.name);
     let kept = |e: Error| Kept::Reason(e.to_string());
     let postgres = d.engine() == Engine::Postgres;
+    let sum = checksum(db, sql, &from);
+    // 1. Checksum, keys and subjects in one snapshot, nothing locked.
+    let snapshot: Result<(Option<TextRow>, Read), Error> = async {
+        let mut tx = db.begin().await?;
+        let res = async {
+            if postgres {
+                tx.execute(
+                    db,
+                    &plain("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"),
+                )
+                .await?;
+            }
+            let before = tx.fetch(db, &sum).await?.into_iter().next();
+            let read = read_keys(&mut tx, db, sql, &from).await?;
+            Ok((before, read))
+        }
+        .await;
+        let _ = tx.rollback(db).await;
+        res
+    }
+    .await;
+    let (before, read) = match snapshot {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(kept(e))),
+    };
+    if before.as_ref().and_then(|r| r.first().cloned().flatten()) != Some(read.count.to_string()) {
+        return Ok(Err(Kept::Reason(format!(
+            "read {} keys of a partition that holds {}: the key is not unique",
+            read.count,
+            before
+                .as_ref()
+                .and_then(|r| r.first().cloned().flatten())
+                .unwrap_or_default()
+        ))));
+    }
+    // 2. Lock (PostgreSQL: the parent, first, as the application's own
+    // statements on the parent do; MariaDB: LOCK TABLES), and check that the
+    // partition still holds exactly what was read and no held subject.
     let mut tx = match db.begin().await {
         Ok(tx) => tx,
         Err(e) => return Ok(Err(kept(e))),
     };
-    // PostgreSQL: lock first, so the read is what the drop removes.
-    if postgres
-        && let Err(e) = tx
-            .execute(db, &sql.partition_lock(d, &w.schema, &w.name))
-            .await
-    {
+    let unlock = |tx: Tx| async move {
+        let mut tx = tx;
+        if !postgres {
+            let _ = tx.execute(db, &unlock_tables()).await;
+        }
         let _ = tx.rollback(db).await;
-        return Ok(Err(kept(e)));
-    }
-    let before = if postgres {
-        None
-    } else {
-        match tx.fetch(db, &checksum(db, sql, &from)).await {
-            Ok(r) => r.into_iter().next(),
-            Err(e) => {
-                let _ = tx.rollback(db).await;
-                return Ok(Err(kept(e)));
-            }
-        }
     };
-    let read = match read_keys(&mut tx, db, sql, &from).await {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = tx.rollback(db).await;
-            return Ok(Err(kept(e)));
-        }
-    };
-    // Under the lock: the rows are still exactly the ones read, and none of
-    // their subjects was put on hold meanwhile (PostgreSQL).
     let recheck: Result<Option<String>, Error> = async {
         if postgres {
-            let n = tx
-                .fetch(db, &sql.partition_count_text(d, &from, false))
+            tx.execute(
+                db,
+                &plain(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")),
+            )
+            .await?;
+        }
+        tx.execute(db, &sql.partition_lock(d, &w.schema, &w.name))
+            .await?;
+        let after = tx.fetch(db, &sum).await?.into_iter().next();
+        if after != before {
+            return Ok(Some("the partition changed while it was read".into()));
+        }
+        if postgres && sql.hold.is_some() && sql.subject.is_some() {
+            let held = tx
+                .fetch(db, &sql.partition_count_text(d, &from, true))
                 .await?
                 .into_iter()
                 .next()
                 .and_then(|r| r.into_iter().next().flatten());
-            if n.as_deref() != Some(read.count.to_string().as_str()) {
-                return Ok(Some(format!(
-                    "read {} keys but the partition holds {}: the key is not unique",
-                    read.count,
-                    n.unwrap_or_default()
-                )));
-            }
-            if sql.hold.is_some() && sql.subject.is_some() {
-                let held = tx
-                    .fetch(db, &sql.partition_count_text(d, &from, true))
-                    .await?;
-                let held = held
-                    .into_iter()
-                    .next()
-                    .and_then(|r| r.into_iter().next().flatten());
-                if held.as_deref() != Some("0") {
-                    return Ok(Some("a subject in it was put on hold".into()));
-                }
-            }
-        } else {
-            if before.as_ref().and_then(|r| r.first().cloned().flatten())
-                != Some(read.count.to_string())
-            {
-                return Ok(Some("the partition changed while it was read".into()));
-            }
-            // Ends the snapshot; the lock keeps writers out from here on.
-            tx.execute(db, &sql.partition_lock(d, &w.schema, &w.name))
-                .await?;
-            let after = tx
-                .fetch(db, &checksum(db, sql, &from))
-                .await?
-                .into_iter()
-                .next();
-            if after != before {
-                return Ok(Some("the partition changed while it was read".into()));
+            if held.as_deref() != Some("0") {
+                return Ok(Some("a subject in it was put on hold".into()));
             }
         }
         Ok(None)
     }
     .await;
-    let unlock = |tx: Tx| async move {
-        if !postgres {
-            let mut tx = tx;
-            let _ = tx.execute(db, &unlock_tables()).await;
-            let _ = tx.rollback(db).await;
-        } else {
-            let _ = tx.rollback(db).await;
-        }
-    };
     match recheck {
         Ok(None) => {}
         Ok(Some(why)) => {
@@ -375,6 +376,7 @@ async fn drop_one(
             return Ok(Err(kept(e)));
         }
     }
+    // 3. Record (fsynced), then drop.
     let done = BatchDone {
         batch: report.batches + 1,
         count: read.count,
@@ -419,10 +421,19 @@ async fn drop_one(
     if let Err(e) = result {
         ctx.audit
             .append(rollback_event(ctx, rule, done.batch, &e))?;
+        // The number is used (by the record and its rollback).
+        report.batches = report.batches.max(done.batch);
         return Ok(Err(kept(e)));
     }
     count_batch(report, bar, done, started);
     Ok(Ok(()))
+}
+
+fn plain(sql: &str) -> Stmt {
+    Stmt {
+        sql: sql.into(),
+        binds: vec![],
+    }
 }
 
 fn unlock_tables() -> Stmt {

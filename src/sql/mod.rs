@@ -8,6 +8,7 @@
 pub mod dialect;
 pub mod mysql;
 pub mod postgres;
+pub mod purge;
 pub mod schema;
 pub mod sqlite;
 pub mod statements;
@@ -67,6 +68,9 @@ pub struct Db {
     /// How long a lost connection is retried before the rule fails (the
     /// source's `reconnect_for`; zero outside the engine's batch loop).
     pub reconnect_for: Duration,
+    /// `after_purge = "vacuum"` on this source (SQLite connections then
+    /// run with `secure_delete`).
+    pub after_purge: bool,
 }
 
 /// An open transaction on a [`Db`].
@@ -197,6 +201,29 @@ impl Db {
         max_connections: u32,
         pause: Duration,
     ) -> Result<Db, Error> {
+        Self::connect_with(name, url, max_connections, pause, false).await
+    }
+
+    /// [`Db::connect`] for a configured source, with its `after_purge`.
+    pub async fn connect_source(src: &crate::config::Source) -> Result<Db, Error> {
+        let after = src.after_purge == crate::config::AfterPurge::Vacuum;
+        Self::connect_with(
+            &src.name,
+            &src.url,
+            src.max_connections,
+            src.batch_pause,
+            after,
+        )
+        .await
+    }
+
+    async fn connect_with(
+        name: &str,
+        url: &str,
+        max_connections: u32,
+        pause: Duration,
+        after_purge: bool,
+    ) -> Result<Db, Error> {
         let fail = |e: sqlx::Error| {
             let (source_name, message) = (name.to_string(), describe(&e));
             if is_connection_loss(&e) {
@@ -239,6 +266,12 @@ impl Db {
                 .map_err(fail)?
                 .busy_timeout(Duration::from_secs(10))
                 .foreign_keys(foreign_keys);
+            // Deleted content overwritten with zeros, not left in free pages.
+            let opts = if after_purge {
+                opts.pragma("secure_delete", "ON")
+            } else {
+                opts
+            };
             let pool = SqlitePoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(15))
@@ -260,6 +293,7 @@ impl Db {
             pause,
             max_connections,
             reconnect_for: Duration::ZERO,
+            after_purge,
         })
     }
 

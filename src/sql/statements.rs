@@ -1324,6 +1324,24 @@ impl RuleSql {
     }
 }
 
+impl RuleSql {
+    /// The tables a rule's batches write: the target, then every child
+    /// table (grandchildren after their parent), each once.
+    pub fn touched_tables(&self) -> Vec<&TableSql> {
+        fn walk<'a>(children: &'a [ChildSql], out: &mut Vec<&'a TableSql>) {
+            for c in children {
+                if !out.iter().any(|t| t.from == c.table.from) {
+                    out.push(&c.table);
+                }
+                walk(&c.children, out);
+            }
+        }
+        let mut out = vec![&self.table];
+        walk(&self.children, &mut out);
+        out
+    }
+}
+
 /// Statements of `partitions = "drop"`: the catalog, one partition's keys
 /// and subjects, its lock and its drop. Names come from the catalog and are
 /// quoted here, like every other identifier.
@@ -1444,18 +1462,17 @@ impl RuleSql {
         b.finish()
     }
 
-    /// What keeps writers out of a partition while it is read and dropped:
-    /// PostgreSQL `LOCK TABLE ONLY "s"."p" IN SHARE MODE` (inside the
-    /// transaction that drops it; readers go on), MariaDB `LOCK TABLES t
-    /// WRITE` (its DDL is not transactional; held only for a re-count and
-    /// the drop).
-    pub fn partition_lock(&self, d: &dyn Dialect, schema: &str, name: &str) -> Stmt {
+    /// What keeps everyone out of the table while a partition is re-checked
+    /// and dropped: PostgreSQL `LOCK TABLE parent IN ACCESS EXCLUSIVE MODE`
+    /// (the lock `DETACH` takes anyway, taken on the parent first, in the
+    /// order the application's statements on the parent take theirs, so the
+    /// two cannot deadlock), MariaDB `LOCK TABLES t WRITE`. Held only for a
+    /// checksum of the partition and the drop.
+    pub fn partition_lock(&self, d: &dyn Dialect, _schema: &str, _name: &str) -> Stmt {
         let sql = match d.engine() {
-            Engine::Postgres => format!(
-                "LOCK TABLE ONLY {}.{} IN SHARE MODE",
-                d.quote(schema),
-                d.quote(name)
-            ),
+            Engine::Postgres => {
+                format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", self.table.from)
+            }
             _ => format!("LOCK TABLES {} WRITE", self.table.from),
         };
         Stmt { sql, binds: vec![] }
