@@ -24,6 +24,19 @@ batch_size = 50
     )
 }
 
+/// The daemon, killed when the test ends however it ends (a failed
+/// assertion must not leave a daemon firing every second).
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")
         .args([sig, &child.id().to_string()])
@@ -85,19 +98,21 @@ async fn sighup_swaps_in_a_valid_schedule_and_refuses_a_broken_one() {
     ));
     std::fs::write(ws.config(), cfg).unwrap();
     let log_path = ws.path().join("daemon.log");
-    let mut daemon = Command::new(env!("CARGO_BIN_EXE_lethe"))
-        .args(["daemon", "--config"])
-        .arg(ws.config())
-        .arg("--jobs")
-        .arg(ws.jobs())
-        .env("LETHE_AUDIT_KEY", KEY)
-        .env("LETHE_LOG", "lethe=info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        // A file, never an unread pipe (PITFALLS: a chatty child blocks on a full pipe).
-        .stderr(std::fs::File::create(&log_path).unwrap())
-        .spawn()
-        .unwrap();
+    let mut daemon = Daemon(
+        Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(["daemon", "--config"])
+            .arg(ws.config())
+            .arg("--jobs")
+            .arg(ws.jobs())
+            .env("LETHE_AUDIT_KEY", KEY)
+            .env("LETHE_LOG", "lethe=info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            // A file, never an unread pipe (PITFALLS: a chatty child blocks on a full pipe).
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    );
 
     // 1. The first schedule fires.
     wait_for(&log_path, 0, "alpha to fire twice", |t| {
@@ -108,7 +123,7 @@ async fn sighup_swaps_in_a_valid_schedule_and_refuses_a_broken_one() {
     std::fs::write(ws.jobs().join("alpha.toml"), job("alpha", "0 0 0 1 1 *")).unwrap();
     std::fs::write(ws.jobs().join("beta.toml"), job("beta", "* * * * * *")).unwrap();
     let mark = log(&log_path).len();
-    signal(&daemon, "-HUP");
+    signal(&daemon.0, "-HUP");
     let tail = wait_for(&log_path, mark, "the reload to be accepted", |t| {
         t.contains("new schedule in force")
     });
@@ -130,7 +145,7 @@ async fn sighup_swaps_in_a_valid_schedule_and_refuses_a_broken_one() {
     let broken = job("beta", "not a cron expression");
     std::fs::write(ws.jobs().join("beta.toml"), &broken).unwrap();
     let mark = log(&log_path).len();
-    signal(&daemon, "-HUP");
+    signal(&daemon.0, "-HUP");
     let tail = wait_for(&log_path, mark, "the reload to be refused", |t| {
         t.contains("the previous configuration and schedule stay in force")
     });
@@ -167,8 +182,8 @@ async fn sighup_swaps_in_a_valid_schedule_and_refuses_a_broken_one() {
     assert!(!finished.is_empty(), "{after}");
     assert!(finished.iter().all(|e| e["code"] == 0), "{after}");
 
-    signal(&daemon, "-TERM");
-    let status = daemon.wait().unwrap();
+    signal(&daemon.0, "-TERM");
+    let status = daemon.0.wait().unwrap();
     assert_eq!(status.code(), Some(0), "{}", log(&log_path));
     // `audit verify` reads the jobs too: put a valid beta back first.
     std::fs::write(ws.jobs().join("beta.toml"), job("beta", "* * * * * *")).unwrap();
