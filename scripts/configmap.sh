@@ -13,8 +13,11 @@ indent() { sed 's/^/    /'; }
   echo "  namespace: lethe"
   echo "  labels: {app.kubernetes.io/name: lethe}"
   echo "data:"
-  echo "  lethe.toml: |"
-  indent < config/lethe.toml
+  # Every file of config/: lethe.toml names the calendar beside it.
+  for f in config/*.toml; do
+    echo "  $(basename "$f"): |"
+    indent < "$f"
+  done
   echo "---"
   echo "apiVersion: v1"
   echo "kind: ConfigMap"
