@@ -14,6 +14,9 @@ indent() { sed 's/^/    /'; }
   echo "data:"
   echo "  lethe.toml: |"
   indent < config/lethe.toml
+  # The working-day calendar [requests] names, beside lethe.toml in the mount.
+  echo "  calendar-cn.toml: |"
+  indent < config/calendar-cn.toml
   echo "---"
   echo "apiVersion: v1"
   echo "kind: ConfigMap"

@@ -165,6 +165,13 @@ fn the_configmaps_match_the_repository() {
         want,
         "config drifted: run scripts/configmap.sh"
     );
+    // The calendar [requests] names is mounted beside lethe.toml.
+    let calendar = std::fs::read_to_string(repo.join("config/calendar-cn.toml")).unwrap();
+    assert_eq!(
+        config["data"]["calendar-cn.toml"].as_str().unwrap(),
+        calendar,
+        "calendar drifted: run scripts/configmap.sh"
+    );
     let jobs = d
         .iter()
         .find(|m| m["metadata"]["name"] == "lethe-jobs")

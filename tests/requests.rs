@@ -232,10 +232,26 @@ async fn lifecycle(engine: Engine) {
     assert!(lethe::keys::looks_hashed(stored[0][1].as_deref().unwrap()));
 
     // The receipt: counts per rule and policy section, what was kept, due and completion.
+    let html = ws.path().join("receipt.html");
     let receipt = ws.lethe(&[
-        "request", "receipt", &a, "--as-of", AS_OF, "--output", "json",
+        "request",
+        "receipt",
+        &a,
+        "--as-of",
+        AS_OF,
+        "--output",
+        "json",
+        "--html",
+        html.to_str().unwrap(),
     ]);
     outputs.push(receipt.all());
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains(&format!("Erasure request {a}")), "{page}");
+    assert!(
+        page.contains("<td>VII(7)</td>") && page.contains("on time"),
+        "{page}"
+    );
+    outputs.push(page);
     assert_eq!(receipt.code, 0, "{}", receipt.all());
     let r: serde_json::Value = serde_json::from_str(receipt.stdout.trim()).unwrap();
     assert_eq!(r["type"], "request_receipt");
