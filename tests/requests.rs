@@ -629,6 +629,9 @@ async fn intake_takes_each_row_once(engine: Engine) {
     );
 }
 
+/// A user's short-lived data ages (`lethe::demo::short_lived_ages`).
+type Ages = (Option<u64>, i64, u64);
+
 /// O13 and O14 on seeded data: promotion entrants 30 days after the
 /// activity, SMS codes after an hour, sessions after 7 days; younger rows stay.
 async fn short_lived_data_expires(engine: Engine) {
@@ -652,8 +655,7 @@ async fn short_lived_data_expires(engine: Engine) {
         AS_OF,
     ]);
     assert_eq!(run.code, 0, "{}", run.all());
-    let kept =
-        |f: &dyn Fn(&(Option<u64>, i64, u64)) -> bool| ages.iter().filter(|a| f(a)).count() as u64;
+    let kept = |f: &dyn Fn(&Ages) -> bool| ages.iter().filter(|a| f(a)).count() as u64;
     assert_eq!(
         db.count("SELECT COUNT(*) FROM promotion_entrants").await,
         kept(&|a| a.0.is_some_and(|d| d <= 30)),
