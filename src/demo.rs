@@ -156,6 +156,48 @@ const TABLES: &[Table] = &[
         fks: &[],
         indexes: &["created_at", "user_ref"],
     },
+    // Promotion entrants (O13, policy V(1)): name, address, phone and bank
+    // account, collected only for the activity.
+    Table {
+        name: "promotion_entrants",
+        cols: &[
+            ("id", Ty::Id),
+            ("user_id", Ty::Ref),
+            ("activity", Ty::Text),
+            ("name", Ty::Text),
+            ("address", Ty::Text),
+            ("phone", Ty::Text),
+            ("bank_account", Ty::Text),
+            ("activity_ended_at", Ty::Ts),
+        ],
+        fks: &[],
+        indexes: &["activity_ended_at", "user_id"],
+    },
+    // SMS verification codes (O14, policy II(1)1): for authentication only.
+    Table {
+        name: "sms_codes",
+        cols: &[
+            ("id", Ty::Id),
+            ("phone", Ty::Text),
+            ("code", Ty::Text),
+            ("created_at", Ty::Ts),
+        ],
+        fks: &[],
+        indexes: &["created_at"],
+    },
+    // Login sessions with their cookie token and anonymous identifier (O14, III(1)).
+    Table {
+        name: "sessions",
+        cols: &[
+            ("id", Ty::Id),
+            ("user_id", Ty::Ref),
+            ("token", Ty::Text),
+            ("anonymous_id", Ty::Text),
+            ("last_seen_at", Ty::Ts),
+        ],
+        fks: &[],
+        indexes: &["last_seen_at", "user_id"],
+    },
 ];
 
 /// Drop and create the demo tables.
@@ -355,6 +397,14 @@ async fn insert(db: &Db, table: &Table, rows: &[Vec<Option<String>>]) -> Result<
     Ok(())
 }
 
+/// User `i`'s short-lived data, as ages: (days since the promotion they
+/// entered ended, if they entered one; minutes since their SMS code was sent;
+/// days since their session was last seen).
+pub fn short_lived_ages(i: i64) -> (Option<u64>, i64, u64) {
+    let promo = (i % 4 == 0).then_some((i % 60) as u64);
+    (promo, (i % 6) * 20, (i % 14) as u64)
+}
+
 /// Fill the demo tables with `users` users and their data, dated relative to `now`.
 pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Error> {
     let engine = db.dialect().engine();
@@ -366,6 +416,7 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
     let (mut u, mut holds, mut posts, mut comments, mut orders, mut locs, mut events) =
         (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
     let mut tickets = vec![];
+    let (mut promos, mut sms, mut sessions) = (vec![], vec![], vec![]);
     let n = i64::from(users);
     for i in 1..=n {
         let minor = i % 50 == 0;
@@ -470,6 +521,34 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
                 t(now - days(g.below(120))),
             ]);
         }
+        // Short-lived data (O13, O14), dated from `i` alone so the other
+        // tables' generated values do not move.
+        let (promo_ended, sms_age, session_age) = short_lived_ages(i);
+        if let Some(days_ago) = promo_ended {
+            promos.push(vec![
+                s(i.to_string()),
+                s(i.to_string()),
+                s(format!("spring-draw-{}", i % 3)),
+                s(name.clone()),
+                s(format!("{} Nanjing Road, Shanghai", 100 + i)),
+                s(phone_of(i)),
+                s(format!("6222{:015}", 31_337 * i)),
+                t(now - days(days_ago)),
+            ]);
+        }
+        sms.push(vec![
+            s(i.to_string()),
+            s(phone_of(i)),
+            s(format!("{:06}", i * 7919 % 1_000_000)),
+            t(now - TimeDelta::minutes(sms_age)),
+        ]);
+        sessions.push(vec![
+            s(i.to_string()),
+            s(i.to_string()),
+            s(format!("tok-{:016x}", i * 104_729)),
+            s(format!("anon-{:012x}", i * 7907)),
+            t(now - days(session_age)),
+        ]);
         for k in 0..10 {
             let eid = i * 10 + k - 9;
             events.push(vec![
@@ -483,7 +562,7 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
         }
     }
     for (tbl, rows) in TABLES.iter().zip([
-        &u, &holds, &posts, &comments, &orders, &locs, &tickets, &events,
+        &u, &holds, &posts, &comments, &orders, &locs, &tickets, &events, &promos, &sms, &sessions,
     ]) {
         insert(db, tbl, rows).await?;
         out.rows += rows.len() as u64;

@@ -284,24 +284,24 @@ fn receiver() -> (
     (addr, handle)
 }
 
-/// Every sample line is `name{labels} value`, every family has HELP and TYPE.
+/// Every sample line is `name{labels} value`, every family has HELP and TYPE
+/// (a histogram's samples are its `_bucket`, `_sum` and `_count`).
 fn assert_exposition(text: &str) {
     let mut typed = BTreeSet::new();
     for line in text.lines() {
         if let Some(rest) = line.strip_prefix("# TYPE ") {
             let mut p = rest.split_whitespace();
             let name = p.next().unwrap();
-            match p.next() {
-                Some("counter" | "gauge") => {
-                    typed.insert(name.to_string());
+            let kind = p.next();
+            assert!(
+                matches!(kind, Some("counter" | "gauge" | "histogram")),
+                "{line}"
+            );
+            typed.insert(name.to_string());
+            if kind == Some("histogram") {
+                for suffix in ["_bucket", "_sum", "_count"] {
+                    typed.insert(format!("{name}{suffix}"));
                 }
-                // A histogram's samples are its `_bucket`, `_sum` and `_count` series.
-                Some("histogram") => {
-                    for suffix in ["_bucket", "_sum", "_count"] {
-                        typed.insert(format!("{name}{suffix}"));
-                    }
-                }
-                _ => panic!("{line}"),
             }
         } else if line.starts_with("# HELP ") {
         } else {

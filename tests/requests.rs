@@ -232,10 +232,26 @@ async fn lifecycle(engine: Engine) {
     assert!(lethe::keys::looks_hashed(stored[0][1].as_deref().unwrap()));
 
     // The receipt: counts per rule and policy section, what was kept, due and completion.
+    let html = ws.path().join("receipt.html");
     let receipt = ws.lethe(&[
-        "request", "receipt", &a, "--as-of", AS_OF, "--output", "json",
+        "request",
+        "receipt",
+        &a,
+        "--as-of",
+        AS_OF,
+        "--output",
+        "json",
+        "--html",
+        html.to_str().unwrap(),
     ]);
     outputs.push(receipt.all());
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains(&format!("Erasure request {a}")), "{page}");
+    assert!(
+        page.contains("<td>VII(7)</td>") && page.contains("on time"),
+        "{page}"
+    );
+    outputs.push(page);
     assert_eq!(receipt.code, 0, "{}", receipt.all());
     let r: serde_json::Value = serde_json::from_str(receipt.stdout.trim()).unwrap();
     assert_eq!(r["type"], "request_receipt");
@@ -613,7 +629,57 @@ async fn intake_takes_each_row_once(engine: Engine) {
     );
 }
 
+/// A user's short-lived data ages (`lethe::demo::short_lived_ages`).
+type Ages = (Option<u64>, i64, u64);
+
+/// O13 and O14 on seeded data: promotion entrants 30 days after the
+/// activity, SMS codes after an hour, sessions after 7 days; younger rows stay.
+async fn short_lived_data_expires(engine: Engine) {
+    let (db, ws) = setup(engine).await;
+    for job in ["promotion-entrants.toml", "authentication-data.toml"] {
+        std::fs::copy(common::repo().join("jobs").join(job), ws.jobs().join(job)).unwrap();
+    }
+    let ages: Vec<_> = (1..=50).map(lethe::demo::short_lived_ages).collect();
+    let promos = ages.iter().filter(|a| a.0.is_some()).count() as u64;
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM promotion_entrants").await,
+        promos
+    );
+    let run = ws.lethe(&[
+        "run",
+        "--job",
+        "promotion-entrants",
+        "--job",
+        "authentication-data",
+        "--as-of",
+        AS_OF,
+    ]);
+    assert_eq!(run.code, 0, "{}", run.all());
+    let kept = |f: &dyn Fn(&Ages) -> bool| ages.iter().filter(|a| f(a)).count() as u64;
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM promotion_entrants").await,
+        kept(&|a| a.0.is_some_and(|d| d <= 30)),
+        "entrants of activities that ended more than 30 days ago are gone"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sms_codes").await,
+        kept(&|a| a.1 <= 60),
+        "codes older than an hour are gone"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM sessions").await,
+        kept(&|a| a.2 <= 7),
+        "sessions not seen for 7 days are gone"
+    );
+    assert_clean(
+        "the run's output and the audit log",
+        &format!("{}{}", run.all(), ws.audit_text()),
+        &[1, 2, 3, 4, 8, 12],
+    );
+}
+
 on_every_engine!(
+    short_lived_data_expires,
     lifecycle,
     rejected_and_refused,
     suspension_needs_confirmation,
