@@ -560,6 +560,14 @@ async fn run_traced(
                 }
                 request_lines = lines;
             }
+            // The state store went away after the jobs (it also keeps the
+            // run from recording its end): what the rules did stands, the
+            // requests stay as they were, and the next run settles them and
+            // tells whether one is overdue.
+            Err(Error::State(e)) => {
+                tracing::error!(error = %e, "cannot settle or list the open requests; the next run does");
+                exit = exit.worst(ExitCode::Partial);
+            }
             Err(e) => fatal = Some(e),
         }
     }

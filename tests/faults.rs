@@ -39,7 +39,7 @@ key = "id"
 subject = "email"
 select = { column = "cancelled_at", older_than = "15d" }
 action = "delete"
-batch_size = 3
+batch_size = 2
 
   [[rules.children]]
   target = "app.posts"
@@ -173,7 +173,7 @@ fn workspace(db: &TestDb) -> Workspace {
     let cfg = cfg
         .replacen(
             "[sources.app]\n",
-            "[sources.app]\nbatch_pause = \"25ms\"\n",
+            "[sources.app]\nbatch_pause = \"40ms\"\n",
             1,
         )
         .replace("lease_ttl = \"30s\"", "lease_ttl = \"5s\"");
@@ -419,12 +419,15 @@ async fn sigkill_at_random_moments(engine: Engine) {
     let mut kills = 0;
     let mut recovered = 0;
     let mut stats = (0, 0);
-    for round in 1..=(KILLS_PER_ENGINE as i64 * 2) {
+    for round in 1..=(KILLS_PER_ENGINE as i64 * 3) {
         if kills >= KILLS_PER_ENGINE {
             break;
         }
         all_ids.extend(add_round(&db, &ws, round).await);
-        let delay = Duration::from_millis(30 + rng.below(700));
+        // Each round's run takes at least 8 batches × 40 ms of pauses (16
+        // due users, 2 a batch) plus its start: a delay below that lands
+        // mid-run however fast the machine is.
+        let delay = Duration::from_millis(20 + rng.below(300));
         let killed = kill_after(&ws, delay, round as usize);
         let ctx = format!("{engine:?} round {round} (kill after {delay:?}, seed {seed:#x})");
         if killed {
