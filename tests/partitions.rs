@@ -328,3 +328,26 @@ partitions = "whole"
         "{all}"
     );
 }
+
+/// MariaDB partitioned by `RANGE (TO_DAYS(created_at))`, the common form
+/// before `RANGE COLUMNS`: the bound is a day number, compared with
+/// `TO_DAYS(cutoff)`.
+#[tokio::test]
+async fn mariadb_to_days_partitions_are_compared_by_day_number() {
+    let db = TestDb::create(Engine::MariaDb).await;
+    db.exec(
+        "CREATE TABLE evt (id INT NOT NULL, user_id VARCHAR(16) NOT NULL, \
+         created_at DATETIME NOT NULL, note VARCHAR(32), PRIMARY KEY (id, created_at), \
+         KEY evt_created (created_at)) ENGINE=InnoDB \
+         PARTITION BY RANGE (TO_DAYS(created_at)) (\
+         PARTITION h1 VALUES LESS THAN (TO_DAYS('2025-07-01')), \
+         PARTITION h2 VALUES LESS THAN (TO_DAYS('2026-01-01')), \
+         PARTITION y2026 VALUES LESS THAN MAXVALUE)",
+    )
+    .await;
+    db.exec("CREATE TABLE legal_holds (user_id VARCHAR(16) PRIMARY KEY)")
+        .await;
+    seed(&db).await;
+    wholly_due_partition_is_dropped_and_the_straddling_one_batched(db, "h1", ["h1", "h2", "y2026"])
+        .await;
+}
