@@ -894,23 +894,8 @@ async fn run_rule_traced(
                 Err(e) => tracing::warn!(error = %e, "dead space could not be estimated"),
             }
         }
-        report.status = if report.matched > 0 {
-            RuleStatus::Pending
-        } else {
-            RuleStatus::Done
-        };
-        ctx.audit.append(Event::Plan {
-            job: ctx.job.name.clone(),
-            rule: rule.name.clone(),
-            policy: ctx.job.policy.clone(),
-            target: report.target.clone(),
-            action: report.action.clone(),
-            matched: report.matched,
-            held: report.held,
-            total: report.total.unwrap_or_default(),
-            children: report.children.clone(),
-            objects: report.objects.clone(),
-        })?;
+        let total = report.total.unwrap_or_default();
+        record_plan(ctx, &rule.name, &mut report, total)?;
         return Ok(report);
     }
     if report.matched == 0 {
@@ -952,6 +937,34 @@ async fn run_rule_traced(
         Err(Error::Audit(a)) => Err(Error::Audit(a)),
         Err(e) => fail(ctx, report, e.to_string()),
     }
+}
+
+/// A dry run's answer for one rule (SQL and object rules): pending when it
+/// would act on something, else done, recorded as a `plan` event.
+fn record_plan(
+    ctx: &mut JobCtx<'_>,
+    rule: &str,
+    report: &mut RuleReport,
+    total: u64,
+) -> Result<(), Error> {
+    report.status = if report.matched > 0 {
+        RuleStatus::Pending
+    } else {
+        RuleStatus::Done
+    };
+    ctx.audit.append(Event::Plan {
+        job: ctx.job.name.clone(),
+        rule: rule.to_string(),
+        policy: ctx.job.policy.clone(),
+        target: report.target.clone(),
+        action: report.action.clone(),
+        matched: report.matched,
+        held: report.held,
+        total,
+        children: report.children.clone(),
+        objects: report.objects.clone(),
+    })?;
+    Ok(())
 }
 
 /// Record a failed rule (object rules too); the report names the rule and target.

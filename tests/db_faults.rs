@@ -14,16 +14,7 @@ use lethe::audit::Event;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const JOB: &str = r#"
-name = "logs"
-policy = "II(2)2"
-[[rules]]
-name = "delete-old-events"
-target = "app.events"
-select = { column = "created_at", older_than = "180d" }
-action = "delete"
-batch_size = 40
-"#;
+use common::LOGS_JOB as JOB;
 
 const CUT: &str = "created_at < '2025-12-17 12:00:00'";
 

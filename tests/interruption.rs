@@ -9,16 +9,7 @@ use lethe::audit::Event;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const JOB: &str = r#"
-name = "logs"
-policy = "II(2)2"
-[[rules]]
-name = "delete-old-events"
-target = "app.events"
-select = { column = "created_at", older_than = "180d" }
-action = "delete"
-batch_size = 40
-"#;
+use common::LOGS_JOB as JOB;
 
 fn slow_workspace(db: &TestDb, lease_ttl: &str) -> Workspace {
     slow_workspace_for(db, lease_ttl, JOB)

@@ -12,16 +12,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-const JOB: &str = r#"
-name = "logs"
-policy = "II(2)2"
-[[rules]]
-name = "delete-old-events"
-target = "app.events"
-select = { column = "created_at", older_than = "180d" }
-action = "delete"
-batch_size = 40
-"#;
+use common::LOGS_JOB as JOB;
 
 fn workspace(db: &TestDb) -> Workspace {
     let ws = Workspace::new(&db.url, &[("logs.toml", JOB)]);

@@ -7,7 +7,7 @@
 //! before any of its objects is deleted. Deleting itself happens in
 //! `objects::erase`; this file decides and reports.
 
-use super::{JobCtx, Mode, RuleReport, RuleStatus, blank_report, fail, guard_reason};
+use super::{JobCtx, Mode, RuleReport, RuleStatus, blank_report, fail, guard_reason, record_plan};
 use crate::audit::{Event, ObjectCount, Totals};
 use crate::config::{ObjectRule, Rule};
 use crate::error::Error;
@@ -121,23 +121,7 @@ pub(super) async fn run_object_rule(
         }
         if ctx.opts.mode != Mode::Execute {
             report.objects = vec![count(&rule.store, &target, c.selected, c.held.objects)];
-            report.status = if report.matched > 0 {
-                RuleStatus::Pending
-            } else {
-                RuleStatus::Done
-            };
-            ctx.audit.append(Event::Plan {
-                job: ctx.job.name.clone(),
-                rule: rule.name.clone(),
-                policy: ctx.job.policy.clone(),
-                target: target.clone(),
-                action: report.action.clone(),
-                matched: report.matched,
-                held: report.held,
-                total: c.total,
-                children: vec![],
-                objects: report.objects.clone(),
-            })?;
+            record_plan(ctx, &rule.name, &mut report, c.total)?;
             return Ok(report);
         }
     }

@@ -95,6 +95,37 @@ pub struct Edge {
 }
 
 impl Edge {
+    /// The finding about `fk` (a key into `at`'s table), positioned at
+    /// `origin`; no child rule, not a self-reference until said otherwise.
+    fn of(
+        fk: &ForeignKey,
+        at: &At<'_>,
+        status: Status,
+        level: Level,
+        lethe: String,
+        origin: Origin,
+    ) -> Edge {
+        Edge {
+            constraint: fk.constraint.clone(),
+            table: fk.table_name(),
+            columns: fk.columns.clone(),
+            referenced_table: at.target.to_string(),
+            referenced_columns: fk.referenced_columns.clone(),
+            on_delete: fk.on_delete.clone(),
+            on_update: fk.on_update.clone(),
+            deferrable: fk.deferrable,
+            enforced: fk.enforced,
+            declared_on: fk.declared_on.clone(),
+            self_reference: false,
+            status,
+            level,
+            lethe,
+            at: origin.to_string(),
+            child: None,
+            origin: (level == Level::Error).then_some(origin),
+        }
+    }
+
     /// The finding as one line, the same in `check`, `plan` and `run`.
     pub fn message(&self) -> String {
         format!(
@@ -553,25 +584,10 @@ async fn edge(cx: &Cx<'_>, at: &At<'_>, fk: &ForeignKey) -> Result<Edge, Error> 
         };
         (status, level, lethe)
     };
-    Ok(Edge {
-        constraint: fk.constraint.clone(),
-        table: fk.table_name(),
-        columns: fk.columns.clone(),
-        referenced_table: at.target.to_string(),
-        referenced_columns: fk.referenced_columns.clone(),
-        on_delete: fk.on_delete.clone(),
-        on_update: fk.on_update.clone(),
-        deferrable: fk.deferrable,
-        enforced: fk.enforced,
-        declared_on: fk.declared_on.clone(),
-        self_reference,
-        status,
-        level,
-        lethe,
-        at: origin.to_string(),
-        child: child.map(|(_, c)| c.target.to_string()),
-        origin: (level == Level::Error).then_some(origin),
-    })
+    let mut e = Edge::of(fk, at, status, level, lethe, origin);
+    e.self_reference = self_reference;
+    e.child = child.map(|(_, c)| c.target.to_string());
+    Ok(e)
 }
 
 /// A key into an anonymized table matters only when the rule rewrites a
@@ -603,25 +619,7 @@ fn rewritten(at: &At<'_>, fk: &ForeignKey, cols: &[(String, Strategy)]) -> Optio
             ),
         )
     };
-    Some(Edge {
-        constraint: fk.constraint.clone(),
-        table: fk.table_name(),
-        columns: fk.columns.clone(),
-        referenced_table: at.target.to_string(),
-        referenced_columns: fk.referenced_columns.clone(),
-        on_delete: fk.on_delete.clone(),
-        on_update: fk.on_update.clone(),
-        deferrable: fk.deferrable,
-        enforced: fk.enforced,
-        declared_on: fk.declared_on.clone(),
-        self_reference: false,
-        status,
-        level,
-        lethe,
-        at: at.origin.to_string(),
-        child: None,
-        origin: (level == Level::Error).then(|| at.origin.clone()),
-    })
+    Some(Edge::of(fk, at, status, level, lethe, at.origin.clone()))
 }
 
 /// `fixed:<v>` on the key column: `v` must exist in the referenced table and

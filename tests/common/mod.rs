@@ -413,3 +413,15 @@ macro_rules! on_every_engine {
         }
     };
 }
+
+/// The job most process-level tests run: old events deleted in batches of 40.
+pub const LOGS_JOB: &str = r#"
+name = "logs"
+policy = "II(2)2"
+[[rules]]
+name = "delete-old-events"
+target = "app.events"
+select = { column = "created_at", older_than = "180d" }
+action = "delete"
+batch_size = 40
+"#;
