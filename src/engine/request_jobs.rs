@@ -93,6 +93,7 @@ pub(super) async fn run_rules(
         audit: ctx.audit,
         opts: &opts,
         requests: ctx.requests,
+        state: ctx.state,
     };
     for req in requests {
         let subject = req.subject.as_deref().expect("filtered");
