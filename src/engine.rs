@@ -15,11 +15,13 @@
 
 mod object_rules;
 mod partitions;
+mod pending;
 mod recovery;
 mod request_jobs;
 pub mod sizing;
 mod windows;
 pub use partitions::PartitionReport;
+pub use pending::PendingLine;
 pub(crate) use windows::why_one_worker;
 
 use crate::audit::{AuditWriter, ChildCount, Event, JobOutcome, ObjectCount, Totals};
@@ -190,6 +192,9 @@ pub struct RunReport {
     pub jobs: Vec<JobReport>,
     /// Open erasure requests after the run (the raw subject never appears).
     pub requests: Vec<crate::requests::process::RequestLine>,
+    /// Objects Object Lock kept after their rows were erased, per store and
+    /// reason, as the run ends (never a key).
+    pub pending: Vec<pending::PendingLine>,
     /// Requests this run completed (for the completion histogram).
     #[serde(skip)]
     pub request_completions: Vec<crate::requests::process::Completion>,
@@ -460,6 +465,15 @@ async fn run_traced(
         fatal = Some(e);
     }
     let mut sources = Sources::new(loaded);
+    // Held objects whose rows earlier runs erased: those whose hold has
+    // ended go first, before any job (every executed run, whatever its jobs:
+    // the list outlives the rules that filled it).
+    if fatal.is_none()
+        && let Some(s) = &state
+        && let Err(e) = pending::retry(s, &sources.stores, &mut audit, keys).await
+    {
+        fatal = Some(e);
+    }
     let mut reports = Vec::new();
     let mut exit = if intake_failed {
         ExitCode::Partial
@@ -480,6 +494,7 @@ async fn run_traced(
             audit: &mut audit,
             opts: &opts,
             requests: &open_requests,
+            state: state.as_ref(),
         };
         let res = match &state {
             Some(state) => run_job_leased(&mut ctx, state, &run_id, &mut sources).await,
@@ -571,6 +586,14 @@ async fn run_traced(
             Err(e) => fatal = Some(e),
         }
     }
+    // What Object Lock still keeps, as the run leaves it (plan: as it is).
+    let pending_lines = match pending::lines(rstate).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the pending-erasure list for the report");
+            vec![]
+        }
+    };
     if let Some(p) = &plan_state {
         p.close().await;
     }
@@ -635,6 +658,7 @@ async fn run_traced(
         totals,
         jobs: reports,
         requests: request_lines,
+        pending: pending_lines,
         request_completions,
         exit: if interrupted {
             exit.worst(ExitCode::Partial)
@@ -671,6 +695,8 @@ struct JobCtx<'a> {
     opts: &'a RunOptions,
     /// The open requests as the run started (request jobs act on them).
     requests: &'a [crate::requests::Request],
+    /// The state store (executed runs): held objects are listed there.
+    state: Option<&'a State>,
 }
 
 /// Hold the job's lease for the whole job; renew it in the background.
@@ -719,6 +745,7 @@ async fn run_job_leased(
         audit: ctx.audit,
         opts: &opts,
         requests: ctx.requests,
+        state: ctx.state,
     };
     let run = run_job(&mut inner, sources);
     tokio::pin!(run);
@@ -1461,8 +1488,13 @@ async fn commit_batch(
         let _ = tx.rollback(db).await;
         return Err(e);
     }
+    // Held objects are listed before anything is erased or committed: once
+    // the rows go, this list is all that still names them.
     let erased = match done.resolved {
-        Some(r) => linked::erase(r).await.map(drop),
+        Some(r) => match record_pending(ctx.state, r).await {
+            Ok(()) => linked::erase(r).await.map(drop),
+            Err(e) => Err(e),
+        },
         None => Ok(()),
     };
     let committed = match erased {
@@ -1496,6 +1528,19 @@ async fn commit_batch(
     }
     count_batch(report, bar, done, started);
     Ok(())
+}
+
+/// Put a batch's held objects on the state store's pending-erasure list.
+async fn record_pending(state: Option<&State>, r: &linked::Resolved) -> Result<(), Error> {
+    if r.pending.is_empty() {
+        return Ok(());
+    }
+    match state {
+        Some(state) => state.add_pending(&r.pending).await,
+        None => Err(Error::State(
+            "objects under Object Lock need the state store's pending-erasure list, and this run has no state store".into(),
+        )),
+    }
 }
 
 /// The record of a batch, written before it commits.
@@ -1651,25 +1696,15 @@ async fn execute(
                 if rows.is_empty() {
                     return Ok(Fetched::Rows(rows, None));
                 }
-                // Objects the rows name, resolved before anything is acted on: a
-                // row whose object Object Lock holds is kept with it.
+                // Objects the rows name, resolved before anything is acted on:
+                // what Object Lock holds becomes pending, the rest goes.
+                let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
                 let resolved = if linked::has_objects(sql) {
-                    let all: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
-                    let crows = linked::child_rows_tx(&mut tx, db, sql, &all).await?;
+                    let crows = linked::child_rows_tx(&mut tx, db, sql, &keys_list).await?;
                     Some(linked::resolve(stores, sql, &rows, &crows, Utc::now()).await?)
                 } else {
                     None
                 };
-                let held = |i: usize| resolved.as_ref().is_some_and(|r| r.held_rows.contains(&i));
-                let keys_list: Vec<String> = rows
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !held(*i))
-                    .map(|(_, r)| r.key.clone())
-                    .collect();
-                if keys_list.is_empty() {
-                    return Ok(Fetched::Rows(rows, resolved));
-                }
                 for child in &sql.children {
                     process_child(
                         &mut tx,
@@ -1687,13 +1722,7 @@ async fn execute(
                 // it can, else bound per key.
                 let hashed = sql.action.hash_columns();
                 let pads = ctx.keys.pseudonym_pads();
-                let acted: Vec<&BatchRow> = rows
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, _)| !held(*i))
-                    .map(|(_, r)| r)
-                    .collect();
-                for part in acted.chunks(act_chunk(d, hashed.len())) {
+                for part in rows.chunks(act_chunk(d, hashed.len())) {
                     let ks: Vec<String> = part.iter().map(|r| r.key.clone()).collect();
                     let values = if hashed.is_empty() || d.hashes_in_sql() {
                         vec![]
@@ -1761,35 +1790,17 @@ async fn execute(
                 tx.rollback(db).await?;
                 break;
             }
-            let held_rows = resolved
-                .as_ref()
-                .map(|r| r.held_rows.clone())
-                .unwrap_or_default();
             if let Some(r) = &resolved
-                && !held_rows.is_empty()
+                && !r.pending.is_empty()
             {
-                object_rules::audit_linked_hold(ctx, rule, report, &rows, r)?;
+                object_rules::audit_linked_hold(ctx, rule, report, r)?;
             }
-            let acted: Vec<&BatchRow> = rows
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| !held_rows.contains(i))
-                .map(|(_, r)| r)
-                .collect();
+            let acted: Vec<&BatchRow> = rows.iter().collect();
             let last = rows.last().expect("not empty");
             let next = Cursor {
                 order: last.order.clone(),
                 key: last.key.clone(),
             };
-            if acted.is_empty() {
-                // Every row of the batch is held with its objects: nothing to commit.
-                tx.rollback(db).await?;
-                cursor = Some(next);
-                if rows.len() < sql.batch_size {
-                    break;
-                }
-                continue;
-            }
             batch_no += 1;
             let keys_list: Vec<String> = acted.iter().map(|r| r.key.clone()).collect();
             let subjects: BTreeSet<String> = acted

@@ -1,5 +1,6 @@
-//! The state store: leases (one run at a time per job), run history, and
-//! (through `requests::store`) erasure requests.
+//! The state store: leases (one run at a time per job), run history,
+//! (through `requests::store`) erasure requests, and (through `pending`) the
+//! objects Object Lock kept after their rows were erased.
 //!
 //! SQLite by default, PostgreSQL or MySQL when configured. Its schema lives in
 //! `migrations/<backend>/`, embedded here and applied in order.
@@ -7,6 +8,8 @@
 use crate::error::Error;
 use crate::sql::{Db, Engine, Stmt, Val};
 use std::time::Duration;
+
+pub mod pending;
 
 struct Migration {
     version: i64,
@@ -27,6 +30,14 @@ macro_rules! migrations {
             Migration {
                 version: 3,
                 sql: include_str!(concat!("../migrations/", $dir, "/0003_create_requests.sql")),
+            },
+            Migration {
+                version: 4,
+                sql: include_str!(concat!(
+                    "../migrations/",
+                    $dir,
+                    "/0004_create_pending_objects.sql"
+                )),
             },
         ]
     };
@@ -58,7 +69,7 @@ pub(crate) fn is_unique_violation(e: &Error) -> bool {
     }
 }
 
-fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 

@@ -341,7 +341,8 @@ fn object_config_errors_have_positions() {
 }
 
 /// Cancelled accounts: avatar prefix, ID-card key and ticket objects go with
-/// the rows; a user whose avatar is under legal hold stays whole.
+/// the rows. A user whose avatar is under legal hold goes too, with every
+/// other object of theirs: only the held avatar stays, listed as pending.
 async fn row_linked_objects(engine: Engine, kind: Kind) {
     let db = TestDb::create(engine).await;
     let seeded = db.seed(200, now()).await;
@@ -356,7 +357,7 @@ async fn row_linked_objects(engine: Engine, kind: Kind) {
     lethe::demo::seed_objects(s.store.as_ref(), &seeded)
         .await
         .unwrap();
-    // One cancelled user's avatar is under legal hold: the user must stay.
+    // One cancelled user's avatar is under legal hold: only that object stays.
     let locked = seeded.cancelled_due[1];
     s.put_with(
         &format!("avatars/{locked}/avatar.jpg"),
@@ -391,7 +392,7 @@ async fn row_linked_objects(engine: Engine, kind: Kind) {
         .find(|o| o["via"] == "media:avatars/{id}/")
         .expect("the plan counts the avatar objects");
     let due = seeded.cancelled_due.len() as u64;
-    assert_eq!(avatars["objects"], 2 * (due - 1), "{}", plan.stdout);
+    assert_eq!(avatars["objects"], 2 * due - 1, "{}", plan.stdout);
     assert_eq!(avatars["held"], 1);
 
     let out = run(
@@ -399,6 +400,13 @@ async fn row_linked_objects(engine: Engine, kind: Kind) {
         &["run", "--job", "cancelled-accounts", "--as-of", AS_OF],
     );
     assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("pending objects (kept by Object Lock, retried every run): 1")
+            && out.stdout.contains("  media: 1 legal hold"),
+        "the report lists what is pending and why: {}",
+        out.stdout
+    );
     let tickets_of = |u: i64| {
         seeded
             .tickets
@@ -413,9 +421,16 @@ async fn row_linked_objects(engine: Engine, kind: Kind) {
         let avatars = s.keys(&format!("avatars/{id}/")).await;
         let card = s.keys(&lethe::demo::id_card_key_of(id)).await;
         if id == locked {
-            assert_eq!(rows, 1, "the held user stays");
-            assert_eq!(avatars.len(), 2, "with every object");
-            assert_eq!(card.len(), 1);
+            assert_eq!(rows, 0, "the user whose avatar is held is erased");
+            assert_eq!(
+                avatars,
+                [format!("avatars/{id}/avatar.jpg")],
+                "only the held object stays"
+            );
+            assert!(card.is_empty(), "the ID card goes");
+            for t in tickets_of(id) {
+                assert!(s.keys(&format!("tickets/{t}/")).await.is_empty());
+            }
         } else {
             assert_eq!(rows, 0, "user {id} erased");
             assert!(avatars.is_empty(), "avatars of {id} erased");
@@ -433,7 +448,7 @@ async fn row_linked_objects(engine: Engine, kind: Kind) {
     let kept = (1..=200i64)
         .filter(|i| !seeded.cancelled_due.contains(i))
         .count();
-    assert_eq!(s.keys("idcards/").await.len(), kept + 1);
+    assert_eq!(s.keys("idcards/").await.len(), kept);
     let records = ws.last_records();
     let hold = records
         .iter()
@@ -443,8 +458,18 @@ async fn row_linked_objects(engine: Engine, kind: Kind) {
         })
         .expect("an object_hold record");
     let keys = lethe::keys::Keys::from_secret(KEY.as_bytes());
-    assert_eq!(hold.0, 1);
-    assert_eq!(hold.1, vec![keys.subject(&locked.to_string())]);
+    assert_eq!(hold.0, 0, "no row is kept");
+    assert!(hold.1.is_empty());
+    // The locked user went with the others (their subject is in a batch).
+    let batched: Vec<String> = records
+        .iter()
+        .filter_map(|r| match &r.event {
+            Event::Batch { subjects, .. } => Some(subjects.clone()),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    assert!(batched.contains(&keys.subject(&locked.to_string())));
     let erased: u64 = records
         .iter()
         .filter_map(|r| match &r.event {
@@ -455,13 +480,23 @@ async fn row_linked_objects(engine: Engine, kind: Kind) {
     let tickets = seeded
         .cancelled_due
         .iter()
-        .filter(|&&u| u != locked)
         .flat_map(|&u| tickets_of(u))
         .count() as u64;
+    assert_eq!(erased, 3 * due - 1 + 2 * tickets, "every object is audited");
+    let again = run(
+        &ws,
+        &["run", "--job", "cancelled-accounts", "--as-of", AS_OF],
+    );
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(
+        again.stdout.contains("  media: 1 legal hold"),
+        "still held, still pending: {}",
+        again.stdout
+    );
     assert_eq!(
-        erased,
-        3 * (due - 1) + 2 * tickets,
-        "every object is audited"
+        s.keys(&format!("avatars/{locked}/")).await.len(),
+        1,
+        "a later run never forces the hold"
     );
     let text = ws.audit_text();
     for id in &seeded.cancelled_due {
@@ -471,11 +506,7 @@ async fn row_linked_objects(engine: Engine, kind: Kind) {
         );
     }
     assert!(!text.contains("idcards/") && !text.contains(".jpg"));
-    let again = run(
-        &ws,
-        &["run", "--job", "cancelled-accounts", "--as-of", AS_OF],
-    );
-    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(text.contains("\"pending_retry\""), "the retry is audited");
 }
 
 /// A key column that would reach outside the folder fails the batch: the
@@ -519,6 +550,208 @@ async fn unsafe_object_name_fails_the_batch_and_keeps_the_rows() {
     assert_eq!(s.keys(&format!("avatars/{victim}/")).await.len(), 2);
 }
 
+/// Lift a legal hold from every version of `key` (what a legal team does
+/// when the matter closes).
+async fn lift_legal_hold(s: &TestStore, key: &str) {
+    use aws_sdk_s3::types::{ObjectLockLegalHold, ObjectLockLegalHoldStatus};
+    let c = common::objects::client();
+    for v in s.versions(key).await.into_iter().filter(|v| v.key == key) {
+        c.put_object_legal_hold()
+            .bucket(&s.bucket)
+            .key(key)
+            .set_version_id(v.version_id.clone())
+            .legal_hold(
+                ObjectLockLegalHold::builder()
+                    .status(ObjectLockLegalHoldStatus::Off)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("lift the legal hold");
+    }
+}
+
+fn pending_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["type"] == "pending")
+        .collect()
+}
+
+/// Partial holds on moto: the rows and every free object go at once; the
+/// held avatars stay pending until their holds end — a legal hold the test
+/// lifts, a GOVERNANCE retention of a few seconds that runs out by S3's
+/// clock — and a later run erases each, then lists nothing. The state store
+/// (which keeps the pending list) is on the same engine as the data.
+async fn held_objects_stay_pending_until_their_hold_ends(engine: Engine) {
+    let db = TestDb::create(engine).await;
+    let seeded = db.seed(30, now()).await;
+    let s = TestStore::create(
+        Kind::S3,
+        Bucket {
+            versioned: true,
+            object_lock: true,
+        },
+    )
+    .await;
+    lethe::demo::seed_objects(s.store.as_ref(), &seeded)
+        .await
+        .unwrap();
+    let (legal, retained) = (seeded.cancelled_due[0], seeded.cancelled_due[1]);
+    let legal_key = format!("avatars/{legal}/avatar.jpg");
+    let retained_key = format!("avatars/{retained}/avatar.jpg");
+    s.put_with(
+        &legal_key,
+        &[],
+        LockState {
+            legal_hold: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    // Long enough to outlast the first two runs on a loaded machine.
+    let until = chrono::Utc::now() + chrono::TimeDelta::seconds(25);
+    s.put_with(
+        &retained_key,
+        &[],
+        LockState {
+            mode: Some(LockMode::Governance),
+            retain_until: Some(until),
+            ..Default::default()
+        },
+    )
+    .await;
+    let ws = Workspace::shipped(&db.url);
+    set_stores(&ws, &s.toml("media"));
+    if engine != Engine::Sqlite {
+        let cfg = std::fs::read_to_string(ws.config()).unwrap();
+        let cfg = cfg.replace(
+            &format!("url = \"{}\"", ws.state_url()),
+            &format!("url = \"{}\"", db.url),
+        );
+        std::fs::write(ws.config(), cfg).unwrap();
+    }
+    let job = [
+        "run",
+        "--job",
+        "cancelled-accounts",
+        "--as-of",
+        AS_OF,
+        "--output",
+        "json",
+    ];
+
+    let first = run(&ws, &job);
+    assert_eq!(first.code, 0, "{}", first.all());
+    for id in [legal, retained] {
+        let rows = db
+            .count(&format!("SELECT COUNT(*) FROM users WHERE id = {id}"))
+            .await;
+        assert_eq!(rows, 0, "user {id} is erased although an object is held");
+        assert!(s.keys(&lethe::demo::id_card_key_of(id)).await.is_empty());
+        assert!(s.keys(&format!("avatars/{id}/thumb.jpg")).await.is_empty());
+    }
+    assert_eq!(s.keys(&legal_key).await, std::slice::from_ref(&legal_key));
+    assert_eq!(
+        s.keys(&retained_key).await,
+        std::slice::from_ref(&retained_key)
+    );
+    let pending = pending_lines(&first.stdout);
+    assert_eq!(pending.len(), 2, "{}", first.stdout);
+    let by = |r: &str| {
+        pending
+            .iter()
+            .find(|l| l["reason"] == r)
+            .cloned()
+            .unwrap_or_else(|| panic!("a {r} line: {}", first.stdout))
+    };
+    assert_eq!(by("legal_hold")["objects"], 1);
+    assert_eq!(by("legal_hold")["store"], "media");
+    assert!(by("legal_hold").get("until").is_none());
+    assert_eq!(by("governance")["objects"], 1);
+    assert_eq!(
+        by("governance")["until"],
+        until.format("%Y-%m-%dT%H:%M:%SZ").to_string()
+    );
+
+    // The plan shows the same list (it never changes it).
+    let plan = run(
+        &ws,
+        &[
+            "plan",
+            "--job",
+            "cancelled-accounts",
+            "--as-of",
+            AS_OF,
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(plan.code, 0, "{}", plan.all());
+    assert_eq!(pending_lines(&plan.stdout), pending);
+
+    lift_legal_hold(&s, &legal_key).await;
+    let second_started = chrono::Utc::now();
+    let second = run(&ws, &job);
+    assert_eq!(second.code, 0, "{}", second.all());
+    assert!(
+        s.keys(&legal_key).await.is_empty(),
+        "the lifted hold's object is erased"
+    );
+    assert!(
+        s.versions(&legal_key).await.is_empty(),
+        "every version of it"
+    );
+    if second_started < until - chrono::TimeDelta::seconds(2) {
+        assert_eq!(
+            s.keys(&retained_key).await.len(),
+            1,
+            "retention not over yet"
+        );
+        let left = pending_lines(&second.stdout);
+        assert_eq!(left.len(), 1, "{}", second.stdout);
+        assert_eq!(left[0]["reason"], "governance");
+    }
+
+    // `--as-of` does not move S3's clock: wait for the real one.
+    let wait = (until - chrono::Utc::now()).num_milliseconds() + 1500;
+    if wait > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(wait as u64)).await;
+    }
+    let third = run(&ws, &job);
+    assert_eq!(third.code, 0, "{}", third.all());
+    assert!(
+        s.versions(&retained_key).await.is_empty(),
+        "retention over: erased"
+    );
+    assert!(pending_lines(&third.stdout).is_empty(), "{}", third.stdout);
+
+    let retries: Vec<(u64, u64)> = ws
+        .audit_files()
+        .iter()
+        .flat_map(|f| lethe::audit::verify::read_records(f).unwrap())
+        .filter_map(|r| match r.event {
+            Event::PendingRetry { erased, .. } => Some((erased.objects, erased.held)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(retries.iter().map(|r| r.0).sum::<u64>(), 2, "{retries:?}");
+    let verify = run(&ws, &["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.all());
+    let text = ws.audit_text();
+    for id in [legal, retained] {
+        assert!(
+            !text.contains(&format!("avatars/{id}/")),
+            "no key name in the audit log"
+        );
+    }
+    assert!(!text.contains(".jpg") && !text.contains("idcards/"));
+    for out in [&first, &second, &third] {
+        assert!(!out.all().contains(".jpg"), "no key name in the output");
+    }
+}
+
 async fn row_linked_objects_s3(engine: Engine) {
     row_linked_objects(engine, Kind::S3).await
 }
@@ -528,7 +761,10 @@ async fn row_linked_objects_local_folder_sqlite() {
     row_linked_objects(Engine::Sqlite, Kind::Fs).await
 }
 
-on_every_engine!(row_linked_objects_s3);
+on_every_engine!(
+    row_linked_objects_s3,
+    held_objects_stay_pending_until_their_hold_ends
+);
 
 /// The behaviour suite, against both stores.
 macro_rules! on_both_stores {

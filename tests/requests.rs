@@ -678,6 +678,43 @@ async fn short_lived_data_expires(engine: Engine) {
     );
 }
 
+/// A subject whose avatar is under legal hold (the folder store's sidecar):
+/// every row and every other object goes, the avatar stays pending, and the
+/// request is held with Object Lock as the reason — never done while the
+/// receipt would not say what was kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_under_legal_hold_holds_the_request_not_the_rows() {
+    let (db, ws) = setup(Engine::Sqlite).await;
+    let mut outputs = Vec::new();
+    let held = format!("avatars/{A}/avatar.jpg");
+    let meta = ws
+        .path()
+        .join("objects/media/.lethe-meta")
+        .join(format!("{held}.json"));
+    std::fs::create_dir_all(meta.parent().unwrap()).unwrap();
+    std::fs::write(&meta, r#"{"legal_hold": true}"#).unwrap();
+    let a = add(&ws, A, "2026-06-14T10:00:00+08:00", &mut outputs);
+    let run = ws.lethe(&["run", "--job", "erasure-requests", "--as-of", AS_OF]);
+    outputs.push(run.all());
+    assert_eq!(run.code, 0, "{}", run.all());
+    assert_eq!(
+        db.count(&format!("SELECT COUNT(*) FROM users WHERE id = {A}"))
+            .await,
+        0,
+        "the row goes although its avatar is held"
+    );
+    assert!(object_exists(&ws, &held), "the held object stays");
+    assert!(!object_exists(&ws, &format!("avatars/{A}/thumb.jpg")));
+    assert!(run.stdout.contains("media: 1 legal hold"), "{}", run.stdout);
+    let shown = state_of(&ws, &a, &mut outputs);
+    assert_eq!(shown["state"], "held", "{shown}");
+    assert!(
+        shown["reason"].as_str().unwrap().contains("Object Lock"),
+        "{shown}"
+    );
+    assert!(!run.all().contains(&held), "no key name in the output");
+}
+
 on_every_engine!(
     short_lived_data_expires,
     lifecycle,

@@ -166,6 +166,20 @@ pub enum Event {
         /// Refused versions, by the store's error code.
         failed: std::collections::BTreeMap<String, u64>,
     },
+    /// Objects on the pending-erasure list (held by Object Lock when their
+    /// rows were erased), tried again at the start of an executed run.
+    /// Written before any of them is deleted; key names never appear.
+    PendingRetry {
+        store: String,
+        /// Erased now that their hold has ended.
+        erased: ObjectCount,
+        /// Keyed digest of the erased keys (in list order).
+        keys_digest: String,
+        /// Still held, per reason: they stay on the list.
+        held: std::collections::BTreeMap<String, u64>,
+        /// No longer in the store (deleted by someone else): dropped from the list.
+        gone: u64,
+    },
     /// The batch recorded just before was not committed.
     BatchRollback {
         job: String,
@@ -377,6 +391,7 @@ impl Event {
             | Event::BatchUnknown { job, rule, .. }
             | Event::ObjectErrors { job, rule, .. } => (job, rule.as_str(), None, None),
             Event::RunStart { .. }
+            | Event::PendingRetry { .. }
             | Event::Locked { .. }
             | Event::Recovery { .. }
             | Event::RunEnd { .. }
@@ -400,6 +415,7 @@ impl Event {
             Event::ObjectBatch { .. } => "object_batch",
             Event::ObjectHold { .. } => "object_hold",
             Event::ObjectErrors { .. } => "object_errors",
+            Event::PendingRetry { .. } => "pending_retry",
             Event::BatchRollback { .. } => "batch_rollback",
             Event::BatchUnknown { .. } => "batch_unknown",
             Event::Hold { .. } => "hold",

@@ -162,6 +162,9 @@ impl Report {
                         run.jobs = jobs.clone();
                     }
                     Event::RunEnd { status, .. } => run.status = status.clone(),
+                    // Pending objects erased once their hold ended count like
+                    // any other erased object.
+                    Event::PendingRetry { erased, .. } => run.deleted += erased.objects,
                     Event::RequestReceived {
                         request,
                         received,
@@ -287,6 +290,7 @@ impl Report {
                 Event::Plan { action, .. } => r.action = action.clone(),
                 // No scope: handled above (`scope()` is `None` for these).
                 Event::RunStart { .. }
+                | Event::PendingRetry { .. }
                 | Event::Locked { .. }
                 | Event::Recovery { .. }
                 | Event::RunEnd { .. }

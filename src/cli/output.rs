@@ -195,7 +195,26 @@ pub fn run_table(r: &RunReport, dry: bool) -> String {
             t.objects_erased, t.object_versions_erased, t.object_bytes_erased, t.objects_held
         ));
     }
+    out.push_str(&pending_section(&r.pending));
     out.push_str(&super::requests::run_section(&r.requests));
+    out
+}
+
+/// Objects Object Lock keeps after their rows went: counts per store and reason.
+fn pending_section(lines: &[crate::engine::PendingLine]) -> String {
+    if lines.is_empty() {
+        return String::new();
+    }
+    let total: u64 = lines.iter().map(|l| l.objects).sum();
+    let mut out = format!("pending objects (kept by Object Lock, retried every run): {total}\n");
+    for l in lines {
+        let why = match (l.reason.as_str(), &l.until) {
+            ("legal_hold", _) => "legal hold".to_string(),
+            (r, Some(u)) => format!("{r} retention until {u}"),
+            (r, None) => format!("{r} retention"),
+        };
+        out.push_str(&format!("  {}: {} {why}\n", l.store, l.objects));
+    }
     out
 }
 
@@ -209,6 +228,13 @@ pub fn run_json(r: &RunReport) -> String {
             out.push_str(&v.to_string());
             out.push('\n');
         }
+    }
+    for l in &r.pending {
+        let mut v = serde_json::to_value(l).expect("serializes");
+        v["v"] = json!(OUTPUT_VERSION);
+        v["type"] = json!("pending");
+        out.push_str(&v.to_string());
+        out.push('\n');
     }
     out.push_str(&super::requests::run_json_lines(&r.requests));
     let v = json!({

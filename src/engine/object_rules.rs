@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::objects::erase::{self, Filter, Tally};
 use crate::objects::{Stores, linked};
 use crate::sql::Db;
-use crate::sql::statements::{BatchRow, Cursor, RuleSql};
+use crate::sql::statements::{Cursor, RuleSql};
 use chrono::Utc;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -258,25 +258,18 @@ fn audit_object_hold(
         .map(|_| ())
 }
 
-/// Audit the rows of a batch kept because an object they name is held.
+/// Audit the objects of a batch that Object Lock keeps after their rows go:
+/// counts per reason, and a keyed digest of their keys (never a key name).
 pub(super) fn audit_linked_hold(
     ctx: &mut JobCtx<'_>,
     rule: &Rule,
     report: &mut RuleReport,
-    rows: &[BatchRow],
     r: &linked::Resolved,
 ) -> Result<(), Error> {
-    let subjects: BTreeSet<String> = r
-        .held_rows
-        .iter()
-        .filter_map(|i| rows[*i].subject.as_deref().map(|s| ctx.keys.subject(s)))
-        .collect();
     let stores: BTreeSet<&str> = r.counts.iter().map(|c| c.store.as_str()).collect();
-    let n = r.held_rows.len() as u64;
     tracing::info!(
-        rows = n,
         objects = r.held.objects,
-        "rows kept: Object Lock holds an object they name"
+        "objects kept by Object Lock: listed as pending, the rows go"
     );
     ctx.audit.append(Event::ObjectHold {
         job: ctx.job.name.clone(),
@@ -294,10 +287,9 @@ pub(super) fn audit_linked_hold(
             .iter()
             .map(|(k, v)| (k.as_str().to_string(), *v))
             .collect(),
-        rows: n,
-        subjects: subjects.into_iter().collect(),
+        rows: 0,
+        subjects: vec![],
     })?;
-    report.held += n;
     let held_only: Vec<ObjectCount> = r
         .counts
         .iter()
@@ -336,9 +328,8 @@ pub(super) async fn plan_linked(
         let keys: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
         let crows = linked::child_rows(db, sql, &keys).await?;
         let r = linked::resolve(stores, sql, &rows, &crows, Utc::now()).await?;
-        if !r.held_rows.is_empty() {
-            audit_linked_hold(ctx, rule, report, &rows, &r)?;
-            report.matched = report.matched.saturating_sub(r.held_rows.len() as u64);
+        if !r.pending.is_empty() {
+            audit_linked_hold(ctx, rule, report, &r)?;
         }
         linked::add_erased(&mut report.objects, &r.counts);
         if rows.len() < sql.batch_size {

@@ -93,6 +93,7 @@ pub(super) async fn run_rules(
         audit: ctx.audit,
         opts: &opts,
         requests: ctx.requests,
+        state: ctx.state,
     };
     for req in requests {
         let subject = req.subject.as_deref().expect("filtered");
@@ -152,6 +153,9 @@ fn verdict(loaded: &Loaded, reports: &[JobReport], req: &Request) -> Verdict {
                 return Verdict::Open;
             };
             match rr.left {
+                // Every row went, but Object Lock kept some of its objects
+                // (they are pending): held, and the receipt says why.
+                Some(0) if !rr.kept.is_empty() => kept.extend(rr.kept.iter().cloned()),
                 Some(0) => {}
                 Some(_) if !rr.kept.is_empty() => kept.extend(rr.kept.iter().cloned()),
                 _ => return Verdict::Open,

@@ -370,6 +370,24 @@ async fn object_hold(
     Ok(reason)
 }
 
+/// The latest retention date in force on any version of a held object, for
+/// the pending list ("retention until <date>"); `None` under a legal hold alone.
+pub async fn retained_until(
+    open: &OpenStore,
+    o: &Object,
+    now: DateTime<Utc>,
+) -> Result<Option<DateTime<Utc>>, StoreError> {
+    let mut until: Option<DateTime<Utc>> = None;
+    for v in o.versions.iter().filter(|v| !v.delete_marker) {
+        if let Some(t) = open.store.lock(v).await?.retain_until
+            && t > now
+        {
+            until = Some(until.map_or(t, |u| u.max(t)));
+        }
+    }
+    Ok(until)
+}
+
 /// What a deletion did.
 #[derive(Debug, Clone, Default)]
 pub struct Deleted {

@@ -3,11 +3,12 @@
 //! A batch's rows are read with the columns their object names need (prefix
 //! template columns, key columns); the child rows of those parents are read
 //! for theirs. Every name is resolved to the versions it covers *before* the
-//! batch acts on anything, because a row whose object Object Lock holds must
-//! stay too: deleting the row would leave an object no later run can find.
-//! The engine then acts on the other rows, writes the audit record, erases
-//! their objects, and only then commits — a crash at any point leaves rows
-//! that still name every object not yet erased.
+//! batch acts on anything. What Object Lock holds is set aside as `pending`:
+//! the engine acts on every row, writes the audit record, records the held
+//! keys in the state store's pending-erasure list (no later run could find
+//! them through the erased rows), erases the rest, and only then commits — a
+//! crash at any point leaves rows or pending entries that name every object
+//! not yet erased.
 
 use super::erase::{self, Filter, Object, Tally};
 use super::{HoldReason, OpenStore, Stores};
@@ -16,6 +17,7 @@ use crate::config::{ObjectLink, ObjectNames};
 use crate::error::Error;
 use crate::sql::TextRow;
 use crate::sql::statements::{BatchRow, ChildSql, RuleSql};
+use crate::state::pending::PendingObject;
 use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -29,8 +31,9 @@ pub type ChildObjectRows = Vec<(usize, Vec<TextRow>)>;
 pub struct Resolved {
     /// One per link: the rule's links, then each child's, in config order.
     pub counts: Vec<ObjectCount>,
-    /// Rows (indexes into the batch) kept because an object they name is held.
-    pub held_rows: BTreeSet<usize>,
+    /// Held objects, each once: kept in the store, recorded as pending
+    /// before the batch commits, retried by later runs.
+    pub pending: Vec<PendingObject>,
     /// Held objects per reason.
     pub reasons: BTreeMap<HoldReason, u64>,
     /// Held objects, counted once each.
@@ -235,12 +238,7 @@ pub async fn resolve(
     let selected: BTreeMap<Name, erase::Selection> = selections.into_iter().collect();
 
     let mut out = Resolved::default();
-    for (ri, _, n) in &refs {
-        if !selected[n].held.is_empty() {
-            out.held_rows.insert(*ri);
-        }
-    }
-    // Count per link, and collect what goes (rows not held), each object once.
+    // Count per link, and collect what goes (everything not held), each object once.
     let mut counts: Vec<ObjectCount> = links
         .iter()
         .map(|l| ObjectCount {
@@ -252,17 +250,24 @@ pub async fn resolve(
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
     let mut held_seen: BTreeSet<(String, String)> = BTreeSet::new();
     let mut to_erase: BTreeMap<String, Vec<Object>> = BTreeMap::new();
-    for (ri, li, n) in &refs {
+    for (_, li, n) in &refs {
         let sel = &selected[n];
         for (o, reason) in &sel.held {
             if held_seen.insert((n.store.clone(), o.key.clone())) {
                 counts[*li].held += 1;
                 out.held.add(o);
                 *out.reasons.entry(*reason).or_default() += 1;
+                let until = match reason {
+                    HoldReason::LegalHold => None,
+                    _ => erase::retained_until(&open[n.store.as_str()], o, now).await?,
+                };
+                out.pending.push(PendingObject {
+                    store: n.store.clone(),
+                    key: o.key.clone(),
+                    reason: reason.as_str().to_string(),
+                    retain_until_ms: until.map(|t| t.timestamp_millis()),
+                });
             }
-        }
-        if out.held_rows.contains(ri) {
-            continue;
         }
         for o in &sel.selected {
             if seen.insert((n.store.clone(), o.key.clone())) {
