@@ -18,6 +18,7 @@
 //! - [`requests`]: erasure requests, their working-day deadlines and store;
 //! - [`cli`]: commands, output formats, exit codes; [`demo`]: sample data.
 
+pub mod anonymize;
 pub mod audit;
 pub mod check;
 pub mod cli;
@@ -34,5 +35,6 @@ pub mod requests;
 pub mod schedule;
 pub mod sql;
 pub mod state;
+pub mod status;
 
 pub use error::{Error, ExitCode};

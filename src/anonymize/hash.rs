@@ -1,0 +1,1 @@
+//! Keyed hashes computed by Lethe where the engine has no SHA-256.

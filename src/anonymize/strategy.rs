@@ -1,0 +1,1 @@
+//! The strategies a rule may name, parsed and displayed.
