@@ -6,7 +6,7 @@
 //! Files are read one at a time; nothing here holds more than one run.
 
 use super::event::{Event, Record};
-use super::verify::FileReport;
+use super::findings::{FileReport, Pin};
 use super::writer::GENESIS;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -181,7 +181,7 @@ pub fn read_log(path: &Path) -> Log {
             ..
         } = &record.event
         {
-            report.recovers.push(super::verify::Pin {
+            report.recovers.push(Pin {
                 run: crashed_run.clone(),
                 file: crashed_file.clone(),
                 records: *records,

@@ -16,8 +16,8 @@
 //! are failed rules and rolled-back batches.
 
 use super::event::Event;
+use super::findings::FileReport;
 use super::log::Log;
-use super::verify::FileReport;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write;
 
