@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod audit;
+pub(crate) mod demo;
 pub mod output;
 pub mod requests;
 
@@ -222,7 +223,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Audit(cmd) => audit::dispatch(&g, cmd).await,
         Command::Request(cmd) => requests::dispatch(&g, cmd, as_of).await,
-        Command::Demo { users } => crate::demo::run_demo(&g, users, as_of).await,
+        Command::Demo { users } => demo::run_demo(&g, users, as_of).await,
         Command::Daemon => daemon(&g, shard).await,
         Command::Healthcheck { addr } => {
             let addr = match addr {
