@@ -18,22 +18,11 @@ pub struct ChildCount {
     pub count: u64,
 }
 
-/// Objects a rule erased (or would erase) through one store and one way of
-/// naming them. Never a key name: keys can carry subject ids.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct ObjectCount {
-    pub store: String,
-    /// `store:prefix` of an object rule; `store:avatars/{id}/` (a template) or
-    /// `store:[column]` for objects named by rows.
-    pub via: String,
-    pub objects: u64,
-    /// Versions and delete markers.
-    pub versions: u64,
-    pub bytes: u64,
-    /// Objects kept because Object Lock protects them.
-    #[serde(default)]
-    pub held: u64,
-}
+/// Objects counted per store, in `batch`, `object_batch`, `object_hold` and
+/// `pending_retry` records. Defined by the object code that counts them
+/// (so `objects` needs nothing from `audit`); named here too because it is
+/// part of the audit format.
+pub use crate::objects::ObjectCount;
 
 /// A partition dropped whole: which one, and the bound that made it due.
 /// Names and bounds come from the catalog, never from a row.

@@ -7,6 +7,7 @@
 
 pub mod event;
 pub mod export;
+pub mod findings;
 pub mod log;
 pub mod report;
 pub mod s3;

@@ -7,15 +7,30 @@
 //! Object Lock, each write carries GOVERNANCE retention, so a copy cannot be
 //! rewritten or deleted within the retention period, even by Lethe.
 //! `lethe audit verify --s3` downloads the copies and verifies them.
+//!
+//! Whether the bucket locks is asked through the helper the object store
+//! uses (`objects::s3::lock`), but an unknown answer reads the other way
+//! here: **not locked**, so the copy is written without retention. The
+//! object store must never delete what might be retained, so it assumes a
+//! lock; the sink's choice is between two writes, and S3 refuses a write
+//! that asks for retention in a bucket without Object Lock (`InvalidRequest`),
+//! so assuming a lock would stop every run on a bucket that only forbids
+//! reading its lock configuration, while a bucket that does lock applies its
+//! default retention, if it has one, to a plain write anyway. The local log
+//! stays the durable record either way; the README promises retention "when
+//! the bucket has Object Lock enabled", which is what the bucket said.
 
 use crate::config::{AuditS3, Config, StoreKind};
 use crate::error::Error;
-use crate::objects::s3::{client, describe};
+use crate::objects::s3::client::{client, describe};
+use crate::objects::s3::lock::bucket_lock;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::{ByteStream, DateTime as AwsDateTime};
-use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockEnabled, ObjectLockMode};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode};
 use std::path::{Path, PathBuf};
 
+/// The S3 copy of each run's audit log, opened once per run (and by
+/// `audit verify --s3`), so one check decides whether it is reachable.
 pub struct S3AuditSink {
     client: Client,
     bucket: String,
@@ -67,20 +82,12 @@ impl S3AuditSink {
                     describe(&e)
                 ))
             })?;
-        let locked = match sink
-            .client
-            .get_object_lock_configuration()
-            .bucket(bucket)
-            .send()
+        // Unknown counts as not locked here, unlike in the object store: see
+        // `bucket_lock` below. An error (the bucket answered `HeadBucket` a
+        // moment ago) is one more way of not knowing.
+        let locked = bucket_lock(&sink.client, bucket)
             .await
-        {
-            Ok(out) => matches!(
-                out.object_lock_configuration()
-                    .and_then(|c| c.object_lock_enabled()),
-                Some(ObjectLockEnabled::Enabled)
-            ),
-            Err(_) => false,
-        };
+            .is_ok_and(|answer| answer.known_locked());
         Ok(S3AuditSink {
             lock: locked.then_some(s3.retention),
             ..sink

@@ -11,8 +11,7 @@
 //! not yet erased.
 
 use super::erase::{self, Filter, Object, Tally};
-use super::{HoldReason, OpenStore, Stores};
-use crate::audit::ObjectCount;
+use super::{HoldReason, ObjectCount, OpenStore, Stores};
 use crate::config::{ObjectLink, ObjectNames};
 use crate::error::Error;
 use crate::sql::TextRow;

@@ -72,6 +72,24 @@ pub struct StoreInfo {
     pub lock_enabled: bool,
 }
 
+/// Objects a rule erased (or would erase) through one store and one way of
+/// naming them. Never a key name: keys can carry subject ids. Part of the
+/// audit format (`crate::audit::ObjectCount`): its fields are serialized as-is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ObjectCount {
+    pub store: String,
+    /// `store:prefix` of an object rule; `store:avatars/{id}/` (a template) or
+    /// `store:[column]` for objects named by rows.
+    pub via: String,
+    pub objects: u64,
+    /// Versions and delete markers.
+    pub versions: u64,
+    pub bytes: u64,
+    /// Objects kept because Object Lock protects them.
+    #[serde(default)]
+    pub held: u64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum LockMode {
