@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// How old the last tick may be before the daemon counts as stalled.
-pub fn stall_after() -> Duration {
+pub(crate) fn stall_after() -> Duration {
     MAX_SLEEP * 2 + Duration::from_secs(10)
 }
 
@@ -107,7 +107,7 @@ async fn answer(mut stream: TcpStream, stats: Arc<DaemonStats>, registry: Arc<Re
 }
 
 /// Serve until `shutdown`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     stats: Arc<DaemonStats>,
     registry: Arc<Registry>,
@@ -126,7 +126,7 @@ pub async fn serve(
 }
 
 /// `lethe healthcheck`: `Ok(body)` on 200.
-pub async fn probe(addr: SocketAddr) -> Result<String, String> {
+pub(crate) async fn probe(addr: SocketAddr) -> Result<String, String> {
     let io = async {
         let mut s = TcpStream::connect(addr)
             .await

@@ -57,6 +57,7 @@ pub struct Pin {
 }
 
 impl FileReport {
+    /// A report with nothing found yet, which the reader then fills in.
     pub fn new(file: PathBuf) -> FileReport {
         FileReport {
             file,
@@ -79,6 +80,8 @@ impl FileReport {
         }
     }
 
+    /// The run passes: chain intact, sealed (or recovered, or empty and
+    /// unclaimed), present, and nothing found across runs.
     pub fn ok(&self) -> bool {
         self.broken_at.is_none()
             && (self.sealed || self.recovered_by.is_some() || self.empty)

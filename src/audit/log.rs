@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// One record as read, with its place in the file.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// 1-based line number.
     pub line: u64,
     pub record: Record,
@@ -25,7 +25,7 @@ pub struct Entry {
 
 /// A run's file: its verification and its records.
 #[derive(Debug, Clone)]
-pub struct Log {
+pub(crate) struct Log {
     pub report: FileReport,
     pub entries: Vec<Entry>,
 }
@@ -33,7 +33,7 @@ pub struct Log {
 impl Log {
     /// (job, rule, batch) of every batch a `batch_rollback` record undid:
     /// search and report count those batches as failed, not done.
-    pub fn rolled_back(&self) -> std::collections::BTreeSet<(&str, &str, u64)> {
+    pub(crate) fn rolled_back(&self) -> std::collections::BTreeSet<(&str, &str, u64)> {
         self.entries
             .iter()
             .filter_map(|e| match &e.record.event {
@@ -50,7 +50,7 @@ impl Log {
     /// (job, rule, batch) of every batch whose commit lost its connection
     /// (`batch_unknown`): search shows them as unconfirmed, the report does
     /// not count them as done.
-    pub fn unconfirmed(&self) -> std::collections::BTreeSet<(&str, &str, u64)> {
+    pub(crate) fn unconfirmed(&self) -> std::collections::BTreeSet<(&str, &str, u64)> {
         self.entries
             .iter()
             .filter_map(|e| match &e.record.event {
@@ -85,7 +85,7 @@ pub(crate) fn split_hash(line: &str) -> Option<(String, &str)> {
 
 /// Read and verify one file. Never fails: an unreadable file is a report
 /// broken at record 0.
-pub fn read_log(path: &Path) -> Log {
+pub(crate) fn read_log(path: &Path) -> Log {
     let mut report = FileReport::new(path.to_path_buf());
     let mut entries = Vec::new();
     let text = match std::fs::read(path) {
@@ -233,7 +233,7 @@ pub fn audit_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Every run file under `paths`, each once, in name order. A path that does
 /// not exist is an error (a typo must not read as "no records").
-pub fn files_under(paths: &[PathBuf]) -> Result<Vec<PathBuf>, crate::error::Error> {
+pub(crate) fn files_under(paths: &[PathBuf]) -> Result<Vec<PathBuf>, crate::error::Error> {
     let mut files = Vec::new();
     for p in paths {
         if !p.exists() {

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 /// The S3 copy of each run's audit log, opened once per run (and by
 /// `audit verify --s3`), so one check decides whether it is reachable.
-pub struct S3AuditSink {
+pub(crate) struct S3AuditSink {
     client: Client,
     bucket: String,
     prefix: String,
@@ -41,7 +41,7 @@ pub struct S3AuditSink {
 
 impl S3AuditSink {
     /// Connect and check the bucket answers (and whether it locks objects).
-    pub async fn open(config: &Config, s3: &AuditS3) -> Result<S3AuditSink, Error> {
+    pub(crate) async fn open(config: &Config, s3: &AuditS3) -> Result<S3AuditSink, Error> {
         let store = config
             .stores
             .get(&s3.store)
@@ -94,7 +94,7 @@ impl S3AuditSink {
         })
     }
 
-    pub fn key_of(&self, local: &Path) -> String {
+    pub(crate) fn key_of(&self, local: &Path) -> String {
         let name = local
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -103,7 +103,7 @@ impl S3AuditSink {
     }
 
     /// Upload the run's local log as it is now.
-    pub async fn put(&self, local: &Path) -> Result<String, Error> {
+    pub(crate) async fn put(&self, local: &Path) -> Result<String, Error> {
         let body = std::fs::read(local)
             .map_err(|e| Error::Audit(format!("cannot read {}: {e}", local.display())))?;
         let key = self.key_of(local);
@@ -133,12 +133,8 @@ impl S3AuditSink {
         Ok(format!("s3://{}/{key}", self.bucket))
     }
 
-    pub fn locks(&self) -> bool {
-        self.lock.is_some()
-    }
-
     /// Download every run object under the prefix into `dir` (for verify).
-    pub async fn download_all(&self, dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    pub(crate) async fn download_all(&self, dir: &Path) -> Result<Vec<PathBuf>, Error> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {

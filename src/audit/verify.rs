@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use super::findings::{FileReport, Pin};
-pub use super::log::{audit_files, files_under};
+pub use super::log::audit_files;
 
 /// Verify one file on its own.
 pub fn verify_file(path: &Path) -> FileReport {
@@ -46,7 +46,7 @@ fn ms_to_rfc3339(ms: i64) -> String {
 /// folder), so a run named by the state store or by a later run's link but
 /// absent from them was deleted. Returns the reports in time order, with a
 /// report (`missing`) for each run found deleted.
-pub fn cross_check(
+pub(crate) fn cross_check(
     mut reports: Vec<FileReport>,
     state: Option<&[StateRun]>,
     complete: bool,

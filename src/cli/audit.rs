@@ -103,7 +103,7 @@ fn exit_for(verdicts: &[FileReport]) -> ExitCode {
     }
 }
 
-pub async fn dispatch(g: &Global, cmd: AuditCommand) -> Result<ExitCode, Error> {
+pub(crate) async fn dispatch(g: &Global, cmd: AuditCommand) -> Result<ExitCode, Error> {
     match cmd {
         AuditCommand::Verify { paths, s3, state } => {
             // The S3 copies are judged like the configured folder: against

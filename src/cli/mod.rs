@@ -1,11 +1,12 @@
 //! The command line: parse, set up logging, call the library, map the result
 //! to an exit code. Usage errors exit 64 (clap's own 2 means "plan: pending").
 
+/// The arguments (public: tests parse command lines with [`args::Cli`]).
 pub mod args;
-pub mod audit;
+pub(crate) mod audit;
 pub(crate) mod demo;
-pub mod output;
-pub mod requests;
+pub(crate) mod output;
+pub(crate) mod requests;
 
 use crate::config::{self, Loaded};
 use crate::engine::{self, Mode, RunOptions};

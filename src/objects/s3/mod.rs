@@ -34,6 +34,7 @@ use client::{Attempts, counting_client, describe};
 use lock::bucket_lock;
 use std::collections::BTreeMap;
 
+/// A bucket, reached with the client `client.rs` builds, its retries counted.
 pub struct S3Store {
     name: String,
     bucket: String,
@@ -42,7 +43,7 @@ pub struct S3Store {
 }
 
 impl S3Store {
-    pub async fn new(cfg: &Store) -> S3Store {
+    pub(crate) async fn new(cfg: &Store) -> S3Store {
         let StoreKind::S3 {
             bucket,
             endpoint,
@@ -75,10 +76,6 @@ impl S3Store {
             client,
             attempts: Default::default(),
         }
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     /// Whether versioning is (or was) on: `Enabled` or `Suspended` (a suspended
