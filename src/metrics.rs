@@ -307,15 +307,27 @@ pub(crate) fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Res
     std::fs::rename(tmp, path)
 }
 
+/// A Pushgateway that refused or could not be reached. The run is not
+/// failed for it (the caller warns): metrics are an observer, not a duty.
+#[derive(Debug, thiserror::Error)]
+#[error("pushgateway {base}: {source}")]
+pub(crate) struct PushError {
+    base: String,
+    source: ureq::Error,
+}
+
 /// PUT each job's metrics to `{base}/metrics/job/lethe/lethe_job/{job}/shard/{shard}`.
-pub(crate) fn push(base: &str, registry: &Registry, shard: &str) -> Result<(), String> {
+pub(crate) fn push(base: &str, registry: &Registry, shard: &str) -> Result<(), PushError> {
     for job in registry.jobs() {
         let url = format!("{base}/metrics/job/lethe/lethe_job/{job}/shard/{shard}");
         let body = registry.render(Some(&job));
         ureq::put(&url)
             .header("Content-Type", "text/plain; version=0.0.4")
             .send(body.as_bytes())
-            .map_err(|e| format!("pushgateway {base}: {e}"))?;
+            .map_err(|source| PushError {
+                base: base.to_string(),
+                source,
+            })?;
     }
     Ok(())
 }

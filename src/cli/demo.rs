@@ -22,62 +22,8 @@ pub(crate) async fn run_demo(
     as_of: DateTime<Utc>,
 ) -> Result<ExitCode, Error> {
     let loaded = config::load(&g.config, &g.jobs_dir)?;
-    let key_env = &loaded.config.audit.hmac_key_env;
-    let keys = match Keys::from_env(key_env) {
-        Ok(k) => k,
-        Err(_) => {
-            eprintln!(
-                "warning: {key_env} is not set; the demo uses its built-in key `{DEMO_KEY}`, which is NOT for production"
-            );
-            Keys::from_secret(DEMO_KEY.as_bytes())
-        }
-    };
-    let src =
-        loaded.config.sources.get("app").ok_or_else(|| {
-            Error::Usage("the demo needs a source named `app` in the config".into())
-        })?;
-    if let Some(path) = src.url.strip_prefix("sqlite://") {
-        let file = path.split('?').next().unwrap_or("");
-        if let Some(parent) = std::path::Path::new(file).parent() {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| Error::Other(format!("cannot create {}: {e}", parent.display())))?;
-        }
-    }
-    let db = Db::connect("app", &src.url, 2, std::time::Duration::ZERO).await?;
-    create_schema(&db).await?;
-    let seeded = seed(&db, users, as_of).await?;
-    db.close().await;
-    if let Some(store) = loaded.config.stores.get("media") {
-        if let crate::config::StoreKind::Fs { path } = &store.kind {
-            // A reset, like the tables: the demo's folder holds only demo objects.
-            match std::fs::remove_dir_all(path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(Error::Other(format!(
-                        "cannot reset {}: {e}",
-                        path.display()
-                    )));
-                }
-            }
-        }
-        let s = crate::objects::open(store).await;
-        s.info().await?;
-        let n = seed_objects(s.as_ref(), &seeded).await?;
-        println!(
-            "demo: {n} objects (avatars, ID-card photos, customer-service photos and voice notes) in store `media` ({})",
-            store.display()
-        );
-    }
-    println!(
-        "demo: {} users and {} rows of personal data in {} ({} cancelled accounts past the grace period, {} under legal hold)\n",
-        seeded.users,
-        seeded.rows,
-        src.display_url(),
-        seeded.cancelled_due.len() + seeded.held.len(),
-        seeded.held.len()
-    );
-
+    let keys = demo_keys(&loaded);
+    let seeded = reset_and_seed(&loaded, users, as_of).await?;
     let state =
         crate::state::State::open(&loaded.config.state.url, loaded.config.state.lease_ttl).await?;
     file_demo_requests(&loaded, &keys, &state, &seeded, as_of).await?;
@@ -124,6 +70,83 @@ pub(crate) async fn run_demo(
     } else {
         run.exit.worst(again.exit)
     })
+}
+
+/// The configured key, or the demo's built-in one (with a warning) when its
+/// variable is not set, so the demo runs on a fresh checkout.
+fn demo_keys(loaded: &config::Loaded) -> Keys {
+    let key_env = &loaded.config.audit.hmac_key_env;
+    match Keys::from_env(key_env) {
+        Ok(k) => k,
+        Err(_) => {
+            eprintln!(
+                "warning: {key_env} is not set; the demo uses its built-in key `{DEMO_KEY}`, which is NOT for production"
+            );
+            Keys::from_secret(DEMO_KEY.as_bytes())
+        }
+    }
+}
+
+/// Reset the `app` source and the `media` store (when configured) and seed
+/// them: the same users, rows and objects for the same `users` and `as_of`.
+async fn reset_and_seed(
+    loaded: &config::Loaded,
+    users: u32,
+    as_of: DateTime<Utc>,
+) -> Result<Seeded, Error> {
+    let src =
+        loaded.config.sources.get("app").ok_or_else(|| {
+            Error::Usage("the demo needs a source named `app` in the config".into())
+        })?;
+    if let Some(path) = src.url.strip_prefix("sqlite://") {
+        let file = path.split('?').next().unwrap_or("");
+        if let Some(parent) = std::path::Path::new(file).parent() {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| Error::Other(format!("cannot create {}: {e}", parent.display())))?;
+        }
+    }
+    let db = Db::connect("app", &src.url, 2, std::time::Duration::ZERO).await?;
+    create_schema(&db).await?;
+    let seeded = seed(&db, users, as_of).await?;
+    db.close().await;
+    if let Some(store) = loaded.config.stores.get("media") {
+        seed_media(store, &seeded).await?;
+    }
+    println!(
+        "demo: {} users and {} rows of personal data in {} ({} cancelled accounts past the grace period, {} under legal hold)\n",
+        seeded.users,
+        seeded.rows,
+        src.display_url(),
+        seeded.cancelled_due.len() + seeded.held.len(),
+        seeded.held.len()
+    );
+    Ok(seeded)
+}
+
+/// Empty the demo's folder store (a reset, like the tables) and put the
+/// seeded users' objects in it.
+async fn seed_media(store: &crate::config::Store, seeded: &Seeded) -> Result<(), Error> {
+    if let crate::config::StoreKind::Fs { path } = &store.kind {
+        // A reset, like the tables: the demo's folder holds only demo objects.
+        match std::fs::remove_dir_all(path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(Error::Other(format!(
+                    "cannot reset {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    let s = crate::objects::open(store).await;
+    s.info().await?;
+    let n = seed_objects(s.as_ref(), seeded).await?;
+    println!(
+        "demo: {n} objects (avatars, ID-card photos, customer-service photos and voice notes) in store `media` ({})",
+        store.display()
+    );
+    Ok(())
 }
 
 /// The `ref` of the demo's requests: a new demo forgets the previous demo's.
