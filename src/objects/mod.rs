@@ -4,9 +4,9 @@
 //! - the [`ObjectStore`] trait: list every version and delete marker under a
 //!   prefix, read tags and Object Lock state, delete by version id, and put
 //!   (for seeding the demo, tests and benchmarks only);
-//! - [`erase`]: selection (prefix, age, tags), the Object Lock check and
+//! - `erase`: selection (prefix, age, tags), the Object Lock check and
 //!   batched deletion — the only code that deletes objects;
-//! - [`linked`]: objects named by SQL rows, erased with them;
+//! - `linked`: objects named by SQL rows, erased with them;
 //! - [`Stores`]: stores opened on first use, so an unreachable store fails
 //!   only the rules that use it.
 //!
@@ -36,7 +36,7 @@ use tokio::sync::Mutex;
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// S3 accepts at most this many keys in one `DeleteObjects` request.
-pub(crate) const MAX_DELETE_KEYS: usize = 1_000;
+pub const MAX_DELETE_KEYS: usize = 1_000;
 
 /// One version of an object, or a delete marker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +237,7 @@ pub trait ObjectStore: Send + Sync {
 }
 
 /// Versions listed per request: S3's own page size, and the fs store's.
-pub(crate) const LIST_PAGE: usize = 1_000;
+pub const LIST_PAGE: usize = 1_000;
 
 /// One listing in progress. Pages come in the store's order; every version
 /// of one key is adjacent to the others, though a key's versions may run on
