@@ -16,7 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 /// How old the last tick may be before the daemon counts as stalled.
-pub fn stall_after() -> Duration {
+pub(crate) fn stall_after() -> Duration {
     MAX_SLEEP * 2 + Duration::from_secs(10)
 }
 
@@ -107,7 +107,7 @@ async fn answer(mut stream: TcpStream, stats: Arc<DaemonStats>, registry: Arc<Re
 }
 
 /// Serve until `shutdown`.
-pub async fn serve(
+pub(crate) async fn serve(
     listener: TcpListener,
     stats: Arc<DaemonStats>,
     registry: Arc<Registry>,
@@ -125,34 +125,50 @@ pub async fn serve(
     }
 }
 
+/// Why `lethe healthcheck` found the daemon unhealthy (printed after
+/// `unhealthy: `; the exit code is 1 whichever it is).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ProbeError {
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    /// The connection broke while asking or reading the answer.
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("{0} did not answer within 5 s")]
+    Timeout(SocketAddr),
+    /// An answer other than 200: its status line and body.
+    #[error("{status}: {body}")]
+    Unhealthy { status: String, body: String },
+}
+
 /// `lethe healthcheck`: `Ok(body)` on 200.
-pub async fn probe(addr: SocketAddr) -> Result<String, String> {
+pub(crate) async fn probe(addr: SocketAddr) -> Result<String, ProbeError> {
     let io = async {
         let mut s = TcpStream::connect(addr)
             .await
-            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+            .map_err(|source| ProbeError::Connect { addr, source })?;
         s.write_all(
             format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")
                 .as_bytes(),
         )
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
         let mut out = String::new();
-        s.read_to_string(&mut out)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok::<String, String>(out)
+        s.read_to_string(&mut out).await?;
+        Ok::<String, ProbeError>(out)
     };
     let response = tokio::time::timeout(Duration::from_secs(5), io)
         .await
-        .map_err(|_| format!("{addr} did not answer within 5 s"))??;
+        .map_err(|_| ProbeError::Timeout(addr))??;
     let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     if response.starts_with("HTTP/1.1 200") {
         Ok(body)
     } else {
-        Err(format!(
-            "{}: {body}",
-            response.lines().next().unwrap_or("no answer")
-        ))
+        Err(ProbeError::Unhealthy {
+            status: response.lines().next().unwrap_or("no answer").to_string(),
+            body,
+        })
     }
 }

@@ -13,7 +13,7 @@ type HmacSha256 = Hmac<Sha256>;
 /// `hex(SHA-256(k1 "\n" k2 … "\n" kn))`: the unkeyed inner part of a batch's
 /// keys digest, the same value PostgreSQL's `sha256(string_agg(k, E'\n'))`
 /// computes.
-pub fn keys_sha256(keys: &[String]) -> String {
+pub(crate) fn keys_sha256(keys: &[String]) -> String {
     use sha2::Digest;
     let mut h = Sha256::new();
     for (i, k) in keys.iter().enumerate() {
@@ -26,8 +26,10 @@ pub fn keys_sha256(keys: &[String]) -> String {
 }
 
 /// The demo's key: printed as such, never for production.
-pub const DEMO_KEY: &str = "lethe-demo-key-not-for-production";
+pub(crate) const DEMO_KEY: &str = "lethe-demo-key-not-for-production";
 
+/// The two keys derived from one secret (audit hashes, pseudonyms); the
+/// secret itself is not kept.
 #[derive(Clone)]
 pub struct Keys {
     audit: Vec<u8>,
@@ -49,6 +51,8 @@ fn mac(key: &[u8], data: &[u8]) -> [u8; 32] {
 }
 
 impl Keys {
+    /// Derive both keys from `secret` (tests and the demo pass one directly;
+    /// a run reads it from the environment).
     pub fn from_secret(secret: &[u8]) -> Keys {
         Keys {
             audit: mac(secret, b"lethe/audit-subject/v1").to_vec(),
@@ -58,7 +62,7 @@ impl Keys {
     }
 
     /// Read the secret from the variable `var`.
-    pub fn from_env(var: &str) -> Result<Keys, Error> {
+    pub(crate) fn from_env(var: &str) -> Result<Keys, Error> {
         match std::env::var(var) {
             Ok(v) if v.len() >= 16 => Ok(Keys::from_secret(v.as_bytes())),
             Ok(_) => Err(Error::Usage(format!(
@@ -84,7 +88,7 @@ impl Keys {
     /// (RFC 2104; the 32-byte key is zero-padded to SHA-256's 64-byte block).
     /// Only this derived key leaves Lethe, bound as a statement parameter;
     /// the secret and the audit key never do.
-    pub fn pseudonym_pads(&self) -> HashPads {
+    pub(crate) fn pseudonym_pads(&self) -> HashPads {
         let mut block = [0u8; 64];
         block[..self.pseudonym.len()].copy_from_slice(&self.pseudonym);
         HashPads {
@@ -102,7 +106,7 @@ impl Keys {
     /// The keyed digest from the keys' SHA-256 (hex) alone. A one-statement
     /// batch on PostgreSQL has the server hash its keys, so thousands of
     /// keys need not travel to Lethe only to be hashed.
-    pub fn digest_of(&self, keys_sha256_hex: &str) -> String {
+    pub(crate) fn digest_of(&self, keys_sha256_hex: &str) -> String {
         hex::encode(mac(&self.audit, keys_sha256_hex.as_bytes()))
     }
 }
@@ -124,7 +128,7 @@ impl std::fmt::Debug for HashPads {
 /// by rotation (`audit.previous_key_envs`), found by the `kid` each record
 /// carries.
 #[derive(Debug, Clone)]
-pub struct KeyRing {
+pub(crate) struct KeyRing {
     keys: Vec<Keys>,
     /// Variables of previous keys that are not set (their records cannot be searched).
     pub unset: Vec<String>,
@@ -132,7 +136,7 @@ pub struct KeyRing {
 
 impl KeyRing {
     /// The current key (required) and every previous key that is set.
-    pub fn from_env(current: &str, previous: &[String]) -> Result<KeyRing, Error> {
+    pub(crate) fn from_env(current: &str, previous: &[String]) -> Result<KeyRing, Error> {
         let mut keys = vec![Keys::from_env(current)?];
         let mut unset = Vec::new();
         for var in previous {
@@ -149,19 +153,12 @@ impl KeyRing {
         Ok(KeyRing { keys, unset })
     }
 
-    pub fn from_keys(keys: Vec<Keys>) -> KeyRing {
-        KeyRing {
-            keys,
-            unset: vec![],
-        }
-    }
-
     /// The key whose id is `kid`.
-    pub fn by_kid(&self, kid: &str) -> Option<&Keys> {
+    pub(crate) fn by_kid(&self, kid: &str) -> Option<&Keys> {
         self.keys.iter().find(|k| k.key_id == kid)
     }
 
-    pub fn key_ids(&self) -> Vec<String> {
+    pub(crate) fn key_ids(&self) -> Vec<String> {
         self.keys.iter().map(|k| k.key_id.clone()).collect()
     }
 }

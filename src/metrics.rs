@@ -33,7 +33,7 @@ const COMPLETION_BUCKETS: [i64; 9] = [1, 2, 3, 5, 8, 10, 12, 15, 20];
 
 /// Accumulated metrics of the runs this process made.
 #[derive(Default)]
-pub struct Registry {
+pub(crate) struct Registry {
     state: Mutex<State>,
     /// Extra exposition appended by the owner (the daemon's own counters).
     pub extra: Mutex<String>,
@@ -48,7 +48,7 @@ fn label(v: &str) -> String {
 
 impl Registry {
     /// Add one run's report. Dry runs count nothing.
-    pub fn record(&self, report: &RunReport) {
+    pub(crate) fn record(&self, report: &RunReport) {
         if report.mode != crate::engine::Mode::Execute {
             return;
         }
@@ -118,7 +118,7 @@ impl Registry {
     }
 
     /// The text exposition of every metric, or only of `job`'s.
-    pub fn render(&self, job_filter: Option<&str>) -> String {
+    pub(crate) fn render(&self, job_filter: Option<&str>) -> String {
         let s = self.state.lock().expect("metrics lock");
         let keep = |j: &str| job_filter.is_none_or(|f| f == j);
         let mut out = String::new();
@@ -288,7 +288,7 @@ impl Registry {
         out
     }
 
-    pub fn jobs(&self) -> Vec<String> {
+    pub(crate) fn jobs(&self) -> Vec<String> {
         let s = self.state.lock().expect("metrics lock");
         let mut j: Vec<String> = s.runs.keys().map(|(j, _)| j.clone()).collect();
         j.dedup();
@@ -298,7 +298,7 @@ impl Registry {
 
 /// Write the exposition atomically (temp file, then rename), as the
 /// textfile collector requires.
-pub fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()> {
+pub(crate) fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -307,15 +307,27 @@ pub fn write_textfile(path: &std::path::Path, text: &str) -> std::io::Result<()>
     std::fs::rename(tmp, path)
 }
 
+/// A Pushgateway that refused or could not be reached. The run is not
+/// failed for it (the caller warns): metrics are an observer, not a duty.
+#[derive(Debug, thiserror::Error)]
+#[error("pushgateway {base}: {source}")]
+pub(crate) struct PushError {
+    base: String,
+    source: ureq::Error,
+}
+
 /// PUT each job's metrics to `{base}/metrics/job/lethe/lethe_job/{job}/shard/{shard}`.
-pub fn push(base: &str, registry: &Registry, shard: &str) -> Result<(), String> {
+pub(crate) fn push(base: &str, registry: &Registry, shard: &str) -> Result<(), PushError> {
     for job in registry.jobs() {
         let url = format!("{base}/metrics/job/lethe/lethe_job/{job}/shard/{shard}");
         let body = registry.render(Some(&job));
         ureq::put(&url)
             .header("Content-Type", "text/plain; version=0.0.4")
             .send(body.as_bytes())
-            .map_err(|e| format!("pushgateway {base}: {e}"))?;
+            .map_err(|source| PushError {
+                base: base.to_string(),
+                source,
+            })?;
     }
     Ok(())
 }

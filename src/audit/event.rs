@@ -7,8 +7,10 @@
 use serde::{Deserialize, Serialize};
 
 /// Audit record format version, in every record as `v`.
-pub const FORMAT_VERSION: u32 = 1;
+pub(crate) const FORMAT_VERSION: u32 = 1;
 
+/// Rows of one child table a batch reached through one foreign key: the
+/// audit shows what a delete took with it, not only the parent rows.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct ChildCount {
     pub target: String,
@@ -18,22 +20,11 @@ pub struct ChildCount {
     pub count: u64,
 }
 
-/// Objects a rule erased (or would erase) through one store and one way of
-/// naming them. Never a key name: keys can carry subject ids.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
-pub struct ObjectCount {
-    pub store: String,
-    /// `store:prefix` of an object rule; `store:avatars/{id}/` (a template) or
-    /// `store:[column]` for objects named by rows.
-    pub via: String,
-    pub objects: u64,
-    /// Versions and delete markers.
-    pub versions: u64,
-    pub bytes: u64,
-    /// Objects kept because Object Lock protects them.
-    #[serde(default)]
-    pub held: u64,
-}
+/// Objects counted per store, in `batch`, `object_batch`, `object_hold` and
+/// `pending_retry` records. Defined by the object code that counts them
+/// (so `objects` needs nothing from `audit`); named here too because it is
+/// part of the audit format.
+pub use crate::objects::ObjectCount;
 
 /// A partition dropped whole: which one, and the bound that made it due.
 /// Names and bounds come from the catalog, never from a row.
@@ -45,6 +36,8 @@ pub struct PartitionDropped {
     pub below: String,
 }
 
+/// Rows a run deleted and anonymized, in `run_end`: the sum an auditor
+/// compares with the batches above it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
 pub struct Totals {
     pub deleted: u64,
@@ -76,12 +69,16 @@ pub struct InDoubt {
     pub keys_digest: String,
 }
 
+/// How one job of the run ended, in `run_end`, so a partial run says which
+/// job failed.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct JobOutcome {
     pub job: String,
     pub status: String,
 }
 
+/// Every kind of audit record, one variant each, serialized with a `type`
+/// field (README, "Audit log"): the format auditors and tools rely on.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Event {
@@ -321,7 +318,7 @@ pub enum Event {
 /// The rule a record is about: job and rule, with the policy section and
 /// target when the record names them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Scope<'a> {
+pub(crate) struct Scope<'a> {
     pub job: &'a str,
     pub rule: &'a str,
     pub policy: Option<&'a str>,
@@ -331,7 +328,7 @@ pub struct Scope<'a> {
 impl Event {
     /// The rule this record is about, if it is about one (a failure outside
     /// any rule is filed under rule `-`).
-    pub fn scope(&self) -> Option<Scope<'_>> {
+    pub(crate) fn scope(&self) -> Option<Scope<'_>> {
         let (job, rule, policy, target) = match self {
             Event::Batch {
                 job,
@@ -408,6 +405,7 @@ impl Event {
         })
     }
 
+    /// The record's `type` as written, without serializing the whole event.
     pub fn kind(&self) -> &'static str {
         match self {
             Event::RunStart { .. } => "run_start",

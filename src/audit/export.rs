@@ -72,7 +72,7 @@ pub const COLUMNS: &[&str] = &[
 ];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Csv,
     Json,
 }
@@ -245,7 +245,7 @@ fn event_cells(event: &Event) -> Map<String, Value> {
 
 /// One record as a flat row: every column of [`COLUMNS`], in order, null
 /// where the record has no such field.
-pub fn row(log: &Log, entry: &super::log::Entry) -> Vec<(&'static str, Value)> {
+pub(crate) fn row(log: &Log, entry: &super::log::Entry) -> Vec<(&'static str, Value)> {
     let r = &entry.record;
     let mut m = Map::new();
     m.insert("v".into(), json!(r.v));
@@ -267,7 +267,7 @@ pub fn row(log: &Log, entry: &super::log::Entry) -> Vec<(&'static str, Value)> {
 }
 
 /// Quote a CSV cell when it needs it (RFC 4180).
-pub fn csv_cell(v: &Value) -> String {
+pub(crate) fn csv_cell(v: &Value) -> String {
     let s = match v {
         Value::Null => return String::new(),
         Value::String(s) => s.clone(),
@@ -281,7 +281,7 @@ pub fn csv_cell(v: &Value) -> String {
 }
 
 /// The CSV header line (JSON Lines has none).
-pub fn write_header(w: &mut dyn Write, format: Format) -> std::io::Result<()> {
+pub(crate) fn write_header(w: &mut dyn Write, format: Format) -> std::io::Result<()> {
     if format == Format::Csv {
         w.write_all(COLUMNS.join(",").as_bytes())?;
         w.write_all(b"\r\n")?;
@@ -290,7 +290,7 @@ pub fn write_header(w: &mut dyn Write, format: Format) -> std::io::Result<()> {
 }
 
 /// Write every record of one log.
-pub fn write_log(w: &mut dyn Write, log: &Log, format: Format) -> std::io::Result<()> {
+pub(crate) fn write_log(w: &mut dyn Write, log: &Log, format: Format) -> std::io::Result<()> {
     for e in &log.entries {
         let r = row(log, e);
         match format {

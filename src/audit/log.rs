@@ -6,14 +6,14 @@
 //! Files are read one at a time; nothing here holds more than one run.
 
 use super::event::{Event, Record};
-use super::verify::FileReport;
+use super::findings::{FileReport, Pin};
 use super::writer::GENESIS;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// One record as read, with its place in the file.
 #[derive(Debug, Clone)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// 1-based line number.
     pub line: u64,
     pub record: Record,
@@ -25,7 +25,7 @@ pub struct Entry {
 
 /// A run's file: its verification and its records.
 #[derive(Debug, Clone)]
-pub struct Log {
+pub(crate) struct Log {
     pub report: FileReport,
     pub entries: Vec<Entry>,
 }
@@ -33,7 +33,7 @@ pub struct Log {
 impl Log {
     /// (job, rule, batch) of every batch a `batch_rollback` record undid:
     /// search and report count those batches as failed, not done.
-    pub fn rolled_back(&self) -> std::collections::BTreeSet<(&str, &str, u64)> {
+    pub(crate) fn rolled_back(&self) -> std::collections::BTreeSet<(&str, &str, u64)> {
         self.entries
             .iter()
             .filter_map(|e| match &e.record.event {
@@ -50,7 +50,7 @@ impl Log {
     /// (job, rule, batch) of every batch whose commit lost its connection
     /// (`batch_unknown`): search shows them as unconfirmed, the report does
     /// not count them as done.
-    pub fn unconfirmed(&self) -> std::collections::BTreeSet<(&str, &str, u64)> {
+    pub(crate) fn unconfirmed(&self) -> std::collections::BTreeSet<(&str, &str, u64)> {
         self.entries
             .iter()
             .filter_map(|e| match &e.record.event {
@@ -85,7 +85,7 @@ pub(crate) fn split_hash(line: &str) -> Option<(String, &str)> {
 
 /// Read and verify one file. Never fails: an unreadable file is a report
 /// broken at record 0.
-pub fn read_log(path: &Path) -> Log {
+pub(crate) fn read_log(path: &Path) -> Log {
     let mut report = FileReport::new(path.to_path_buf());
     let mut entries = Vec::new();
     let text = match std::fs::read(path) {
@@ -116,34 +116,7 @@ pub fn read_log(path: &Path) -> Log {
             }
             continue;
         }
-        let why: Option<String> = match &parsed {
-            None => Some("not a sealed audit record".into()),
-            Some((actual, claimed, _)) if actual != claimed => {
-                Some("record content does not match its hash (edited)".into())
-            }
-            Some((_, _, Err(e))) => Some(format!("not a valid record: {e}")),
-            Some((_, _, Ok(record))) => {
-                if record.prev != prev {
-                    Some(
-                        "previous-hash link broken (a record was removed, inserted or reordered)"
-                            .into(),
-                    )
-                } else if record.seq != i as u64 {
-                    Some(format!(
-                        "sequence number {} where {} was expected",
-                        record.seq, i
-                    ))
-                } else {
-                    match &report.run {
-                        None if !matches!(record.event, Event::RunStart { .. }) => {
-                            Some("the first record is not run_start".into())
-                        }
-                        Some(r) if *r != record.run => Some("record belongs to another run".into()),
-                        _ => None,
-                    }
-                }
-            }
-        };
+        let why = judge(parsed.as_ref(), &prev, i as u64, &report);
         let Some((_, claimed, record)) = parsed else {
             report.broken_at = why.map(|w| (n, w));
             continue;
@@ -161,38 +134,7 @@ pub fn read_log(path: &Path) -> Log {
             continue;
         }
         let record = record.expect("checked above");
-        if let Event::RunStart {
-            dry_run,
-            prev_run,
-            prev_head,
-            ..
-        } = &record.event
-        {
-            report.run = Some(record.run.clone());
-            report.dry_run = Some(*dry_run);
-            report.prev_run = prev_run.clone();
-            report.prev_head = prev_head.clone();
-        }
-        if let Event::Recovery {
-            crashed_run,
-            crashed_file,
-            records,
-            head,
-            ..
-        } = &record.event
-        {
-            report.recovers.push(super::verify::Pin {
-                run: crashed_run.clone(),
-                file: crashed_file.clone(),
-                records: *records,
-                head: head.clone(),
-            });
-        }
-        if report.first_ts.is_none() {
-            report.first_ts = Some(record.ts.clone());
-        }
-        report.last_ts = Some(record.ts.clone());
-        report.records = n;
+        note(&record, n, &mut report);
         last_kind = record.event.kind();
         prev = claimed.clone();
         entries.push(Entry {
@@ -207,6 +149,80 @@ pub fn read_log(path: &Path) -> Log {
         report.head = Some(prev);
     }
     Log { report, entries }
+}
+
+/// A line split into its hash, the hash it claims and its parsed record.
+type Parsed = (String, String, Result<Record, serde_json::Error>);
+
+/// Why a line breaks the chain, or `None` when it continues it: sealed, its
+/// hash true, parsed, linked to `prev`, numbered `seq`, of the file's run,
+/// and (first of all) a `run_start`.
+fn judge(parsed: Option<&Parsed>, prev: &str, seq: u64, report: &FileReport) -> Option<String> {
+    match parsed {
+        None => Some("not a sealed audit record".into()),
+        Some((actual, claimed, _)) if actual != claimed => {
+            Some("record content does not match its hash (edited)".into())
+        }
+        Some((_, _, Err(e))) => Some(format!("not a valid record: {e}")),
+        Some((_, _, Ok(record))) => {
+            if record.prev != prev {
+                Some(
+                    "previous-hash link broken (a record was removed, inserted or reordered)"
+                        .into(),
+                )
+            } else if record.seq != seq {
+                Some(format!(
+                    "sequence number {} where {} was expected",
+                    record.seq, seq
+                ))
+            } else {
+                match &report.run {
+                    None if !matches!(record.event, Event::RunStart { .. }) => {
+                        Some("the first record is not run_start".into())
+                    }
+                    Some(r) if *r != record.run => Some("record belongs to another run".into()),
+                    _ => None,
+                }
+            }
+        }
+    }
+}
+
+/// What a verified record tells the report: the run and its links
+/// (`run_start`), crashed runs it pins (`recovery`), times and the count.
+fn note(record: &Record, n: u64, report: &mut FileReport) {
+    if let Event::RunStart {
+        dry_run,
+        prev_run,
+        prev_head,
+        ..
+    } = &record.event
+    {
+        report.run = Some(record.run.clone());
+        report.dry_run = Some(*dry_run);
+        report.prev_run = prev_run.clone();
+        report.prev_head = prev_head.clone();
+    }
+    if let Event::Recovery {
+        crashed_run,
+        crashed_file,
+        records,
+        head,
+        ..
+    } = &record.event
+    {
+        report.recovers.push(Pin {
+            run: crashed_run.clone(),
+            file: crashed_file.clone(),
+            records: *records,
+            head: head.clone(),
+        });
+    }
+    if report.first_ts.is_none() {
+        report.first_ts = Some(record.ts.clone());
+    }
+    report.last_ts = Some(record.ts.clone());
+    report.records = n;
 }
 
 /// The run files under `path` (a file, or a folder searched recursively), in
@@ -233,7 +249,7 @@ pub fn audit_files(path: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Every run file under `paths`, each once, in name order. A path that does
 /// not exist is an error (a typo must not read as "no records").
-pub fn files_under(paths: &[PathBuf]) -> Result<Vec<PathBuf>, crate::error::Error> {
+pub(crate) fn files_under(paths: &[PathBuf]) -> Result<Vec<PathBuf>, crate::error::Error> {
     let mut files = Vec::new();
     for p in paths {
         if !p.exists() {

@@ -5,14 +5,19 @@
 //! that the log holds no raw personal value: subjects appear only as keyed
 //! hashes (`crate::keys`), keys only as keyed digests.
 
+/// The records (public: tests and tools read and write them).
 pub mod event;
+/// CSV and JSON export of the records (public: the column list is a contract).
 pub mod export;
-pub mod log;
-pub mod report;
-pub mod s3;
-pub mod search;
-pub mod sink;
+pub(crate) mod findings;
+pub(crate) mod log;
+pub(crate) mod report;
+pub(crate) mod s3;
+pub(crate) mod search;
+pub(crate) mod sink;
+/// Verification of one file and across runs (public: benches and tests verify runs).
 pub mod verify;
+/// The hash-chained writer (public: tests build logs with it).
 pub mod writer;
 
 pub use event::{

@@ -16,21 +16,20 @@
 //! are failed rules and rolled-back batches.
 
 use super::event::Event;
+use super::findings::FileReport;
 use super::log::Log;
-use super::verify::FileReport;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::fmt::Write;
 
 /// What the configuration says of a job (when the config is at hand).
 #[derive(Debug, Clone, Default)]
-pub struct JobMeta {
+pub(crate) struct JobMeta {
     pub policy: String,
     pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct RunRow {
-    pub run: String,
+pub(crate) struct RunRow {
     pub file: String,
     pub started: String,
     pub ended: String,
@@ -47,7 +46,7 @@ pub struct RunRow {
 }
 
 #[derive(Debug, Clone, Default)]
-pub struct RuleRow {
+pub(crate) struct RuleRow {
     pub job: String,
     pub rule: String,
     pub policy: String,
@@ -69,7 +68,7 @@ pub struct RuleRow {
 
 /// Totals over every log read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Totals {
+pub(crate) struct Totals {
     pub runs: u64,
     pub executed_runs: u64,
     pub erased: u64,
@@ -85,7 +84,7 @@ pub struct Totals {
 
 /// Collects what the page shows, one log at a time (logs in time order).
 #[derive(Debug, Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub runs: Vec<RunRow>,
     pub rules: BTreeMap<(String, String), RuleRow>,
     /// Job → the policy sections its records cite (normally one).
@@ -96,7 +95,7 @@ pub struct Report {
 
 /// One erasure request as its records tell it (no subject, only the id).
 #[derive(Debug, Clone, Default)]
-pub struct RequestRow {
+pub(crate) struct RequestRow {
     pub received: String,
     pub due: String,
     /// `open`, `held`, `done` or `rejected`.
@@ -124,11 +123,10 @@ fn subject_key(h: &str) -> u64 {
 }
 
 impl Report {
-    pub fn add_log(&mut self, log: &Log) {
+    pub(crate) fn add_log(&mut self, log: &Log) {
         let rolled_back = log.rolled_back();
         let unconfirmed = log.unconfirmed();
         let mut run = RunRow {
-            run: log.report.run.clone().unwrap_or_default(),
             file: log.report.file.display().to_string(),
             started: log.report.first_ts.clone().unwrap_or_default(),
             ended: log.report.last_ts.clone().unwrap_or_default(),
@@ -303,7 +301,7 @@ impl Report {
         self.runs.push(run);
     }
 
-    pub fn totals(&self, verdicts: &[FileReport]) -> Totals {
+    pub(crate) fn totals(&self, verdicts: &[FileReport]) -> Totals {
         let mut t = Totals {
             runs: self.runs.len() as u64,
             executed_runs: self.runs.iter().filter(|r| r.mode == "run").count() as u64,
@@ -330,7 +328,7 @@ impl Report {
 
     /// The page. `verdicts`: every log's verification (with missing runs);
     /// `jobs`: the configuration's jobs, when at hand; `sources`: what was read.
-    pub fn render(
+    pub(crate) fn render(
         &self,
         verdicts: &[FileReport],
         jobs: &BTreeMap<String, JobMeta>,
@@ -838,7 +836,7 @@ fn short_ts(ts: &str) -> String {
 }
 
 /// Thousands separated by commas.
-pub fn num(n: u64) -> String {
+pub(crate) fn num(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
@@ -851,7 +849,7 @@ pub fn num(n: u64) -> String {
 }
 
 /// Escape text for HTML content and attribute values.
-pub fn esc(s: &str) -> String {
+pub(crate) fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

@@ -7,16 +7,31 @@
 //! Object Lock, each write carries GOVERNANCE retention, so a copy cannot be
 //! rewritten or deleted within the retention period, even by Lethe.
 //! `lethe audit verify --s3` downloads the copies and verifies them.
+//!
+//! Whether the bucket locks is asked through the helper the object store
+//! uses (`objects::s3::lock`), but an unknown answer reads the other way
+//! here: **not locked**, so the copy is written without retention. The
+//! object store must never delete what might be retained, so it assumes a
+//! lock; the sink's choice is between two writes, and S3 refuses a write
+//! that asks for retention in a bucket without Object Lock (`InvalidRequest`),
+//! so assuming a lock would stop every run on a bucket that only forbids
+//! reading its lock configuration, while a bucket that does lock applies its
+//! default retention, if it has one, to a plain write anyway. The local log
+//! stays the durable record either way; the README promises retention "when
+//! the bucket has Object Lock enabled", which is what the bucket said.
 
 use crate::config::{AuditS3, Config, StoreKind};
 use crate::error::Error;
-use crate::objects::s3::{client, describe};
+use crate::objects::s3::client::{client, describe};
+use crate::objects::s3::lock::bucket_lock;
 use aws_sdk_s3::Client;
 use aws_sdk_s3::primitives::{ByteStream, DateTime as AwsDateTime};
-use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockEnabled, ObjectLockMode};
+use aws_sdk_s3::types::{ChecksumAlgorithm, ObjectLockMode};
 use std::path::{Path, PathBuf};
 
-pub struct S3AuditSink {
+/// The S3 copy of each run's audit log, opened once per run (and by
+/// `audit verify --s3`), so one check decides whether it is reachable.
+pub(crate) struct S3AuditSink {
     client: Client,
     bucket: String,
     prefix: String,
@@ -26,7 +41,7 @@ pub struct S3AuditSink {
 
 impl S3AuditSink {
     /// Connect and check the bucket answers (and whether it locks objects).
-    pub async fn open(config: &Config, s3: &AuditS3) -> Result<S3AuditSink, Error> {
+    pub(crate) async fn open(config: &Config, s3: &AuditS3) -> Result<S3AuditSink, Error> {
         let store = config
             .stores
             .get(&s3.store)
@@ -67,27 +82,19 @@ impl S3AuditSink {
                     describe(&e)
                 ))
             })?;
-        let locked = match sink
-            .client
-            .get_object_lock_configuration()
-            .bucket(bucket)
-            .send()
+        // Unknown counts as not locked here, unlike in the object store: see
+        // `bucket_lock` below. An error (the bucket answered `HeadBucket` a
+        // moment ago) is one more way of not knowing.
+        let locked = bucket_lock(&sink.client, bucket)
             .await
-        {
-            Ok(out) => matches!(
-                out.object_lock_configuration()
-                    .and_then(|c| c.object_lock_enabled()),
-                Some(ObjectLockEnabled::Enabled)
-            ),
-            Err(_) => false,
-        };
+            .is_ok_and(|answer| answer.known_locked());
         Ok(S3AuditSink {
             lock: locked.then_some(s3.retention),
             ..sink
         })
     }
 
-    pub fn key_of(&self, local: &Path) -> String {
+    pub(crate) fn key_of(&self, local: &Path) -> String {
         let name = local
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -96,7 +103,7 @@ impl S3AuditSink {
     }
 
     /// Upload the run's local log as it is now.
-    pub async fn put(&self, local: &Path) -> Result<String, Error> {
+    pub(crate) async fn put(&self, local: &Path) -> Result<String, Error> {
         let body = std::fs::read(local)
             .map_err(|e| Error::Audit(format!("cannot read {}: {e}", local.display())))?;
         let key = self.key_of(local);
@@ -126,12 +133,8 @@ impl S3AuditSink {
         Ok(format!("s3://{}/{key}", self.bucket))
     }
 
-    pub fn locks(&self) -> bool {
-        self.lock.is_some()
-    }
-
     /// Download every run object under the prefix into `dir` (for verify).
-    pub async fn download_all(&self, dir: &Path) -> Result<Vec<PathBuf>, Error> {
+    pub(crate) async fn download_all(&self, dir: &Path) -> Result<Vec<PathBuf>, Error> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
         loop {

@@ -20,7 +20,7 @@ use std::path::PathBuf;
 
 /// Filters besides the subject; `None` matches everything.
 #[derive(Debug, Clone, Default)]
-pub struct Filters {
+pub(crate) struct Filters {
     /// A run id or its prefix (file names carry the first 8 characters).
     pub run: Option<String>,
     pub job: Option<String>,
@@ -59,7 +59,7 @@ impl Filters {
 /// A child table acted on in the same batch (counts are per batch, not per
 /// subject, so they are not repeated here).
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ChildLink {
+pub(crate) struct ChildLink {
     pub target: String,
     pub via: String,
     pub action: String,
@@ -67,7 +67,7 @@ pub struct ChildLink {
 
 /// One record about the subject.
 #[derive(Debug, Clone, Serialize)]
-pub struct Hit {
+pub(crate) struct Hit {
     pub run: String,
     pub ts: String,
     pub job: String,
@@ -94,7 +94,7 @@ pub struct Hit {
 
 /// What a search looked at, for the closing line.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct Stats {
+pub(crate) struct Stats {
     pub logs: u64,
     pub records: u64,
     pub hits: u64,
@@ -111,7 +111,7 @@ pub struct Stats {
 
 /// Search one run's log for `subject` (the raw id). `hashes` caches the
 /// subject's hash per key id across logs.
-pub fn search_log(
+pub(crate) fn search_log(
     log: &Log,
     subject: &str,
     keys: &KeyRing,

@@ -59,6 +59,7 @@ impl FileSink {
         Ok(FileSink { file, path })
     }
 
+    /// The file this sink appends to.
     pub fn path(&self) -> &Path {
         &self.path
     }

@@ -23,108 +23,8 @@ use crate::state::StateRun;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-pub use super::log::{audit_files, files_under};
-
-/// The verdict on one run: its file, or a run whose file is missing.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct FileReport {
-    pub file: PathBuf,
-    pub run: Option<String>,
-    pub records: u64,
-    pub first_ts: Option<String>,
-    pub last_ts: Option<String>,
-    /// `None` when the chain is intact; else the 1-based line of the first bad record and why.
-    pub broken_at: Option<(u64, String)>,
-    /// The last record is a `run_end` (the run's seal).
-    pub sealed: bool,
-    /// The last record's hash, when the chain is intact.
-    pub head: Option<String>,
-    /// From `run_start`: a plan or dry run (these are not in the state store).
-    pub dry_run: Option<bool>,
-    /// From `run_start`: the run before this one, as the state store knew it.
-    pub prev_run: Option<String>,
-    /// From `run_start`: that run's head, as the state store recorded it.
-    pub prev_head: Option<String>,
-    /// No file exists for a run that the state store or the next run names.
-    pub missing: bool,
-    /// What the checks across runs and against the state store found.
-    pub problems: Vec<String>,
-    /// The state store's row for this run, when it was consulted and has one.
-    pub state: Option<StateRun>,
-    /// From `recovery` records: the crashed runs this run found, as it found them.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub recovers: Vec<Pin>,
-    /// This run never ended (no seal), and a later run recorded its
-    /// recovery with exactly this log's record count and head.
-    pub recovered_by: Option<String>,
-    /// The file is empty and no run claims it: a run died after creating
-    /// its log and before its first record (before it was registered in the
-    /// state store), having touched nothing.
-    pub empty: bool,
-}
-
-/// A crashed run's log as the recovering run found it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Pin {
-    pub run: String,
-    /// The crashed log's file name.
-    pub file: String,
-    pub records: u64,
-    pub head: String,
-}
-
-impl FileReport {
-    pub fn new(file: PathBuf) -> FileReport {
-        FileReport {
-            file,
-            run: None,
-            records: 0,
-            first_ts: None,
-            last_ts: None,
-            broken_at: None,
-            sealed: false,
-            head: None,
-            dry_run: None,
-            prev_run: None,
-            prev_head: None,
-            missing: false,
-            problems: vec![],
-            state: None,
-            recovers: vec![],
-            recovered_by: None,
-            empty: false,
-        }
-    }
-
-    pub fn ok(&self) -> bool {
-        self.broken_at.is_none()
-            && (self.sealed || self.recovered_by.is_some() || self.empty)
-            && !self.missing
-            && self.problems.is_empty()
-    }
-
-    /// How the run ended, in words: `sealed`, `crashed, recovered by <run>`,
-    /// or `NOT sealed (run did not finish)`.
-    pub fn seal_status(&self) -> String {
-        match (&self.recovered_by, self.sealed) {
-            (_, true) => "sealed".into(),
-            (None, false) if self.empty => {
-                "empty (the run died before its first record, having touched nothing)".into()
-            }
-            (Some(by), false) => format!("crashed, recovered by {by}"),
-            (None, false) => "NOT sealed (run did not finish)".into(),
-        }
-    }
-
-    /// The chain status in words: `chain ok` or `broken at record N: why`.
-    pub fn chain_status(&self) -> String {
-        match (&self.broken_at, self.missing) {
-            (_, true) => "missing".into(),
-            (None, _) => "chain ok".into(),
-            (Some((n, why)), _) => format!("BROKEN at record {n}: {why}"),
-        }
-    }
-}
+pub use super::findings::{FileReport, Pin};
+pub use super::log::audit_files;
 
 /// Verify one file on its own.
 pub fn verify_file(path: &Path) -> FileReport {
@@ -146,13 +46,33 @@ fn ms_to_rfc3339(ms: i64) -> String {
 /// folder), so a run named by the state store or by a later run's link but
 /// absent from them was deleted. Returns the reports in time order, with a
 /// report (`missing`) for each run found deleted.
-pub fn cross_check(
+pub(crate) fn cross_check(
     mut reports: Vec<FileReport>,
     state: Option<&[StateRun]>,
     complete: bool,
 ) -> Vec<FileReport> {
-    // An empty file has no record to name its run: the state store's row
-    // or a recovery names it by its file name.
+    name_empty_files(&mut reports, state);
+    let mut across = Across {
+        by_run: index_by_run(&mut reports),
+        complete,
+        missing: BTreeMap::new(),
+    };
+    across.check_pins(&mut reports);
+    if let Some(state) = state {
+        across.check_state(&mut reports, state);
+    }
+    across.check_links(&mut reports);
+    reports.extend(across.missing.into_values());
+    reports.sort_by(|a, b| {
+        let key = |r: &FileReport| (r.first_ts.clone().unwrap_or_default(), r.missing as u8 ^ 1);
+        key(a).cmp(&key(b)).then_with(|| a.file.cmp(&b.file))
+    });
+    reports
+}
+
+/// An empty file has no record to name its run: the state store's row or a
+/// recovery names it by its file name; one nobody names is `empty`.
+fn name_empty_files(reports: &mut [FileReport], state: Option<&[StateRun]>) {
     let file_name = |p: &Path| p.file_name().map(|n| n.to_string_lossy().into_owned());
     let mut named: BTreeMap<String, String> = BTreeMap::new();
     for s in state.into_iter().flatten() {
@@ -171,6 +91,10 @@ pub fn cross_check(
             }
         }
     }
+}
+
+/// Each run's files (normally one); a run in two files is flagged in both.
+fn index_by_run(reports: &mut [FileReport]) -> BTreeMap<String, Vec<usize>> {
     let mut by_run: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (i, r) in reports.iter().enumerate() {
         if let Some(run) = &r.run {
@@ -185,58 +109,72 @@ pub fn cross_check(
             ));
         }
     }
-    let mut missing: BTreeMap<String, FileReport> = BTreeMap::new();
+    by_run
+}
 
-    // Recoveries: a later run pinned a crashed run's log as it found it.
-    let pins: Vec<(String, Pin)> = reports
-        .iter()
-        .filter(|r| r.broken_at.is_none())
-        .flat_map(|r| {
-            let by = r.run.clone().unwrap_or_default();
-            r.recovers.iter().map(move |p| (by.clone(), p.clone()))
-        })
-        .collect();
-    for (by, pin) in pins {
-        let Some(idx) = by_run.get(&pin.run) else {
-            if complete {
-                let m = missing.entry(pin.run.clone()).or_insert_with(|| {
-                    let mut m = FileReport::new(PathBuf::from(format!("(run {})", pin.run)));
-                    m.run = Some(pin.run.clone());
-                    m.missing = true;
-                    m
-                });
-                m.problems.push(format!(
-                    "run {by} recovered this crashed run ({} records, head {}…), and its log is missing: the whole run was deleted",
-                    pin.records,
-                    short(&pin.head)
-                ));
-            }
-            continue;
-        };
-        for &i in idx {
-            let r = &mut reports[i];
-            if r.broken_at.is_some() {
-                // The chain itself is broken; that is the finding.
-            } else if r.records != pin.records || r.head.as_deref() != Some(pin.head.as_str()) {
-                r.problems.push(format!(
-                    "run {by} recovered this crashed run at {} records ending at {}…, but the log has {} records ending at {}…: cut, extended or rewritten after the recovery",
-                    pin.records,
-                    short(&pin.head),
-                    r.records,
-                    r.head.as_deref().map(short).unwrap_or("-")
-                ));
-            } else if r.recovered_by.is_none() {
-                r.recovered_by = Some(by.clone());
+/// What the checks across runs share: where each run's file is, whether the
+/// files are the whole log (so a run named but absent is missing), and the
+/// runs found missing so far (each reported once, with every reason).
+struct Across {
+    by_run: BTreeMap<String, Vec<usize>>,
+    complete: bool,
+    missing: BTreeMap<String, FileReport>,
+}
+
+impl Across {
+    /// Recoveries: a later run pinned a crashed run's log as it found it.
+    fn check_pins(&mut self, reports: &mut [FileReport]) {
+        let pins: Vec<(String, Pin)> = reports
+            .iter()
+            .filter(|r| r.broken_at.is_none())
+            .flat_map(|r| {
+                let by = r.run.clone().unwrap_or_default();
+                r.recovers.iter().map(move |p| (by.clone(), p.clone()))
+            })
+            .collect();
+        for (by, pin) in pins {
+            let Some(idx) = self.by_run.get(&pin.run) else {
+                if self.complete {
+                    let m = self.missing.entry(pin.run.clone()).or_insert_with(|| {
+                        let mut m = FileReport::new(PathBuf::from(format!("(run {})", pin.run)));
+                        m.run = Some(pin.run.clone());
+                        m.missing = true;
+                        m
+                    });
+                    m.problems.push(format!(
+                        "run {by} recovered this crashed run ({} records, head {}…), and its log is missing: the whole run was deleted",
+                        pin.records,
+                        short(&pin.head)
+                    ));
+                }
+                continue;
+            };
+            for &i in idx {
+                let r = &mut reports[i];
+                if r.broken_at.is_some() {
+                    // The chain itself is broken; that is the finding.
+                } else if r.records != pin.records || r.head.as_deref() != Some(pin.head.as_str()) {
+                    r.problems.push(format!(
+                        "run {by} recovered this crashed run at {} records ending at {}…, but the log has {} records ending at {}…: cut, extended or rewritten after the recovery",
+                        pin.records,
+                        short(&pin.head),
+                        r.records,
+                        r.head.as_deref().map(short).unwrap_or("-")
+                    ));
+                } else if r.recovered_by.is_none() {
+                    r.recovered_by = Some(by.clone());
+                }
             }
         }
     }
 
-    if let Some(state) = state {
+    /// The state store's row of each executed run: its record count and head.
+    fn check_state(&mut self, reports: &mut [FileReport], state: &[StateRun]) {
         let known: BTreeMap<&str, &StateRun> =
             state.iter().map(|s| (s.run_id.as_str(), s)).collect();
         for s in state {
-            let Some(idx) = by_run.get(&s.run_id) else {
-                if complete {
+            let Some(idx) = self.by_run.get(&s.run_id) else {
+                if self.complete {
                     let mut m = FileReport::new(PathBuf::from(&s.audit_file));
                     m.run = Some(s.run_id.clone());
                     m.missing = true;
@@ -250,7 +188,7 @@ pub fn cross_check(
                         s.records.map(|n| format!(", {n} records")).unwrap_or_default()
                     ));
                     m.state = Some(s.clone());
-                    missing.insert(s.run_id.clone(), m);
+                    self.missing.insert(s.run_id.clone(), m);
                 }
                 continue;
             };
@@ -302,53 +240,48 @@ pub fn cross_check(
         }
     }
 
-    // Links: each executed run names the run before it and that run's head.
-    let links: Vec<(usize, String, Option<String>)> = reports
-        .iter()
-        .enumerate()
-        .filter_map(|(i, r)| r.prev_run.clone().map(|p| (i, p, r.prev_head.clone())))
-        .collect();
-    for (i, prev_run, prev_head) in links {
-        let next_run = reports[i].run.clone().unwrap_or_default();
-        match by_run.get(&prev_run) {
-            Some(idx) => {
-                let Some(head) = prev_head else { continue };
-                for &j in idx {
-                    let p = &mut reports[j];
-                    if p.broken_at.is_none() && p.head.as_deref() != Some(head.as_str()) {
-                        p.problems.push(format!(
-                            "run {next_run} recorded this run's head as {}…, but the log ends at {}…: cut or rewritten at its end",
-                            short(&head),
-                            p.head.as_deref().map(short).unwrap_or("-")
-                        ));
+    /// Links: each executed run names the run before it and that run's head.
+    fn check_links(&mut self, reports: &mut [FileReport]) {
+        let links: Vec<(usize, String, Option<String>)> = reports
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| r.prev_run.clone().map(|p| (i, p, r.prev_head.clone())))
+            .collect();
+        for (i, prev_run, prev_head) in links {
+            let next_run = reports[i].run.clone().unwrap_or_default();
+            match self.by_run.get(&prev_run) {
+                Some(idx) => {
+                    let Some(head) = prev_head else { continue };
+                    for &j in idx {
+                        let p = &mut reports[j];
+                        if p.broken_at.is_none() && p.head.as_deref() != Some(head.as_str()) {
+                            p.problems.push(format!(
+                                "run {next_run} recorded this run's head as {}…, but the log ends at {}…: cut or rewritten at its end",
+                                short(&head),
+                                p.head.as_deref().map(short).unwrap_or("-")
+                            ));
+                        }
                     }
                 }
-            }
-            None if complete => {
-                let m = missing.entry(prev_run.clone()).or_insert_with(|| {
-                    let mut m = FileReport::new(PathBuf::from(format!("(run {prev_run})")));
-                    m.run = Some(prev_run.clone());
-                    m.missing = true;
-                    m
-                });
-                m.problems.push(format!(
-                    "run {next_run} names run {prev_run} as the run before it, and its log is missing: the whole run was deleted"
-                ));
-                if m.first_ts.is_none() {
-                    // Place it just before the run that names it.
-                    m.first_ts = reports[i].first_ts.clone();
+                None if self.complete => {
+                    let m = self.missing.entry(prev_run.clone()).or_insert_with(|| {
+                        let mut m = FileReport::new(PathBuf::from(format!("(run {prev_run})")));
+                        m.run = Some(prev_run.clone());
+                        m.missing = true;
+                        m
+                    });
+                    m.problems.push(format!(
+                        "run {next_run} names run {prev_run} as the run before it, and its log is missing: the whole run was deleted"
+                    ));
+                    if m.first_ts.is_none() {
+                        // Place it just before the run that names it.
+                        m.first_ts = reports[i].first_ts.clone();
+                    }
                 }
+                None => {}
             }
-            None => {}
         }
     }
-
-    reports.extend(missing.into_values());
-    reports.sort_by(|a, b| {
-        let key = |r: &FileReport| (r.first_ts.clone().unwrap_or_default(), r.missing as u8 ^ 1);
-        key(a).cmp(&key(b)).then_with(|| a.file.cmp(&b.file))
-    });
-    reports
 }
 
 /// Every record of a file that parses, in file order (for tests and tools

@@ -15,8 +15,11 @@ use chrono::{SecondsFormat, Utc};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
+/// The `prev` of a run's first record: the chain of every run starts here.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
+/// One run's audit log being written: it owns the chain (sequence and
+/// previous hash), so no record can be appended out of order.
 pub struct AuditWriter {
     /// The local file sink's path (the run's file name, in reports and the state store).
     path: PathBuf,
@@ -62,7 +65,8 @@ impl AuditWriter {
     }
 
     /// Also write every line to `sink`. Only before the first append, so every
-    /// sink holds the whole chain.
+    /// sink holds the whole chain. Public: the sink trait is how a library
+    /// user stores the log somewhere else, line by line, before each commit.
     pub fn add_sink(&mut self, sink: Box<dyn AuditSink>) -> Result<(), Error> {
         if self.seq > 0 {
             return Err(Error::Audit(format!(
@@ -74,7 +78,7 @@ impl AuditWriter {
         Ok(())
     }
 
-    /// Where every sink stores this run.
+    /// Where every sink stores this run (for a caller that added sinks).
     pub fn locations(&self) -> Vec<String> {
         self.sinks.iter().map(|s| s.location()).collect()
     }
@@ -87,15 +91,16 @@ impl AuditWriter {
         Ok(())
     }
 
+    /// The run's local file: its name is the run's name in reports and the state store.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    pub fn head(&self) -> &str {
+    pub(crate) fn head(&self) -> &str {
         &self.prev
     }
 
-    pub fn records(&self) -> u64 {
+    pub(crate) fn records(&self) -> u64 {
         self.seq
     }
 

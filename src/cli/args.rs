@@ -4,6 +4,8 @@
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 
+/// The whole command line (public: tests parse argument lists with
+/// `Cli::try_parse_from` to check what the binary would accept).
 #[derive(Debug, Parser)]
 #[command(name = "lethe", version, about = "Retention and deletion batch job runner", long_about = None)]
 pub struct Cli {
@@ -13,6 +15,7 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Flags every command takes, before or after its name.
 #[derive(Debug, Args, Clone)]
 pub struct Global {
     /// Connections, audit sink and state store.
@@ -49,6 +52,7 @@ pub struct Global {
     pub verbose: u8,
 }
 
+/// `--output`: tables for people, JSON Lines for machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Table,
@@ -93,6 +97,7 @@ pub fn shard_from_env(flag: Option<(u32, u32)>) -> Result<Option<(u32, u32)>, St
     }
 }
 
+/// The commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate config and jobs, then compare them with every live schema.
@@ -150,6 +155,7 @@ pub enum Command {
     },
 }
 
+/// `lethe request …`.
 #[derive(Debug, Subcommand)]
 pub enum RequestCommand {
     /// File a request; prints its id and due instant.
@@ -201,6 +207,7 @@ pub enum RequestCommand {
     },
 }
 
+/// `lethe audit …`.
 #[derive(Debug, Subcommand)]
 pub enum AuditCommand {
     /// Check every record's hash and link, every run's seal, and (for the
@@ -280,6 +287,7 @@ pub struct StateChoice {
     pub no_state_store: bool,
 }
 
+/// `audit search --action`: the kinds of record a search can be narrowed to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum SearchAction {
     Delete,
@@ -288,6 +296,7 @@ pub enum SearchAction {
 }
 
 impl SearchAction {
+    /// The action as the audit log spells it.
     pub fn as_str(self) -> &'static str {
         match self {
             SearchAction::Delete => "delete",
@@ -297,6 +306,7 @@ impl SearchAction {
     }
 }
 
+/// `audit export --format`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ExportFormat {
     Csv,

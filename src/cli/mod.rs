@@ -1,10 +1,12 @@
 //! The command line: parse, set up logging, call the library, map the result
 //! to an exit code. Usage errors exit 64 (clap's own 2 means "plan: pending").
 
+/// The arguments (public: tests parse command lines with [`args::Cli`]).
 pub mod args;
-pub mod audit;
-pub mod output;
-pub mod requests;
+pub(crate) mod audit;
+pub(crate) mod demo;
+pub(crate) mod output;
+pub(crate) mod requests;
 
 use crate::config::{self, Loaded};
 use crate::engine::{self, Mode, RunOptions};
@@ -222,7 +224,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
         }
         Command::Audit(cmd) => audit::dispatch(&g, cmd).await,
         Command::Request(cmd) => requests::dispatch(&g, cmd, as_of).await,
-        Command::Demo { users } => crate::demo::run_demo(&g, users, as_of).await,
+        Command::Demo { users } => demo::run_demo(&g, users, as_of).await,
         Command::Daemon => daemon(&g, shard).await,
         Command::Healthcheck { addr } => {
             let addr = match addr {

@@ -11,7 +11,7 @@ use crate::check::CheckReport;
 use crate::engine::{RuleStatus, RunReport};
 use serde_json::json;
 
-pub const OUTPUT_VERSION: u32 = 1;
+pub(crate) const OUTPUT_VERSION: u32 = 1;
 
 fn status_word(s: &RuleStatus) -> &'static str {
     match s {
@@ -23,7 +23,7 @@ fn status_word(s: &RuleStatus) -> &'static str {
     }
 }
 
-pub fn run_table(r: &RunReport, dry: bool) -> String {
+pub(crate) fn run_table(r: &RunReport, dry: bool) -> String {
     let count_head = if dry { "WOULD" } else { "DONE" };
     let mut rows: Vec<[String; 8]> = vec![[
         "JOB".into(),
@@ -218,7 +218,7 @@ fn pending_section(lines: &[crate::engine::PendingLine]) -> String {
     out
 }
 
-pub fn run_json(r: &RunReport) -> String {
+pub(crate) fn run_json(r: &RunReport) -> String {
     let mut out = String::new();
     for j in &r.jobs {
         for rule in &j.rules {
@@ -254,7 +254,7 @@ pub fn run_json(r: &RunReport) -> String {
     out
 }
 
-pub fn check_table(c: &CheckReport) -> String {
+pub(crate) fn check_table(c: &CheckReport) -> String {
     let mut out = String::new();
     for g in &c.graphs {
         out.push_str(&format!(
@@ -312,7 +312,7 @@ pub fn check_table(c: &CheckReport) -> String {
     out
 }
 
-pub fn check_json(c: &CheckReport) -> String {
+pub(crate) fn check_json(c: &CheckReport) -> String {
     let mut out = String::new();
     for g in &c.graphs {
         let mut v = serde_json::to_value(g).expect("serializes");
@@ -334,7 +334,7 @@ pub fn check_json(c: &CheckReport) -> String {
     out
 }
 
-pub fn verify_table(reports: &[FileReport]) -> String {
+pub(crate) fn verify_table(reports: &[FileReport]) -> String {
     let mut out = String::new();
     for r in reports {
         if r.missing {
@@ -374,7 +374,7 @@ pub fn verify_table(reports: &[FileReport]) -> String {
     out
 }
 
-pub fn verify_json(reports: &[FileReport]) -> String {
+pub(crate) fn verify_json(reports: &[FileReport]) -> String {
     let mut out = String::new();
     for r in reports {
         let mut v = serde_json::to_value(r).expect("serializes");
@@ -416,7 +416,7 @@ fn columns(rows: &[Vec<String>], right: &[usize]) -> String {
     out
 }
 
-pub fn search_table(hits: &[Hit], stats: &Stats) -> String {
+pub(crate) fn search_table(hits: &[Hit], stats: &Stats) -> String {
     let mut out = String::new();
     if !hits.is_empty() {
         let mut rows = vec![
@@ -480,7 +480,7 @@ pub fn search_table(hits: &[Hit], stats: &Stats) -> String {
     out
 }
 
-pub fn search_json(hits: &[Hit], stats: &Stats) -> String {
+pub(crate) fn search_json(hits: &[Hit], stats: &Stats) -> String {
     let mut out = String::new();
     for h in hits {
         let mut v = serde_json::to_value(h).expect("serializes");
@@ -497,7 +497,7 @@ pub fn search_json(hits: &[Hit], stats: &Stats) -> String {
     out
 }
 
-pub fn report_table(file: &std::path::Path, t: &ReportTotals) -> String {
+pub(crate) fn report_table(file: &std::path::Path, t: &ReportTotals) -> String {
     format!(
         "report: {} ({} runs; erased {}, anonymized {}, held {}, failures {}, guard trips {}; {} logs verified, {} failed)\n",
         file.display(),
@@ -512,7 +512,7 @@ pub fn report_table(file: &std::path::Path, t: &ReportTotals) -> String {
     )
 }
 
-pub fn report_json(file: &std::path::Path, t: &ReportTotals) -> String {
+pub(crate) fn report_json(file: &std::path::Path, t: &ReportTotals) -> String {
     format!(
         "{}\n",
         json!({

@@ -23,7 +23,7 @@ use std::io::Read;
 
 /// A job marked `confirm = true` runs only as `--job <name> --confirm <name>`.
 /// Refused before anything is opened, so nothing is touched.
-pub fn check_confirmation(
+pub(crate) fn check_confirmation(
     loaded: &Loaded,
     jobs: &[String],
     confirm: &[String],
@@ -73,7 +73,7 @@ fn read_subject(arg: String) -> Result<String, Error> {
     Ok(s.trim_end_matches(['\n', '\r']).to_string())
 }
 
-pub async fn dispatch(
+pub(crate) async fn dispatch(
     g: &Global,
     cmd: RequestCommand,
     as_of: DateTime<Utc>,
@@ -257,7 +257,7 @@ fn days_left(l: &RequestLine) -> String {
     }
 }
 
-pub fn list_table(lines: &[RequestLine]) -> String {
+pub(crate) fn list_table(lines: &[RequestLine]) -> String {
     let mut rows = vec![
         [
             "ID",
@@ -318,7 +318,7 @@ fn show_table(l: &RequestLine, r: &Request) -> String {
 }
 
 /// The requests part of `run` and `plan` output (table).
-pub fn run_section(lines: &[RequestLine]) -> String {
+pub(crate) fn run_section(lines: &[RequestLine]) -> String {
     if lines.is_empty() {
         return String::new();
     }
@@ -343,13 +343,13 @@ pub fn run_section(lines: &[RequestLine]) -> String {
 }
 
 /// The requests part of `run` and `plan` output (JSON Lines).
-pub fn run_json_lines(lines: &[RequestLine]) -> String {
+pub(crate) fn run_json_lines(lines: &[RequestLine]) -> String {
     lines.iter().map(|l| json_line("request", l)).collect()
 }
 
 /// What a reply to the person needs, and nothing that identifies them.
 #[derive(Debug, Serialize)]
-pub struct Receipt {
+pub(crate) struct Receipt {
     pub request: RequestLine,
     /// Erased per rule and policy section.
     pub erased: Vec<process::OutcomeLine>,
@@ -363,7 +363,12 @@ pub struct Receipt {
 }
 
 impl Receipt {
-    pub fn new(loaded: &Loaded, r: &Request, outcome: Outcome, now: DateTime<Utc>) -> Receipt {
+    pub(crate) fn new(
+        loaded: &Loaded,
+        r: &Request,
+        outcome: Outcome,
+        now: DateTime<Utc>,
+    ) -> Receipt {
         let (anonymized, erased): (Vec<_>, Vec<_>) = outcome
             .lines
             .into_iter()
@@ -398,7 +403,7 @@ impl Receipt {
         }
     }
 
-    pub fn table(&self) -> String {
+    pub(crate) fn table(&self) -> String {
         let l = &self.request;
         let mut out = format!(
             "receipt for request {} ({}), subject hash {}\nreceived {}, due {}, state {}\n",
@@ -457,7 +462,7 @@ impl Receipt {
         out
     }
 
-    pub fn html(&self) -> String {
+    pub(crate) fn html(&self) -> String {
         fn esc(s: &str) -> String {
             s.replace('&', "&amp;")
                 .replace('<', "&lt;")

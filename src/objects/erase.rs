@@ -22,25 +22,25 @@ use std::collections::BTreeMap;
 
 /// One key and everything stored under it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Object {
+pub(crate) struct Object {
     pub key: String,
     pub versions: Vec<Version>,
 }
 
 impl Object {
-    pub fn bytes(&self) -> u64 {
+    pub(crate) fn bytes(&self) -> u64 {
         self.versions.iter().map(|v| v.size).sum()
     }
 
     /// The entry that decides the object's age: the latest version or marker.
-    pub fn newest(&self) -> Option<&Version> {
+    pub(crate) fn newest(&self) -> Option<&Version> {
         self.versions
             .iter()
             .find(|v| v.is_latest)
             .or_else(|| self.versions.iter().max_by_key(|v| v.last_modified))
     }
 
-    pub fn ids(&self) -> impl Iterator<Item = ObjectId> + '_ {
+    pub(crate) fn ids(&self) -> impl Iterator<Item = ObjectId> + '_ {
         self.versions.iter().map(|v| ObjectId {
             key: v.key.clone(),
             version_id: v.version_id.clone(),
@@ -50,14 +50,14 @@ impl Object {
 
 /// Objects, versions (delete markers included) and bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub objects: u64,
     pub versions: u64,
     pub bytes: u64,
 }
 
 impl Tally {
-    pub fn of<'a>(objects: impl IntoIterator<Item = &'a Object>) -> Tally {
+    pub(crate) fn of<'a>(objects: impl IntoIterator<Item = &'a Object>) -> Tally {
         let mut t = Tally::default();
         for o in objects {
             t.add(o);
@@ -65,7 +65,7 @@ impl Tally {
         t
     }
 
-    pub fn add(&mut self, o: &Object) {
+    pub(crate) fn add(&mut self, o: &Object) {
         self.objects += 1;
         self.versions += o.versions.len() as u64;
         self.bytes += o.bytes();
@@ -74,7 +74,7 @@ impl Tally {
 
 /// What must match, besides the prefix.
 #[derive(Debug, Clone, Default)]
-pub struct Filter {
+pub(crate) struct Filter {
     /// Latest version (or marker) modified strictly before this instant.
     pub cutoff: Option<DateTime<Utc>>,
     /// Every tag present on the current version with this value.
@@ -83,7 +83,7 @@ pub struct Filter {
 
 /// The objects a prefix (or one exact key) selects.
 #[derive(Debug, Clone, Default)]
-pub struct Selection {
+pub(crate) struct Selection {
     /// Objects under the prefix, matching or not (for `max_fraction`).
     pub total: u64,
     pub selected: Vec<Object>,
@@ -92,7 +92,7 @@ pub struct Selection {
 }
 
 /// Group a key-ordered listing into objects.
-pub fn group(versions: Vec<Version>) -> Vec<Object> {
+pub(crate) fn group(versions: Vec<Version>) -> Vec<Object> {
     let mut out: Vec<Object> = Vec::new();
     for v in versions {
         match out.last_mut() {
@@ -109,14 +109,14 @@ pub fn group(versions: Vec<Version>) -> Vec<Object> {
 /// Objects under a prefix, a page at a time. A key's versions that run on
 /// from one page into the next are joined before the object is handed out,
 /// so every object is whole; only one page (and that one object) is held.
-pub struct Objects<'a> {
+pub(crate) struct Objects<'a> {
     lister: Box<dyn Lister + 'a>,
     carry: Option<Object>,
     done: bool,
 }
 
 impl<'a> Objects<'a> {
-    pub fn new(store: &'a dyn ObjectStore, prefix: &'a str, versioned: bool) -> Objects<'a> {
+    pub(crate) fn new(store: &'a dyn ObjectStore, prefix: &'a str, versioned: bool) -> Objects<'a> {
         Objects {
             lister: store.lister(prefix, versioned),
             carry: None,
@@ -125,7 +125,7 @@ impl<'a> Objects<'a> {
     }
 
     /// The next whole objects, or `None` once the listing is done.
-    pub async fn next(&mut self) -> Result<Option<Vec<Object>>, StoreError> {
+    pub(crate) async fn next(&mut self) -> Result<Option<Vec<Object>>, StoreError> {
         loop {
             if self.done {
                 return Ok(self.carry.take().map(|o| vec![o]));
@@ -156,7 +156,7 @@ impl<'a> Objects<'a> {
 /// `exact`: the prefix is one key; other keys that start with it are not it.
 /// The whole selection is returned: for the objects one row names (a
 /// handful). A rule over a prefix streams with [`count`] and [`erase_streamed`].
-pub async fn select(
+pub(crate) async fn select(
     open: &OpenStore,
     prefix: &str,
     exact: bool,
@@ -180,7 +180,7 @@ pub async fn select(
 /// What a prefix selects, counted, never held: for `plan` and the guards,
 /// which must know the whole before anything is touched.
 #[derive(Debug, Clone, Default)]
-pub struct Counted {
+pub(crate) struct Counted {
     /// Objects under the prefix, matching or not.
     pub total: u64,
     pub selected: Tally,
@@ -204,7 +204,7 @@ impl Counted {
 }
 
 /// Count what a prefix selects, a page at a time.
-pub async fn count(
+pub(crate) async fn count(
     open: &OpenStore,
     prefix: &str,
     filter: &Filter,
@@ -224,7 +224,7 @@ pub async fn count(
 /// list on: memory holds one page and one batch, whatever the prefix holds.
 /// `before` is [`delete_in_batches`]'s, numbered across the whole rule.
 /// Returns what was deleted and what the pass selected (held objects included).
-pub async fn erase_streamed(
+pub(crate) async fn erase_streamed(
     open: &OpenStore,
     prefix: &str,
     filter: &Filter,
@@ -372,7 +372,7 @@ async fn object_hold(
 
 /// The latest retention date in force on any version of a held object, for
 /// the pending list ("retention until <date>"); `None` under a legal hold alone.
-pub async fn retained_until(
+pub(crate) async fn retained_until(
     open: &OpenStore,
     o: &Object,
     now: DateTime<Utc>,
@@ -390,7 +390,7 @@ pub async fn retained_until(
 
 /// What a deletion did.
 #[derive(Debug, Clone, Default)]
-pub struct Deleted {
+pub(crate) struct Deleted {
     /// Versions (and markers) deleted.
     pub versions: u64,
     /// `DeleteObjects` requests sent.
@@ -411,12 +411,12 @@ pub struct Deleted {
 }
 
 impl Deleted {
-    pub fn failures(&self) -> u64 {
+    pub(crate) fn failures(&self) -> u64 {
         self.failed.values().sum()
     }
 
     /// Add what a later batch deleted.
-    pub fn merge(&mut self, d: Deleted) {
+    pub(crate) fn merge(&mut self, d: Deleted) {
         self.versions += d.versions;
         self.requests += d.requests;
         for (c, n) in d.failed {
@@ -440,7 +440,7 @@ impl Deleted {
     }
 
     /// `3 refused (AccessDenied: 2, InternalError: 1)`.
-    pub fn describe_failures(&self) -> String {
+    pub(crate) fn describe_failures(&self) -> String {
         let codes: Vec<String> = self
             .failed
             .iter()
@@ -451,7 +451,7 @@ impl Deleted {
 }
 
 /// Split ids into `DeleteObjects` requests: at most 1,000 each.
-pub fn requests(ids: &[ObjectId]) -> std::slice::Chunks<'_, ObjectId> {
+pub(crate) fn requests(ids: &[ObjectId]) -> std::slice::Chunks<'_, ObjectId> {
     ids.chunks(MAX_DELETE_KEYS)
 }
 
@@ -513,7 +513,7 @@ async fn send(
 /// object of its batch is deleted — that is where the audit record is
 /// written; it returns `false` to stop (cancellation) before the batch.
 /// Requests of one batch and the next overlap, `concurrency` at once.
-pub async fn delete_in_batches(
+pub(crate) async fn delete_in_batches(
     open: &OpenStore,
     objects: &[Object],
     batch_size: usize,
@@ -560,7 +560,7 @@ pub async fn delete_in_batches(
 }
 
 /// Delete objects, `concurrency` requests at once (row-linked objects).
-pub async fn delete_all(open: &OpenStore, objects: &[Object]) -> Result<Deleted, Error> {
+pub(crate) async fn delete_all(open: &OpenStore, objects: &[Object]) -> Result<Deleted, Error> {
     delete_in_batches(open, objects, usize::MAX, |_, _| Ok(true)).await
 }
 

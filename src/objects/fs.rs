@@ -24,8 +24,10 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 /// The folder (under the store's root) holding tags and holds.
-pub const META_DIR: &str = ".lethe-meta";
+pub(crate) const META_DIR: &str = ".lethe-meta";
 
+/// A store in a local folder: the demo's and the tests' store, with the
+/// same listing, tags and Object Lock semantics as S3 (kept in sidecars).
 pub struct FsStore {
     name: String,
     root: PathBuf,
@@ -34,7 +36,7 @@ pub struct FsStore {
 /// The sidecar of one object.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Meta {
+pub(crate) struct Meta {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
     #[serde(flatten)]
@@ -59,6 +61,7 @@ fn safe_segments(s: &str, allow_trailing_slash: bool) -> bool {
 }
 
 impl FsStore {
+    /// A store rooted at `root`; nothing is touched until the first request.
     pub fn new(name: &str, root: PathBuf) -> FsStore {
         FsStore {
             name: name.to_string(),

@@ -11,8 +11,7 @@
 //! not yet erased.
 
 use super::erase::{self, Filter, Object, Tally};
-use super::{HoldReason, OpenStore, Stores};
-use crate::audit::ObjectCount;
+use super::{HoldReason, ObjectCount, OpenStore, Stores};
 use crate::config::{ObjectLink, ObjectNames};
 use crate::error::Error;
 use crate::sql::TextRow;
@@ -24,11 +23,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 /// Object rows read for one child (`select_objects`), by child index.
-pub type ChildObjectRows = Vec<(usize, Vec<TextRow>)>;
+pub(crate) type ChildObjectRows = Vec<(usize, Vec<TextRow>)>;
 
 /// What a batch's rows name, resolved.
 #[derive(Default)]
-pub struct Resolved {
+pub(crate) struct Resolved {
     /// One per link: the rule's links, then each child's, in config order.
     pub counts: Vec<ObjectCount>,
     /// Held objects, each once: kept in the store, recorded as pending
@@ -42,25 +41,13 @@ pub struct Resolved {
     pub erase: Vec<(Arc<OpenStore>, Vec<Object>)>,
 }
 
-impl Resolved {
-    pub fn erased(&self) -> Tally {
-        let mut t = Tally::default();
-        for (_, objs) in &self.erase {
-            for o in objs {
-                t.add(o);
-            }
-        }
-        t
-    }
-}
-
 /// Whether a rule names objects at all (then it has no fast delete path).
-pub fn has_objects(sql: &RuleSql) -> bool {
+pub(crate) fn has_objects(sql: &RuleSql) -> bool {
     !sql.objects.is_empty() || sql.children.iter().any(|c| !c.objects.is_empty())
 }
 
 /// Every store a rule's links use, so they can be opened before anything is touched.
-pub fn stores_of(sql: &RuleSql) -> BTreeSet<String> {
+pub(crate) fn stores_of(sql: &RuleSql) -> BTreeSet<String> {
     sql.objects
         .iter()
         .chain(sql.children.iter().flat_map(|c| c.objects.iter()))
@@ -105,7 +92,7 @@ fn name_of(
 }
 
 /// Children with links, their object rows for these parent keys (in a transaction).
-pub async fn child_rows_tx(
+pub(crate) async fn child_rows_tx(
     tx: &mut crate::sql::Tx,
     db: &crate::sql::Db,
     sql: &RuleSql,
@@ -126,7 +113,7 @@ pub async fn child_rows_tx(
 }
 
 /// The same, outside a transaction (plan).
-pub async fn child_rows(
+pub(crate) async fn child_rows(
     db: &crate::sql::Db,
     sql: &RuleSql,
     keys: &[String],
@@ -153,7 +140,7 @@ fn linked_children(sql: &RuleSql) -> impl Iterator<Item = (usize, &ChildSql)> {
 }
 
 /// Resolve the names a batch's rows (and their children's rows) carry.
-pub async fn resolve(
+pub(crate) async fn resolve(
     stores: &Stores,
     sql: &RuleSql,
     rows: &[BatchRow],
@@ -289,7 +276,7 @@ pub async fn resolve(
 
 /// Erase what `resolve` set aside. Any refusal is an error: the caller rolls
 /// the rows back, so they still name the objects for the next run.
-pub async fn erase(resolved: &Resolved) -> Result<Tally, Error> {
+pub(crate) async fn erase(resolved: &Resolved) -> Result<Tally, Error> {
     let mut t = Tally::default();
     for (store, objects) in &resolved.erase {
         let done = erase::delete_all(store, objects).await?;
@@ -310,7 +297,7 @@ pub async fn erase(resolved: &Resolved) -> Result<Tally, Error> {
 
 /// Add what a batch erased into a running total: its counts without the
 /// held ones, which the batch kept and recorded apart.
-pub fn add_erased(into: &mut Vec<ObjectCount>, from: &[ObjectCount]) {
+pub(crate) fn add_erased(into: &mut Vec<ObjectCount>, from: &[ObjectCount]) {
     let erased: Vec<ObjectCount> = from
         .iter()
         .map(|c| ObjectCount {
@@ -322,7 +309,7 @@ pub fn add_erased(into: &mut Vec<ObjectCount>, from: &[ObjectCount]) {
 }
 
 /// Add one batch's counts into a running total (same links, same order).
-pub fn add_counts(into: &mut Vec<ObjectCount>, from: &[ObjectCount]) {
+pub(crate) fn add_counts(into: &mut Vec<ObjectCount>, from: &[ObjectCount]) {
     for c in from {
         match into.iter_mut().find(|x| x.via == c.via) {
             Some(x) => {

@@ -4,9 +4,9 @@
 //! - the [`ObjectStore`] trait: list every version and delete marker under a
 //!   prefix, read tags and Object Lock state, delete by version id, and put
 //!   (for seeding the demo, tests and benchmarks only);
-//! - [`erase`]: selection (prefix, age, tags), the Object Lock check and
+//! - `erase`: selection (prefix, age, tags), the Object Lock check and
 //!   batched deletion — the only code that deletes objects;
-//! - [`linked`]: objects named by SQL rows, erased with them;
+//! - `linked`: objects named by SQL rows, erased with them;
 //! - [`Stores`]: stores opened on first use, so an unreachable store fails
 //!   only the rules that use it.
 //!
@@ -15,9 +15,11 @@
 //! subject ids (`avatars/{id}/`), so they are personal data; errors carry the
 //! store, the operation and the server's error code only.
 
-pub mod erase;
+pub(crate) mod erase;
+/// The local-folder store (public: tests seed it).
 pub mod fs;
-pub mod linked;
+pub(crate) mod linked;
+/// The S3 store (public: tests build one over their own client).
 pub mod s3;
 
 use crate::config::{Config, Store, StoreKind};
@@ -29,6 +31,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use tokio::sync::Mutex;
 
+/// The future every [`ObjectStore`] method returns: boxed, so the trait
+/// stays object-safe and a run can hold `Box<dyn ObjectStore>`.
 pub type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// S3 accepts at most this many keys in one `DeleteObjects` request.
@@ -72,6 +76,26 @@ pub struct StoreInfo {
     pub lock_enabled: bool,
 }
 
+/// Objects a rule erased (or would erase) through one store and one way of
+/// naming them. Never a key name: keys can carry subject ids. Part of the
+/// audit format (`crate::audit::ObjectCount`): its fields are serialized as-is.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub struct ObjectCount {
+    pub store: String,
+    /// `store:prefix` of an object rule; `store:avatars/{id}/` (a template) or
+    /// `store:[column]` for objects named by rows.
+    pub via: String,
+    pub objects: u64,
+    /// Versions and delete markers.
+    pub versions: u64,
+    pub bytes: u64,
+    /// Objects kept because Object Lock protects them.
+    #[serde(default)]
+    pub held: u64,
+}
+
+/// S3's two retention modes; both keep a version from Lethe, which never
+/// bypasses governance retention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
 pub enum LockMode {
@@ -93,14 +117,14 @@ pub struct LockState {
 /// Why an object is kept although a rule selected it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum HoldReason {
+pub(crate) enum HoldReason {
     LegalHold,
     Governance,
     Compliance,
 }
 
 impl HoldReason {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             HoldReason::LegalHold => "legal_hold",
             HoldReason::Governance => "governance",
@@ -111,7 +135,7 @@ impl HoldReason {
 
 impl LockState {
     /// The hold in force at `now` (the store's clock decides, not `--as-of`).
-    pub fn hold(&self, now: DateTime<Utc>) -> Option<HoldReason> {
+    pub(crate) fn hold(&self, now: DateTime<Utc>) -> Option<HoldReason> {
         if self.legal_hold {
             return Some(HoldReason::LegalHold);
         }
@@ -225,14 +249,14 @@ pub trait Lister: Send {
 }
 
 /// A store opened for a run, with what it said about itself.
-pub struct OpenStore {
+pub(crate) struct OpenStore {
     pub store: Box<dyn ObjectStore>,
     pub info: StoreInfo,
     pub config: Store,
 }
 
 /// Build the store a config names (no network yet).
-pub async fn open(config: &Store) -> Box<dyn ObjectStore> {
+pub(crate) async fn open(config: &Store) -> Box<dyn ObjectStore> {
     match &config.kind {
         StoreKind::S3 { .. } => Box::new(s3::S3Store::new(config).await),
         StoreKind::Fs { path } => Box::new(fs::FsStore::new(&config.name, path.clone())),
@@ -250,7 +274,7 @@ pub struct Stores {
 }
 
 impl Stores {
-    pub fn new(config: &Config) -> Stores {
+    pub(crate) fn new(config: &Config) -> Stores {
         Stores {
             config: Arc::new(config.stores.clone()),
             open: Arc::new(Mutex::new(BTreeMap::new())),
@@ -259,7 +283,7 @@ impl Stores {
 
     /// The store, opened and asked for its versioning and lock settings. A
     /// failure is remembered: every later rule on the store fails at once.
-    pub async fn get(&self, name: &str) -> Result<Arc<OpenStore>, String> {
+    pub(crate) async fn get(&self, name: &str) -> Result<Arc<OpenStore>, String> {
         let mut open = self.open.lock().await;
         if let Some(r) = open.get(name) {
             return r.clone();

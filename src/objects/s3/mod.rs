@@ -14,30 +14,27 @@
 //! Errors name the store, the operation and S3's error code; a message is
 //! scrubbed of the key it concerns (keys can carry subject ids).
 
+pub(crate) mod client;
+pub(crate) mod lock;
+
 use super::{
     BoxFut, DeleteFailure, Lister, LockMode, LockState, NewObject, ObjectId, ObjectStore, Probe,
     StoreError, StoreInfo, Version,
 };
 use crate::config::{Store, StoreKind};
 use aws_sdk_s3::Client;
-use aws_sdk_s3::config::retry::RetryConfig;
-use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{Region, RequestChecksumCalculation, ResponseChecksumValidation};
 use aws_sdk_s3::error::{ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
-    BucketVersioningStatus, ChecksumAlgorithm, Delete, ObjectIdentifier, ObjectLockEnabled,
-    ObjectLockLegalHoldStatus, ObjectLockMode,
+    BucketVersioningStatus, ChecksumAlgorithm, Delete, ObjectIdentifier, ObjectLockLegalHoldStatus,
+    ObjectLockMode,
 };
 use chrono::{DateTime, Utc};
+use client::{Attempts, counting_client, describe};
+use lock::bucket_lock;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
-/// Connect timeout: a store that does not answer fails the rule quickly.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// One attempt of one request (a `DeleteObjects` of 1,000 keys included).
-const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(60);
-
+/// A bucket, reached with the client `client.rs` builds, its retries counted.
 pub struct S3Store {
     name: String,
     bucket: String,
@@ -45,103 +42,8 @@ pub struct S3Store {
     attempts: std::sync::Arc<Attempts>,
 }
 
-/// Requests and attempts the SDK made for one store: every attempt past a
-/// request's first is a retry (a 500, a 503 SlowDown, a reset connection, a
-/// timed-out attempt), which the run reports instead of hiding.
-#[derive(Debug, Default)]
-pub struct Attempts {
-    requests: std::sync::atomic::AtomicU64,
-    attempts: std::sync::atomic::AtomicU64,
-}
-
-impl Attempts {
-    pub fn retries(&self) -> u64 {
-        use std::sync::atomic::Ordering::Relaxed;
-        self.attempts
-            .load(Relaxed)
-            .saturating_sub(self.requests.load(Relaxed))
-    }
-}
-
-/// The interceptor that counts [`Attempts`]; it reads, never changes, a request.
-#[derive(Debug)]
-struct CountAttempts(std::sync::Arc<Attempts>);
-
-impl aws_sdk_s3::config::Intercept for CountAttempts {
-    fn name(&self) -> &'static str {
-        "lethe-count-attempts"
-    }
-
-    fn read_before_execution(
-        &self,
-        _: &aws_sdk_s3::config::interceptors::BeforeSerializationInterceptorContextRef<'_>,
-        _: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        self.0
-            .requests
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn read_before_attempt(
-        &self,
-        _: &aws_sdk_s3::config::interceptors::BeforeTransmitInterceptorContextRef<'_>,
-        _: &aws_sdk_s3::config::RuntimeComponents,
-        _: &mut aws_sdk_s3::config::ConfigBag,
-    ) -> Result<(), aws_sdk_s3::error::BoxError> {
-        self.0
-            .attempts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Ok(())
-    }
-}
-
-/// The S3 client Lethe uses for a store: region, endpoint, path style,
-/// checksums only when required, standard retries, timeouts.
-pub async fn client(
-    region: Option<&str>,
-    endpoint: Option<&str>,
-    path_style: bool,
-    max_attempts: u32,
-) -> Client {
-    counting_client(region, endpoint, path_style, max_attempts, None).await
-}
-
-/// [`client`], counting its requests and attempts into `attempts`.
-pub async fn counting_client(
-    region: Option<&str>,
-    endpoint: Option<&str>,
-    path_style: bool,
-    max_attempts: u32,
-    attempts: Option<std::sync::Arc<Attempts>>,
-) -> Client {
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(max_attempts))
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(CONNECT_TIMEOUT)
-                .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-                .build(),
-        );
-    if let Some(r) = region {
-        loader = loader.region(Region::new(r.to_string()));
-    }
-    let sdk = loader.load().await;
-    let mut b = aws_sdk_s3::config::Builder::from(&sdk)
-        .force_path_style(path_style)
-        .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
-        .response_checksum_validation(ResponseChecksumValidation::WhenRequired);
-    if let Some(e) = endpoint {
-        b = b.endpoint_url(e);
-    }
-    if let Some(a) = attempts {
-        b = b.interceptor(CountAttempts(a));
-    }
-    Client::from_conf(b.build())
-}
-
 impl S3Store {
-    pub async fn new(cfg: &Store) -> S3Store {
+    pub(crate) async fn new(cfg: &Store) -> S3Store {
         let StoreKind::S3 {
             bucket,
             endpoint,
@@ -174,10 +76,6 @@ impl S3Store {
             client,
             attempts: Default::default(),
         }
-    }
-
-    pub fn client(&self) -> &Client {
-        &self.client
     }
 
     /// Whether versioning is (or was) on: `Enabled` or `Suspended` (a suspended
@@ -220,47 +118,6 @@ impl S3Store {
             op,
             message: scrub(&describe(&e), key),
         }
-    }
-}
-
-/// S3's error code (and HTTP status), or what kept the request from an answer.
-pub fn describe<E>(e: &SdkError<E>) -> String
-where
-    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-{
-    match e {
-        SdkError::ServiceError(se) => {
-            let status = se.raw().status().as_u16();
-            let code = se.err().code().unwrap_or("no error code");
-            match se.err().message() {
-                Some(m) => format!("{code} (HTTP {status}): {m}"),
-                None => format!("{code} (HTTP {status})"),
-            }
-        }
-        SdkError::DispatchFailure(_) => format!("cannot reach the endpoint: {}", chain(e)),
-        SdkError::TimeoutError(_) => "no answer before the timeout".into(),
-        _ => chain(e),
-    }
-}
-
-/// `error: cause: cause…`, each once (the SDK repeats a cause in its parent's text).
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !parts.iter().any(|p| p.contains(&t)) {
-            parts.push(t);
-        }
-        cur = c.source();
-    }
-    parts.join(": ")
-}
-
-fn code_of<E: ProvideErrorMetadata>(e: &SdkError<E>) -> Option<&str> {
-    match e {
-        SdkError::ServiceError(se) => se.err().code(),
-        _ => None,
     }
 }
 
@@ -420,24 +277,9 @@ impl ObjectStore for S3Store {
     fn info(&self) -> BoxFut<'_, Result<StoreInfo, StoreError>> {
         Box::pin(async move {
             let versioned = self.versioning().await?;
-            let lock_enabled = match self
-                .client
-                .get_object_lock_configuration()
-                .bucket(&self.bucket)
-                .send()
-                .await
-            {
-                Ok(out) => matches!(
-                    out.object_lock_configuration()
-                        .and_then(|c| c.object_lock_enabled()),
-                    Some(ObjectLockEnabled::Enabled)
-                ),
-                Err(e) if code_of(&e) == Some("ObjectLockConfigurationNotFoundError") => false,
-                Err(e) if code_of(&e) == Some("NoSuchBucket") => {
-                    return Err(self.err("GetObjectLockConfiguration", e, None));
-                }
-                // Cannot tell (e.g. not allowed to ask): read every version's lock.
-                Err(SdkError::ServiceError(_)) => true,
+            let lock_enabled = match bucket_lock(&self.client, &self.bucket).await {
+                // Unknown (e.g. not allowed to ask): read every version's lock.
+                Ok(answer) => answer.assume_locked(),
                 Err(e) => return Err(self.err("GetObjectLockConfiguration", e, None)),
             };
             Ok(StoreInfo {
