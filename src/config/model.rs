@@ -322,6 +322,9 @@ pub struct AuditS3 {
     pub retention: Period,
 }
 
+/// Where leases and run history live when the config says nothing.
+pub const DEFAULT_STATE_URL: &str = "sqlite://var/state.db?mode=rwc";
+
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub url: String,

@@ -1,0 +1,130 @@
+//! Second phase: raw structs → typed model, collecting every problem at once.
+//!
+//! Offline only: nothing here touches the network. Checks against the live
+//! schema (does the table exist, is the foreign key covered) live in
+//! `crate::check`.
+//!
+//! One pass per section, each in the file named after it: the config's
+//! [`sources`], [`stores`], [`audit`], [`service`] (`[state]`, `[daemon]`,
+//! `[metrics]`), [`coverage`] and [`requests`]; a job's header and its rules
+//! in [`job`], a SQL rule in [`rules`], its cascade in [`children`], objects in
+//! [`objects`], batch sizing and guards in [`batch`]. Every pass pushes its
+//! problems to one [`Ctx`] and goes on, so the order of the diagnostics is the
+//! order of the sections, and a user fixes a file in one round trip. No pass
+//! may stop the others: a broken value is reported and replaced by its
+//! default (or the item dropped), never returned early from the whole file.
+
+mod actions;
+mod audit;
+mod batch;
+mod children;
+mod coverage;
+mod job;
+mod names;
+mod objects;
+mod requests;
+mod rules;
+mod service;
+mod sources;
+mod stores;
+
+pub use actions::parse_strategy;
+pub use batch::parse_pause_text;
+pub(crate) use job::{check_unique_jobs, validate_job};
+
+use super::diagnostic::{Diagnostic, SourceFile};
+use super::model::{Config, Origin};
+use super::raw::RawConfig;
+use toml::Spanned;
+
+/// Collects diagnostics for one file.
+struct Ctx<'a> {
+    file: &'a SourceFile,
+    errors: &'a mut Vec<Diagnostic>,
+}
+
+impl Ctx<'_> {
+    fn err<T>(&mut self, spanned: &Spanned<T>, msg: impl Into<String>) {
+        self.errors.push(self.file.at(spanned.span(), msg));
+    }
+
+    fn origin<T>(&self, spanned: &Spanned<T>) -> Origin {
+        let (line, column) = self.file.position(spanned.span().start);
+        Origin {
+            file: self.file.path.clone(),
+            line,
+            column,
+        }
+    }
+}
+
+/// `allowed_regions`: where personal data may live (policy IV(1)). Empty
+/// means no restriction.
+struct Regions(Vec<String>);
+
+impl Regions {
+    /// A source's, store's or the audit sink's `region` must be allowed;
+    /// a missing one is reported at `owner` (the item's table).
+    fn check<T>(
+        &self,
+        cx: &mut Ctx,
+        region: Option<&Spanned<String>>,
+        what: &str,
+        owner: &Spanned<T>,
+    ) {
+        if self.0.is_empty() {
+            return;
+        }
+        match region {
+            Some(r) if self.0.contains(r.get_ref()) => {}
+            Some(r) => cx.err(
+                r,
+                format!(
+                    "{what} is in region `{}`, which is not in allowed_regions {:?}: personal data must stay in-country",
+                    r.get_ref(),
+                    self.0
+                ),
+            ),
+            None => cx.err(
+                owner,
+                format!("{what} declares no region, but allowed_regions is set: add `region = \"...\"`"),
+            ),
+        }
+    }
+}
+
+/// Validate a config file, section by section, in file-format order.
+pub(crate) fn validate_config(
+    file: &SourceFile,
+    raw: RawConfig,
+    env: &dyn Fn(&str) -> Option<String>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Config> {
+    let mut cx = Ctx { file, errors };
+    let regions = Regions(
+        raw.allowed_regions
+            .iter()
+            .map(|r| r.get_ref().clone())
+            .collect(),
+    );
+    let sources = sources::sources(&mut cx, &raw.sources, &regions, env);
+    let stores = stores::stores(&mut cx, &raw.stores, &regions, env);
+    let audit = audit::audit(&mut cx, raw.audit, &stores, &regions);
+    let state = service::state(&mut cx, raw.state, env);
+    let daemon = service::daemon(&mut cx, raw.daemon.as_ref());
+    let metrics = service::metrics(&mut cx, raw.metrics, env);
+    let coverage = coverage::coverage(&mut cx, raw.coverage.as_ref());
+    let requests = requests::requests(&mut cx, raw.requests.as_ref(), &sources);
+    Some(Config {
+        file: file.path.clone(),
+        allowed_regions: regions.0,
+        sources,
+        stores,
+        audit,
+        state,
+        daemon,
+        metrics,
+        coverage,
+        requests,
+    })
+}
