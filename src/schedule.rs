@@ -26,7 +26,6 @@ use crate::error::ExitCode;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
-use croner::parser::{CronParser, Seconds};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -69,21 +68,9 @@ pub trait Runner: Send + Sync + 'static {
     fn run(&self, job: String, cancel: CancellationToken) -> BoxFuture<ExitCode>;
 }
 
-/// Parse a 6-field cron expression (seconds first). Day-of-month and
-/// day-of-week are ORed when both are restricted, as in Vixie cron and
-/// Kubernetes CronJobs.
-pub fn parse_cron(expr: &str) -> Result<Cron, String> {
-    CronParser::builder()
-        .seconds(Seconds::Required)
-        .build()
-        .parse(expr)
-        .map_err(|e| format!("invalid schedule `{expr}`: {e}"))
-}
-
-pub fn parse_tz(name: &str) -> Result<Tz, String> {
-    name.parse::<Tz>()
-        .map_err(|_| format!("unknown time zone `{name}` (use an IANA name such as Asia/Shanghai)"))
-}
+/// Parsing lives with the configuration, which validates every schedule
+/// once; the daemon and its tests reach it here as well.
+pub use crate::config::cron::{TimeError, parse_cron, parse_tz};
 
 /// The next fire of `cron` strictly after `after`, evaluated in `tz`.
 pub fn next_fire(cron: &Cron, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {

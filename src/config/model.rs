@@ -152,7 +152,8 @@ pub struct MetricsConfig {
 
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
-    pub time_zone: String,
+    /// The zone job schedules are read in, parsed once by validation.
+    pub time_zone: chrono_tz::Tz,
     pub health_addr: std::net::SocketAddr,
 }
 
@@ -335,7 +336,7 @@ pub struct StateConfig {
 pub struct Job {
     pub name: String,
     pub policy: String,
-    pub schedule: Option<String>,
+    pub schedule: Option<CronSchedule>,
     pub description: Option<String>,
     pub priority: i32,
     pub manual: bool,
@@ -348,6 +349,23 @@ pub struct Job {
     /// Object rules (`store = ...`), in file order; they run after the SQL rules.
     pub object_rules: Vec<ObjectRule>,
     pub file: PathBuf,
+}
+
+/// A job's `schedule`: the expression as the file wrote it (what messages
+/// show) and parsed (what the daemon fires on), so it is parsed once, by
+/// validation. It reads as its text wherever a `&str` is wanted.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    pub text: String,
+    pub cron: croner::Cron,
+}
+
+impl std::ops::Deref for CronSchedule {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text
+    }
 }
 
 /// What makes a job act.

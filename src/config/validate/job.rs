@@ -6,8 +6,9 @@ use super::Ctx;
 use super::names::is_job_name;
 use super::objects::object_rule;
 use super::rules::rule;
+use crate::config::cron::parse_cron;
 use crate::config::diagnostic::{Diagnostic, SourceFile};
-use crate::config::model::{Config, Job, ObjectRule, Rule, Trigger};
+use crate::config::model::{Config, CronSchedule, Job, ObjectRule, Rule, Trigger};
 use crate::config::raw::{RawJob, RawRule};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -22,6 +23,10 @@ pub(crate) fn validate_job(
 ) -> Option<Job> {
     let mut cx = Ctx { file, errors };
     header(&mut cx, &raw);
+    let schedule = raw.schedule.as_ref().and_then(|s| schedule(&mut cx, s));
+    if raw.rules.is_empty() {
+        cx.errors.push(file.whole("job has no [[rules]]"));
+    }
     let trigger = trigger(&mut cx, raw.trigger.as_ref());
     let confirm = raw.confirm.unwrap_or(false);
     if confirm && !raw.manual.unwrap_or(false) {
@@ -33,7 +38,7 @@ pub(crate) fn validate_job(
     Some(Job {
         name: raw.name.into_inner(),
         policy: raw.policy.into_inner(),
-        schedule: raw.schedule.map(|s| s.into_inner()),
+        schedule,
         description: raw.description,
         priority: raw.priority.unwrap_or(0),
         manual: raw.manual.unwrap_or(false),
@@ -45,7 +50,7 @@ pub(crate) fn validate_job(
     })
 }
 
-/// Name, policy citation, schedule, and that there is a rule at all.
+/// Name and policy citation.
 fn header(cx: &mut Ctx, raw: &RawJob) {
     if !is_job_name(raw.name.get_ref()) {
         cx.err(
@@ -59,19 +64,27 @@ fn header(cx: &mut Ctx, raw: &RawJob) {
             "policy must cite the policy section this job enforces, e.g. \"IV(2)2\"",
         );
     }
-    if let Some(s) = &raw.schedule {
-        let fields = s.get_ref().split_whitespace().count();
-        if fields != 6 {
-            cx.err(
-                s,
-                format!("schedule has {fields} fields; Lethe's cron has 6, seconds first (e.g. \"0 30 2 * * *\")"),
-            );
-        } else if let Err(e) = crate::schedule::parse_cron(s.get_ref()) {
-            cx.err(s, e);
-        }
+}
+
+/// `schedule`: six fields, seconds first; `None` after reporting a problem.
+fn schedule(cx: &mut Ctx, s: &Spanned<String>) -> Option<CronSchedule> {
+    let fields = s.get_ref().split_whitespace().count();
+    if fields != 6 {
+        cx.err(
+            s,
+            format!("schedule has {fields} fields; Lethe's cron has 6, seconds first (e.g. \"0 30 2 * * *\")"),
+        );
+        return None;
     }
-    if raw.rules.is_empty() {
-        cx.errors.push(cx.file.whole("job has no [[rules]]"));
+    match parse_cron(s.get_ref()) {
+        Ok(cron) => Some(CronSchedule {
+            text: s.get_ref().clone(),
+            cron,
+        }),
+        Err(e) => {
+            cx.err(s, e.to_string());
+            None
+        }
     }
 }
 

@@ -35,6 +35,17 @@ pub(super) fn section_name<T>(cx: &mut Ctx, kind: &str, name: &str, spanned: &Sp
     }
 }
 
+/// `source.table` or `source.schema.table`, split into its parts; `None`
+/// for any other number of dots.
+pub(super) fn split_table(s: &str) -> Option<(&str, Option<&str>, &str)> {
+    let parts: Vec<&str> = s.split('.').collect();
+    match parts.as_slice() {
+        [src, t] => Some((*src, None, *t)),
+        [src, sch, t] => Some((*src, Some(*sch), *t)),
+        _ => None,
+    }
+}
+
 /// Parse `source.table` or `source.schema.table`.
 pub(super) fn parse_table(
     cx: &mut Ctx,
@@ -42,20 +53,15 @@ pub(super) fn parse_table(
     s: &Spanned<String>,
     what: &str,
 ) -> Option<TableRef> {
-    let parts: Vec<&str> = s.get_ref().split('.').collect();
-    let (source, schema, table) = match parts.as_slice() {
-        [src, t] => (*src, None, *t),
-        [src, sch, t] => (*src, Some(*sch), *t),
-        _ => {
-            cx.err(
-                s,
-                format!(
-                    "{what} `{}` must be `<source>.<table>` or `<source>.<schema>.<table>`",
-                    s.get_ref()
-                ),
-            );
-            return None;
-        }
+    let Some((source, schema, table)) = split_table(s.get_ref()) else {
+        cx.err(
+            s,
+            format!(
+                "{what} `{}` must be `<source>.<table>` or `<source>.<schema>.<table>`",
+                s.get_ref()
+            ),
+        );
+        return None;
     };
     if !config.sources.contains_key(source) {
         let known: Vec<&String> = config.sources.keys().collect();

@@ -6,7 +6,8 @@
 //! other file rather than the first request's deadline.
 
 use super::Ctx;
-use super::names::is_identifier;
+use super::names::{is_identifier, split_table};
+use crate::config::cron::parse_tz;
 use crate::config::model::{
     DEFAULT_DEADLINE_WORKING_DAYS, DEFAULT_REQUESTS_TIME_ZONE, RequestsConfig, Source, TableRef,
 };
@@ -30,15 +31,11 @@ pub(super) fn requests(
             DEFAULT_DEADLINE_WORKING_DAYS
         }
     };
-    let default_tz = || {
-        DEFAULT_REQUESTS_TIME_ZONE
-            .parse::<chrono_tz::Tz>()
-            .expect("valid default zone")
-    };
+    let default_tz = || parse_tz(DEFAULT_REQUESTS_TIME_ZONE).expect("valid default zone");
     let tz = match raw.and_then(|r| r.time_zone.as_ref()) {
         None => default_tz(),
-        Some(t) => crate::schedule::parse_tz(t.get_ref()).unwrap_or_else(|e| {
-            cx.err(t, e);
+        Some(t) => parse_tz(t.get_ref()).unwrap_or_else(|e| {
+            cx.err(t, e.to_string());
             default_tz()
         }),
     };
@@ -93,14 +90,9 @@ fn intake(
     i: &Spanned<String>,
     sources: &BTreeMap<String, Source>,
 ) -> Option<TableRef> {
-    let parts: Vec<&str> = i.get_ref().split('.').collect();
-    let (source, schema, table) = match parts.as_slice() {
-        [src, t] => (*src, None, *t),
-        [src, sch, t] => (*src, Some(*sch), *t),
-        _ => {
-            cx.err(i, "intake must be `<source>.<table>`");
-            return None;
-        }
+    let Some((source, schema, table)) = split_table(i.get_ref()) else {
+        cx.err(i, "intake must be `<source>.<table>`");
+        return None;
     };
     if !sources.contains_key(source) {
         cx.err(

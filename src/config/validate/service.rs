@@ -3,6 +3,7 @@
 //! metrics go.
 
 use super::Ctx;
+use crate::config::cron::parse_tz;
 use crate::config::interpolate::expand;
 use crate::config::model::{
     DEFAULT_HEALTH_ADDR, DEFAULT_STATE_URL, DEFAULT_TIME_ZONE, DaemonConfig, MetricsConfig,
@@ -57,15 +58,13 @@ pub(super) fn state(
 /// `[daemon]`: the zone cron schedules are read in, the health address.
 pub(super) fn daemon(cx: &mut Ctx, raw: Option<&RawDaemon>) -> DaemonConfig {
     let tz = raw.and_then(|d| d.time_zone.as_ref());
+    let default_tz = || parse_tz(DEFAULT_TIME_ZONE).expect("valid default zone");
     let time_zone = match tz {
-        Some(t) => match crate::schedule::parse_tz(t.get_ref()) {
-            Ok(_) => t.get_ref().clone(),
-            Err(e) => {
-                cx.err(t, e);
-                DEFAULT_TIME_ZONE.into()
-            }
-        },
-        None => DEFAULT_TIME_ZONE.into(),
+        Some(t) => parse_tz(t.get_ref()).unwrap_or_else(|e| {
+            cx.err(t, e.to_string());
+            default_tz()
+        }),
+        None => default_tz(),
     };
     let addr = raw.and_then(|d| d.health_addr.as_ref());
     let health_addr = match addr {
