@@ -4,6 +4,7 @@
 //! serde parsing into [`raw`] structs, then [`validate`], which reports every
 //! problem at once with file, line and column and yields the typed [`model`].
 
+pub mod calendar;
 pub mod cron;
 pub mod diagnostic;
 pub mod interpolate;

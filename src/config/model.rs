@@ -133,7 +133,7 @@ pub const DEFAULT_PERSONAL_PATTERNS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct RequestsConfig {
     /// Calendar, N working days and time zone.
-    pub deadlines: crate::requests::calendar::Deadlines,
+    pub deadlines: crate::calendar::Deadlines,
     /// The calendar file, when one is configured.
     pub calendar_file: Option<PathBuf>,
     /// The table an application writes requests into.

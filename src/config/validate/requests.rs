@@ -7,12 +7,13 @@
 
 use super::Ctx;
 use super::names::{is_identifier, split_table};
+use crate::calendar::{Calendar, Deadlines};
+use crate::config::calendar::load_calendar;
 use crate::config::cron::parse_tz;
 use crate::config::model::{
     DEFAULT_DEADLINE_WORKING_DAYS, DEFAULT_REQUESTS_TIME_ZONE, RequestsConfig, Source, TableRef,
 };
 use crate::config::raw::RawRequests;
-use crate::requests::calendar::{Calendar, Deadlines};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use toml::Spanned;
@@ -75,7 +76,7 @@ fn calendar(cx: &mut Ctx, c: &Spanned<String>) -> (Calendar, PathBuf) {
         );
         return (Calendar::default(), path);
     }
-    match Calendar::load(&path) {
+    match load_calendar(&path) {
         Ok(cal) => (cal, path),
         Err(problems) => {
             cx.errors.extend(problems);
