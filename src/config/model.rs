@@ -438,37 +438,8 @@ pub struct Select {
     pub format: TimeFormat,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Strategy {
-    /// Set to NULL.
-    Null,
-    /// Replace with a fixed value.
-    Fixed(String),
-    /// Replace with the text `[REDACTED]`.
-    Redact,
-    /// Keyed hash (HMAC-SHA-256, hex): deterministic, so pseudonymized rows still join.
-    Hash,
-    /// Keep the last N characters, star the rest.
-    Mask(usize),
-    /// Keep only the year of a date (`YYYY-01-01`).
-    Year,
-    /// Keep only the year and month of a date (`YYYY-MM-01`).
-    Month,
-}
-
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Strategy::Null => write!(f, "null"),
-            Strategy::Fixed(_) => write!(f, "fixed"),
-            Strategy::Redact => write!(f, "redact"),
-            Strategy::Hash => write!(f, "hash"),
-            Strategy::Mask(n) => write!(f, "mask:{n}"),
-            Strategy::Year => write!(f, "year"),
-            Strategy::Month => write!(f, "month"),
-        }
-    }
-}
+/// Strategies live with the rest of anonymization; the model names them.
+pub use crate::anonymize::strategy::Strategy;
 
 #[derive(Debug, Clone)]
 pub enum Action {

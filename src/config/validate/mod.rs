@@ -28,7 +28,7 @@ mod service;
 mod sources;
 mod stores;
 
-pub use actions::parse_strategy;
+pub use crate::anonymize::strategy::parse_strategy;
 pub use batch::parse_pause_text;
 pub(crate) use job::{check_unique_jobs, validate_job};
 
