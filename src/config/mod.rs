@@ -15,7 +15,7 @@ pub mod validate;
 
 pub use diagnostic::{Diagnostic, SourceFile};
 pub use model::*;
-pub use period::Period;
+pub use period::{Period, PeriodError};
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -47,7 +47,7 @@ pub enum PatternKind {
 }
 
 impl PersonalPattern {
-    pub fn parse(text: &str) -> Result<PersonalPattern, String> {
+    pub fn parse(text: &str) -> Result<PersonalPattern, PatternError> {
         let (words, kind) = match text.split_once(':') {
             Some((w, k)) => (w, k),
             None => (text, "any"),
@@ -58,9 +58,10 @@ impl PersonalPattern {
             "number" => PatternKind::Number,
             "time" => PatternKind::Time,
             other => {
-                return Err(format!(
-                    "`{text}`: kind `{other}` is not text, number, time or any"
-                ));
+                return Err(PatternError::UnknownKind {
+                    text: text.to_string(),
+                    kind: other.to_string(),
+                });
             }
         };
         let words: Vec<String> = words.split('_').map(str::to_string).collect();
@@ -70,9 +71,7 @@ impl PersonalPattern {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         }) {
-            return Err(format!(
-                "`{text}` is not a pattern: lowercase words joined by `_`, optionally `:text`, `:number`, `:time` or `:any`"
-            ));
+            return Err(PatternError::NotAPattern(text.to_string()));
         }
         Ok(PersonalPattern {
             text: text.to_string(),
@@ -80,6 +79,19 @@ impl PersonalPattern {
             kind,
         })
     }
+}
+
+/// Why a `[coverage]` pattern was refused; the text is the diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// The part after `:` is not a column kind.
+    #[error("`{text}`: kind `{kind}` is not text, number, time or any")]
+    UnknownKind { text: String, kind: String },
+    /// The words are not lowercase words joined by `_`.
+    #[error(
+        "`{0}` is not a pattern: lowercase words joined by `_`, optionally `:text`, `:number`, `:time` or `:any`"
+    )]
+    NotAPattern(String),
 }
 
 /// The built-in personal-column patterns (policy I(1)2 and the data the
@@ -617,6 +629,20 @@ pub enum TemplatePart {
     Column(String),
 }
 
+/// Why a prefix template was refused; the text is the diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// A `{` with no `}` after it.
+    #[error("`{0}`: `{{` without a closing `}}`")]
+    Unclosed(String),
+    /// `{...}` holding something other than a column name.
+    #[error("`{text}`: `{{{column}}}` is not a column name (letters, digits, `_`)")]
+    NotAColumn { text: String, column: String },
+    /// A `}` with no `{` before it.
+    #[error("`{0}`: `}}` without an opening `{{`")]
+    Unopened(String),
+}
+
 /// Why a row's value cannot name an object (the value itself is never shown).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RenderError {
@@ -627,7 +653,7 @@ pub enum RenderError {
 }
 
 impl Template {
-    pub fn parse(text: &str) -> Result<Template, String> {
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -637,21 +663,22 @@ impl Template {
             let after = &rest[open + 1..];
             let close = after
                 .find('}')
-                .ok_or_else(|| format!("`{text}`: `{{` without a closing `}}`"))?;
+                .ok_or_else(|| TemplateError::Unclosed(text.to_string()))?;
             let col = &after[..close];
             if col.is_empty()
                 || !col.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 || col.starts_with(|c: char| c.is_ascii_digit())
             {
-                return Err(format!(
-                    "`{text}`: `{{{col}}}` is not a column name (letters, digits, `_`)"
-                ));
+                return Err(TemplateError::NotAColumn {
+                    text: text.to_string(),
+                    column: col.to_string(),
+                });
             }
             parts.push(TemplatePart::Column(col.to_string()));
             rest = &after[close + 1..];
         }
         if rest.contains('}') {
-            return Err(format!("`{text}`: `}}` without an opening `{{`"));
+            return Err(TemplateError::Unopened(text.to_string()));
         }
         if !rest.is_empty() {
             parts.push(TemplatePart::Literal(rest.to_string()));
@@ -711,3 +738,44 @@ pub const DEFAULT_AUTO_FIRST_BATCH: usize = 1_000;
 pub const DEFAULT_BATCH_TIME: Duration = Duration::from_millis(50);
 /// Largest accepted rule `concurrency` (each worker holds a connection).
 pub const MAX_RULE_CONCURRENCY: usize = 16;
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::{PersonalPattern, Template};
+    use crate::config::period::Period;
+
+    #[test]
+    fn typed_errors_keep_the_diagnostic_texts() {
+        let t = |s: &str| Template::parse(s).unwrap_err().to_string();
+        assert_eq!(t("a{b"), "`a{b`: `{` without a closing `}`");
+        assert_eq!(
+            t("a{1x}/"),
+            "`a{1x}/`: `{1x}` is not a column name (letters, digits, `_`)"
+        );
+        assert_eq!(t("a}"), "`a}`: `}` without an opening `{`");
+        let p = |s: &str| PersonalPattern::parse(s).unwrap_err().to_string();
+        assert_eq!(
+            p("a:blob"),
+            "`a:blob`: kind `blob` is not text, number, time or any"
+        );
+        assert!(p("A").starts_with("`A` is not a pattern: lowercase words joined by `_`"));
+        let d = |s: &str| s.parse::<Period>().unwrap_err().to_string();
+        assert_eq!(
+            d("15"),
+            "`15` has no unit (use s, m, h, d, w, mo or y, e.g. `15d`)"
+        );
+        assert_eq!(d("d"), "`d` does not start with a number (e.g. `15d`)");
+        assert_eq!(d("99999999999d"), "`99999999999` is too large for a period");
+        assert_eq!(d("5ms"), "`5ms`: milliseconds are not a retention unit");
+        assert_eq!(
+            d("5 days"),
+            "unknown unit ` days` in `5 days` (use s, m, h, d, w, mo or y)"
+        );
+        assert_eq!(
+            crate::config::validate::parse_pause_text("xms")
+                .unwrap_err()
+                .to_string(),
+            "`xms` is not a pause (e.g. `50ms`, `1s`)"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use super::Ctx;
 use crate::config::model::{
     DEFAULT_AUTO_FIRST_BATCH, DEFAULT_BATCH_SIZE, DEFAULT_BATCH_TIME, MAX_BATCH_SIZE,
 };
-use crate::config::period::Period;
+use crate::config::period::{Period, PeriodError};
 use crate::config::raw::{RawBatchSize, RawRule};
 use std::time::Duration;
 use toml::Spanned;
@@ -118,14 +118,33 @@ pub(super) fn parse_pause(cx: &mut Ctx, p: &Spanned<String>) -> Duration {
     })
 }
 
+/// Why a pause or timer length was refused; the text is the diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PauseError {
+    /// `<n>ms` whose `n` is not a whole number.
+    #[error("`{0}` is not a pause (e.g. `50ms`, `1s`)")]
+    Millis(String),
+    /// Not a [`Period`] either.
+    #[error(transparent)]
+    Period(#[from] PeriodError),
+}
+
+impl PauseError {
+    /// Whether the message is empty. It never is; the fuzz targets assert
+    /// that through this method.
+    pub fn is_empty(&self) -> bool {
+        self.to_string().is_empty()
+    }
+}
+
 /// A pause or timer length: `50ms`, or any [`Period`] (`1s`, `2m`).
-pub fn parse_pause_text(s: &str) -> Result<Duration, String> {
+pub fn parse_pause_text(s: &str) -> Result<Duration, PauseError> {
     let s = s.trim();
     if let Some(ms) = s.strip_suffix("ms") {
         return ms
             .parse::<u64>()
             .map(Duration::from_millis)
-            .map_err(|_| format!("`{s}` is not a pause (e.g. `50ms`, `1s`)"));
+            .map_err(|_| PauseError::Millis(s.to_string()));
     }
-    s.parse::<Period>().map(|per| per.as_std())
+    Ok(s.parse::<Period>()?.as_std())
 }

@@ -82,7 +82,7 @@ fn schedule(cx: &mut Ctx, s: &Spanned<String>) -> Option<CronSchedule> {
             cron,
         }),
         Err(e) => {
-            cx.err(s, e.to_string());
+            cx.err(s, e);
             None
         }
     }

@@ -29,7 +29,7 @@ mod sources;
 mod stores;
 
 pub use crate::anonymize::strategy::parse_strategy;
-pub use batch::parse_pause_text;
+pub use batch::{PauseError, parse_pause_text};
 pub(crate) use job::{check_unique_jobs, validate_job};
 
 use super::diagnostic::{Diagnostic, SourceFile};
@@ -44,8 +44,10 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    fn err<T>(&mut self, spanned: &Spanned<T>, msg: impl Into<String>) {
-        self.errors.push(self.file.at(spanned.span(), msg));
+    /// A problem at `spanned`; `msg` is a text or a typed error's message.
+    fn err<T>(&mut self, spanned: &Spanned<T>, msg: impl std::fmt::Display) {
+        self.errors
+            .push(self.file.at(spanned.span(), msg.to_string()));
     }
 
     fn origin<T>(&self, spanned: &Spanned<T>) -> Origin {

@@ -36,7 +36,7 @@ pub(super) fn requests(
     let tz = match raw.and_then(|r| r.time_zone.as_ref()) {
         None => default_tz(),
         Some(t) => parse_tz(t.get_ref()).unwrap_or_else(|e| {
-            cx.err(t, e.to_string());
+            cx.err(t, e);
             default_tz()
         }),
     };

@@ -61,7 +61,7 @@ pub(super) fn daemon(cx: &mut Ctx, raw: Option<&RawDaemon>) -> DaemonConfig {
     let default_tz = || parse_tz(DEFAULT_TIME_ZONE).expect("valid default zone");
     let time_zone = match tz {
         Some(t) => parse_tz(t.get_ref()).unwrap_or_else(|e| {
-            cx.err(t, e.to_string());
+            cx.err(t, e);
             default_tz()
         }),
         None => default_tz(),
