@@ -178,6 +178,76 @@ impl Daemon {
         }
     }
 
+    /// Coalesce fires missed while asleep: the entry runs once, then resumes
+    /// from `now`, not from the backlog. Sets `next` to the first fire after
+    /// `now` and returns the latest scheduled instant that was due.
+    fn coalesce(
+        &self,
+        entry: &Entry,
+        tz: Tz,
+        due: DateTime<Utc>,
+        now: DateTime<Utc>,
+        next: &mut Option<DateTime<Utc>>,
+    ) -> DateTime<Utc> {
+        let mut after = due;
+        let mut missed = 0u64;
+        while let Some(n) = next_fire(&entry.cron, tz, after) {
+            if n > now {
+                *next = Some(n);
+                break;
+            }
+            missed += 1;
+            after = n;
+        }
+        if missed > 0 {
+            self.stats.missed.fetch_add(missed, Ordering::Relaxed);
+            self.emit(DaemonEvent::Missed {
+                job: entry.job.clone(),
+                count: missed,
+            });
+        }
+        after
+    }
+
+    /// Start the entry's run for `scheduled`, unless its previous run is
+    /// still in flight (then the fire is skipped and counted).
+    fn fire(
+        &self,
+        entry: &Entry,
+        scheduled: DateTime<Utc>,
+        running: &mut BTreeMap<String, JoinHandle<()>>,
+        runs_cancel: &CancellationToken,
+    ) {
+        if running.get(&entry.job).is_some_and(|h| !h.is_finished()) {
+            self.stats.skipped_overlap.fetch_add(1, Ordering::Relaxed);
+            self.emit(DaemonEvent::SkippedOverlap {
+                job: entry.job.clone(),
+                scheduled,
+            });
+            return;
+        }
+        self.stats.fired.fetch_add(1, Ordering::Relaxed);
+        self.emit(DaemonEvent::Fired {
+            job: entry.job.clone(),
+            scheduled,
+        });
+        let fut = self
+            .runner
+            .run(entry.job.clone(), runs_cancel.child_token());
+        let events = self.events.clone();
+        let job = entry.job.clone();
+        running.insert(
+            entry.job.clone(),
+            tokio::spawn(async move {
+                let code = fut.await;
+                tracing::info!(job, code = code.code(), "scheduled run finished");
+                if let Some(tx) = events {
+                    let _ = tx.send(DaemonEvent::Finished { job, code });
+                }
+            }),
+        );
+    }
+
     /// Run until `shutdown` is cancelled; then drain in-flight runs.
     pub async fn run(mut self, shutdown: CancellationToken) {
         let start = self.clock.now();
@@ -228,53 +298,8 @@ impl Daemon {
                 if due > now {
                     continue;
                 }
-                // Coalesce fires missed while asleep: run once, then resume
-                // from now, not from the backlog.
-                let mut after = due;
-                let mut missed = 0u64;
-                while let Some(n) = next_fire(&entry.cron, tz, after) {
-                    if n > now {
-                        next[i] = Some(n);
-                        break;
-                    }
-                    missed += 1;
-                    after = n;
-                }
-                if missed > 0 {
-                    self.stats.missed.fetch_add(missed, Ordering::Relaxed);
-                    self.emit(DaemonEvent::Missed {
-                        job: entry.job.clone(),
-                        count: missed,
-                    });
-                }
-                if running.get(&entry.job).is_some_and(|h| !h.is_finished()) {
-                    self.stats.skipped_overlap.fetch_add(1, Ordering::Relaxed);
-                    self.emit(DaemonEvent::SkippedOverlap {
-                        job: entry.job.clone(),
-                        scheduled: after,
-                    });
-                    continue;
-                }
-                self.stats.fired.fetch_add(1, Ordering::Relaxed);
-                self.emit(DaemonEvent::Fired {
-                    job: entry.job.clone(),
-                    scheduled: after,
-                });
-                let fut = self
-                    .runner
-                    .run(entry.job.clone(), runs_cancel.child_token());
-                let events = self.events.clone();
-                let job = entry.job.clone();
-                running.insert(
-                    entry.job.clone(),
-                    tokio::spawn(async move {
-                        let code = fut.await;
-                        tracing::info!(job, code = code.code(), "scheduled run finished");
-                        if let Some(tx) = events {
-                            let _ = tx.send(DaemonEvent::Finished { job, code });
-                        }
-                    }),
-                );
+                let scheduled = self.coalesce(entry, tz, due, now, &mut next[i]);
+                self.fire(entry, scheduled, &mut running, &runs_cancel);
             }
         }
         // Drain: in-flight runs stop at their next batch boundary.
