@@ -39,6 +39,7 @@ impl Calendar {
         }
     }
 
+    /// Monday–Friday unless a holiday, or a weekend day announced as a workday.
     pub fn is_working_day(&self, d: NaiveDate) -> bool {
         if self.workdays.contains(&d) {
             return true;

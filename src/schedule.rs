@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 /// The longest the loop sleeps before looking at the clock again.
 pub const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// A run's future, boxed so [`Runner`] and [`Clock`] stay object-safe.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Time, as the daemon sees it. Tests pass a simulated one.
@@ -117,6 +118,7 @@ pub struct DaemonStats {
     pub in_flight: AtomicU64,
 }
 
+/// One scheduled job: its name and its parsed cron.
 pub struct Entry {
     pub job: String,
     pub cron: Cron,
@@ -128,6 +130,7 @@ pub struct Schedule {
     pub tz: Tz,
 }
 
+/// The daemon loop and what it needs: entries, zone, clock, runner, reloads.
 pub struct Daemon {
     pub entries: Vec<Entry>,
     pub tz: Tz,

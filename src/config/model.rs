@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// `config/lethe.toml`, validated: where the data lives and how Lethe runs.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
@@ -38,6 +39,7 @@ pub struct PersonalPattern {
     pub kind: PatternKind,
 }
 
+/// The column type a [`PersonalPattern`] requires (`:text`, `:number`, `:time`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatternKind {
     Any,
@@ -47,6 +49,7 @@ pub enum PatternKind {
 }
 
 impl PersonalPattern {
+    /// A pattern as `[coverage]` writes it (`name:text`).
     pub fn parse(text: &str) -> Result<PersonalPattern, PatternError> {
         let (words, kind) = match text.split_once(':') {
             Some((w, k)) => (w, k),
@@ -154,14 +157,17 @@ pub struct RequestsConfig {
 
 /// Defaults for `[requests]`.
 pub const DEFAULT_DEADLINE_WORKING_DAYS: u32 = 15;
+/// The zone a request's day of receipt is read in (policy VII(7) is Chinese law).
 pub const DEFAULT_REQUESTS_TIME_ZONE: &str = "Asia/Shanghai";
 
+/// `[metrics]`: where a run's figures go besides the audit log.
 #[derive(Debug, Clone, Default)]
 pub struct MetricsConfig {
     pub textfile: Option<PathBuf>,
     pub pushgateway: Option<String>,
 }
 
+/// `[daemon]`: what `lethe daemon` needs beyond the jobs.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
     /// The zone job schedules are read in, parsed once by validation.
@@ -171,8 +177,10 @@ pub struct DaemonConfig {
 
 /// Defaults for `[daemon]`.
 pub const DEFAULT_TIME_ZONE: &str = "UTC";
+/// Loopback only: probes and scrapes come from the same host or pod.
 pub const DEFAULT_HEALTH_ADDR: &str = "127.0.0.1:9464";
 
+/// A database rules act on (`[sources.<name>]`).
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: String,
@@ -283,6 +291,7 @@ pub struct Store {
     pub origin: Origin,
 }
 
+/// What a store is, with the settings only that kind has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     S3 {
@@ -315,6 +324,7 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Default objects per audited batch of an object rule.
 pub const DEFAULT_OBJECT_BATCH_SIZE: usize = 4_000;
 
+/// `[audit]`: the log every run writes, and the keys behind its subject hashes.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
     pub dir: PathBuf,
@@ -326,6 +336,7 @@ pub struct AuditConfig {
     pub s3: Option<AuditS3>,
 }
 
+/// The S3 copy of every run's audit log (`[audit] s3_store`).
 #[derive(Debug, Clone)]
 pub struct AuditS3 {
     /// A store of kind "s3".
@@ -338,12 +349,14 @@ pub struct AuditS3 {
 /// Where leases and run history live when the config says nothing.
 pub const DEFAULT_STATE_URL: &str = "sqlite://var/state.db?mode=rwc";
 
+/// `[state]`: where leases and run history live.
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub url: String,
     pub lease_ttl: Duration,
 }
 
+/// A `jobs/*.toml` file, validated: one policy obligation, its rules, when it runs.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub name: String,
@@ -403,6 +416,7 @@ impl fmt::Display for Origin {
     }
 }
 
+/// `source.table` or `source.schema.table`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableRef {
     pub source: String,
@@ -420,6 +434,7 @@ impl fmt::Display for TableRef {
     }
 }
 
+/// `hold = "<source>.<table>.<column>"`: the subjects a rule must not act on.
 #[derive(Debug, Clone)]
 pub struct HoldRef {
     pub table: TableRef,
@@ -441,6 +456,7 @@ pub enum TimeFormat {
     Date,
 }
 
+/// `select = { column, older_than | newer_than, format }`: rows by age.
 #[derive(Debug, Clone)]
 pub struct Select {
     pub column: String,
@@ -453,6 +469,7 @@ pub struct Select {
 /// Strategies live with the rest of anonymization; the model names them.
 pub use crate::anonymize::strategy::Strategy;
 
+/// What a rule or child does to its rows.
 #[derive(Debug, Clone)]
 pub enum Action {
     Delete,
@@ -461,6 +478,7 @@ pub enum Action {
 }
 
 impl Action {
+    /// The name reports and the audit log use.
     pub fn name(&self) -> &'static str {
         match self {
             Action::Delete => "delete",
@@ -468,11 +486,13 @@ impl Action {
         }
     }
 
+    /// Whether Lethe must compute keyed hashes itself (the engine cannot).
     pub fn hashes(&self) -> bool {
         matches!(self, Action::Anonymize(cols) if cols.iter().any(|(_, s)| *s == Strategy::Hash))
     }
 }
 
+/// A SQL rule (`target = ...`), validated.
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
@@ -525,6 +545,7 @@ pub enum Walk {
 }
 
 impl Walk {
+    /// The name `walk =` takes and plans print.
     pub fn name(self) -> &'static str {
         match self {
             Walk::Select => "select",
@@ -547,6 +568,7 @@ pub enum Partitions {
     Drop,
 }
 
+/// `[[rules.children]]`: rows that go with their parent's, by foreign key.
 #[derive(Debug, Clone)]
 pub struct Child {
     pub target: TableRef,
@@ -590,6 +612,7 @@ pub struct ObjectLink {
     pub origin: Origin,
 }
 
+/// How a row names its objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ObjectNames {
     /// Every key under the rendered prefix.
@@ -623,6 +646,7 @@ pub struct Template {
     pub parts: Vec<TemplatePart>,
 }
 
+/// A piece of a [`Template`]: literal text or a `{column}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TemplatePart {
     Literal(String),
@@ -653,6 +677,7 @@ pub enum RenderError {
 }
 
 impl Template {
+    /// A template as a job writes it (`avatars/{id}/`).
     pub fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
@@ -689,6 +714,7 @@ impl Template {
         })
     }
 
+    /// The columns the template names, each once, in order.
     pub fn columns(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         for p in &self.parts {

@@ -7,6 +7,7 @@ use chrono::{DateTime, Months, TimeDelta, Utc};
 use std::fmt;
 use std::str::FromStr;
 
+/// The unit of a [`Period`]; months and years are calendar units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     Seconds,
