@@ -4,8 +4,8 @@
 //! Only the *names* of the key variables are read here; the keys themselves
 //! are read when a run starts, so validating a file needs no secret.
 
+use super::Ctx;
 use super::names::is_identifier;
-use super::{Ctx, Regions};
 use crate::config::model::{AuditConfig, AuditS3, Store, StoreKind};
 use crate::config::period::Period;
 use crate::config::raw::RawAudit;
@@ -21,7 +21,6 @@ pub(super) fn audit(
     cx: &mut Ctx,
     raw: Option<RawAudit>,
     stores: &BTreeMap<String, Store>,
-    regions: &Regions,
 ) -> AuditConfig {
     let Some(a) = raw else {
         return AuditConfig {
@@ -47,7 +46,7 @@ pub(super) fn audit(
     }
     let previous_key_envs = previous_key_envs(cx, &a, &env_name);
     if let Some(r) = &a.region {
-        regions.check(cx, Some(r), "the audit sink", r);
+        cx.region(Some(r), "the audit sink", r);
     }
     let s3 = audit_s3(cx, &a, stores);
     AuditConfig {

@@ -2,10 +2,10 @@
 //! its `[[rules]]`, each dispatched to a SQL rule ([`super::rules`]) or an
 //! object rule ([`super::objects`]); and job names unique across files.
 
-use super::Ctx;
 use super::names::is_job_name;
 use super::objects::object_rule;
 use super::rules::rule;
+use super::{Ctx, Regions};
 use crate::config::cron::parse_cron;
 use crate::config::diagnostic::{Diagnostic, SourceFile};
 use crate::config::model::{Config, CronSchedule, Job, ObjectRule, Rule, Trigger};
@@ -21,7 +21,13 @@ pub(crate) fn validate_job(
     config: &Config,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<Job> {
-    let mut cx = Ctx { file, errors };
+    let no_regions = Regions(Vec::new());
+    let mut cx = Ctx {
+        file,
+        errors,
+        env: &no_env,
+        regions: &no_regions,
+    };
     header(&mut cx, &raw);
     let schedule = raw.schedule.as_ref().and_then(|s| schedule(&mut cx, s));
     if raw.rules.is_empty() {
@@ -48,6 +54,11 @@ pub(crate) fn validate_job(
         object_rules,
         file: file.path.clone(),
     })
+}
+
+/// A job file expands no `${VAR}`: it holds no connection strings.
+fn no_env(_: &str) -> Option<String> {
+    None
 }
 
 /// Name and policy citation.

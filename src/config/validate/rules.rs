@@ -6,12 +6,12 @@
 //! refused here: a rule that selects nothing, `partitions = "drop"` where
 //! "the whole range is due" would be untrue, concurrency where rows cascade.
 
-use super::Ctx;
 use super::actions::action;
 use super::batch::{batch_sizing, guards};
 use super::children::children;
 use super::names::{column, is_identifier, parse_table};
 use super::objects::object_links;
+use super::{Ctx, keyword};
 use crate::config::model::{
     Action, Config, HoldRef, MAX_RULE_CONCURRENCY, Partitions, Rule, Select, TableRef, TimeFormat,
     Trigger, Walk,
@@ -152,22 +152,16 @@ fn select(cx: &mut Ctx, s: &Spanned<RawSelect>) -> Select {
 }
 
 fn time_format(cx: &mut Ctx, f: &Spanned<String>) -> TimeFormat {
-    match f.get_ref().as_str() {
-        "native" => TimeFormat::Native,
-        "rfc3339" => TimeFormat::Rfc3339,
-        "unix" => TimeFormat::Unix,
-        "unix_ms" => TimeFormat::UnixMs,
-        "date" => TimeFormat::Date,
-        other => {
-            cx.err(
-                f,
-                format!(
-                    "unknown time format `{other}` (use native, rfc3339, date, unix or unix_ms)"
-                ),
-            );
-            TimeFormat::Native
-        }
-    }
+    let choices = [
+        ("native", TimeFormat::Native),
+        ("rfc3339", TimeFormat::Rfc3339),
+        ("unix", TimeFormat::Unix),
+        ("unix_ms", TimeFormat::UnixMs),
+        ("date", TimeFormat::Date),
+    ];
+    keyword(cx, f, &choices, TimeFormat::Native, |other| {
+        format!("unknown time format `{other}` (use native, rfc3339, date, unix or unix_ms)")
+    })
 }
 
 /// A request job's rule picks rows by subject; any other rule needs a

@@ -4,7 +4,6 @@
 
 use super::Ctx;
 use crate::config::cron::parse_tz;
-use crate::config::interpolate::expand;
 use crate::config::model::{
     DEFAULT_HEALTH_ADDR, DEFAULT_STATE_URL, DEFAULT_TIME_ZONE, DaemonConfig, MetricsConfig,
     StateConfig,
@@ -17,11 +16,7 @@ use std::time::Duration;
 const DEFAULT_LEASE_TTL: Duration = Duration::from_secs(60);
 
 /// `[state]`: the state store's URL (`${VAR}` expanded) and the lease length.
-pub(super) fn state(
-    cx: &mut Ctx,
-    raw: Option<RawState>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> StateConfig {
+pub(super) fn state(cx: &mut Ctx, raw: Option<RawState>) -> StateConfig {
     let Some(s) = raw else {
         return StateConfig {
             url: DEFAULT_STATE_URL.into(),
@@ -29,7 +24,7 @@ pub(super) fn state(
         };
     };
     let url = match &s.url {
-        Some(u) => match expand(u.get_ref(), env) {
+        Some(u) => match cx.expand(u.get_ref()) {
             Ok(v) => v,
             Err(e) => {
                 cx.err(u, format!("state url: {e}"));
@@ -87,17 +82,13 @@ pub(super) fn daemon(cx: &mut Ctx, raw: Option<&RawDaemon>) -> DaemonConfig {
 }
 
 /// `[metrics]`: a textfile path and a plain-HTTP Pushgateway.
-pub(super) fn metrics(
-    cx: &mut Ctx,
-    raw: Option<RawMetrics>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> MetricsConfig {
+pub(super) fn metrics(cx: &mut Ctx, raw: Option<RawMetrics>) -> MetricsConfig {
     let Some(m) = raw else {
         return MetricsConfig::default();
     };
     MetricsConfig {
         textfile: m.textfile.map(Into::into),
-        pushgateway: m.pushgateway.and_then(|p| match expand(p.get_ref(), env) {
+        pushgateway: m.pushgateway.and_then(|p| match cx.expand(p.get_ref()) {
             Ok(u) if u.starts_with("http://") => Some(u.trim_end_matches('/').to_string()),
             Ok(_) => {
                 cx.err(&p, "pushgateway must be an http:// URL (Lethe pushes plain HTTP inside the cluster)");

@@ -5,38 +5,16 @@
 
 use super::batch::parse_pause;
 use super::names::section_name;
-use super::{Ctx, Regions};
-use crate::config::interpolate::{expand, has_literal_password};
+use super::{Ctx, keyword};
+use crate::config::interpolate::has_literal_password;
 use crate::config::model::{AfterPurge, DEFAULT_RECONNECT_FOR, Source};
 use crate::config::raw::RawSource;
-use std::collections::BTreeMap;
 use std::time::Duration;
 use toml::Spanned;
 
-/// Every source that could be read; one whose URL cannot be expanded is
-/// left out (rules naming it then say the source is unknown).
-pub(super) fn sources(
-    cx: &mut Ctx,
-    raw: &BTreeMap<String, Spanned<RawSource>>,
-    regions: &Regions,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> BTreeMap<String, Source> {
-    let mut sources = BTreeMap::new();
-    for (name, spanned) in raw {
-        if let Some(source) = source(cx, name, spanned, regions, env) {
-            sources.insert(name.clone(), source);
-        }
-    }
-    sources
-}
-
-fn source(
-    cx: &mut Ctx,
-    name: &str,
-    spanned: &Spanned<RawSource>,
-    regions: &Regions,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<Source> {
+/// One source (`[sources.<name>]`); `None` when its URL cannot be
+/// expanded (rules naming it then say the source is unknown).
+pub(super) fn source(cx: &mut Ctx, name: &str, spanned: &Spanned<RawSource>) -> Option<Source> {
     let src = spanned.get_ref();
     section_name(cx, "source", name, spanned);
     if has_literal_password(src.url.get_ref()) {
@@ -45,7 +23,7 @@ fn source(
             format!("source `{name}`: the url holds a literal password; take it from the environment with ${{VAR}}"),
         );
     }
-    let url = match expand(src.url.get_ref(), env) {
+    let url = match cx.expand(src.url.get_ref()) {
         Ok(u) => u,
         Err(e) => {
             cx.err(&src.url, format!("source `{name}`: {e}"));
@@ -65,12 +43,7 @@ fn source(
             ),
         );
     }
-    regions.check(
-        cx,
-        src.region.as_ref(),
-        &format!("source `{name}`"),
-        spanned,
-    );
+    cx.region(src.region.as_ref(), &format!("source `{name}`"), spanned);
     let batch_pause = match &src.batch_pause {
         None => Duration::ZERO,
         Some(p) => parse_pause(cx, p),
@@ -105,15 +78,8 @@ fn source(
 }
 
 fn after_purge(cx: &mut Ctx, a: &Spanned<String>) -> AfterPurge {
-    match a.get_ref().as_str() {
-        "none" => AfterPurge::None,
-        "vacuum" => AfterPurge::Vacuum,
-        other => {
-            cx.err(
-                a,
-                format!("after_purge = \"{other}\": use \"none\" (the default) or \"vacuum\""),
-            );
-            AfterPurge::None
-        }
-    }
+    let choices = [("none", AfterPurge::None), ("vacuum", AfterPurge::Vacuum)];
+    keyword(cx, a, &choices, AfterPurge::None, |other| {
+        format!("after_purge = \"{other}\": use \"none\" (the default) or \"vacuum\"")
+    })
 }

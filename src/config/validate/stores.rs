@@ -4,74 +4,53 @@
 //! A store is only as good as its `kind`: one whose kind-specific settings
 //! are wrong is left out after the problem is reported.
 
+use super::Ctx;
 use super::names::section_name;
-use super::{Ctx, Regions};
-use crate::config::interpolate::expand;
 use crate::config::model::{
     DEFAULT_MAX_ATTEMPTS, DEFAULT_STORE_CONCURRENCY, MAX_STORE_CONCURRENCY, Store, StoreKind,
 };
 use crate::config::raw::RawStore;
-use std::collections::BTreeMap;
 use toml::Spanned;
 
-/// Every store whose kind and settings validated.
-pub(super) fn stores(
-    cx: &mut Ctx,
-    raw: &BTreeMap<String, Spanned<RawStore>>,
-    regions: &Regions,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> BTreeMap<String, Store> {
-    let mut stores = BTreeMap::new();
-    for (name, spanned) in raw {
-        let st = spanned.get_ref();
-        section_name(cx, "store", name, spanned);
-        regions.check(cx, st.region.as_ref(), &format!("store `{name}`"), spanned);
-        let Some(kind) = store_kind(cx, name, spanned, env) else {
-            continue;
-        };
-        let concurrency = match &st.concurrency {
-            None => DEFAULT_STORE_CONCURRENCY,
-            Some(c) if (1..=MAX_STORE_CONCURRENCY as i64).contains(c.get_ref()) => {
-                *c.get_ref() as usize
-            }
-            Some(c) => {
-                cx.err(
-                    c,
-                    format!("concurrency must be between 1 and {MAX_STORE_CONCURRENCY}"),
-                );
-                DEFAULT_STORE_CONCURRENCY
-            }
-        };
-        let max_attempts = match &st.max_attempts {
-            None => DEFAULT_MAX_ATTEMPTS,
-            Some(m) if (1..=20).contains(m.get_ref()) => *m.get_ref() as u32,
-            Some(m) => {
-                cx.err(m, "max_attempts must be between 1 and 20");
-                DEFAULT_MAX_ATTEMPTS
-            }
-        };
-        stores.insert(
-            name.clone(),
-            Store {
-                name: name.clone(),
-                kind,
-                region: st.region.as_ref().map(|r| r.get_ref().clone()),
-                concurrency,
-                max_attempts,
-                origin: cx.origin(spanned),
-            },
-        );
-    }
-    stores
+/// One store (`[stores.<name>]`); `None` when its kind or settings are wrong.
+pub(super) fn store(cx: &mut Ctx, name: &str, spanned: &Spanned<RawStore>) -> Option<Store> {
+    let st = spanned.get_ref();
+    section_name(cx, "store", name, spanned);
+    cx.region(st.region.as_ref(), &format!("store `{name}`"), spanned);
+    let kind = store_kind(cx, name, spanned)?;
+    let concurrency = match &st.concurrency {
+        None => DEFAULT_STORE_CONCURRENCY,
+        Some(c) if (1..=MAX_STORE_CONCURRENCY as i64).contains(c.get_ref()) => {
+            *c.get_ref() as usize
+        }
+        Some(c) => {
+            cx.err(
+                c,
+                format!("concurrency must be between 1 and {MAX_STORE_CONCURRENCY}"),
+            );
+            DEFAULT_STORE_CONCURRENCY
+        }
+    };
+    let max_attempts = match &st.max_attempts {
+        None => DEFAULT_MAX_ATTEMPTS,
+        Some(m) if (1..=20).contains(m.get_ref()) => *m.get_ref() as u32,
+        Some(m) => {
+            cx.err(m, "max_attempts must be between 1 and 20");
+            DEFAULT_MAX_ATTEMPTS
+        }
+    };
+    Some(Store {
+        name: name.to_string(),
+        kind,
+        region: st.region.as_ref().map(|r| r.get_ref().clone()),
+        concurrency,
+        max_attempts,
+        origin: cx.origin(spanned),
+    })
 }
 
 /// `kind` and the settings that belong to it; `None` after reporting a problem.
-fn store_kind(
-    cx: &mut Ctx,
-    name: &str,
-    spanned: &Spanned<RawStore>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<StoreKind> {
+fn store_kind(cx: &mut Ctx, name: &str, spanned: &Spanned<RawStore>) -> Option<StoreKind> {
     let st = spanned.get_ref();
     let not_for = |cx: &mut Ctx, present: bool, key: &str, kind: &str| {
         if present {
@@ -84,7 +63,7 @@ fn store_kind(
     match st.kind.get_ref().as_str() {
         "s3" => {
             not_for(cx, st.path.is_some(), "path", "s3");
-            s3_kind(cx, name, spanned, env)
+            s3_kind(cx, name, spanned)
         }
         "fs" => {
             not_for(cx, st.bucket.is_some(), "bucket", "fs");
@@ -116,12 +95,7 @@ fn store_kind(
 }
 
 /// `kind = "s3"`: a bucket name S3 accepts and an `http(s)://` endpoint.
-fn s3_kind(
-    cx: &mut Ctx,
-    name: &str,
-    spanned: &Spanned<RawStore>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Option<StoreKind> {
+fn s3_kind(cx: &mut Ctx, name: &str, spanned: &Spanned<RawStore>) -> Option<StoreKind> {
     let st = spanned.get_ref();
     let bucket = match &st.bucket {
         Some(b) if is_bucket_name(b.get_ref()) => b.get_ref().clone(),
@@ -142,7 +116,7 @@ fn s3_kind(
     };
     let endpoint = match &st.endpoint {
         None => None,
-        Some(e) => match expand(e.get_ref(), env) {
+        Some(e) => match cx.expand(e.get_ref()) {
             Ok(u) if u.starts_with("http://") || u.starts_with("https://") => Some(u),
             Ok(_) => {
                 cx.err(
