@@ -48,6 +48,7 @@
 
 pub mod anonymize;
 pub mod audit;
+pub mod calendar;
 pub mod check;
 pub mod cli;
 pub mod config;

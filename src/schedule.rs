@@ -26,7 +26,6 @@ use crate::error::ExitCode;
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
-use croner::parser::{CronParser, Seconds};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
@@ -38,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 /// The longest the loop sleeps before looking at the clock again.
 pub const MAX_SLEEP: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// A run's future, boxed so [`Runner`] and [`Clock`] stay object-safe.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// Time, as the daemon sees it. Tests pass a simulated one.
@@ -69,21 +69,9 @@ pub trait Runner: Send + Sync + 'static {
     fn run(&self, job: String, cancel: CancellationToken) -> BoxFuture<ExitCode>;
 }
 
-/// Parse a 6-field cron expression (seconds first). Day-of-month and
-/// day-of-week are ORed when both are restricted, as in Vixie cron and
-/// Kubernetes CronJobs.
-pub fn parse_cron(expr: &str) -> Result<Cron, String> {
-    CronParser::builder()
-        .seconds(Seconds::Required)
-        .build()
-        .parse(expr)
-        .map_err(|e| format!("invalid schedule `{expr}`: {e}"))
-}
-
-pub fn parse_tz(name: &str) -> Result<Tz, String> {
-    name.parse::<Tz>()
-        .map_err(|_| format!("unknown time zone `{name}` (use an IANA name such as Asia/Shanghai)"))
-}
+/// Parsing lives with the configuration, which validates every schedule
+/// once; the daemon and its tests reach it here as well.
+pub use crate::config::cron::{TimeError, parse_cron, parse_tz};
 
 /// The next fire of `cron` strictly after `after`, evaluated in `tz`.
 pub fn next_fire(cron: &Cron, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
@@ -130,6 +118,7 @@ pub struct DaemonStats {
     pub in_flight: AtomicU64,
 }
 
+/// One scheduled job: its name and its parsed cron.
 pub struct Entry {
     pub job: String,
     pub cron: Cron,
@@ -141,6 +130,7 @@ pub struct Schedule {
     pub tz: Tz,
 }
 
+/// The daemon loop and what it needs: entries, zone, clock, runner, reloads.
 pub struct Daemon {
     pub entries: Vec<Entry>,
     pub tz: Tz,
@@ -189,6 +179,76 @@ impl Daemon {
         if let Some(tx) = &self.events {
             let _ = tx.send(e);
         }
+    }
+
+    /// Coalesce fires missed while asleep: the entry runs once, then resumes
+    /// from `now`, not from the backlog. Sets `next` to the first fire after
+    /// `now` and returns the latest scheduled instant that was due.
+    fn coalesce(
+        &self,
+        entry: &Entry,
+        tz: Tz,
+        due: DateTime<Utc>,
+        now: DateTime<Utc>,
+        next: &mut Option<DateTime<Utc>>,
+    ) -> DateTime<Utc> {
+        let mut after = due;
+        let mut missed = 0u64;
+        while let Some(n) = next_fire(&entry.cron, tz, after) {
+            if n > now {
+                *next = Some(n);
+                break;
+            }
+            missed += 1;
+            after = n;
+        }
+        if missed > 0 {
+            self.stats.missed.fetch_add(missed, Ordering::Relaxed);
+            self.emit(DaemonEvent::Missed {
+                job: entry.job.clone(),
+                count: missed,
+            });
+        }
+        after
+    }
+
+    /// Start the entry's run for `scheduled`, unless its previous run is
+    /// still in flight (then the fire is skipped and counted).
+    fn fire(
+        &self,
+        entry: &Entry,
+        scheduled: DateTime<Utc>,
+        running: &mut BTreeMap<String, JoinHandle<()>>,
+        runs_cancel: &CancellationToken,
+    ) {
+        if running.get(&entry.job).is_some_and(|h| !h.is_finished()) {
+            self.stats.skipped_overlap.fetch_add(1, Ordering::Relaxed);
+            self.emit(DaemonEvent::SkippedOverlap {
+                job: entry.job.clone(),
+                scheduled,
+            });
+            return;
+        }
+        self.stats.fired.fetch_add(1, Ordering::Relaxed);
+        self.emit(DaemonEvent::Fired {
+            job: entry.job.clone(),
+            scheduled,
+        });
+        let fut = self
+            .runner
+            .run(entry.job.clone(), runs_cancel.child_token());
+        let events = self.events.clone();
+        let job = entry.job.clone();
+        running.insert(
+            entry.job.clone(),
+            tokio::spawn(async move {
+                let code = fut.await;
+                tracing::info!(job, code = code.code(), "scheduled run finished");
+                if let Some(tx) = events {
+                    let _ = tx.send(DaemonEvent::Finished { job, code });
+                }
+            }),
+        );
     }
 
     /// Run until `shutdown` is cancelled; then drain in-flight runs.
@@ -241,53 +301,8 @@ impl Daemon {
                 if due > now {
                     continue;
                 }
-                // Coalesce fires missed while asleep: run once, then resume
-                // from now, not from the backlog.
-                let mut after = due;
-                let mut missed = 0u64;
-                while let Some(n) = next_fire(&entry.cron, tz, after) {
-                    if n > now {
-                        next[i] = Some(n);
-                        break;
-                    }
-                    missed += 1;
-                    after = n;
-                }
-                if missed > 0 {
-                    self.stats.missed.fetch_add(missed, Ordering::Relaxed);
-                    self.emit(DaemonEvent::Missed {
-                        job: entry.job.clone(),
-                        count: missed,
-                    });
-                }
-                if running.get(&entry.job).is_some_and(|h| !h.is_finished()) {
-                    self.stats.skipped_overlap.fetch_add(1, Ordering::Relaxed);
-                    self.emit(DaemonEvent::SkippedOverlap {
-                        job: entry.job.clone(),
-                        scheduled: after,
-                    });
-                    continue;
-                }
-                self.stats.fired.fetch_add(1, Ordering::Relaxed);
-                self.emit(DaemonEvent::Fired {
-                    job: entry.job.clone(),
-                    scheduled: after,
-                });
-                let fut = self
-                    .runner
-                    .run(entry.job.clone(), runs_cancel.child_token());
-                let events = self.events.clone();
-                let job = entry.job.clone();
-                running.insert(
-                    entry.job.clone(),
-                    tokio::spawn(async move {
-                        let code = fut.await;
-                        tracing::info!(job, code = code.code(), "scheduled run finished");
-                        if let Some(tx) = events {
-                            let _ = tx.send(DaemonEvent::Finished { job, code });
-                        }
-                    }),
-                );
+                let scheduled = self.coalesce(entry, tz, due, now, &mut next[i]);
+                self.fire(entry, scheduled, &mut running, &runs_cancel);
             }
         }
         // Drain: in-flight runs stop at their next batch boundary.

@@ -298,18 +298,16 @@ impl crate::schedule::Runner for EngineRunner {
 /// The daemon's schedule from a loaded configuration: every scheduled,
 /// non-manual job, in the configured time zone. Refused when nothing would fire.
 fn schedule_of(loaded: &Loaded) -> Result<crate::schedule::Schedule, Error> {
-    use crate::schedule::{Entry, Schedule, parse_cron, parse_tz};
-    let tz = parse_tz(&loaded.config.daemon.time_zone).map_err(Error::Usage)?;
+    use crate::schedule::{Entry, Schedule};
+    let tz = loaded.config.daemon.time_zone;
     let mut entries = Vec::new();
     for j in loaded.jobs.iter().filter(|j| !j.manual) {
-        let Some(expr) = j.schedule.as_deref() else {
+        let Some(schedule) = &j.schedule else {
             continue;
         };
-        // Validation already parsed it; a failure here is a bug worth saying.
-        let cron = parse_cron(expr).map_err(Error::Usage)?;
         entries.push(Entry {
             job: j.name.clone(),
-            cron,
+            cron: schedule.cron.clone(),
         });
     }
     if entries.is_empty() {

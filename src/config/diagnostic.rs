@@ -44,6 +44,7 @@ pub struct SourceFile {
 }
 
 impl SourceFile {
+    /// The text of the file at `path`, already read.
     pub fn new(path: &Path, text: String) -> Self {
         Self {
             path: path.to_path_buf(),
@@ -61,6 +62,7 @@ impl SourceFile {
         (line, column)
     }
 
+    /// A problem at a byte range of this file (the start is what is shown).
     pub fn at(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
         let (line, column) = self.position(span.start);
         Diagnostic {
@@ -71,6 +73,7 @@ impl SourceFile {
         }
     }
 
+    /// A problem with the file as a whole (no line to point at).
     pub fn whole(&self, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
             file: self.path.clone(),

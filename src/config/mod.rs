@@ -4,16 +4,18 @@
 //! serde parsing into [`raw`] structs, then [`validate`], which reports every
 //! problem at once with file, line and column and yields the typed [`model`].
 
-pub mod diagnostic;
-pub mod interpolate;
+pub(crate) mod calendar;
+pub(crate) mod cron;
+pub(crate) mod diagnostic;
+pub(crate) mod interpolate;
 pub mod model;
 pub mod period;
-pub mod raw;
+pub(crate) mod raw;
 pub mod validate;
 
 pub use diagnostic::{Diagnostic, SourceFile};
 pub use model::*;
-pub use period::Period;
+pub use period::{Period, PeriodError};
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -46,6 +48,7 @@ pub struct Loaded {
 }
 
 impl Loaded {
+    /// The job called `name`, as `run --job` and the daemon name it.
     pub fn job(&self, name: &str) -> Option<&Job> {
         self.jobs.iter().find(|j| j.name == name)
     }
@@ -83,6 +86,8 @@ pub fn load(config_path: &Path, jobs_dir: &Path) -> Result<Loaded, ConfigErrors>
     load_with_env(config_path, jobs_dir, &|k| std::env::var(k).ok())
 }
 
+/// Load and validate with `env` standing in for the process environment,
+/// so tests and the fuzzers decide what `${VAR}` expands to.
 pub fn load_with_env(
     config_path: &Path,
     jobs_dir: &Path,

@@ -9,6 +9,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// `config/lethe.toml`, validated: where the data lives and how Lethe runs.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
@@ -38,6 +39,7 @@ pub struct PersonalPattern {
     pub kind: PatternKind,
 }
 
+/// The column type a [`PersonalPattern`] requires (`:text`, `:number`, `:time`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PatternKind {
     Any,
@@ -47,7 +49,8 @@ pub enum PatternKind {
 }
 
 impl PersonalPattern {
-    pub fn parse(text: &str) -> Result<PersonalPattern, String> {
+    /// A pattern as `[coverage]` writes it (`name:text`).
+    pub fn parse(text: &str) -> Result<PersonalPattern, PatternError> {
         let (words, kind) = match text.split_once(':') {
             Some((w, k)) => (w, k),
             None => (text, "any"),
@@ -58,9 +61,10 @@ impl PersonalPattern {
             "number" => PatternKind::Number,
             "time" => PatternKind::Time,
             other => {
-                return Err(format!(
-                    "`{text}`: kind `{other}` is not text, number, time or any"
-                ));
+                return Err(PatternError::UnknownKind {
+                    text: text.to_string(),
+                    kind: other.to_string(),
+                });
             }
         };
         let words: Vec<String> = words.split('_').map(str::to_string).collect();
@@ -70,9 +74,7 @@ impl PersonalPattern {
                     .chars()
                     .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
         }) {
-            return Err(format!(
-                "`{text}` is not a pattern: lowercase words joined by `_`, optionally `:text`, `:number`, `:time` or `:any`"
-            ));
+            return Err(PatternError::NotAPattern(text.to_string()));
         }
         Ok(PersonalPattern {
             text: text.to_string(),
@@ -80,6 +82,19 @@ impl PersonalPattern {
             kind,
         })
     }
+}
+
+/// Why a `[coverage]` pattern was refused; the text is the diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatternError {
+    /// The part after `:` is not a column kind.
+    #[error("`{text}`: kind `{kind}` is not text, number, time or any")]
+    UnknownKind { text: String, kind: String },
+    /// The words are not lowercase words joined by `_`.
+    #[error(
+        "`{0}` is not a pattern: lowercase words joined by `_`, optionally `:text`, `:number`, `:time` or `:any`"
+    )]
+    NotAPattern(String),
 }
 
 /// The built-in personal-column patterns (policy I(1)2 and the data the
@@ -133,7 +148,7 @@ pub const DEFAULT_PERSONAL_PATTERNS: &[&str] = &[
 #[derive(Debug, Clone)]
 pub struct RequestsConfig {
     /// Calendar, N working days and time zone.
-    pub deadlines: crate::requests::calendar::Deadlines,
+    pub deadlines: crate::calendar::Deadlines,
     /// The calendar file, when one is configured.
     pub calendar_file: Option<PathBuf>,
     /// The table an application writes requests into.
@@ -142,24 +157,30 @@ pub struct RequestsConfig {
 
 /// Defaults for `[requests]`.
 pub const DEFAULT_DEADLINE_WORKING_DAYS: u32 = 15;
+/// The zone a request's day of receipt is read in (policy VII(7) is Chinese law).
 pub const DEFAULT_REQUESTS_TIME_ZONE: &str = "Asia/Shanghai";
 
+/// `[metrics]`: where a run's figures go besides the audit log.
 #[derive(Debug, Clone, Default)]
 pub struct MetricsConfig {
     pub textfile: Option<PathBuf>,
     pub pushgateway: Option<String>,
 }
 
+/// `[daemon]`: what `lethe daemon` needs beyond the jobs.
 #[derive(Debug, Clone)]
 pub struct DaemonConfig {
-    pub time_zone: String,
+    /// The zone job schedules are read in, parsed once by validation.
+    pub time_zone: chrono_tz::Tz,
     pub health_addr: std::net::SocketAddr,
 }
 
 /// Defaults for `[daemon]`.
 pub const DEFAULT_TIME_ZONE: &str = "UTC";
+/// Loopback only: probes and scrapes come from the same host or pod.
 pub const DEFAULT_HEALTH_ADDR: &str = "127.0.0.1:9464";
 
+/// A database rules act on (`[sources.<name>]`).
 #[derive(Debug, Clone)]
 pub struct Source {
     pub name: String,
@@ -270,6 +291,7 @@ pub struct Store {
     pub origin: Origin,
 }
 
+/// What a store is, with the settings only that kind has.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     S3 {
@@ -302,6 +324,7 @@ pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
 /// Default objects per audited batch of an object rule.
 pub const DEFAULT_OBJECT_BATCH_SIZE: usize = 4_000;
 
+/// `[audit]`: the log every run writes, and the keys behind its subject hashes.
 #[derive(Debug, Clone)]
 pub struct AuditConfig {
     pub dir: PathBuf,
@@ -313,6 +336,7 @@ pub struct AuditConfig {
     pub s3: Option<AuditS3>,
 }
 
+/// The S3 copy of every run's audit log (`[audit] s3_store`).
 #[derive(Debug, Clone)]
 pub struct AuditS3 {
     /// A store of kind "s3".
@@ -322,17 +346,22 @@ pub struct AuditS3 {
     pub retention: Period,
 }
 
+/// Where leases and run history live when the config says nothing.
+pub const DEFAULT_STATE_URL: &str = "sqlite://var/state.db?mode=rwc";
+
+/// `[state]`: where leases and run history live.
 #[derive(Debug, Clone)]
 pub struct StateConfig {
     pub url: String,
     pub lease_ttl: Duration,
 }
 
+/// A `jobs/*.toml` file, validated: one policy obligation, its rules, when it runs.
 #[derive(Debug, Clone)]
 pub struct Job {
     pub name: String,
     pub policy: String,
-    pub schedule: Option<String>,
+    pub schedule: Option<CronSchedule>,
     pub description: Option<String>,
     pub priority: i32,
     pub manual: bool,
@@ -345,6 +374,23 @@ pub struct Job {
     /// Object rules (`store = ...`), in file order; they run after the SQL rules.
     pub object_rules: Vec<ObjectRule>,
     pub file: PathBuf,
+}
+
+/// A job's `schedule`: the expression as the file wrote it (what messages
+/// show) and parsed (what the daemon fires on), so it is parsed once, by
+/// validation. It reads as its text wherever a `&str` is wanted.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    pub text: String,
+    pub cron: croner::Cron,
+}
+
+impl std::ops::Deref for CronSchedule {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.text
+    }
 }
 
 /// What makes a job act.
@@ -370,6 +416,7 @@ impl fmt::Display for Origin {
     }
 }
 
+/// `source.table` or `source.schema.table`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TableRef {
     pub source: String,
@@ -387,6 +434,7 @@ impl fmt::Display for TableRef {
     }
 }
 
+/// `hold = "<source>.<table>.<column>"`: the subjects a rule must not act on.
 #[derive(Debug, Clone)]
 pub struct HoldRef {
     pub table: TableRef,
@@ -408,6 +456,7 @@ pub enum TimeFormat {
     Date,
 }
 
+/// `select = { column, older_than | newer_than, format }`: rows by age.
 #[derive(Debug, Clone)]
 pub struct Select {
     pub column: String,
@@ -417,38 +466,10 @@ pub struct Select {
     pub format: TimeFormat,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Strategy {
-    /// Set to NULL.
-    Null,
-    /// Replace with a fixed value.
-    Fixed(String),
-    /// Replace with the text `[REDACTED]`.
-    Redact,
-    /// Keyed hash (HMAC-SHA-256, hex): deterministic, so pseudonymized rows still join.
-    Hash,
-    /// Keep the last N characters, star the rest.
-    Mask(usize),
-    /// Keep only the year of a date (`YYYY-01-01`).
-    Year,
-    /// Keep only the year and month of a date (`YYYY-MM-01`).
-    Month,
-}
+/// Strategies live with the rest of anonymization; the model names them.
+pub use crate::anonymize::strategy::Strategy;
 
-impl fmt::Display for Strategy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Strategy::Null => write!(f, "null"),
-            Strategy::Fixed(_) => write!(f, "fixed"),
-            Strategy::Redact => write!(f, "redact"),
-            Strategy::Hash => write!(f, "hash"),
-            Strategy::Mask(n) => write!(f, "mask:{n}"),
-            Strategy::Year => write!(f, "year"),
-            Strategy::Month => write!(f, "month"),
-        }
-    }
-}
-
+/// What a rule or child does to its rows.
 #[derive(Debug, Clone)]
 pub enum Action {
     Delete,
@@ -457,6 +478,7 @@ pub enum Action {
 }
 
 impl Action {
+    /// The name reports and the audit log use.
     pub fn name(&self) -> &'static str {
         match self {
             Action::Delete => "delete",
@@ -464,11 +486,13 @@ impl Action {
         }
     }
 
+    /// Whether Lethe must compute keyed hashes itself (the engine cannot).
     pub fn hashes(&self) -> bool {
         matches!(self, Action::Anonymize(cols) if cols.iter().any(|(_, s)| *s == Strategy::Hash))
     }
 }
 
+/// A SQL rule (`target = ...`), validated.
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
@@ -521,6 +545,7 @@ pub enum Walk {
 }
 
 impl Walk {
+    /// The name `walk =` takes and plans print.
     pub fn name(self) -> &'static str {
         match self {
             Walk::Select => "select",
@@ -543,6 +568,7 @@ pub enum Partitions {
     Drop,
 }
 
+/// `[[rules.children]]`: rows that go with their parent's, by foreign key.
 #[derive(Debug, Clone)]
 pub struct Child {
     pub target: TableRef,
@@ -586,6 +612,7 @@ pub struct ObjectLink {
     pub origin: Origin,
 }
 
+/// How a row names its objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ObjectNames {
     /// Every key under the rendered prefix.
@@ -619,10 +646,25 @@ pub struct Template {
     pub parts: Vec<TemplatePart>,
 }
 
+/// A piece of a [`Template`]: literal text or a `{column}`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TemplatePart {
     Literal(String),
     Column(String),
+}
+
+/// Why a prefix template was refused; the text is the diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TemplateError {
+    /// A `{` with no `}` after it.
+    #[error("`{0}`: `{{` without a closing `}}`")]
+    Unclosed(String),
+    /// `{...}` holding something other than a column name.
+    #[error("`{text}`: `{{{column}}}` is not a column name (letters, digits, `_`)")]
+    NotAColumn { text: String, column: String },
+    /// A `}` with no `{` before it.
+    #[error("`{0}`: `}}` without an opening `{{`")]
+    Unopened(String),
 }
 
 /// Why a row's value cannot name an object (the value itself is never shown).
@@ -635,7 +677,8 @@ pub enum RenderError {
 }
 
 impl Template {
-    pub fn parse(text: &str) -> Result<Template, String> {
+    /// A template as a job writes it (`avatars/{id}/`).
+    pub fn parse(text: &str) -> Result<Template, TemplateError> {
         let mut parts = Vec::new();
         let mut rest = text;
         while let Some(open) = rest.find('{') {
@@ -645,21 +688,22 @@ impl Template {
             let after = &rest[open + 1..];
             let close = after
                 .find('}')
-                .ok_or_else(|| format!("`{text}`: `{{` without a closing `}}`"))?;
+                .ok_or_else(|| TemplateError::Unclosed(text.to_string()))?;
             let col = &after[..close];
             if col.is_empty()
                 || !col.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                 || col.starts_with(|c: char| c.is_ascii_digit())
             {
-                return Err(format!(
-                    "`{text}`: `{{{col}}}` is not a column name (letters, digits, `_`)"
-                ));
+                return Err(TemplateError::NotAColumn {
+                    text: text.to_string(),
+                    column: col.to_string(),
+                });
             }
             parts.push(TemplatePart::Column(col.to_string()));
             rest = &after[close + 1..];
         }
         if rest.contains('}') {
-            return Err(format!("`{text}`: `}}` without an opening `{{`"));
+            return Err(TemplateError::Unopened(text.to_string()));
         }
         if !rest.is_empty() {
             parts.push(TemplatePart::Literal(rest.to_string()));
@@ -670,6 +714,7 @@ impl Template {
         })
     }
 
+    /// The columns the template names, each once, in order.
     pub fn columns(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
         for p in &self.parts {
@@ -719,3 +764,44 @@ pub const DEFAULT_AUTO_FIRST_BATCH: usize = 1_000;
 pub const DEFAULT_BATCH_TIME: Duration = Duration::from_millis(50);
 /// Largest accepted rule `concurrency` (each worker holds a connection).
 pub const MAX_RULE_CONCURRENCY: usize = 16;
+
+#[cfg(test)]
+mod error_text_tests {
+    use super::{PersonalPattern, Template};
+    use crate::config::period::Period;
+
+    #[test]
+    fn typed_errors_keep_the_diagnostic_texts() {
+        let t = |s: &str| Template::parse(s).unwrap_err().to_string();
+        assert_eq!(t("a{b"), "`a{b`: `{` without a closing `}`");
+        assert_eq!(
+            t("a{1x}/"),
+            "`a{1x}/`: `{1x}` is not a column name (letters, digits, `_`)"
+        );
+        assert_eq!(t("a}"), "`a}`: `}` without an opening `{`");
+        let p = |s: &str| PersonalPattern::parse(s).unwrap_err().to_string();
+        assert_eq!(
+            p("a:blob"),
+            "`a:blob`: kind `blob` is not text, number, time or any"
+        );
+        assert!(p("A").starts_with("`A` is not a pattern: lowercase words joined by `_`"));
+        let d = |s: &str| s.parse::<Period>().unwrap_err().to_string();
+        assert_eq!(
+            d("15"),
+            "`15` has no unit (use s, m, h, d, w, mo or y, e.g. `15d`)"
+        );
+        assert_eq!(d("d"), "`d` does not start with a number (e.g. `15d`)");
+        assert_eq!(d("99999999999d"), "`99999999999` is too large for a period");
+        assert_eq!(d("5ms"), "`5ms`: milliseconds are not a retention unit");
+        assert_eq!(
+            d("5 days"),
+            "unknown unit ` days` in `5 days` (use s, m, h, d, w, mo or y)"
+        );
+        assert_eq!(
+            crate::config::validate::parse_pause_text("xms")
+                .unwrap_err()
+                .to_string(),
+            "`xms` is not a pause (e.g. `50ms`, `1s`)"
+        );
+    }
+}

@@ -7,6 +7,7 @@ use chrono::{DateTime, Months, TimeDelta, Utc};
 use std::fmt;
 use std::str::FromStr;
 
+/// The unit of a [`Period`]; months and years are calendar units.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Unit {
     Seconds,
@@ -67,21 +68,49 @@ impl Period {
     }
 }
 
+/// Why a period was refused; the text is the diagnostic.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeriodError {
+    /// No unit after the number (`15`).
+    #[error("`{0}` has no unit (use s, m, h, d, w, mo or y, e.g. `15d`)")]
+    NoUnit(String),
+    /// No number before the unit (`d`, `-1d`).
+    #[error("`{0}` does not start with a number (e.g. `15d`)")]
+    NoNumber(String),
+    /// More than `u32::MAX` units.
+    #[error("`{0}` is too large for a period")]
+    TooLarge(String),
+    /// `ms`: a pause, not a retention period.
+    #[error("`{0}`: milliseconds are not a retention unit")]
+    Milliseconds(String),
+    /// Any other unit.
+    #[error("unknown unit `{unit}` in `{text}` (use s, m, h, d, w, mo or y)")]
+    UnknownUnit { unit: String, text: String },
+}
+
+impl PeriodError {
+    /// Whether the message is empty. It never is; the fuzz targets assert
+    /// that through this method.
+    pub fn is_empty(&self) -> bool {
+        self.to_string().is_empty()
+    }
+}
+
 impl FromStr for Period {
-    type Err = String;
+    type Err = PeriodError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let s = s.trim();
         let split = s
             .find(|c: char| !c.is_ascii_digit())
-            .ok_or_else(|| format!("`{s}` has no unit (use s, m, h, d, w, mo or y, e.g. `15d`)"))?;
+            .ok_or_else(|| PeriodError::NoUnit(s.to_string()))?;
         let (num, unit) = s.split_at(split);
         if num.is_empty() {
-            return Err(format!("`{s}` does not start with a number (e.g. `15d`)"));
+            return Err(PeriodError::NoNumber(s.to_string()));
         }
         let amount: u32 = num
             .parse()
-            .map_err(|_| format!("`{num}` is too large for a period"))?;
+            .map_err(|_| PeriodError::TooLarge(num.to_string()))?;
         let unit = match unit {
             "s" | "sec" | "secs" => Unit::Seconds,
             "m" | "min" | "mins" => Unit::Minutes,
@@ -90,11 +119,12 @@ impl FromStr for Period {
             "w" => Unit::Weeks,
             "mo" => Unit::Months,
             "y" => Unit::Years,
-            "ms" => return Err(format!("`{s}`: milliseconds are not a retention unit")),
+            "ms" => return Err(PeriodError::Milliseconds(s.to_string())),
             other => {
-                return Err(format!(
-                    "unknown unit `{other}` in `{s}` (use s, m, h, d, w, mo or y)"
-                ));
+                return Err(PeriodError::UnknownUnit {
+                    unit: other.to_string(),
+                    text: s.to_string(),
+                });
             }
         };
         Ok(Period { amount, unit })
