@@ -3,49 +3,14 @@
 //! objects Object Lock kept after their rows were erased.
 //!
 //! SQLite by default, PostgreSQL or MySQL when configured. Its schema lives in
-//! `migrations/<backend>/`, embedded here and applied in order.
+//! `migrations/<backend>/`, embedded by each dialect
+//! (`Dialect::state_migrations`) and applied here in order.
 
 use crate::error::Error;
-use crate::sql::{Db, Engine, Stmt, Val};
+use crate::sql::{Db, Stmt, Val};
 use std::time::Duration;
 
 pub mod pending;
-
-struct Migration {
-    version: i64,
-    sql: &'static str,
-}
-
-macro_rules! migrations {
-    ($dir:literal) => {
-        &[
-            Migration {
-                version: 1,
-                sql: include_str!(concat!("../migrations/", $dir, "/0001_create_leases.sql")),
-            },
-            Migration {
-                version: 2,
-                sql: include_str!(concat!("../migrations/", $dir, "/0002_create_runs.sql")),
-            },
-            Migration {
-                version: 3,
-                sql: include_str!(concat!("../migrations/", $dir, "/0003_create_requests.sql")),
-            },
-            Migration {
-                version: 4,
-                sql: include_str!(concat!(
-                    "../migrations/",
-                    $dir,
-                    "/0004_create_pending_objects.sql"
-                )),
-            },
-        ]
-    };
-}
-
-const SQLITE: &[Migration] = migrations!("sqlite");
-const POSTGRES: &[Migration] = migrations!("postgres");
-const MYSQL: &[Migration] = migrations!("mysql");
 
 pub struct State {
     /// Shared with `requests::store`, which keeps its table here too.
@@ -91,23 +56,20 @@ impl State {
     }
 
     pub(crate) fn stmt(&self, sql: &str, binds: Vec<Val>) -> Stmt {
-        // State statements are written with `?`; PostgreSQL wants `$n`.
-        let sql = if self.db.dialect().engine() == Engine::Postgres {
-            let mut out = String::new();
-            let mut n = 0;
-            for ch in sql.chars() {
-                if ch == '?' {
-                    n += 1;
-                    out.push_str(&format!("${n}"));
-                } else {
-                    out.push(ch);
-                }
+        // State statements are written with `?`: each becomes the dialect's
+        // placeholder (PostgreSQL `$n`).
+        let d = self.db.dialect();
+        let mut out = String::with_capacity(sql.len());
+        let mut n = 0;
+        for ch in sql.chars() {
+            if ch == '?' {
+                n += 1;
+                out.push_str(&d.placeholder(n));
+            } else {
+                out.push(ch);
             }
-            out
-        } else {
-            sql.to_string()
-        };
-        Stmt { sql, binds }
+        }
+        Stmt { sql: out, binds }
     }
 
     async fn migrate(&self) -> Result<(), Error> {
@@ -126,11 +88,7 @@ impl State {
             .iter()
             .filter_map(|r| r[0].as_deref().and_then(|v| v.trim().parse().ok()))
             .collect();
-        let list = match self.db.dialect().engine() {
-            Engine::Sqlite => SQLITE,
-            Engine::Postgres => POSTGRES,
-            Engine::MySql | Engine::MariaDb => MYSQL,
-        };
+        let list = self.db.dialect().state_migrations();
         for m in list.iter().filter(|m| !applied.contains(&m.version)) {
             // Every migration is idempotent DDL (IF NOT EXISTS): processes that
             // start together may all apply it; one records it, the others

@@ -4,14 +4,16 @@
 //! `WHERE rowid IN (SELECT rowid … ORDER BY … LIMIT n)` (the key on
 //! `WITHOUT ROWID` tables). Dates are usually text: compare in the stored format.
 
-use super::Stmt;
-use super::Val;
 use super::dialect::{
-    Builder, DeleteSummary, DeleteTarget, Dialect, Engine, push_placeholder_list, sql_literal,
-    typed_value,
+    Builder, ColumnType, DbFuture, DeleteSummary, DeleteTarget, Dialect, Engine, Migration,
+    migrations, push_placeholder_list, sql_literal, typed_value,
 };
-use super::schema::{ColumnInfo, ColumnKind};
+use super::purge::DeadSpace;
+use super::schema::{self, ColumnInfo, ColumnKind, TableInfo, catalog, firsts, s};
+use super::statements::TableSql;
+use super::{Db, Stmt, Val};
 use crate::config::{Strategy, TableRef};
+use crate::error::Error;
 
 pub struct Sqlite;
 
@@ -143,4 +145,109 @@ impl Dialect for Sqlite {
             b.push(" RETURNING ").push(t.returning_sql);
         }
     }
+
+    fn table_info<'a>(&'a self, db: &'a Db, t: &'a TableRef) -> DbFuture<'a, Option<TableInfo>> {
+        Box::pin(table_info(self, db, t))
+    }
+
+    fn estimate_dead_space<'a>(
+        &'a self,
+        db: &'a Db,
+        tables: &'a [&'a TableSql],
+    ) -> DbFuture<'a, DeadSpace> {
+        Box::pin(super::purge::sqlite_estimate(db, tables))
+    }
+
+    fn reclaim_dead_space<'a>(
+        &'a self,
+        db: &'a Db,
+        tables: &'a [&'a TableSql],
+    ) -> DbFuture<'a, DeadSpace> {
+        Box::pin(super::purge::sqlite_reclaim(db, tables))
+    }
+
+    fn select_first_summary(&self) -> Option<&'static str> {
+        Some(
+            "SELECT CAST(COUNT(*) AS TEXT), group_concat(k, char(10)), CAST(MAX(o) AS TEXT), \
+             json_group_array(DISTINCT s) FILTER (WHERE s IS NOT NULL)",
+        )
+    }
+
+    fn state_migrations(&self) -> &'static [Migration] {
+        migrations!("sqlite")
+    }
+
+    /// A key and a value per hashed column per row, under SQLite's bind limit.
+    fn update_chunk(&self, hashed_columns: usize) -> usize {
+        30_000 / (1 + 2 * hashed_columns)
+    }
+
+    fn enforces_text_width(&self) -> bool {
+        false
+    }
+
+    /// On a rowid table (not `WITHOUT ROWID`).
+    fn physical_id(&self, info: &TableInfo, _part: Option<&str>) -> bool {
+        info.has_rowid
+    }
+
+    fn single_writer(&self) -> bool {
+        true
+    }
+
+    fn column_ddl(&self, t: ColumnType) -> &'static str {
+        match t {
+            ColumnType::Id => "INTEGER PRIMARY KEY",
+            ColumnType::Ref | ColumnType::Int => "INTEGER",
+            ColumnType::Text | ColumnType::Ts | ColumnType::Date => "TEXT",
+        }
+    }
+}
+
+/// The catalog's view of a table: whether it has a rowid, its columns,
+/// primary key (in key order), the keys into it and the columns that lead
+/// an index (the primary key's first column among them).
+async fn table_info(d: &Sqlite, db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Error> {
+    let master = db
+        .fetch(&catalog(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+            vec![Val::Text(t.table.clone())],
+        ))
+        .await?;
+    let Some(row) = master.first() else {
+        return Ok(None);
+    };
+    let has_rowid = !s(&row[0]).to_ascii_uppercase().contains("WITHOUT ROWID");
+    let cols = db
+        .fetch(&catalog(
+            "SELECT name, type, CAST(\"notnull\" AS TEXT), CAST(pk AS TEXT) FROM pragma_table_info(?) ORDER BY cid",
+            vec![Val::Text(t.table.clone())],
+        ))
+        .await?;
+    let mut pk: Vec<(i64, String)> = cols
+        .iter()
+        .filter_map(|r| {
+            let n: i64 = s(&r[3]).parse().unwrap_or(0);
+            (n > 0).then(|| (n, s(&r[0])))
+        })
+        .collect();
+    pk.sort();
+    let idx = db.fetch(&d.leading_index_columns(t)).await?;
+    let pk_names: Vec<String> = pk.into_iter().map(|(_, n)| n).collect();
+    // `to` is NULL when the key references the primary key.
+    let fks = schema::referencing_keys(db, t, &pk_names).await?;
+    let mut indexed = firsts(&idx);
+    if let Some(first) = pk_names.first() {
+        indexed.push(first.clone());
+    }
+    Ok(Some(TableInfo {
+        table: t.clone(),
+        columns: schema::columns(Engine::Sqlite, &cols, 1, |r| s(&r[2]) == "0"),
+        referenced_by: fks,
+        primary_key: pk_names,
+        partitioned: false,
+        leaves: vec![],
+        has_rowid,
+        indexed,
+    }))
 }

@@ -4,7 +4,7 @@
 //! A [`RuleSql`] is made once per run by [`RuleSql::prepare`], which is also
 //! where `check` learns about every mismatch between a job and the schema.
 
-use super::dialect::{DeleteSummary, DeleteTarget, Dialect, Engine};
+use super::dialect::{DeleteSummary, DeleteTarget, Dialect};
 use super::schema::{ColumnInfo, ColumnKind, TableInfo};
 use super::{Builder, Stmt, TextRow, Val};
 use crate::config::{Action, Child, ObjectLink, Rule, Strategy, TableRef, TimeFormat, Walk};
@@ -115,11 +115,7 @@ pub enum Hashes<'a> {
 /// list as one parameter), under every engine's bind limit: SQLite binds
 /// a key and a value per hashed column per row.
 pub fn act_chunk(d: &dyn Dialect, hashed_columns: usize) -> usize {
-    match d.engine() {
-        Engine::Postgres => usize::MAX,
-        Engine::MySql | Engine::MariaDb => 60_000,
-        Engine::Sqlite => 30_000 / (1 + 2 * hashed_columns),
-    }
+    d.update_chunk(hashed_columns)
 }
 
 #[derive(Debug, Clone)]
@@ -187,7 +183,7 @@ pub struct Cursor {
 }
 
 fn cutoff_for(
-    engine: Engine,
+    d: &dyn Dialect,
     col: &ColumnInfo,
     format: &TimeFormat,
     at: DateTime<Utc>,
@@ -203,16 +199,14 @@ fn cutoff_for(
         )),
         (ColumnKind::Time, _) => {
             let dt = col.data_type.to_ascii_lowercase();
-            Ok(CutoffValue::Text(
-                if engine == Engine::Postgres && dt.contains("with time zone") {
-                    at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
-                } else if dt == "date" {
-                    // A date column compares by day: rows dated strictly before the cutoff's day.
-                    at.format("%Y-%m-%d").to_string()
-                } else {
-                    at.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
-                },
-            ))
+            Ok(CutoffValue::Text(if d.zoned_time(&dt) {
+                at.format("%Y-%m-%d %H:%M:%S%.6f+00").to_string()
+            } else if dt == "date" {
+                // A date column compares by day: rows dated strictly before the cutoff's day.
+                at.format("%Y-%m-%d").to_string()
+            } else {
+                at.format("%Y-%m-%d %H:%M:%S%.6f").to_string()
+            }))
         }
         (ColumnKind::Text, TimeFormat::Native) => Ok(CutoffValue::Text(
             at.format("%Y-%m-%d %H:%M:%S").to_string(),
@@ -304,7 +298,7 @@ fn object_columns(
 }
 
 fn action_sql(
-    engine: Engine,
+    d: &dyn Dialect,
     info: &TableInfo,
     action: &Action,
     problems: &mut Vec<String>,
@@ -328,7 +322,7 @@ fn action_sql(
                     ));
                 }
                 if *strategy == Strategy::Hash
-                    && engine != Engine::Sqlite
+                    && d.enforces_text_width()
                     && c.data_type.contains('(')
                 {
                     let width: usize = c
@@ -379,7 +373,6 @@ impl RuleSql {
         as_of: DateTime<Utc>,
     ) -> Result<RuleSql, Vec<String>> {
         let mut problems = Vec::new();
-        let engine = d.engine();
         let Some(info) = tables.get(&rule.target) else {
             return Err(vec![format!("table {} does not exist", rule.target)]);
         };
@@ -406,7 +399,7 @@ impl RuleSql {
         let select = rule.select.as_ref().and_then(|s| {
             let c = column(info, &s.column, "select", &mut problems)?;
             let instant = s.period.before(as_of);
-            match cutoff_for(engine, &c, &s.format, instant) {
+            match cutoff_for(d, &c, &s.format, instant) {
                 Ok(cutoff) => Some(SelectSql {
                     column: c,
                     older: s.older,
@@ -433,12 +426,12 @@ impl RuleSql {
             let col = t.col(d, &h.column);
             Some((t.from, col))
         });
-        let action = action_sql(engine, info, &rule.action, &mut problems);
+        let action = action_sql(d, info, &rule.action, &mut problems);
         let children = prepare_children(d, &rule.children, tables, &rule.key, &mut problems);
         let objects = object_columns(info, &rule.objects, &mut problems);
         if let Some(k) = &key
             && !matches!(k.kind, ColumnKind::Int | ColumnKind::Text)
-            && engine != Engine::Postgres
+            && !d.any_key_type()
         {
             problems.push(format!(
                 "key `{}` has type {}; use an integer or text key",
@@ -715,16 +708,14 @@ impl RuleSql {
         if d.delete_summary() != DeleteSummary::SelectFirst {
             return None;
         }
+        let head = d.select_first_summary()?;
         let mut b = Builder::new(d);
         let key = d.to_text(&self.table.col(d, &self.key.name));
         let subj = match &self.subject {
             Some(s) => d.to_text(&self.table.col(d, &s.name)),
             None => "NULL".into(),
         };
-        b.push(
-            "SELECT CAST(COUNT(*) AS TEXT), group_concat(k, char(10)), CAST(MAX(o) AS TEXT), \
-             json_group_array(DISTINCT s) FILTER (WHERE s IS NOT NULL) FROM (SELECT ",
-        );
+        b.push(head).push(" FROM (SELECT ");
         b.push(&key).push(" AS k, ").push(&subj).push(" AS s, ");
         b.push(&self.table.col(d, &self.bound_column().name))
             .push(" AS o FROM ");
@@ -818,18 +809,13 @@ impl RuleSql {
     /// `None` for the table itself, or each leaf of a PostgreSQL partitioned
     /// or inherited table (a `ctid` is unique only within one of them).
     pub fn delete_parts(&self, d: &dyn Dialect) -> Vec<Option<String>> {
-        if d.engine() == Engine::Postgres && self.table.info.partitioned {
+        if d.deletes_per_leaf(&self.table.info) {
             self.table
                 .info
                 .leaves
                 .iter()
                 .map(|(schema, table, _)| {
-                    Some(format!(
-                        "ONLY {}.{} AS {}",
-                        d.quote(schema),
-                        d.quote(table),
-                        self.table.name
-                    ))
+                    Some(d.partition_from(&self.table.from, &self.table.name, schema, table))
                 })
                 .collect()
         } else {
@@ -892,17 +878,12 @@ impl RuleSql {
         // batch (an index on the select column does not end with the key);
         // InnoDB and SQLite indexes end with the primary key / rowid, where
         // the tie-break is free, so they keep it.
-        let order = match (d.engine(), self.walked_select()) {
-            (Engine::Postgres, Some(sel)) => self.table.col(d, &sel.column.name),
+        let order = match self.walked_select() {
+            Some(sel) if !d.tie_break_is_free() => self.table.col(d, &sel.column.name),
             _ => self.order_sql(d),
         };
         let returning = self.returning(d);
-        let physical = match d.engine() {
-            // On a partitioned table only a single leaf (`part`) may use ctid.
-            Engine::Postgres => part.is_some() || !self.table.info.partitioned,
-            Engine::Sqlite => self.table.info.has_rowid,
-            _ => false,
-        };
+        let physical = d.physical_id(&self.table.info, part);
         let table_sql = part.unwrap_or(&self.table.from);
         let target = DeleteTarget {
             table_sql,
@@ -1031,7 +1012,7 @@ fn prepare_children(
         let key = key_name
             .as_deref()
             .and_then(|k| column(info, k, "child key", problems));
-        let action = action_sql(d.engine(), info, &c.action, problems);
+        let action = action_sql(d, info, &c.action, problems);
         let sub_key = key_name.clone().unwrap_or_default();
         let grandchildren = prepare_children(d, &c.children, tables, &sub_key, problems);
         let needs_key = !grandchildren.is_empty() || !action.hash_columns().is_empty();
@@ -1096,7 +1077,7 @@ fn push_child_scope(d: &dyn Dialect, b: &mut Builder<'_>, rule: &RuleSql, chain:
     // PostgreSQL does not compare text with integers: select the parent key
     // as the child's foreign-key type when the two differ.
     let typed = |col: String, parent: &ColumnInfo| {
-        if d.engine() == Engine::Postgres
+        if d.casts_mixed_keys()
             && !leaf.fk.data_type.is_empty()
             && leaf.fk.data_type != parent.data_type
         {
@@ -1350,33 +1331,14 @@ impl RuleSql {
     /// `postgres::PARTITIONS_SQL` and `mysql::PARTITIONS_SQL`); `None` on
     /// engines without partitions.
     pub fn partition_catalog(&self, d: &dyn Dialect) -> Option<Stmt> {
-        let (sql, name) = match d.engine() {
-            Engine::Postgres => (super::postgres::PARTITIONS_SQL, self.table.from.clone()),
-            Engine::MariaDb | Engine::MySql => (
-                super::mysql::PARTITIONS_SQL,
-                self.table.info.table.table.clone(),
-            ),
-            Engine::Sqlite => return None,
-        };
-        Some(Stmt {
-            sql: sql.to_string(),
-            binds: vec![Val::Text(name)],
-        })
+        d.partition_catalog(&self.table.from, &self.table.info.table.table)
     }
 
     /// One partition as a FROM clause whose columns are still qualified by
     /// the table's name: PostgreSQL `ONLY "s"."p" AS "t"`, MariaDB
     /// `` `t` PARTITION (`p`) ``.
     pub fn partition_from(&self, d: &dyn Dialect, schema: &str, name: &str) -> String {
-        match d.engine() {
-            Engine::Postgres => format!(
-                "ONLY {}.{} AS {}",
-                d.quote(schema),
-                d.quote(name),
-                self.table.name
-            ),
-            _ => format!("{} PARTITION ({})", self.table.from, d.quote(name)),
-        }
+        d.partition_from(&self.table.from, &self.table.name, schema, name)
     }
 
     /// `1` when a partition whose `LESS THAN` / `TO` bound is `upper` holds
@@ -1406,11 +1368,8 @@ impl RuleSql {
             b.push(")");
         }
         b.push(" THEN 1 ELSE 0 END AS ")
-            .push(if d.engine() == Engine::Postgres {
-                "BIGINT)"
-            } else {
-                "SIGNED)"
-            });
+            .push(d.integer_cast())
+            .push(")");
         Some(b.finish())
     }
 
@@ -1469,36 +1428,16 @@ impl RuleSql {
     /// two cannot deadlock), MariaDB `LOCK TABLES t WRITE`. Held only for a
     /// checksum of the partition and the drop.
     pub fn partition_lock(&self, d: &dyn Dialect, _schema: &str, _name: &str) -> Stmt {
-        let sql = match d.engine() {
-            Engine::Postgres => {
-                format!("LOCK TABLE {} IN ACCESS EXCLUSIVE MODE", self.table.from)
-            }
-            _ => format!("LOCK TABLES {} WRITE", self.table.from),
-        };
-        Stmt { sql, binds: vec![] }
+        Stmt {
+            sql: d.lock_table(&self.table.from),
+            binds: vec![],
+        }
     }
 
     /// The statements that drop one partition: PostgreSQL detaches it, then
     /// drops the detached table (one transaction); MariaDB drops it.
     pub fn partition_drop(&self, d: &dyn Dialect, schema: &str, name: &str) -> Vec<Stmt> {
-        let stmt = |sql: String| Stmt { sql, binds: vec![] };
-        match d.engine() {
-            Engine::Postgres => {
-                let part = format!("{}.{}", d.quote(schema), d.quote(name));
-                vec![
-                    stmt(format!(
-                        "ALTER TABLE {} DETACH PARTITION {part}",
-                        self.table.from
-                    )),
-                    stmt(format!("DROP TABLE {part}")),
-                ]
-            }
-            _ => vec![stmt(format!(
-                "ALTER TABLE {} DROP PARTITION {}",
-                self.table.from,
-                d.quote(name)
-            ))],
-        }
+        d.partition_drop(&self.table.from, schema, name)
     }
 
     /// The one-statement delete's physical parts, less the partitions
@@ -1508,19 +1447,14 @@ impl RuleSql {
         d: &dyn Dialect,
         dropped: &[(String, String)],
     ) -> Vec<Option<String>> {
-        if d.engine() == Engine::Postgres && self.table.info.partitioned {
+        if d.deletes_per_leaf(&self.table.info) {
             self.table
                 .info
                 .leaves
                 .iter()
                 .filter(|(s, t, _)| !dropped.iter().any(|(ds, dt)| ds == s && dt == t))
                 .map(|(schema, table, _)| {
-                    Some(format!(
-                        "ONLY {}.{} AS {}",
-                        d.quote(schema),
-                        d.quote(table),
-                        self.table.name
-                    ))
+                    Some(d.partition_from(&self.table.from, &self.table.name, schema, table))
                 })
                 .collect()
         } else {
