@@ -9,7 +9,7 @@
 //! it talks to.
 
 use super::Db;
-use super::purge::DeadSpace;
+use super::purge::{DeadSpace, Purge};
 use super::schema::{ColumnInfo, ColumnKind, TableInfo};
 use super::statements::TableSql;
 use super::{Stmt, Val};
@@ -123,24 +123,39 @@ pub type DbFuture<'a, T> = BoxFuture<'a, Result<T, Error>>;
 pub trait Dialect: Send + Sync {
     fn engine(&self) -> Engine;
 
-    /// Quote an identifier already checked against the live schema.
-    fn quote(&self, ident: &str) -> String;
+    /// Quote an identifier already checked against the live schema
+    /// (standard double quotes unless the engine says otherwise).
+    fn quote(&self, ident: &str) -> String {
+        format!("\"{}\"", ident.replace('"', "\"\""))
+    }
 
-    /// The placeholder for the `n`-th bound value (1-based).
-    fn placeholder(&self, n: usize) -> String;
+    /// The placeholder for the `n`-th bound value (1-based): `?` unless
+    /// the engine numbers them.
+    fn placeholder(&self, _n: usize) -> String {
+        "?".into()
+    }
 
     /// Cast an expression to text, so any key or subject reads as a string.
-    fn to_text(&self, expr: &str) -> String;
+    fn to_text(&self, expr: &str) -> String {
+        format!("CAST({expr} AS TEXT)")
+    }
 
-    /// `expr IN (…)` for values read as text from a column of type `col`.
-    fn push_in_list(&self, b: &mut Builder<'_>, expr: &str, col: &ColumnInfo, values: &[String]);
+    /// `expr IN (…)` for values read as text from a column of type `col`:
+    /// one typed placeholder per value unless the engine binds a list.
+    fn push_in_list(&self, b: &mut Builder<'_>, expr: &str, col: &ColumnInfo, values: &[String]) {
+        push_placeholder_list(b, expr, col, values);
+    }
 
     /// A placeholder holding `text`, typed like `col` (for cursors and fixed values).
-    fn push_typed(&self, b: &mut Builder<'_>, col: &ColumnInfo, text: &str);
+    fn push_typed(&self, b: &mut Builder<'_>, col: &ColumnInfo, text: &str) {
+        b.bind(typed_value(col, text));
+    }
 
     /// Suffix that locks selected rows until commit (empty where the
     /// transaction already holds the write lock).
-    fn lock_rows(&self) -> &'static str;
+    fn lock_rows(&self) -> &'static str {
+        " FOR UPDATE"
+    }
 
     /// The value a strategy gives the column, as SQL; `None` for `hash`,
     /// which needs the key and is computed by Lethe.
@@ -186,7 +201,9 @@ pub trait Dialect: Send + Sync {
     ) -> Result<String, String>;
 
     /// Whether `DELETE … RETURNING` exists.
-    fn delete_returning(&self) -> bool;
+    fn delete_returning(&self) -> bool {
+        true
+    }
 
     /// How a one-statement batch tells what it deleted.
     fn delete_summary(&self) -> DeleteSummary {
@@ -212,7 +229,9 @@ pub trait Dialect: Send + Sync {
     /// Tables of the database that cannot carry a foreign key at all
     /// (MySQL/MariaDB: not InnoDB, or partitioned), as (table, why); `None`
     /// where every table can.
-    fn keyless_tables(&self) -> Option<Stmt>;
+    fn keyless_tables(&self) -> Option<Stmt> {
+        None
+    }
 
     /// Every column of every user table (partitions folded into their root):
     /// (schema — empty for the default —, table, column, data type).
@@ -239,18 +258,13 @@ pub trait Dialect: Send + Sync {
     /// Inspect a table in the live catalog; `Ok(None)` if it does not exist.
     fn table_info<'a>(&'a self, db: &'a Db, t: &'a TableRef) -> DbFuture<'a, Option<TableInfo>>;
 
-    /// What `plan` shows of the dead space in `tables` (see `purge`).
-    fn estimate_dead_space<'a>(
+    /// The dead space in `tables`: estimated (what `plan` shows), or
+    /// reclaimed online first (`after_purge`); see `purge`.
+    fn dead_space<'a>(
         &'a self,
         db: &'a Db,
         tables: &'a [&'a TableSql],
-    ) -> DbFuture<'a, DeadSpace>;
-
-    /// Reclaim online what a purge left in `tables`, and say what is left.
-    fn reclaim_dead_space<'a>(
-        &'a self,
-        db: &'a Db,
-        tables: &'a [&'a TableSql],
+        step: Purge,
     ) -> DbFuture<'a, DeadSpace>;
 
     /// The state store's schema on this engine, in order.

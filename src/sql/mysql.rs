@@ -6,9 +6,9 @@
 
 use super::dialect::{
     Builder, ColumnType, DbFuture, DeleteTarget, Dialect, Engine, Migration, RangePartition,
-    migrations, push_placeholder_list, sql_literal, typed_value,
+    migrations, sql_literal,
 };
-use super::purge::DeadSpace;
+use super::purge::{DeadSpace, Purge};
 use super::schema::{self, ColumnInfo, ColumnKind, TableInfo, catalog, firsts, s};
 use super::statements::TableSql;
 use super::{Db, Stmt, TextRow, Val};
@@ -32,24 +32,8 @@ impl Dialect for MySql {
         format!("`{}`", ident.replace('`', "``"))
     }
 
-    fn placeholder(&self, _n: usize) -> String {
-        "?".into()
-    }
-
     fn to_text(&self, expr: &str) -> String {
         format!("CAST({expr} AS CHAR)")
-    }
-
-    fn push_in_list(&self, b: &mut Builder<'_>, expr: &str, col: &ColumnInfo, values: &[String]) {
-        push_placeholder_list(b, expr, col, values);
-    }
-
-    fn push_typed(&self, b: &mut Builder<'_>, col: &ColumnInfo, text: &str) {
-        b.bind(typed_value(col, text));
-    }
-
-    fn lock_rows(&self) -> &'static str {
-        " FOR UPDATE"
     }
 
     fn anonymized(
@@ -187,20 +171,13 @@ impl Dialect for MySql {
         Box::pin(table_info(self, db, t))
     }
 
-    fn estimate_dead_space<'a>(
+    fn dead_space<'a>(
         &'a self,
         db: &'a Db,
         tables: &'a [&'a TableSql],
+        step: Purge,
     ) -> DbFuture<'a, DeadSpace> {
-        Box::pin(super::purge::mysql_estimate(db, tables))
-    }
-
-    fn reclaim_dead_space<'a>(
-        &'a self,
-        db: &'a Db,
-        tables: &'a [&'a TableSql],
-    ) -> DbFuture<'a, DeadSpace> {
-        Box::pin(super::purge::mysql_reclaim(db, tables))
+        Box::pin(super::purge::mysql(db, tables, step))
     }
 
     fn state_migrations(&self) -> &'static [Migration] {

@@ -9,7 +9,7 @@ use super::dialect::{
     Builder, ColumnType, DbFuture, DeleteSummary, DeleteTarget, Dialect, Engine, Migration,
     RangePartition, migrations, sql_literal,
 };
-use super::purge::DeadSpace;
+use super::purge::{DeadSpace, Purge};
 use super::schema::{self, ColumnInfo, ColumnKind, TableInfo, catalog, firsts, s};
 use super::statements::TableSql;
 use super::{Db, Stmt, TextRow, Val};
@@ -24,16 +24,8 @@ impl Dialect for Postgres {
         Engine::Postgres
     }
 
-    fn quote(&self, ident: &str) -> String {
-        format!("\"{}\"", ident.replace('"', "\"\""))
-    }
-
     fn placeholder(&self, n: usize) -> String {
         format!("${n}")
-    }
-
-    fn to_text(&self, expr: &str) -> String {
-        format!("CAST({expr} AS TEXT)")
     }
 
     fn push_in_list(&self, b: &mut Builder<'_>, expr: &str, col: &ColumnInfo, values: &[String]) {
@@ -44,10 +36,6 @@ impl Dialect for Postgres {
     fn push_typed(&self, b: &mut Builder<'_>, col: &ColumnInfo, text: &str) {
         let p = b.bind_deferred(Val::Text(text.to_string()));
         b.push(&format!("CAST({p} AS {})", col.data_type));
-    }
-
-    fn lock_rows(&self) -> &'static str {
-        " FOR UPDATE"
     }
 
     fn anonymized(
@@ -115,10 +103,6 @@ impl Dialect for Postgres {
         })
     }
 
-    fn delete_returning(&self) -> bool {
-        true
-    }
-
     /// `conparentid = 0` drops the clones PostgreSQL makes of a partitioned
     /// table's key on every partition (and on every partition of a
     /// partitioned referenced table); a key declared only on a partition
@@ -163,10 +147,6 @@ impl Dialect for Postgres {
                 .into(),
             binds: vec![Val::Text(regclass(self, t))],
         }
-    }
-
-    fn keyless_tables(&self) -> Option<Stmt> {
-        None
     }
 
     fn all_columns(&self) -> Stmt {
@@ -223,20 +203,13 @@ impl Dialect for Postgres {
         Box::pin(table_info(self, db, t))
     }
 
-    fn estimate_dead_space<'a>(
+    fn dead_space<'a>(
         &'a self,
         db: &'a Db,
         tables: &'a [&'a TableSql],
+        step: Purge,
     ) -> DbFuture<'a, DeadSpace> {
-        Box::pin(super::purge::postgres_estimate(db, tables))
-    }
-
-    fn reclaim_dead_space<'a>(
-        &'a self,
-        db: &'a Db,
-        tables: &'a [&'a TableSql],
-    ) -> DbFuture<'a, DeadSpace> {
-        Box::pin(super::purge::postgres_reclaim(db, tables))
+        Box::pin(super::purge::postgres(db, tables, step))
     }
 
     fn state_migrations(&self) -> &'static [Migration] {

@@ -97,13 +97,50 @@ const MARIADB_NOTE: &str = "InnoDB purges deleted records in the background; the
 
 /// What `plan` shows: the dead space in the tables now.
 pub async fn estimate(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
-    db.dialect().estimate_dead_space(db, tables).await
+    db.dialect().dead_space(db, tables, Purge::Estimate).await
 }
 
 /// After a rule deleted (or anonymized) rows: reclaim what can be reclaimed
 /// online and say what is left.
 pub async fn reclaim(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
-    db.dialect().reclaim_dead_space(db, tables).await
+    db.dialect().dead_space(db, tables, Purge::Reclaim).await
+}
+
+/// Which step of [`super::Dialect::dead_space`] is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purge {
+    /// Only look (a plan).
+    Estimate,
+    /// Reclaim what can be reclaimed online, then look.
+    Reclaim,
+}
+
+/// PostgreSQL: `VACUUM` and `pg_stat_user_tables`.
+pub(crate) async fn postgres(
+    db: &Db,
+    tables: &[&TableSql],
+    step: Purge,
+) -> Result<DeadSpace, Error> {
+    match step {
+        Purge::Estimate => postgres_estimate(db, tables).await,
+        Purge::Reclaim => postgres_reclaim(db, tables).await,
+    }
+}
+
+/// SQLite: `freelist_count` and `incremental_vacuum`.
+pub(crate) async fn sqlite(db: &Db, tables: &[&TableSql], step: Purge) -> Result<DeadSpace, Error> {
+    match step {
+        Purge::Estimate => sqlite_estimate(db, tables).await,
+        Purge::Reclaim => sqlite_reclaim(db, tables).await,
+    }
+}
+
+/// MariaDB / MySQL: `DATA_FREE`, nothing reclaimed online.
+pub(crate) async fn mysql(db: &Db, tables: &[&TableSql], step: Purge) -> Result<DeadSpace, Error> {
+    match step {
+        Purge::Estimate => mysql_estimate(db, tables).await,
+        Purge::Reclaim => mysql_reclaim(db, tables).await,
+    }
 }
 
 fn estimated(tables: &[&TableSql]) -> DeadSpace {
@@ -117,7 +154,7 @@ fn estimated(tables: &[&TableSql]) -> DeadSpace {
 }
 
 /// PostgreSQL's estimate: dead row versions in the statistics.
-pub(crate) async fn postgres_estimate(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
+async fn postgres_estimate(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
     let mut out = estimated(tables);
     let (mut rows, mut bytes) = (0, 0);
     for t in tables {
@@ -134,7 +171,7 @@ pub(crate) async fn postgres_estimate(db: &Db, tables: &[&TableSql]) -> Result<D
 }
 
 /// SQLite's estimate: the free pages of the whole file.
-pub(crate) async fn sqlite_estimate(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
+async fn sqlite_estimate(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
     let mut out = estimated(tables);
     let (bytes, _) = sqlite_free(db).await?;
     out.bytes = bytes;
@@ -143,7 +180,7 @@ pub(crate) async fn sqlite_estimate(db: &Db, tables: &[&TableSql]) -> Result<Dea
 }
 
 /// MariaDB / MySQL's estimate: `DATA_FREE`.
-pub(crate) async fn mysql_estimate(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
+async fn mysql_estimate(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
     let mut out = estimated(tables);
     out.bytes = mysql_free(db, tables).await?;
     out.note = MARIADB_NOTE.into();
@@ -152,7 +189,7 @@ pub(crate) async fn mysql_estimate(db: &Db, tables: &[&TableSql]) -> Result<Dead
 
 /// PostgreSQL: `VACUUM (ANALYZE)` each table, one statement each, outside
 /// any transaction block.
-pub(crate) async fn postgres_reclaim(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
+async fn postgres_reclaim(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
     for t in tables {
         db.execute(&plain(format!("VACUUM (ANALYZE) {}", t.from)))
             .await?;
@@ -168,7 +205,7 @@ pub(crate) async fn postgres_reclaim(db: &Db, tables: &[&TableSql]) -> Result<De
 
 /// SQLite: an incremental vacuum where `auto_vacuum` allows one (its
 /// connections already overwrite deleted content, `secure_delete`).
-pub(crate) async fn sqlite_reclaim(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
+async fn sqlite_reclaim(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
     let (_, auto) = sqlite_free(db).await?;
     // 2 = INCREMENTAL: free pages can be returned to the file system.
     if auto == 2 {
@@ -197,7 +234,7 @@ pub(crate) async fn sqlite_reclaim(db: &Db, tables: &[&TableSql]) -> Result<Dead
 }
 
 /// MariaDB / MySQL: nothing can be reclaimed online.
-pub(crate) async fn mysql_reclaim(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
+async fn mysql_reclaim(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
     Ok(DeadSpace {
         tables: names(tables),
         dead_rows: None,

@@ -6,9 +6,9 @@
 
 use super::dialect::{
     Builder, ColumnType, DbFuture, DeleteSummary, DeleteTarget, Dialect, Engine, Migration,
-    migrations, push_placeholder_list, sql_literal, typed_value,
+    migrations, sql_literal,
 };
-use super::purge::DeadSpace;
+use super::purge::{DeadSpace, Purge};
 use super::schema::{self, ColumnInfo, ColumnKind, TableInfo, catalog, firsts, s};
 use super::statements::TableSql;
 use super::{Db, Stmt, Val};
@@ -20,26 +20,6 @@ pub struct Sqlite;
 impl Dialect for Sqlite {
     fn engine(&self) -> Engine {
         Engine::Sqlite
-    }
-
-    fn quote(&self, ident: &str) -> String {
-        format!("\"{}\"", ident.replace('"', "\"\""))
-    }
-
-    fn placeholder(&self, _n: usize) -> String {
-        "?".into()
-    }
-
-    fn to_text(&self, expr: &str) -> String {
-        format!("CAST({expr} AS TEXT)")
-    }
-
-    fn push_in_list(&self, b: &mut Builder<'_>, expr: &str, col: &ColumnInfo, values: &[String]) {
-        push_placeholder_list(b, expr, col, values);
-    }
-
-    fn push_typed(&self, b: &mut Builder<'_>, col: &ColumnInfo, text: &str) {
-        b.bind(typed_value(col, text));
     }
 
     fn lock_rows(&self) -> &'static str {
@@ -81,10 +61,6 @@ impl Dialect for Sqlite {
         Ok(format!("(({k} % {n}) + {n}) % {n} = {i}"))
     }
 
-    fn delete_returning(&self) -> bool {
-        true
-    }
-
     fn delete_summary(&self) -> DeleteSummary {
         DeleteSummary::SelectFirst
     }
@@ -112,10 +88,6 @@ impl Dialect for Sqlite {
             sql: "SELECT ii.name FROM pragma_index_list(?) il JOIN pragma_index_info(il.name) ii WHERE ii.seqno = 0".into(),
             binds: vec![Val::Text(t.table.clone())],
         }
-    }
-
-    fn keyless_tables(&self) -> Option<Stmt> {
-        None
     }
 
     fn all_columns(&self) -> Stmt {
@@ -150,20 +122,13 @@ impl Dialect for Sqlite {
         Box::pin(table_info(self, db, t))
     }
 
-    fn estimate_dead_space<'a>(
+    fn dead_space<'a>(
         &'a self,
         db: &'a Db,
         tables: &'a [&'a TableSql],
+        step: Purge,
     ) -> DbFuture<'a, DeadSpace> {
-        Box::pin(super::purge::sqlite_estimate(db, tables))
-    }
-
-    fn reclaim_dead_space<'a>(
-        &'a self,
-        db: &'a Db,
-        tables: &'a [&'a TableSql],
-    ) -> DbFuture<'a, DeadSpace> {
-        Box::pin(super::purge::sqlite_reclaim(db, tables))
+        Box::pin(super::purge::sqlite(db, tables, step))
     }
 
     fn select_first_summary(&self) -> Option<&'static str> {
