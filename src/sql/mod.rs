@@ -80,44 +80,59 @@ pub enum Tx {
     Lite(Transaction<'static, Sqlite>),
 }
 
-fn pg_query(stmt: &Stmt) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
-    let mut q = sqlx::query(AssertSqlSafe(stmt.sql.as_str()));
-    for v in &stmt.binds {
-        q = match v {
-            Val::Int(i) => q.bind(*i),
-            Val::Text(s) => q.bind(s.as_str()),
-            Val::Ts(t) => q.bind(*t),
-            Val::TextList(l) => q.bind(l.as_slice()),
-            Val::Bytes(b) => q.bind(b.as_slice()),
-            Val::Null => q.bind(None::<String>),
-        };
+/// A statement ready to run on engine `DB`.
+type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>;
+
+/// How an engine binds the values whose encoding differs between engines;
+/// the others bind alike ([`query`]).
+trait Binds: sqlx::Database {
+    /// A point in time: PostgreSQL `timestamptz`, MySQL a naive UTC
+    /// `DATETIME`, SQLite text in its default format.
+    fn bind_ts<'q>(q: Query<'q, Self>, t: DateTime<Utc>) -> Query<'q, Self>;
+
+    /// A `text[]`: only the PostgreSQL dialect binds arrays.
+    fn bind_list<'q>(_q: Query<'q, Self>, _list: &[String]) -> Query<'q, Self> {
+        unreachable!("only the PostgreSQL dialect binds arrays")
     }
-    q
 }
 
-fn my_query(stmt: &Stmt) -> sqlx::query::Query<'_, MySql, sqlx::mysql::MySqlArguments> {
-    let mut q = sqlx::query(AssertSqlSafe(stmt.sql.as_str()));
-    for v in &stmt.binds {
-        q = match v {
-            Val::Int(i) => q.bind(*i),
-            Val::Text(s) => q.bind(s.as_str()),
-            Val::Ts(t) => q.bind(t.naive_utc()),
-            Val::TextList(_) => unreachable!("only the PostgreSQL dialect binds arrays"),
-            Val::Bytes(b) => q.bind(b.as_slice()),
-            Val::Null => q.bind(None::<String>),
-        };
+impl Binds for Postgres {
+    fn bind_ts<'q>(q: Query<'q, Self>, t: DateTime<Utc>) -> Query<'q, Self> {
+        q.bind(t)
     }
-    q
+
+    fn bind_list<'q>(q: Query<'q, Self>, list: &[String]) -> Query<'q, Self> {
+        q.bind(list)
+    }
 }
 
-fn lite_query(stmt: &Stmt) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments> {
+impl Binds for MySql {
+    fn bind_ts<'q>(q: Query<'q, Self>, t: DateTime<Utc>) -> Query<'q, Self> {
+        q.bind(t.naive_utc())
+    }
+}
+
+impl Binds for Sqlite {
+    fn bind_ts<'q>(q: Query<'q, Self>, t: DateTime<Utc>) -> Query<'q, Self> {
+        q.bind(t.format("%Y-%m-%d %H:%M:%S").to_string())
+    }
+}
+
+/// The statement's text with its values bound, for engine `DB`.
+fn query<DB: Binds>(stmt: &Stmt) -> Query<'_, DB>
+where
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> &'t [u8]: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Option<String>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
     let mut q = sqlx::query(AssertSqlSafe(stmt.sql.as_str()));
     for v in &stmt.binds {
         q = match v {
             Val::Int(i) => q.bind(*i),
             Val::Text(s) => q.bind(s.as_str()),
-            Val::Ts(t) => q.bind(t.format("%Y-%m-%d %H:%M:%S").to_string()),
-            Val::TextList(_) => unreachable!("only the PostgreSQL dialect binds arrays"),
+            Val::Ts(t) => DB::bind_ts(q, *t),
+            Val::TextList(l) => DB::bind_list(q, l),
             Val::Bytes(b) => q.bind(b.as_slice()),
             Val::Null => q.bind(None::<String>),
         };
@@ -144,15 +159,15 @@ macro_rules! dispatch {
     ($target:expr, $stmt:expr, |$q:ident, $exec:ident| $body:expr) => {
         match $target {
             Target::Pg($exec) => {
-                let $q = pg_query($stmt);
+                let $q = query::<Postgres>($stmt);
                 $body
             }
             Target::My($exec) => {
-                let $q = my_query($stmt);
+                let $q = query::<MySql>($stmt);
                 $body
             }
             Target::Lite($exec) => {
-                let $q = lite_query($stmt);
+                let $q = query::<Sqlite>($stmt);
                 $body
             }
         }
