@@ -73,6 +73,10 @@ pub enum Error {
     Database {
         source_name: String,
         message: String,
+        /// What the server said went wrong, as far as Lethe tells errors
+        /// apart: decided where the sqlx error is converted, so nobody
+        /// searches the message.
+        kind: DbErrorKind,
     },
     /// A deadlock, serialization failure or lock timeout: the transaction was
     /// rolled back by the server and the same work may simply be tried again.
@@ -121,6 +125,20 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The kind of a database error, from the driver's own classification and
+/// the engine's SQLSTATE or vendor code (`sql::classify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbErrorKind {
+    /// A deadlock, serialization failure or lock timeout (these normally
+    /// surface as [`Error::Conflict`]).
+    Conflict,
+    /// A primary-key or unique constraint refused the row: the state store
+    /// reads it as "someone else got there first".
+    UniqueViolation,
+    /// Anything else.
+    Other,
+}
 
 #[cfg(test)]
 mod tests {

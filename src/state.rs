@@ -6,7 +6,7 @@
 //! `migrations/<backend>/`, embedded by each dialect
 //! (`Dialect::state_migrations`) and applied here in order.
 
-use crate::error::Error;
+use crate::error::{DbErrorKind, Error};
 use crate::sql::{Db, Stmt, Val};
 use std::time::Duration;
 
@@ -19,19 +19,15 @@ pub struct State {
 }
 
 /// A primary-key or unique violation, on any of the three engines.
+/// (`sql::classify` decides it where the driver's error is converted.)
 pub(crate) fn is_unique_violation(e: &Error) -> bool {
-    match e {
-        Error::Database { message, .. } => {
-            // PostgreSQL 23505, MySQL 1062, SQLite 2067 / 1555; MariaDB
-            // may report only the SQLSTATE class 23000, which also covers
-            // other constraints: its text says which.
-            ["23505", "1062", "2067", "1555"]
-                .iter()
-                .any(|c| message.contains(&format!("error {c}:")))
-                || (message.contains("error 23000:") && message.contains("Duplicate entry"))
+    matches!(
+        e,
+        Error::Database {
+            kind: DbErrorKind::UniqueViolation,
+            ..
         }
-        _ => false,
-    }
+    )
 }
 
 pub(crate) fn now_ms() -> i64 {

@@ -16,7 +16,7 @@ pub mod statements;
 pub use dialect::{Builder, Dialect, Engine};
 pub use schema::{ColumnInfo, ColumnKind, ForeignKey, TableInfo};
 
-use crate::error::Error;
+use crate::error::{DbErrorKind, Error};
 use chrono::{DateTime, Utc};
 use sqlx::mysql::{MySql, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
@@ -250,6 +250,7 @@ impl Db {
                 Error::Database {
                     source_name,
                     message,
+                    kind: classify(&e),
                 }
             }
         };
@@ -299,6 +300,7 @@ impl Db {
                 source_name: name.to_string(),
                 message: "unsupported url scheme (postgres://, mysql://, mariadb:// or sqlite:)"
                     .into(),
+                kind: DbErrorKind::Other,
             });
         };
         Ok(Db {
@@ -331,7 +333,8 @@ impl Db {
     fn err(&self, e: sqlx::Error) -> Error {
         let source_name = self.name.clone();
         let message = describe(&e);
-        if is_conflict(&e) {
+        let kind = classify(&e);
+        if kind == DbErrorKind::Conflict {
             Error::Conflict {
                 source_name,
                 message,
@@ -345,6 +348,7 @@ impl Db {
             Error::Database {
                 source_name,
                 message,
+                kind,
             }
         }
     }
@@ -462,6 +466,26 @@ pub fn is_conflict(e: &sqlx::Error) -> bool {
         // SQLite: BUSY, BUSY_SNAPSHOT, LOCKED (after busy_timeout gave up)
         Some("5" | "517" | "6") => d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some(),
         _ => false,
+    }
+}
+
+/// What kind of database error `e` is: a conflict ([`is_conflict`]), a
+/// unique violation (the driver's `ErrorKind::UniqueViolation`: PostgreSQL
+/// 23505, MySQL 1062, SQLite 2067 / 1555; MariaDB may report only the
+/// SQLSTATE class 23000, which also covers other constraints, with a
+/// `Duplicate entry` message), or another.
+pub fn classify(e: &sqlx::Error) -> DbErrorKind {
+    if is_conflict(e) {
+        return DbErrorKind::Conflict;
+    }
+    let sqlx::Error::Database(d) = e else {
+        return DbErrorKind::Other;
+    };
+    let duplicate = d.code().as_deref() == Some("23000") && d.message().contains("Duplicate entry");
+    if d.kind() == sqlx::error::ErrorKind::UniqueViolation || duplicate {
+        DbErrorKind::UniqueViolation
+    } else {
+        DbErrorKind::Other
     }
 }
 
