@@ -3,8 +3,10 @@
 //! Error policy: no error message may carry a value read from a row. Database
 //! errors pass through `sql::describe`, which drops quoted literals; URLs are
 //! shown with their password replaced.
-
-use crate::config::ConfigErrors;
+//!
+//! This module depends on no other of the crate: the variants that report a
+//! failure of `config` or `objects` carry plain data, and those modules say
+//! how their own errors become an [`Error`] (`From` beside their types).
 
 /// Process exit codes (DESIGN.md). Kubernetes `podFailurePolicy` keys on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -67,8 +69,10 @@ impl ExitCode {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Every problem found while loading the configuration, one per line
+    /// (`file:line:column: message`, as `config::ConfigErrors` prints them).
     #[error("{0}")]
-    Config(#[from] ConfigErrors),
+    Config(String),
     #[error("source `{source_name}`: {message}")]
     Database {
         source_name: String,
@@ -97,8 +101,14 @@ pub enum Error {
     Schema(String),
     #[error("audit log: {0}")]
     Audit(String),
-    #[error("{0}")]
-    Store(#[from] crate::objects::StoreError),
+    /// A failed object-store operation (from `objects::StoreError`; never
+    /// carries a key name).
+    #[error("store `{store}`: {op}: {message}")]
+    Store {
+        store: String,
+        op: &'static str,
+        message: String,
+    },
     #[error("state store: {0}")]
     State(String),
     #[error(
