@@ -77,36 +77,17 @@ pub struct Migration {
 /// (`migrations/<dir>/`), embedded and in order.
 macro_rules! migrations {
     ($dir:literal) => {
-        &[
-            $crate::sql::dialect::Migration {
-                version: 1,
-                sql: include_str!(concat!(
-                    "../../migrations/",
-                    $dir,
-                    "/0001_create_leases.sql"
-                )),
-            },
-            $crate::sql::dialect::Migration {
-                version: 2,
-                sql: include_str!(concat!("../../migrations/", $dir, "/0002_create_runs.sql")),
-            },
-            $crate::sql::dialect::Migration {
-                version: 3,
-                sql: include_str!(concat!(
-                    "../../migrations/",
-                    $dir,
-                    "/0003_create_requests.sql"
-                )),
-            },
-            $crate::sql::dialect::Migration {
-                version: 4,
-                sql: include_str!(concat!(
-                    "../../migrations/",
-                    $dir,
-                    "/0004_create_pending_objects.sql"
-                )),
-            },
-        ]
+        migrations!(@ $dir,
+            1 "0001_create_leases",
+            2 "0002_create_runs",
+            3 "0003_create_requests",
+            4 "0004_create_pending_objects")
+    };
+    (@ $dir:literal, $($version:literal $file:literal),*) => {
+        &[$($crate::sql::dialect::Migration {
+            version: $version,
+            sql: include_str!(concat!("../../migrations/", $dir, "/", $file, ".sql")),
+        }),*]
     };
 }
 pub(crate) use migrations;

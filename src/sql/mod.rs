@@ -239,21 +239,7 @@ impl Db {
         pause: Duration,
         after_purge: bool,
     ) -> Result<Db, Error> {
-        let fail = |e: sqlx::Error| {
-            let (source_name, message) = (name.to_string(), describe(&e));
-            if is_connection_loss(&e) {
-                Error::Connection {
-                    source_name,
-                    message,
-                }
-            } else {
-                Error::Database {
-                    source_name,
-                    message,
-                    kind: classify(&e),
-                }
-            }
-        };
+        let fail = |e: sqlx::Error| source_error(name, &e);
         let (pool, dialect): (Pool, Box<dyn Dialect>) = if url.starts_with("postgres") {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
@@ -330,27 +316,16 @@ impl Db {
         }
     }
 
+    /// `e` from a statement on this source: a conflict (worth retrying
+    /// the batch), else as [`source_error`] says.
     fn err(&self, e: sqlx::Error) -> Error {
-        let source_name = self.name.clone();
-        let message = describe(&e);
-        let kind = classify(&e);
-        if kind == DbErrorKind::Conflict {
-            Error::Conflict {
-                source_name,
-                message,
-            }
-        } else if is_connection_loss(&e) {
-            Error::Connection {
-                source_name,
-                message,
-            }
-        } else {
-            Error::Database {
-                source_name,
-                message,
-                kind,
-            }
+        if is_conflict(&e) {
+            return Error::Conflict {
+                source_name: self.name.clone(),
+                message: describe(&e),
+            };
         }
+        source_error(&self.name, &e)
     }
 
     pub async fn fetch(&self, stmt: &Stmt) -> Result<Vec<TextRow>, Error> {
@@ -443,6 +418,24 @@ impl Tx {
             Tx::Lite(t) => t.rollback().await,
         }
         .map_err(|e| db.err(e))
+    }
+}
+
+/// `e` as Lethe's error for source `name`: a lost connection, or a
+/// database error of its [`classify`] kind; the message is [`describe`]d.
+fn source_error(name: &str, e: &sqlx::Error) -> Error {
+    let (source_name, message) = (name.to_string(), describe(e));
+    if is_connection_loss(e) {
+        Error::Connection {
+            source_name,
+            message,
+        }
+    } else {
+        Error::Database {
+            source_name,
+            message,
+            kind: classify(e),
+        }
     }
 }
 

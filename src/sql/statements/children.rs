@@ -51,6 +51,24 @@ pub(super) fn push_child_scope(
 
 /// Statements that act on one child table for a set of parent keys.
 impl ChildSql {
+    /// ` FROM <child> WHERE fk IN (…)`, the parents' keys typed like the
+    /// foreign key.
+    fn push_from_parents(
+        &self,
+        d: &dyn Dialect,
+        b: &mut Builder<'_>,
+        parent_key: &ColumnInfo,
+        parent_keys: &[String],
+    ) {
+        b.push(" FROM ").push(&self.table.from).push(" WHERE ");
+        d.push_in_list(
+            b,
+            &self.table.col(d, &self.fk.name),
+            fk_type(&self.fk, parent_key),
+            parent_keys,
+        );
+    }
+
     /// `SELECT key, hashed… FROM child WHERE fk IN (…) [AND needs]`.
     pub fn select_keys(
         &self,
@@ -65,13 +83,7 @@ impl ChildSql {
         for c in self.action.hash_columns() {
             b.push(", ").push(&d.to_text(&self.table.col(d, &c.name)));
         }
-        b.push(" FROM ").push(&self.table.from).push(" WHERE ");
-        d.push_in_list(
-            &mut b,
-            &self.table.col(d, &self.fk.name),
-            fk_type(&self.fk, parent_key),
-            parent_keys,
-        );
+        self.push_from_parents(d, &mut b, parent_key, parent_keys);
         if let ActionSql::Anonymize(cols) = &self.action {
             b.push(" AND ");
             crate::anonymize::sql::push_needs(d, &mut b, &self.table, cols);
@@ -94,13 +106,7 @@ impl ChildSql {
         for c in &self.object_columns {
             b.push(", ").push(&d.to_text(&self.table.col(d, &c.name)));
         }
-        b.push(" FROM ").push(&self.table.from).push(" WHERE ");
-        d.push_in_list(
-            &mut b,
-            &self.table.col(d, &self.fk.name),
-            fk_type(&self.fk, parent_key),
-            parent_keys,
-        );
+        self.push_from_parents(d, &mut b, parent_key, parent_keys);
         b.push(d.lock_rows());
         b.finish()
     }

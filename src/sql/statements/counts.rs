@@ -99,26 +99,28 @@ impl RuleSql {
         b.finish()
     }
 
-    /// Rows the rule would act on (not held).
-    pub fn count_eligible(&self, d: &dyn Dialect) -> Stmt {
+    /// `SELECT COUNT(*) FROM <table> WHERE <pred>`.
+    fn count_where(&self, d: &dyn Dialect, pred: impl FnOnce(&mut Builder<'_>)) -> Stmt {
         let mut b = Builder::new(d);
         b.push("SELECT COUNT(*) FROM ")
             .push(&self.table.from)
             .push(" WHERE ");
-        self.push_eligible(d, &mut b);
+        pred(&mut b);
         b.finish()
+    }
+
+    /// Rows the rule would act on (not held).
+    pub fn count_eligible(&self, d: &dyn Dialect) -> Stmt {
+        self.count_where(d, |b| self.push_eligible(d, b))
     }
 
     /// Rows that match but are held.
     pub fn count_held(&self, d: &dyn Dialect) -> Stmt {
-        let mut b = Builder::new(d);
-        b.push("SELECT COUNT(*) FROM ")
-            .push(&self.table.from)
-            .push(" WHERE ");
-        self.push_match(d, &mut b);
-        b.push(" AND ");
-        self.push_held(d, &mut b);
-        b.finish()
+        self.count_where(d, |b| {
+            self.push_match(d, b);
+            b.push(" AND ");
+            self.push_held(d, b);
+        })
     }
 
     /// Distinct subjects of held rows (hashed before they go anywhere).
