@@ -146,6 +146,54 @@ fn action_sql(
     }
 }
 
+/// The rule's select column and its cutoff at `as_of`, in the column's format.
+fn select_sql(
+    d: &dyn Dialect,
+    rule: &Rule,
+    info: &TableInfo,
+    as_of: DateTime<Utc>,
+    problems: &mut Vec<String>,
+) -> Option<SelectSql> {
+    let s = rule.select.as_ref()?;
+    let c = column(info, &s.column, "select", problems)?;
+    let instant = s.period.before(as_of);
+    match cutoff_for(d, &c, &s.format, instant) {
+        Ok(cutoff) => Some(SelectSql {
+            column: c,
+            older: s.older,
+            cutoff,
+            cutoff_instant: instant,
+        }),
+        Err(e) => {
+            problems.push(e);
+            None
+        }
+    }
+}
+
+/// The hold table (quoted) and its column, when the rule names one that
+/// exists and is not the target itself.
+fn hold_sql(
+    d: &dyn Dialect,
+    rule: &Rule,
+    tables: &dyn Tables,
+    problems: &mut Vec<String>,
+) -> Option<(String, String)> {
+    let h = rule.hold.as_ref()?;
+    let Some(hinfo) = tables.get(&h.table) else {
+        problems.push(format!("hold table {} does not exist", h.table));
+        return None;
+    };
+    if h.table == rule.target {
+        problems.push("the hold table cannot be the target itself".into());
+        return None;
+    }
+    column(hinfo, &h.column, "hold", problems)?;
+    let t = TableSql::new(d, hinfo.clone());
+    let col = t.col(d, &h.column);
+    Some((t.from, col))
+}
+
 impl RuleSql {
     /// Match the rule with the live schema. Every problem is returned.
     pub fn prepare(
@@ -178,36 +226,8 @@ impl RuleSql {
             .subject
             .as_ref()
             .and_then(|s| column(info, s, "subject", &mut problems));
-        let select = rule.select.as_ref().and_then(|s| {
-            let c = column(info, &s.column, "select", &mut problems)?;
-            let instant = s.period.before(as_of);
-            match cutoff_for(d, &c, &s.format, instant) {
-                Ok(cutoff) => Some(SelectSql {
-                    column: c,
-                    older: s.older,
-                    cutoff,
-                    cutoff_instant: instant,
-                }),
-                Err(e) => {
-                    problems.push(e);
-                    None
-                }
-            }
-        });
-        let hold = rule.hold.as_ref().and_then(|h| {
-            let Some(hinfo) = tables.get(&h.table) else {
-                problems.push(format!("hold table {} does not exist", h.table));
-                return None;
-            };
-            if h.table == rule.target {
-                problems.push("the hold table cannot be the target itself".into());
-                return None;
-            }
-            column(hinfo, &h.column, "hold", &mut problems)?;
-            let t = TableSql::new(d, hinfo.clone());
-            let col = t.col(d, &h.column);
-            Some((t.from, col))
-        });
+        let select = select_sql(d, rule, info, as_of, &mut problems);
+        let hold = hold_sql(d, rule, tables, &mut problems);
         let action = action_sql(d, info, &rule.action, &mut problems);
         let children = prepare_children(d, &rule.children, tables, &rule.key, &mut problems);
         let objects = object_columns(info, &rule.objects, &mut problems);
