@@ -36,6 +36,7 @@ impl ExitCode {
         ExitCode::Config,
     ];
 
+    /// The number the process exits with.
     pub fn code(self) -> i32 {
         self as i32
     }
@@ -58,6 +59,8 @@ impl ExitCode {
         }
     }
 
+    /// The more serious of two codes (see `severity`): what a run with rules
+    /// ending differently exits with.
     pub fn worst(self, other: ExitCode) -> ExitCode {
         if other.severity() > self.severity() {
             other
@@ -67,6 +70,8 @@ impl ExitCode {
     }
 }
 
+/// Every error the library returns; its `Display` is what the operator
+/// reads, its variant decides the exit code and whether retrying helps.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// Every problem found while loading the configuration, one per line
@@ -124,6 +129,7 @@ pub enum Error {
 }
 
 impl Error {
+    /// The exit code a run that fails with this error ends with.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Config(_) | Error::MissingKey(_) => ExitCode::Config,
@@ -134,6 +140,7 @@ impl Error {
     }
 }
 
+/// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The kind of a database error, from the driver's own classification and

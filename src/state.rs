@@ -12,6 +12,7 @@ use std::time::Duration;
 
 pub mod pending;
 
+/// An open state store: one small pool, its tables migrated.
 pub struct State {
     /// Shared with `requests::store`, which keeps its table here too.
     pub(crate) db: Db,
@@ -35,6 +36,8 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl State {
+    /// Connect and migrate (creating a SQLite file's folder first), so a run
+    /// fails before it touches anything if the state store cannot be used.
     pub async fn open(url: &str, lease_ttl: Duration) -> Result<State, Error> {
         if let Some(path) = url.strip_prefix("sqlite://")
             && let Some(parent) =
@@ -174,6 +177,8 @@ impl State {
         Ok(n == 1)
     }
 
+    /// Give the lease back (only `holder`'s own: a lease taken over after it
+    /// expired stays with its new holder).
     pub async fn release(&self, name: &str, holder: &str) -> Result<(), Error> {
         self.db
             .execute(&self.stmt(
@@ -185,6 +190,7 @@ impl State {
         Ok(())
     }
 
+    /// Record a run as `running`, with the audit file it writes.
     pub async fn run_started(
         &self,
         run: &str,
@@ -206,6 +212,8 @@ impl State {
         Ok(())
     }
 
+    /// Record how a run ended and the head and length of its audit log, so
+    /// `audit verify` can tell a log cut short.
     pub async fn run_ended(
         &self,
         run: &str,
@@ -322,6 +330,7 @@ impl State {
             .collect())
     }
 
+    /// Close the state store's pool.
     pub async fn close(&self) {
         self.db.close().await;
     }

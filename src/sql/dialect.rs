@@ -417,6 +417,7 @@ pub struct Builder<'d> {
 }
 
 impl<'d> Builder<'d> {
+    /// An empty statement for `dialect`, whose placeholders it will write.
     pub fn new(dialect: &'d dyn Dialect) -> Self {
         Self {
             dialect,
@@ -425,11 +426,14 @@ impl<'d> Builder<'d> {
         }
     }
 
+    /// Append SQL text: only identifiers quoted by the dialect and Lethe's own
+    /// constants, never a value (values go through [`Builder::bind`]).
     pub fn push(&mut self, s: &str) -> &mut Self {
         self.sql.push_str(s);
         self
     }
 
+    /// Bind a value and write its placeholder here, numbered in text order.
     pub fn bind(&mut self, v: Val) -> &mut Self {
         self.binds.push(v);
         let p = self.dialect.placeholder(self.binds.len());
@@ -443,6 +447,7 @@ impl<'d> Builder<'d> {
         self.dialect.placeholder(self.binds.len())
     }
 
+    /// The statement, ready for `Db` or `Tx` to run.
     pub fn finish(self) -> Stmt {
         Stmt {
             sql: self.sql,

@@ -300,10 +300,12 @@ impl Db {
         })
     }
 
+    /// The engine's dialect: every statement for this source is built with it.
     pub fn dialect(&self) -> &dyn Dialect {
         self.dialect.as_ref()
     }
 
+    /// A statement builder in this source's dialect.
     pub fn builder(&self) -> Builder<'_> {
         Builder::new(self.dialect.as_ref())
     }
@@ -328,6 +330,7 @@ impl Db {
         source_error(&self.name, &e)
     }
 
+    /// Run a row-returning statement on the pool; every value read as text.
     pub async fn fetch(&self, stmt: &Stmt) -> Result<Vec<TextRow>, Error> {
         let rows = dispatch!(self.target(), stmt, |q, p| text_rows(
             q.fetch_all(p).await.map_err(|e| self.err(e))?
@@ -335,6 +338,8 @@ impl Db {
         rows.map_err(|e| self.err(e))
     }
 
+    /// Run a statement whose first column of its one row is an integer
+    /// (`COUNT(*)`, a pragma); negative answers read as 0.
     pub async fn count(&self, stmt: &Stmt) -> Result<u64, Error> {
         let n: i64 = dispatch!(self.target(), stmt, |q, p| q
             .fetch_one(p)
@@ -344,6 +349,7 @@ impl Db {
         Ok(n.max(0) as u64)
     }
 
+    /// Run a statement on the pool (autocommit); the rows it affected.
     pub async fn execute(&self, stmt: &Stmt) -> Result<u64, Error> {
         Ok(dispatch!(self.target(), stmt, |q, p| q
             .execute(p)
@@ -366,6 +372,7 @@ impl Db {
         })
     }
 
+    /// Close the pool, waiting for its connections to finish.
     pub async fn close(&self) {
         match &self.pool {
             Pool::Pg(p) => p.close().await,
@@ -387,6 +394,7 @@ impl Tx {
         }
     }
 
+    /// [`Db::fetch`] inside the transaction (`db` names the source in errors).
     pub async fn fetch(&mut self, db: &Db, stmt: &Stmt) -> Result<Vec<TextRow>, Error> {
         let rows = dispatch!(self.target(), stmt, |q, c| text_rows(
             q.fetch_all(c).await.map_err(|e| db.err(e))?
@@ -394,6 +402,7 @@ impl Tx {
         rows.map_err(|e| db.err(e))
     }
 
+    /// [`Db::execute`] inside the transaction.
     pub async fn execute(&mut self, db: &Db, stmt: &Stmt) -> Result<u64, Error> {
         Ok(dispatch!(self.target(), stmt, |q, c| q
             .execute(c)
@@ -402,6 +411,8 @@ impl Tx {
             .rows_affected()))
     }
 
+    /// Commit; a lost answer surfaces as `Error::Connection` (whether it
+    /// committed is then unknown).
     pub async fn commit(self, db: &Db) -> Result<(), Error> {
         match self {
             Tx::Pg(t) => t.commit().await,
@@ -411,6 +422,7 @@ impl Tx {
         .map_err(|e| db.err(e))
     }
 
+    /// Roll back everything the transaction did.
     pub async fn rollback(self, db: &Db) -> Result<(), Error> {
         match self {
             Tx::Pg(t) => t.rollback().await,

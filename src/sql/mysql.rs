@@ -15,6 +15,8 @@ use super::{Db, Stmt, TextRow, Val};
 use crate::config::{Strategy, TableRef};
 use crate::error::Error;
 
+/// The MySQL and MariaDB dialect; MariaDB (told apart by `VERSION()` at
+/// connect) has `DELETE … RETURNING`, MySQL does not.
 pub struct MySql {
     pub mariadb: bool,
 }

@@ -17,6 +17,7 @@ use crate::config::{Strategy, TableRef};
 use crate::error::Error;
 use chrono::{DateTime, Utc};
 
+/// The PostgreSQL dialect.
 pub struct Postgres;
 
 impl Dialect for Postgres {

@@ -7,6 +7,8 @@ use super::{Db, Engine, Stmt, TextRow, Val};
 use crate::config::TableRef;
 use crate::error::Error;
 
+/// How Lethe treats a column's values: what a cutoff, a key list or a
+/// strategy may do with them depends on it, not on the engine's type name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
     Int,
@@ -16,6 +18,7 @@ pub enum ColumnKind {
     Other,
 }
 
+/// One column of a live table, as the catalog describes it.
 #[derive(Debug, Clone)]
 pub struct ColumnInfo {
     pub name: String,
@@ -76,6 +79,8 @@ pub fn list(cols: &[String]) -> String {
     }
 }
 
+/// What the live catalog says of a table: everything a rule is checked
+/// against before a statement is built for it.
 #[derive(Debug, Clone)]
 pub struct TableInfo {
     pub table: TableRef,
@@ -95,6 +100,8 @@ pub struct TableInfo {
 }
 
 impl TableInfo {
+    /// The column named exactly `name` (identifiers from TOML are compared
+    /// with catalog names, never spliced).
     pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
         self.columns.iter().find(|c| c.name == name)
     }

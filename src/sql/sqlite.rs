@@ -15,6 +15,7 @@ use super::{Db, Stmt, Val};
 use crate::config::{Strategy, TableRef};
 use crate::error::Error;
 
+/// The SQLite dialect.
 pub struct Sqlite;
 
 impl Dialect for Sqlite {

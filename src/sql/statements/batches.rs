@@ -310,6 +310,8 @@ impl RuleSql {
         b.finish()
     }
 
+    /// The rows `select_batch` returned (key, subject, order value, hashed
+    /// columns, object names), in the order selected.
     pub fn parse_batch(&self, rows: Vec<super::TextRow>) -> Vec<BatchRow> {
         let hashed_end = 3 + self.action.hash_columns().len();
         rows.into_iter()

@@ -93,6 +93,7 @@ impl RuleSql {
         }
     }
 
+    /// Every row of the table, for the plan's before/after figures.
     pub fn count_total(&self, d: &dyn Dialect) -> Stmt {
         let mut b = Builder::new(d);
         b.push("SELECT COUNT(*) FROM ").push(&self.table.from);

@@ -48,6 +48,7 @@ pub struct TableSql {
 }
 
 impl TableSql {
+    /// The table as statements name it: quoted and qualified once here.
     pub fn new(d: &dyn Dialect, info: TableInfo) -> Self {
         let name = d.quote(&info.table.table);
         let from = match &info.table.schema {
@@ -57,11 +58,15 @@ impl TableSql {
         Self { info, from, name }
     }
 
+    /// `table.column`, quoted: qualified so a subquery on another table
+    /// cannot capture the name.
     pub fn col(&self, d: &dyn Dialect, c: &str) -> String {
         format!("{}.{}", self.name, d.quote(c))
     }
 }
 
+/// What a rule or child does to its rows, with the anonymized columns
+/// resolved against the live schema.
 #[derive(Debug, Clone)]
 pub enum ActionSql {
     Delete,
@@ -69,6 +74,7 @@ pub enum ActionSql {
 }
 
 impl ActionSql {
+    /// `delete` or `anonymize`, as reports and audit events name the action.
     pub fn name(&self) -> &'static str {
         match self {
             ActionSql::Delete => "delete",
@@ -76,6 +82,8 @@ impl ActionSql {
         }
     }
 
+    /// The columns a `hash` strategy writes, in order: the engine computes or
+    /// binds a value for each of them.
     pub fn hash_columns(&self) -> Vec<&ColumnInfo> {
         match self {
             ActionSql::Anonymize(cols) => cols
@@ -88,6 +96,8 @@ impl ActionSql {
     }
 }
 
+/// A child table of a rule, matched with its live schema: acted on before
+/// its parents, by their keys.
 #[derive(Debug, Clone)]
 pub struct ChildSql {
     pub table: TableSql,
@@ -129,6 +139,7 @@ pub fn act_chunk(d: &dyn Dialect, hashed_columns: usize) -> usize {
     d.update_chunk(hashed_columns)
 }
 
+/// The cutoff as the select column compares it: bound, never spliced.
 #[derive(Debug, Clone)]
 pub enum CutoffValue {
     Int(i64),
@@ -136,6 +147,7 @@ pub enum CutoffValue {
     Text(String),
 }
 
+/// The rule's select column with its cutoff at the run's `as_of`.
 #[derive(Debug, Clone)]
 pub struct SelectSql {
     pub column: ColumnInfo,
