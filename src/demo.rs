@@ -1,38 +1,13 @@
 //! `lethe demo`: a small company database with personal data in every table
-//! the shipped jobs cover, generated deterministically, then plan → run →
-//! verify on it. The same schema and data serve the integration tests on
+//! the shipped jobs cover, generated deterministically (`lethe demo`, in `cli/demo.rs`, then plans,
+//! runs and verifies on it). The same schema and data serve the integration tests on
 //! PostgreSQL and MariaDB (`create_schema`, `seed`).
 
 use crate::error::Error;
-use crate::sql::{Builder, Db, Engine, Val};
+// The demo's column types, named per engine by the dialect.
+use crate::sql::dialect::ColumnType as Ty;
+use crate::sql::{Builder, Db, Val};
 use chrono::{DateTime, TimeDelta, Utc};
-
-/// Column types per engine: (PostgreSQL, MySQL, SQLite).
-#[derive(Clone, Copy)]
-enum Ty {
-    Id,
-    Ref,
-    Text,
-    Ts,
-    Date,
-    Int,
-}
-
-fn ty(engine: Engine, t: Ty) -> &'static str {
-    match (engine, t) {
-        (Engine::Sqlite, Ty::Id) => "INTEGER PRIMARY KEY",
-        (_, Ty::Id) => "BIGINT PRIMARY KEY",
-        (Engine::Sqlite, Ty::Ref | Ty::Int) => "INTEGER",
-        (_, Ty::Ref | Ty::Int) => "BIGINT",
-        (Engine::Postgres, Ty::Text) => "TEXT",
-        (Engine::MySql | Engine::MariaDb, Ty::Text) => "VARCHAR(255)",
-        (Engine::Sqlite, Ty::Text) => "TEXT",
-        (Engine::Postgres, Ty::Ts) => "TIMESTAMPTZ",
-        (Engine::MySql | Engine::MariaDb, Ty::Ts) => "DATETIME(6)",
-        (Engine::Sqlite, Ty::Ts | Ty::Date) => "TEXT",
-        (_, Ty::Date) => "DATE",
-    }
-}
 
 struct Table {
     name: &'static str,
@@ -198,7 +173,6 @@ const TABLES: &[Table] = &[
 /// Drop and create the demo tables.
 pub async fn create_schema(db: &Db) -> Result<(), Error> {
     let d = db.dialect();
-    let engine = d.engine();
     for t in TABLES.iter().rev() {
         let mut b = Builder::new(d);
         b.push("DROP TABLE IF EXISTS ").push(&d.quote(t.name));
@@ -211,7 +185,7 @@ pub async fn create_schema(db: &Db) -> Result<(), Error> {
             if i > 0 {
                 b.push(", ");
             }
-            b.push(&d.quote(c)).push(" ").push(ty(engine, *k));
+            b.push(&d.quote(c)).push(" ").push(d.column_ddl(*k));
         }
         for (c, r, on) in t.fks {
             b.push(&format!(
@@ -270,13 +244,6 @@ pub struct Seeded {
     pub held: Vec<i64>,
     /// Tickets as (id, user id, closed), for seeding their objects.
     pub tickets: Vec<(i64, i64, bool)>,
-}
-
-fn ts(engine: Engine, t: DateTime<Utc>) -> String {
-    match engine {
-        Engine::Postgres => t.format("%Y-%m-%d %H:%M:%S+00").to_string(),
-        _ => t.format("%Y-%m-%d %H:%M:%S").to_string(),
-    }
 }
 
 /// The personal phone number of user `i` (tests grep every output for these).
@@ -350,7 +317,6 @@ pub async fn seed_objects(
 
 async fn insert(db: &Db, table: &Table, rows: &[Vec<Option<String>>]) -> Result<(), Error> {
     let d = db.dialect();
-    let engine = d.engine();
     let per = (900 / table.cols.len()).max(1);
     for chunk in rows.chunks(per) {
         let mut b = Builder::new(d);
@@ -372,18 +338,7 @@ async fn insert(db: &Db, table: &Table, rows: &[Vec<Option<String>>]) -> Result<
                     b.push(", ");
                 }
                 let val = v.clone().map(Val::Text).unwrap_or(Val::Null);
-                if engine == Engine::Postgres {
-                    let p = b.bind_deferred(val);
-                    let t = match table.cols[ci].1 {
-                        Ty::Id | Ty::Ref | Ty::Int => "BIGINT",
-                        Ty::Text => "TEXT",
-                        Ty::Ts => "TIMESTAMPTZ",
-                        Ty::Date => "DATE",
-                    };
-                    b.push(&format!("CAST({p} AS {t})"));
-                } else {
-                    b.bind(val);
-                }
+                d.push_bind_as(&mut b, val, table.cols[ci].1);
             }
             b.push(")");
         }
@@ -402,10 +357,10 @@ pub fn short_lived_ages(i: i64) -> (Option<u64>, i64, u64) {
 
 /// Fill the demo tables with `users` users and their data, dated relative to `now`.
 pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Error> {
-    let engine = db.dialect().engine();
+    let d = db.dialect();
     let mut g = Gen(42);
     let s = |v: String| Some(v);
-    let t = |d: DateTime<Utc>| Some(ts(engine, d));
+    let t = |at: DateTime<Utc>| Some(d.timestamp_text(at));
     let days = |n: u64| TimeDelta::days(n as i64);
     let mut out = Seeded::default();
     let (mut u, mut holds, mut posts, mut comments, mut orders, mut locs, mut events) =

@@ -1423,6 +1423,7 @@ pub async fn delete_next_batch(
     let unreadable = |e: &str| Error::Database {
         source_name: db.name.clone(),
         message: e.to_string(),
+        kind: crate::error::DbErrorKind::Other,
     };
     let delete = sql.delete_batch(d, part, bound, below);
     if let Some(summary) = sql.summarize_batch(d, part, bound, below) {

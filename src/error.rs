@@ -3,8 +3,10 @@
 //! Error policy: no error message may carry a value read from a row. Database
 //! errors pass through `sql::describe`, which drops quoted literals; URLs are
 //! shown with their password replaced.
-
-use crate::config::ConfigErrors;
+//!
+//! This module depends on no other of the crate: the variants that report a
+//! failure of `config` or `objects` carry plain data, and those modules say
+//! how their own errors become an [`Error`] (`From` beside their types).
 
 /// Process exit codes (DESIGN.md). Kubernetes `podFailurePolicy` keys on them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -34,6 +36,7 @@ impl ExitCode {
         ExitCode::Config,
     ];
 
+    /// The number the process exits with.
     pub fn code(self) -> i32 {
         self as i32
     }
@@ -56,6 +59,8 @@ impl ExitCode {
         }
     }
 
+    /// The more serious of two codes (see `severity`): what a run with rules
+    /// ending differently exits with.
     pub fn worst(self, other: ExitCode) -> ExitCode {
         if other.severity() > self.severity() {
             other
@@ -65,14 +70,22 @@ impl ExitCode {
     }
 }
 
+/// Every error the library returns; its `Display` is what the operator
+/// reads, its variant decides the exit code and whether retrying helps.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// Every problem found while loading the configuration, one per line
+    /// (`file:line:column: message`, as `config::ConfigErrors` prints them).
     #[error("{0}")]
-    Config(#[from] ConfigErrors),
+    Config(String),
     #[error("source `{source_name}`: {message}")]
     Database {
         source_name: String,
         message: String,
+        /// What the server said went wrong, as far as Lethe tells errors
+        /// apart: decided where the sqlx error is converted, so nobody
+        /// searches the message.
+        kind: DbErrorKind,
     },
     /// A deadlock, serialization failure or lock timeout: the transaction was
     /// rolled back by the server and the same work may simply be tried again.
@@ -93,8 +106,14 @@ pub enum Error {
     Schema(String),
     #[error("audit log: {0}")]
     Audit(String),
-    #[error("{0}")]
-    Store(#[from] crate::objects::StoreError),
+    /// A failed object-store operation (from `objects::StoreError`; never
+    /// carries a key name).
+    #[error("store `{store}`: {op}: {message}")]
+    Store {
+        store: String,
+        op: &'static str,
+        message: String,
+    },
     #[error("state store: {0}")]
     State(String),
     #[error(
@@ -110,6 +129,7 @@ pub enum Error {
 }
 
 impl Error {
+    /// The exit code a run that fails with this error ends with.
     pub fn exit_code(&self) -> ExitCode {
         match self {
             Error::Config(_) | Error::MissingKey(_) => ExitCode::Config,
@@ -120,7 +140,22 @@ impl Error {
     }
 }
 
+/// The library's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The kind of a database error, from the driver's own classification and
+/// the engine's SQLSTATE or vendor code (`sql::classify`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DbErrorKind {
+    /// A deadlock, serialization failure or lock timeout (these normally
+    /// surface as [`Error::Conflict`]).
+    Conflict,
+    /// A primary-key or unique constraint refused the row: the state store
+    /// reads it as "someone else got there first".
+    UniqueViolation,
+    /// Anything else.
+    Other,
+}
 
 #[cfg(test)]
 mod tests {

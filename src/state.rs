@@ -3,50 +3,16 @@
 //! objects Object Lock kept after their rows were erased.
 //!
 //! SQLite by default, PostgreSQL or MySQL when configured. Its schema lives in
-//! `migrations/<backend>/`, embedded here and applied in order.
+//! `migrations/<backend>/`, embedded by each dialect
+//! (`Dialect::state_migrations`) and applied here in order.
 
-use crate::error::Error;
-use crate::sql::{Db, Engine, Stmt, Val};
+use crate::error::{DbErrorKind, Error};
+use crate::sql::{Db, Stmt, Val};
 use std::time::Duration;
 
 pub mod pending;
 
-struct Migration {
-    version: i64,
-    sql: &'static str,
-}
-
-macro_rules! migrations {
-    ($dir:literal) => {
-        &[
-            Migration {
-                version: 1,
-                sql: include_str!(concat!("../migrations/", $dir, "/0001_create_leases.sql")),
-            },
-            Migration {
-                version: 2,
-                sql: include_str!(concat!("../migrations/", $dir, "/0002_create_runs.sql")),
-            },
-            Migration {
-                version: 3,
-                sql: include_str!(concat!("../migrations/", $dir, "/0003_create_requests.sql")),
-            },
-            Migration {
-                version: 4,
-                sql: include_str!(concat!(
-                    "../migrations/",
-                    $dir,
-                    "/0004_create_pending_objects.sql"
-                )),
-            },
-        ]
-    };
-}
-
-const SQLITE: &[Migration] = migrations!("sqlite");
-const POSTGRES: &[Migration] = migrations!("postgres");
-const MYSQL: &[Migration] = migrations!("mysql");
-
+/// An open state store: one small pool, its tables migrated.
 pub struct State {
     /// Shared with `requests::store`, which keeps its table here too.
     pub(crate) db: Db,
@@ -54,19 +20,15 @@ pub struct State {
 }
 
 /// A primary-key or unique violation, on any of the three engines.
+/// (`sql::classify` decides it where the driver's error is converted.)
 pub(crate) fn is_unique_violation(e: &Error) -> bool {
-    match e {
-        Error::Database { message, .. } => {
-            // PostgreSQL 23505, MySQL 1062, SQLite 2067 / 1555; MariaDB
-            // may report only the SQLSTATE class 23000, which also covers
-            // other constraints: its text says which.
-            ["23505", "1062", "2067", "1555"]
-                .iter()
-                .any(|c| message.contains(&format!("error {c}:")))
-                || (message.contains("error 23000:") && message.contains("Duplicate entry"))
+    matches!(
+        e,
+        Error::Database {
+            kind: DbErrorKind::UniqueViolation,
+            ..
         }
-        _ => false,
-    }
+    )
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -74,6 +36,8 @@ pub(crate) fn now_ms() -> i64 {
 }
 
 impl State {
+    /// Connect and migrate (creating a SQLite file's folder first), so a run
+    /// fails before it touches anything if the state store cannot be used.
     pub async fn open(url: &str, lease_ttl: Duration) -> Result<State, Error> {
         if let Some(path) = url.strip_prefix("sqlite://")
             && let Some(parent) =
@@ -91,23 +55,20 @@ impl State {
     }
 
     pub(crate) fn stmt(&self, sql: &str, binds: Vec<Val>) -> Stmt {
-        // State statements are written with `?`; PostgreSQL wants `$n`.
-        let sql = if self.db.dialect().engine() == Engine::Postgres {
-            let mut out = String::new();
-            let mut n = 0;
-            for ch in sql.chars() {
-                if ch == '?' {
-                    n += 1;
-                    out.push_str(&format!("${n}"));
-                } else {
-                    out.push(ch);
-                }
+        // State statements are written with `?`: each becomes the dialect's
+        // placeholder (PostgreSQL `$n`).
+        let d = self.db.dialect();
+        let mut out = String::with_capacity(sql.len());
+        let mut n = 0;
+        for ch in sql.chars() {
+            if ch == '?' {
+                n += 1;
+                out.push_str(&d.placeholder(n));
+            } else {
+                out.push(ch);
             }
-            out
-        } else {
-            sql.to_string()
-        };
-        Stmt { sql, binds }
+        }
+        Stmt { sql: out, binds }
     }
 
     async fn migrate(&self) -> Result<(), Error> {
@@ -126,11 +87,7 @@ impl State {
             .iter()
             .filter_map(|r| r[0].as_deref().and_then(|v| v.trim().parse().ok()))
             .collect();
-        let list = match self.db.dialect().engine() {
-            Engine::Sqlite => SQLITE,
-            Engine::Postgres => POSTGRES,
-            Engine::MySql | Engine::MariaDb => MYSQL,
-        };
+        let list = self.db.dialect().state_migrations();
         for m in list.iter().filter(|m| !applied.contains(&m.version)) {
             // Every migration is idempotent DDL (IF NOT EXISTS): processes that
             // start together may all apply it; one records it, the others
@@ -220,6 +177,8 @@ impl State {
         Ok(n == 1)
     }
 
+    /// Give the lease back (only `holder`'s own: a lease taken over after it
+    /// expired stays with its new holder).
     pub async fn release(&self, name: &str, holder: &str) -> Result<(), Error> {
         self.db
             .execute(&self.stmt(
@@ -231,6 +190,7 @@ impl State {
         Ok(())
     }
 
+    /// Record a run as `running`, with the audit file it writes.
     pub async fn run_started(
         &self,
         run: &str,
@@ -252,6 +212,8 @@ impl State {
         Ok(())
     }
 
+    /// Record how a run ended and the head and length of its audit log, so
+    /// `audit verify` can tell a log cut short.
     pub async fn run_ended(
         &self,
         run: &str,
@@ -368,6 +330,7 @@ impl State {
             .collect())
     }
 
+    /// Close the state store's pool.
     pub async fn close(&self) {
         self.db.close().await;
     }

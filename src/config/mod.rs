@@ -36,6 +36,12 @@ impl fmt::Display for ConfigErrors {
     }
 }
 
+impl From<ConfigErrors> for crate::error::Error {
+    fn from(e: ConfigErrors) -> Self {
+        crate::error::Error::Config(e.to_string())
+    }
+}
+
 /// The configuration and all jobs, validated.
 #[derive(Debug, Clone)]
 pub struct Loaded {

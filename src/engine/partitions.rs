@@ -31,9 +31,8 @@ use super::{
 use crate::audit::PartitionDropped;
 use crate::config::Rule;
 use crate::error::Error;
-use crate::sql::dialect::Engine;
 use crate::sql::statements::RuleSql;
-use crate::sql::{Db, Stmt, TextRow, Tx, mysql, postgres};
+use crate::sql::{Db, Stmt, TextRow, Tx};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
@@ -106,30 +105,8 @@ pub(crate) async fn whole_partitions(db: &Db, sql: &RuleSql) -> Result<Vec<Whole
     // (schema, name, upper bound, wrapping function)
     let mut candidates: Vec<(String, String, String, &'static str)> = Vec::new();
     for row in db.fetch(&catalog).await? {
-        let s = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        match d.engine() {
-            Engine::Postgres => {
-                // A leaf range partition on the select column alone;
-                // sub-partitioned children are batched.
-                if s(2) != "r" || s(5) != "r" || s(6) != "1" || s(4) != column {
-                    continue;
-                }
-                if let Some(upper) = postgres::range_upper(&s(3)) {
-                    candidates.push((s(0), s(1), upper, ""));
-                }
-            }
-            _ => {
-                if s(4) == "1" || candidates.iter().any(|c| c.1 == s(0)) {
-                    continue;
-                }
-                let (Some(func), Some(upper)) = (
-                    mysql::range_key(&s(1), &s(2), column),
-                    mysql::range_description(&s(3)),
-                ) else {
-                    continue;
-                };
-                candidates.push((String::new(), s(0), upper, func));
-            }
+        if let Some(c) = d.range_partition(&row, column, &candidates) {
+            candidates.push(c);
         }
     }
     let mut out = Vec::new();
@@ -208,11 +185,7 @@ async fn read_keys(tx: &mut Tx, db: &Db, sql: &RuleSql, from: &str) -> Result<Re
 fn checksum(db: &Db, sql: &RuleSql, from: &str) -> Stmt {
     let d = db.dialect();
     let k = d.to_text(&sql.table.col(d, &sql.key.name));
-    let sum = if d.engine() == Engine::Postgres {
-        format!("COALESCE(SUM(CAST(hashtext({k}) AS BIGINT)), 0)")
-    } else {
-        format!("BIT_XOR(CRC32({k}))")
-    };
+    let sum = d.key_checksum(&k);
     Stmt {
         sql: format!(
             "SELECT {}, {} FROM {from}",
@@ -287,7 +260,7 @@ async fn drop_one(
     let d = db.dialect();
     let from = sql.partition_from(d, &w.schema, &w.name);
     let kept = |e: Error| Kept::Reason(e.to_string());
-    let postgres = d.engine() == Engine::Postgres;
+    let postgres = d.transactional_ddl();
     let sum = checksum(db, sql, &from);
     // 1. Checksum, keys and subjects in one snapshot, nothing locked.
     let snapshot: Result<(Option<TextRow>, Read), Error> = async {

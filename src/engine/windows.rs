@@ -21,7 +21,6 @@ use super::{
 use crate::config::Rule;
 use crate::error::Error;
 use crate::sql::Db;
-use crate::sql::dialect::Engine;
 use crate::sql::statements::RuleSql;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,7 +32,7 @@ pub(crate) fn why_one_worker(db: &Db, sql: &RuleSql) -> Option<&'static str> {
     let d = db.dialect();
     if !sql.fast_delete(d) {
         Some("the rule is not a one-statement delete on this engine")
-    } else if d.engine() == Engine::Sqlite {
+    } else if d.single_writer() {
         Some("SQLite lets one writer in at a time")
     } else if sql.delete_parts(d).len() > 1 {
         Some("a partitioned table is walked one partition at a time")

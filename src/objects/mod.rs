@@ -174,6 +174,16 @@ pub struct StoreError {
     pub message: String,
 }
 
+impl From<StoreError> for crate::error::Error {
+    fn from(e: StoreError) -> Self {
+        crate::error::Error::Store {
+            store: e.store,
+            op: e.op,
+            message: e.message,
+        }
+    }
+}
+
 /// The operations Lethe needs from an object store.
 pub trait ObjectStore: Send + Sync {
     fn name(&self) -> &str;

@@ -403,11 +403,11 @@ fn node<'a>(
 
 /// Whether `fk` is declared on `t`. PostgreSQL's default schema is `public`.
 fn same_table(engine: Engine, fk: &ForeignKey, t: &TableRef) -> bool {
-    let norm = |s: Option<&str>| match (engine, s) {
-        (Engine::Postgres, Some("public")) => None,
-        (_, s) => s.map(str::to_string),
+    let norm = |s: Option<&str>| match s {
+        Some(s) if engine.default_schema() == Some(s) => None,
+        s => s.map(str::to_string),
     };
-    let name_eq = if engine == Engine::Sqlite {
+    let name_eq = if engine.table_names_fold_case() {
         fk.table.eq_ignore_ascii_case(&t.table)
     } else {
         fk.table == t.table

@@ -18,7 +18,7 @@ use crate::audit::AuditWriter;
 use crate::config::{Loaded, TableRef};
 use crate::error::Error;
 use crate::keys::Keys;
-use crate::sql::{Builder, Db, Engine, Val};
+use crate::sql::{Builder, Db, Val};
 use crate::state::State;
 use chrono::{DateTime, NaiveDateTime, Utc};
 
@@ -35,11 +35,7 @@ fn table_sql(db: &Db, t: &TableRef) -> String {
 
 fn as_text(db: &Db, col: &str) -> String {
     let d = db.dialect();
-    let ty = match d.engine() {
-        Engine::MySql | Engine::MariaDb => "CHAR",
-        _ => "TEXT",
-    };
-    format!("CAST({} AS {ty})", d.quote(col))
+    d.to_text(&d.quote(col))
 }
 
 /// `received_at` as the engines print it: RFC 3339, `YYYY-MM-DD HH:MM:SS[.f][+zz]`

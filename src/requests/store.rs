@@ -119,6 +119,7 @@ impl State {
         Ok(out)
     }
 
+    /// One request by id; `None` if the state store has none by that id.
     pub async fn request(&self, id: &str) -> Result<Option<Request>, Error> {
         let rows = self
             .db
@@ -192,6 +193,7 @@ impl State {
         Ok(())
     }
 
+    /// The recorded outcome of a request, once it has one.
     pub async fn request_outcome(&self, id: &str) -> Result<Option<String>, Error> {
         let rows = self
             .db

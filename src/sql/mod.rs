@@ -16,7 +16,7 @@ pub mod statements;
 pub use dialect::{Builder, Dialect, Engine};
 pub use schema::{ColumnInfo, ColumnKind, ForeignKey, TableInfo};
 
-use crate::error::Error;
+use crate::error::{DbErrorKind, Error};
 use chrono::{DateTime, Utc};
 use sqlx::mysql::{MySql, MySqlPool, MySqlPoolOptions};
 use sqlx::postgres::{PgPool, PgPoolOptions, Postgres};
@@ -80,44 +80,59 @@ pub enum Tx {
     Lite(Transaction<'static, Sqlite>),
 }
 
-fn pg_query(stmt: &Stmt) -> sqlx::query::Query<'_, Postgres, sqlx::postgres::PgArguments> {
-    let mut q = sqlx::query(AssertSqlSafe(stmt.sql.as_str()));
-    for v in &stmt.binds {
-        q = match v {
-            Val::Int(i) => q.bind(*i),
-            Val::Text(s) => q.bind(s.as_str()),
-            Val::Ts(t) => q.bind(*t),
-            Val::TextList(l) => q.bind(l.as_slice()),
-            Val::Bytes(b) => q.bind(b.as_slice()),
-            Val::Null => q.bind(None::<String>),
-        };
+/// A statement ready to run on engine `DB`.
+type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>;
+
+/// How an engine binds the values whose encoding differs between engines;
+/// the others bind alike ([`query`]).
+trait Binds: sqlx::Database {
+    /// A point in time: PostgreSQL `timestamptz`, MySQL a naive UTC
+    /// `DATETIME`, SQLite text in its default format.
+    fn bind_ts<'q>(q: Query<'q, Self>, t: DateTime<Utc>) -> Query<'q, Self>;
+
+    /// A `text[]`: only the PostgreSQL dialect binds arrays.
+    fn bind_list<'q>(_q: Query<'q, Self>, _list: &[String]) -> Query<'q, Self> {
+        unreachable!("only the PostgreSQL dialect binds arrays")
     }
-    q
 }
 
-fn my_query(stmt: &Stmt) -> sqlx::query::Query<'_, MySql, sqlx::mysql::MySqlArguments> {
-    let mut q = sqlx::query(AssertSqlSafe(stmt.sql.as_str()));
-    for v in &stmt.binds {
-        q = match v {
-            Val::Int(i) => q.bind(*i),
-            Val::Text(s) => q.bind(s.as_str()),
-            Val::Ts(t) => q.bind(t.naive_utc()),
-            Val::TextList(_) => unreachable!("only the PostgreSQL dialect binds arrays"),
-            Val::Bytes(b) => q.bind(b.as_slice()),
-            Val::Null => q.bind(None::<String>),
-        };
+impl Binds for Postgres {
+    fn bind_ts<'q>(q: Query<'q, Self>, t: DateTime<Utc>) -> Query<'q, Self> {
+        q.bind(t)
     }
-    q
+
+    fn bind_list<'q>(q: Query<'q, Self>, list: &[String]) -> Query<'q, Self> {
+        q.bind(list)
+    }
 }
 
-fn lite_query(stmt: &Stmt) -> sqlx::query::Query<'_, Sqlite, sqlx::sqlite::SqliteArguments> {
+impl Binds for MySql {
+    fn bind_ts<'q>(q: Query<'q, Self>, t: DateTime<Utc>) -> Query<'q, Self> {
+        q.bind(t.naive_utc())
+    }
+}
+
+impl Binds for Sqlite {
+    fn bind_ts<'q>(q: Query<'q, Self>, t: DateTime<Utc>) -> Query<'q, Self> {
+        q.bind(t.format("%Y-%m-%d %H:%M:%S").to_string())
+    }
+}
+
+/// The statement's text with its values bound, for engine `DB`.
+fn query<DB: Binds>(stmt: &Stmt) -> Query<'_, DB>
+where
+    i64: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> &'t str: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    for<'t> &'t [u8]: sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Option<String>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
     let mut q = sqlx::query(AssertSqlSafe(stmt.sql.as_str()));
     for v in &stmt.binds {
         q = match v {
             Val::Int(i) => q.bind(*i),
             Val::Text(s) => q.bind(s.as_str()),
-            Val::Ts(t) => q.bind(t.format("%Y-%m-%d %H:%M:%S").to_string()),
-            Val::TextList(_) => unreachable!("only the PostgreSQL dialect binds arrays"),
+            Val::Ts(t) => DB::bind_ts(q, *t),
+            Val::TextList(l) => DB::bind_list(q, l),
             Val::Bytes(b) => q.bind(b.as_slice()),
             Val::Null => q.bind(None::<String>),
         };
@@ -144,15 +159,15 @@ macro_rules! dispatch {
     ($target:expr, $stmt:expr, |$q:ident, $exec:ident| $body:expr) => {
         match $target {
             Target::Pg($exec) => {
-                let $q = pg_query($stmt);
+                let $q = query::<Postgres>($stmt);
                 $body
             }
             Target::My($exec) => {
-                let $q = my_query($stmt);
+                let $q = query::<MySql>($stmt);
                 $body
             }
             Target::Lite($exec) => {
-                let $q = lite_query($stmt);
+                let $q = query::<Sqlite>($stmt);
                 $body
             }
         }
@@ -224,20 +239,7 @@ impl Db {
         pause: Duration,
         after_purge: bool,
     ) -> Result<Db, Error> {
-        let fail = |e: sqlx::Error| {
-            let (source_name, message) = (name.to_string(), describe(&e));
-            if is_connection_loss(&e) {
-                Error::Connection {
-                    source_name,
-                    message,
-                }
-            } else {
-                Error::Database {
-                    source_name,
-                    message,
-                }
-            }
-        };
+        let fail = |e: sqlx::Error| source_error(name, &e);
         let (pool, dialect): (Pool, Box<dyn Dialect>) = if url.starts_with("postgres") {
             let pool = PgPoolOptions::new()
                 .max_connections(max_connections)
@@ -284,6 +286,7 @@ impl Db {
                 source_name: name.to_string(),
                 message: "unsupported url scheme (postgres://, mysql://, mariadb:// or sqlite:)"
                     .into(),
+                kind: DbErrorKind::Other,
             });
         };
         Ok(Db {
@@ -297,10 +300,12 @@ impl Db {
         })
     }
 
+    /// The engine's dialect: every statement for this source is built with it.
     pub fn dialect(&self) -> &dyn Dialect {
         self.dialect.as_ref()
     }
 
+    /// A statement builder in this source's dialect.
     pub fn builder(&self) -> Builder<'_> {
         Builder::new(self.dialect.as_ref())
     }
@@ -313,27 +318,19 @@ impl Db {
         }
     }
 
+    /// `e` from a statement on this source: a conflict (worth retrying
+    /// the batch), else as [`source_error`] says.
     fn err(&self, e: sqlx::Error) -> Error {
-        let source_name = self.name.clone();
-        let message = describe(&e);
         if is_conflict(&e) {
-            Error::Conflict {
-                source_name,
-                message,
-            }
-        } else if is_connection_loss(&e) {
-            Error::Connection {
-                source_name,
-                message,
-            }
-        } else {
-            Error::Database {
-                source_name,
-                message,
-            }
+            return Error::Conflict {
+                source_name: self.name.clone(),
+                message: describe(&e),
+            };
         }
+        source_error(&self.name, &e)
     }
 
+    /// Run a row-returning statement on the pool; every value read as text.
     pub async fn fetch(&self, stmt: &Stmt) -> Result<Vec<TextRow>, Error> {
         let rows = dispatch!(self.target(), stmt, |q, p| text_rows(
             q.fetch_all(p).await.map_err(|e| self.err(e))?
@@ -341,6 +338,8 @@ impl Db {
         rows.map_err(|e| self.err(e))
     }
 
+    /// Run a statement whose first column of its one row is an integer
+    /// (`COUNT(*)`, a pragma); negative answers read as 0.
     pub async fn count(&self, stmt: &Stmt) -> Result<u64, Error> {
         let n: i64 = dispatch!(self.target(), stmt, |q, p| q
             .fetch_one(p)
@@ -350,6 +349,7 @@ impl Db {
         Ok(n.max(0) as u64)
     }
 
+    /// Run a statement on the pool (autocommit); the rows it affected.
     pub async fn execute(&self, stmt: &Stmt) -> Result<u64, Error> {
         Ok(dispatch!(self.target(), stmt, |q, p| q
             .execute(p)
@@ -372,6 +372,7 @@ impl Db {
         })
     }
 
+    /// Close the pool, waiting for its connections to finish.
     pub async fn close(&self) {
         match &self.pool {
             Pool::Pg(p) => p.close().await,
@@ -393,6 +394,7 @@ impl Tx {
         }
     }
 
+    /// [`Db::fetch`] inside the transaction (`db` names the source in errors).
     pub async fn fetch(&mut self, db: &Db, stmt: &Stmt) -> Result<Vec<TextRow>, Error> {
         let rows = dispatch!(self.target(), stmt, |q, c| text_rows(
             q.fetch_all(c).await.map_err(|e| db.err(e))?
@@ -400,6 +402,7 @@ impl Tx {
         rows.map_err(|e| db.err(e))
     }
 
+    /// [`Db::execute`] inside the transaction.
     pub async fn execute(&mut self, db: &Db, stmt: &Stmt) -> Result<u64, Error> {
         Ok(dispatch!(self.target(), stmt, |q, c| q
             .execute(c)
@@ -408,6 +411,8 @@ impl Tx {
             .rows_affected()))
     }
 
+    /// Commit; a lost answer surfaces as `Error::Connection` (whether it
+    /// committed is then unknown).
     pub async fn commit(self, db: &Db) -> Result<(), Error> {
         match self {
             Tx::Pg(t) => t.commit().await,
@@ -417,6 +422,7 @@ impl Tx {
         .map_err(|e| db.err(e))
     }
 
+    /// Roll back everything the transaction did.
     pub async fn rollback(self, db: &Db) -> Result<(), Error> {
         match self {
             Tx::Pg(t) => t.rollback().await,
@@ -424,6 +430,24 @@ impl Tx {
             Tx::Lite(t) => t.rollback().await,
         }
         .map_err(|e| db.err(e))
+    }
+}
+
+/// `e` as Lethe's error for source `name`: a lost connection, or a
+/// database error of its [`classify`] kind; the message is [`describe`]d.
+fn source_error(name: &str, e: &sqlx::Error) -> Error {
+    let (source_name, message) = (name.to_string(), describe(e));
+    if is_connection_loss(e) {
+        Error::Connection {
+            source_name,
+            message,
+        }
+    } else {
+        Error::Database {
+            source_name,
+            message,
+            kind: classify(e),
+        }
     }
 }
 
@@ -447,6 +471,26 @@ pub fn is_conflict(e: &sqlx::Error) -> bool {
         // SQLite: BUSY, BUSY_SNAPSHOT, LOCKED (after busy_timeout gave up)
         Some("5" | "517" | "6") => d.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some(),
         _ => false,
+    }
+}
+
+/// What kind of database error `e` is: a conflict ([`is_conflict`]), a
+/// unique violation (the driver's `ErrorKind::UniqueViolation`: PostgreSQL
+/// 23505, MySQL 1062, SQLite 2067 / 1555; MariaDB may report only the
+/// SQLSTATE class 23000, which also covers other constraints, with a
+/// `Duplicate entry` message), or another.
+pub fn classify(e: &sqlx::Error) -> DbErrorKind {
+    if is_conflict(e) {
+        return DbErrorKind::Conflict;
+    }
+    let sqlx::Error::Database(d) = e else {
+        return DbErrorKind::Other;
+    };
+    let duplicate = d.code().as_deref() == Some("23000") && d.message().contains("Duplicate entry");
+    if d.kind() == sqlx::error::ErrorKind::UniqueViolation || duplicate {
+        DbErrorKind::UniqueViolation
+    } else {
+        DbErrorKind::Other
     }
 }
 

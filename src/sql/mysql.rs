@@ -4,14 +4,19 @@
 //! `DELETE … ORDER BY … LIMIT n`, with `RETURNING` on MariaDB; MySQL has no
 //! `RETURNING` and takes the select-then-delete path.
 
-use super::Stmt;
-use super::Val;
 use super::dialect::{
-    Builder, DeleteTarget, Dialect, Engine, push_placeholder_list, sql_literal, typed_value,
+    Builder, ColumnType, DbFuture, DeleteTarget, Dialect, Engine, Migration, RangePartition,
+    migrations, sql_literal,
 };
-use super::schema::{ColumnInfo, ColumnKind};
+use super::purge::{DeadSpace, Purge};
+use super::schema::{self, ColumnInfo, ColumnKind, TableInfo, catalog, firsts, s};
+use super::statements::TableSql;
+use super::{Db, Stmt, TextRow, Val};
 use crate::config::{Strategy, TableRef};
+use crate::error::Error;
 
+/// The MySQL and MariaDB dialect; MariaDB (told apart by `VERSION()` at
+/// connect) has `DELETE … RETURNING`, MySQL does not.
 pub struct MySql {
     pub mariadb: bool,
 }
@@ -29,24 +34,8 @@ impl Dialect for MySql {
         format!("`{}`", ident.replace('`', "``"))
     }
 
-    fn placeholder(&self, _n: usize) -> String {
-        "?".into()
-    }
-
     fn to_text(&self, expr: &str) -> String {
         format!("CAST({expr} AS CHAR)")
-    }
-
-    fn push_in_list(&self, b: &mut Builder<'_>, expr: &str, col: &ColumnInfo, values: &[String]) {
-        push_placeholder_list(b, expr, col, values);
-    }
-
-    fn push_typed(&self, b: &mut Builder<'_>, col: &ColumnInfo, text: &str) {
-        b.bind(typed_value(col, text));
-    }
-
-    fn lock_rows(&self) -> &'static str {
-        " FOR UPDATE"
     }
 
     fn anonymized(
@@ -179,6 +168,96 @@ impl Dialect for MySql {
             t.order_sql, t.returning_sql
         ));
     }
+
+    fn table_info<'a>(&'a self, db: &'a Db, t: &'a TableRef) -> DbFuture<'a, Option<TableInfo>> {
+        Box::pin(table_info(self, db, t))
+    }
+
+    fn dead_space<'a>(
+        &'a self,
+        db: &'a Db,
+        tables: &'a [&'a TableSql],
+        step: Purge,
+    ) -> DbFuture<'a, DeadSpace> {
+        Box::pin(super::purge::mysql(db, tables, step))
+    }
+
+    fn state_migrations(&self) -> &'static [Migration] {
+        migrations!("mysql")
+    }
+
+    fn update_chunk(&self, _hashed_columns: usize) -> usize {
+        60_000
+    }
+
+    fn partition_catalog(&self, _from: &str, table: &str) -> Option<Stmt> {
+        Some(Stmt {
+            sql: PARTITIONS_SQL.to_string(),
+            binds: vec![Val::Text(table.to_string())],
+        })
+    }
+
+    /// Sub-partitioned tables and partitions seen already (sub-partitions
+    /// repeat their partition's row) are skipped.
+    fn range_partition(
+        &self,
+        row: &TextRow,
+        column: &str,
+        seen: &[RangePartition],
+    ) -> Option<RangePartition> {
+        let s = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        if s(4) == "1" || seen.iter().any(|c| c.1 == s(0)) {
+            return None;
+        }
+        let func = range_key(&s(1), &s(2), column)?;
+        let upper = range_description(&s(3))?;
+        Some((String::new(), s(0), upper, func))
+    }
+
+    fn column_ddl(&self, t: ColumnType) -> &'static str {
+        match t {
+            ColumnType::Id => "BIGINT PRIMARY KEY",
+            ColumnType::Ref | ColumnType::Int => "BIGINT",
+            ColumnType::Text => "VARCHAR(255)",
+            ColumnType::Ts => "DATETIME(6)",
+            ColumnType::Date => "DATE",
+        }
+    }
+}
+
+/// The catalog's view of a table: columns, primary key, the keys into it
+/// and the columns that lead an index.
+async fn table_info(d: &MySql, db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Error> {
+    let cols = db
+        .fetch(&catalog(
+            "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR), CAST(IS_NULLABLE AS CHAR), CAST(DATA_TYPE AS CHAR) \
+             FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+            vec![Val::Text(t.table.clone())],
+        ))
+        .await?;
+    if cols.is_empty() {
+        return Ok(None);
+    }
+    let pk = db
+        .fetch(&catalog(
+            "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
+            vec![Val::Text(t.table.clone())],
+        ))
+        .await?;
+    let pk = firsts(&pk);
+    let fks = schema::referencing_keys(db, t, &pk).await?;
+    let idx = db.fetch(&d.leading_index_columns(t)).await?;
+    Ok(Some(TableInfo {
+        table: t.clone(),
+        columns: schema::columns(d.engine(), &cols, 3, |r| s(&r[2]) == "YES"),
+        primary_key: pk,
+        referenced_by: fks,
+        partitioned: false,
+        leaves: vec![],
+        has_rowid: false,
+        indexed: firsts(&idx),
+    }))
 }
 
 /// The partitions of a MySQL / MariaDB table from `information_schema`, one

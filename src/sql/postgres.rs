@@ -5,12 +5,19 @@
 //! size. Batched deletes use `ctid` only on plain tables: a `ctid` is unique
 //! within one physical table, so partitioned or inherited tables use the key.
 
-use super::Stmt;
-use super::Val;
-use super::dialect::{Builder, DeleteSummary, DeleteTarget, Dialect, Engine, sql_literal};
-use super::schema::{ColumnInfo, ColumnKind};
+use super::dialect::{
+    Builder, ColumnType, DbFuture, DeleteSummary, DeleteTarget, Dialect, Engine, Migration,
+    RangePartition, migrations, sql_literal,
+};
+use super::purge::{DeadSpace, Purge};
+use super::schema::{self, ColumnInfo, ColumnKind, TableInfo, catalog, firsts, s};
+use super::statements::TableSql;
+use super::{Db, Stmt, TextRow, Val};
 use crate::config::{Strategy, TableRef};
+use crate::error::Error;
+use chrono::{DateTime, Utc};
 
+/// The PostgreSQL dialect.
 pub struct Postgres;
 
 impl Dialect for Postgres {
@@ -18,16 +25,8 @@ impl Dialect for Postgres {
         Engine::Postgres
     }
 
-    fn quote(&self, ident: &str) -> String {
-        format!("\"{}\"", ident.replace('"', "\"\""))
-    }
-
     fn placeholder(&self, n: usize) -> String {
         format!("${n}")
-    }
-
-    fn to_text(&self, expr: &str) -> String {
-        format!("CAST({expr} AS TEXT)")
     }
 
     fn push_in_list(&self, b: &mut Builder<'_>, expr: &str, col: &ColumnInfo, values: &[String]) {
@@ -38,10 +37,6 @@ impl Dialect for Postgres {
     fn push_typed(&self, b: &mut Builder<'_>, col: &ColumnInfo, text: &str) {
         let p = b.bind_deferred(Val::Text(text.to_string()));
         b.push(&format!("CAST({p} AS {})", col.data_type));
-    }
-
-    fn lock_rows(&self) -> &'static str {
-        " FOR UPDATE"
     }
 
     fn anonymized(
@@ -109,10 +104,6 @@ impl Dialect for Postgres {
         })
     }
 
-    fn delete_returning(&self) -> bool {
-        true
-    }
-
     /// `conparentid = 0` drops the clones PostgreSQL makes of a partitioned
     /// table's key on every partition (and on every partition of a
     /// partitioned referenced table); a key declared only on a partition
@@ -157,10 +148,6 @@ impl Dialect for Postgres {
                 .into(),
             binds: vec![Val::Text(regclass(self, t))],
         }
-    }
-
-    fn keyless_tables(&self) -> Option<Stmt> {
-        None
     }
 
     fn all_columns(&self) -> Stmt {
@@ -212,6 +199,211 @@ impl Dialect for Postgres {
             );
         }
     }
+
+    fn table_info<'a>(&'a self, db: &'a Db, t: &'a TableRef) -> DbFuture<'a, Option<TableInfo>> {
+        Box::pin(table_info(self, db, t))
+    }
+
+    fn dead_space<'a>(
+        &'a self,
+        db: &'a Db,
+        tables: &'a [&'a TableSql],
+        step: Purge,
+    ) -> DbFuture<'a, DeadSpace> {
+        Box::pin(super::purge::postgres(db, tables, step))
+    }
+
+    fn state_migrations(&self) -> &'static [Migration] {
+        migrations!("postgres")
+    }
+
+    /// The whole batch: its keys are one `text[]` parameter.
+    fn update_chunk(&self, _hashed_columns: usize) -> usize {
+        usize::MAX
+    }
+
+    fn any_key_type(&self) -> bool {
+        true
+    }
+
+    fn zoned_time(&self, data_type: &str) -> bool {
+        data_type.contains("with time zone")
+    }
+
+    fn tie_break_is_free(&self) -> bool {
+        false
+    }
+
+    /// On a partitioned table only a single leaf (`part`) may use `ctid`.
+    fn physical_id(&self, info: &TableInfo, part: Option<&str>) -> bool {
+        part.is_some() || !info.partitioned
+    }
+
+    fn deletes_per_leaf(&self, info: &TableInfo) -> bool {
+        info.partitioned
+    }
+
+    fn casts_mixed_keys(&self) -> bool {
+        true
+    }
+
+    fn partition_from(&self, _from: &str, alias: &str, schema: &str, name: &str) -> String {
+        format!(
+            "ONLY {}.{} AS {alias}",
+            self.quote(schema),
+            self.quote(name)
+        )
+    }
+
+    fn partition_catalog(&self, from: &str, _table: &str) -> Option<Stmt> {
+        Some(Stmt {
+            sql: PARTITIONS_SQL.to_string(),
+            binds: vec![Val::Text(from.to_string())],
+        })
+    }
+
+    /// A leaf range partition on the select column alone; sub-partitioned
+    /// children are batched.
+    fn range_partition(
+        &self,
+        row: &TextRow,
+        column: &str,
+        _seen: &[RangePartition],
+    ) -> Option<RangePartition> {
+        let s = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+        if s(2) != "r" || s(5) != "r" || s(6) != "1" || s(4) != column {
+            return None;
+        }
+        range_upper(&s(3)).map(|upper| (s(0), s(1), upper, ""))
+    }
+
+    fn integer_cast(&self) -> &'static str {
+        "BIGINT"
+    }
+
+    /// `ACCESS EXCLUSIVE`, the lock `DETACH` takes anyway, taken on the
+    /// parent first, in the order the application's statements on the parent
+    /// take theirs, so the two cannot deadlock.
+    fn lock_table(&self, from: &str) -> String {
+        format!("LOCK TABLE {from} IN ACCESS EXCLUSIVE MODE")
+    }
+
+    /// Detach, then drop the detached table (one transaction).
+    fn partition_drop(&self, from: &str, schema: &str, name: &str) -> Vec<Stmt> {
+        let part = format!("{}.{}", self.quote(schema), self.quote(name));
+        vec![
+            Stmt {
+                sql: format!("ALTER TABLE {from} DETACH PARTITION {part}"),
+                binds: vec![],
+            },
+            Stmt {
+                sql: format!("DROP TABLE {part}"),
+                binds: vec![],
+            },
+        ]
+    }
+
+    fn key_checksum(&self, k: &str) -> String {
+        format!("COALESCE(SUM(CAST(hashtext({k}) AS BIGINT)), 0)")
+    }
+
+    fn transactional_ddl(&self) -> bool {
+        true
+    }
+
+    fn column_ddl(&self, t: ColumnType) -> &'static str {
+        match t {
+            ColumnType::Id => "BIGINT PRIMARY KEY",
+            ColumnType::Ref | ColumnType::Int => "BIGINT",
+            ColumnType::Text => "TEXT",
+            ColumnType::Ts => "TIMESTAMPTZ",
+            ColumnType::Date => "DATE",
+        }
+    }
+
+    /// Values travel as text: each is cast to the column's type.
+    fn push_bind_as(&self, b: &mut Builder<'_>, v: Val, t: ColumnType) {
+        let p = b.bind_deferred(v);
+        let ty = match t {
+            ColumnType::Id | ColumnType::Ref | ColumnType::Int => "BIGINT",
+            ColumnType::Text => "TEXT",
+            ColumnType::Ts => "TIMESTAMPTZ",
+            ColumnType::Date => "DATE",
+        };
+        b.push(&format!("CAST({p} AS {ty})"));
+    }
+
+    fn timestamp_text(&self, t: DateTime<Utc>) -> String {
+        t.format("%Y-%m-%d %H:%M:%S+00").to_string()
+    }
+}
+
+/// The catalog's view of a table: its kind, columns, primary key, the keys
+/// into it, the columns that lead an index and, when it is partitioned or
+/// inherited, every physical table that holds its rows.
+async fn table_info(d: &Postgres, db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Error> {
+    let schema = t.schema.clone().unwrap_or_else(|| "public".into());
+    let rel = regclass(d, t);
+    let found = db
+        .fetch(&catalog(
+            "SELECT CAST(c.relkind AS TEXT), CAST((c.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)) AS TEXT) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+            vec![Val::Text(schema), Val::Text(t.table.clone())],
+        ))
+        .await?;
+    let Some(row) = found.first() else {
+        return Ok(None);
+    };
+    let partitioned = s(&row[1]) == "true";
+    let cols = db
+        .fetch(&catalog(
+            "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), CAST(NOT a.attnotnull AS TEXT) \
+             FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            vec![Val::Text(rel.clone())],
+        ))
+        .await?;
+    let pk = db
+        .fetch(&catalog(
+            "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
+             WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
+            vec![Val::Text(rel.clone())],
+        ))
+        .await?;
+    let pk = firsts(&pk);
+    let fks = schema::referencing_keys(db, t, &pk).await?;
+    let idx = db.fetch(&d.leading_index_columns(t)).await?;
+    let leaves = if partitioned {
+        leaves(db, rel).await?
+    } else {
+        vec![]
+    };
+    Ok(Some(TableInfo {
+        table: t.clone(),
+        columns: schema::columns(Engine::Postgres, &cols, 1, |r| s(&r[2]) == "true"),
+        primary_key: pk,
+        referenced_by: fks,
+        partitioned,
+        leaves,
+        has_rowid: false,
+        indexed: firsts(&idx),
+    }))
+}
+
+/// Every physical table under `rel` that holds rows, as (schema, table, relkind).
+async fn leaves(db: &Db, rel: String) -> Result<Vec<(String, String, String)>, Error> {
+    Ok(db
+        .fetch(&catalog(
+            "WITH RECURSIVE tree(oid) AS (SELECT to_regclass($1)::oid UNION ALL \
+               SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid) \
+             SELECT n.nspname::text, c.relname::text, CAST(c.relkind AS TEXT) FROM tree t \
+             JOIN pg_class c ON c.oid = t.oid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relkind <> 'p' ORDER BY 1, 2",
+            vec![Val::Text(rel)],
+        ))
+        .await?
+        .iter()
+        .map(|r| (s(&r[0]), s(&r[1]), s(&r[2])))
+        .collect())
 }
 
 /// `"schema"."table"` for `to_regclass` (the schema defaults to `public`).

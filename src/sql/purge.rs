@@ -11,7 +11,6 @@
 //! full SQLite `VACUUM`): those block writers on the whole table and are
 //! the operator's call; the report says when only they would help.
 
-use super::dialect::Engine;
 use super::statements::TableSql;
 use super::{Db, Stmt, Val};
 use crate::error::Error;
@@ -98,91 +97,149 @@ const MARIADB_NOTE: &str = "InnoDB purges deleted records in the background; the
 
 /// What `plan` shows: the dead space in the tables now.
 pub async fn estimate(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
-    let mut out = DeadSpace {
-        tables: names(tables),
-        dead_rows: None,
-        bytes: 0,
-        state: "estimate".into(),
-        note: String::new(),
-    };
-    match db.dialect().engine() {
-        Engine::Postgres => {
-            let (mut rows, mut bytes) = (0, 0);
-            for t in tables {
-                let (r, b) = pg_dead(db, t).await?;
-                rows += r;
-                bytes += b;
-            }
-            out.dead_rows = Some(rows);
-            out.bytes = bytes;
-            out.note = "dead row versions stay readable in pages until VACUUM; \
-                        after_purge runs it on the touched tables"
-                .into();
-        }
-        Engine::Sqlite => {
-            let (bytes, _) = sqlite_free(db).await?;
-            out.bytes = bytes;
-            out.note = "free pages of the whole file".into();
-        }
-        Engine::MariaDb | Engine::MySql => {
-            out.bytes = mysql_free(db, tables).await?;
-            out.note = MARIADB_NOTE.into();
-        }
-    }
-    Ok(out)
+    db.dialect().dead_space(db, tables, Purge::Estimate).await
 }
 
 /// After a rule deleted (or anonymized) rows: reclaim what can be reclaimed
 /// online and say what is left.
 pub async fn reclaim(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
-    match db.dialect().engine() {
-        Engine::Postgres => {
-            // One statement each, outside any transaction block.
-            for t in tables {
-                db.execute(&plain(format!("VACUUM (ANALYZE) {}", t.from)))
-                    .await?;
-            }
-            let mut out = estimate(db, tables).await?;
-            out.state = "vacuumed".into();
-            out.note = "VACUUM removed the dead row versions and their index entries and made \
-                        their space reusable; old bytes can remain in free page space, WAL and \
-                        backups until overwritten (only VACUUM FULL rewrites the table)"
-                .into();
-            Ok(out)
-        }
-        Engine::Sqlite => {
-            let (_, auto) = sqlite_free(db).await?;
-            // 2 = INCREMENTAL: free pages can be returned to the file system.
-            if auto == 2 {
-                db.execute(&plain("PRAGMA incremental_vacuum".into()))
-                    .await?;
-            }
-            let (bytes, _) = sqlite_free(db).await?;
-            Ok(DeadSpace {
-                tables: names(tables),
-                dead_rows: None,
-                bytes,
-                state: if auto == 2 { "freed" } else { "zeroed" }.into(),
-                note: if auto == 2 {
-                    "deleted content was overwritten (secure_delete) and free pages returned \
-                     (incremental vacuum); copies SQLite made of rows it moved between pages \
-                     while they were alive can remain until a full VACUUM rewrites the file"
-                        .into()
-                } else {
-                    "deleted content was overwritten (secure_delete); the free pages stay in the \
-                     file because auto_vacuum is not INCREMENTAL, and copies SQLite made of rows \
-                     it moved between pages while they were alive can remain: only a full \
-                     VACUUM, which rewrites the file, removes both"
-                        .into()
-                },
-            })
-        }
-        Engine::MariaDb | Engine::MySql => Ok(DeadSpace {
-            tables: names(tables),
-            dead_rows: None,
-            bytes: mysql_free(db, tables).await?,
-            state: "not_reclaimable_online".into(),
-            note: MARIADB_NOTE.into(),
-        }),
+    db.dialect().dead_space(db, tables, Purge::Reclaim).await
+}
+
+/// Which step of [`super::Dialect::dead_space`] is asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purge {
+    /// Only look (a plan).
+    Estimate,
+    /// Reclaim what can be reclaimed online, then look.
+    Reclaim,
+}
+
+/// PostgreSQL: `VACUUM` and `pg_stat_user_tables`.
+pub(crate) async fn postgres(
+    db: &Db,
+    tables: &[&TableSql],
+    step: Purge,
+) -> Result<DeadSpace, Error> {
+    match step {
+        Purge::Estimate => postgres_estimate(db, tables).await,
+        Purge::Reclaim => postgres_reclaim(db, tables).await,
     }
+}
+
+/// SQLite: `freelist_count` and `incremental_vacuum`.
+pub(crate) async fn sqlite(db: &Db, tables: &[&TableSql], step: Purge) -> Result<DeadSpace, Error> {
+    match step {
+        Purge::Estimate => sqlite_estimate(db, tables).await,
+        Purge::Reclaim => sqlite_reclaim(db, tables).await,
+    }
+}
+
+/// MariaDB / MySQL: `DATA_FREE`, nothing reclaimed online.
+pub(crate) async fn mysql(db: &Db, tables: &[&TableSql], step: Purge) -> Result<DeadSpace, Error> {
+    match step {
+        Purge::Estimate => mysql_estimate(db, tables).await,
+        Purge::Reclaim => mysql_reclaim(db, tables).await,
+    }
+}
+
+fn estimated(tables: &[&TableSql]) -> DeadSpace {
+    DeadSpace {
+        tables: names(tables),
+        dead_rows: None,
+        bytes: 0,
+        state: "estimate".into(),
+        note: String::new(),
+    }
+}
+
+/// PostgreSQL's estimate: dead row versions in the statistics.
+async fn postgres_estimate(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
+    let mut out = estimated(tables);
+    let (mut rows, mut bytes) = (0, 0);
+    for t in tables {
+        let (r, b) = pg_dead(db, t).await?;
+        rows += r;
+        bytes += b;
+    }
+    out.dead_rows = Some(rows);
+    out.bytes = bytes;
+    out.note = "dead row versions stay readable in pages until VACUUM; \
+                after_purge runs it on the touched tables"
+        .into();
+    Ok(out)
+}
+
+/// SQLite's estimate: the free pages of the whole file.
+async fn sqlite_estimate(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
+    let mut out = estimated(tables);
+    let (bytes, _) = sqlite_free(db).await?;
+    out.bytes = bytes;
+    out.note = "free pages of the whole file".into();
+    Ok(out)
+}
+
+/// MariaDB / MySQL's estimate: `DATA_FREE`.
+async fn mysql_estimate(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
+    let mut out = estimated(tables);
+    out.bytes = mysql_free(db, tables).await?;
+    out.note = MARIADB_NOTE.into();
+    Ok(out)
+}
+
+/// PostgreSQL: `VACUUM (ANALYZE)` each table, one statement each, outside
+/// any transaction block.
+async fn postgres_reclaim(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
+    for t in tables {
+        db.execute(&plain(format!("VACUUM (ANALYZE) {}", t.from)))
+            .await?;
+    }
+    let mut out = postgres_estimate(db, tables).await?;
+    out.state = "vacuumed".into();
+    out.note = "VACUUM removed the dead row versions and their index entries and made \
+                their space reusable; old bytes can remain in free page space, WAL and \
+                backups until overwritten (only VACUUM FULL rewrites the table)"
+        .into();
+    Ok(out)
+}
+
+/// SQLite: an incremental vacuum where `auto_vacuum` allows one (its
+/// connections already overwrite deleted content, `secure_delete`).
+async fn sqlite_reclaim(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
+    let (_, auto) = sqlite_free(db).await?;
+    // 2 = INCREMENTAL: free pages can be returned to the file system.
+    if auto == 2 {
+        db.execute(&plain("PRAGMA incremental_vacuum".into()))
+            .await?;
+    }
+    let (bytes, _) = sqlite_free(db).await?;
+    Ok(DeadSpace {
+        tables: names(tables),
+        dead_rows: None,
+        bytes,
+        state: if auto == 2 { "freed" } else { "zeroed" }.into(),
+        note: if auto == 2 {
+            "deleted content was overwritten (secure_delete) and free pages returned \
+             (incremental vacuum); copies SQLite made of rows it moved between pages \
+             while they were alive can remain until a full VACUUM rewrites the file"
+                .into()
+        } else {
+            "deleted content was overwritten (secure_delete); the free pages stay in the \
+             file because auto_vacuum is not INCREMENTAL, and copies SQLite made of rows \
+             it moved between pages while they were alive can remain: only a full \
+             VACUUM, which rewrites the file, removes both"
+                .into()
+        },
+    })
+}
+
+/// MariaDB / MySQL: nothing can be reclaimed online.
+async fn mysql_reclaim(db: &Db, tables: &[&TableSql]) -> Result<DeadSpace, Error> {
+    Ok(DeadSpace {
+        tables: names(tables),
+        dead_rows: None,
+        bytes: mysql_free(db, tables).await?,
+        state: "not_reclaimable_online".into(),
+        note: MARIADB_NOTE.into(),
+    })
 }

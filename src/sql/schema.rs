@@ -7,6 +7,8 @@ use super::{Db, Engine, Stmt, TextRow, Val};
 use crate::config::TableRef;
 use crate::error::Error;
 
+/// How Lethe treats a column's values: what a cutoff, a key list or a
+/// strategy may do with them depends on it, not on the engine's type name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ColumnKind {
     Int,
@@ -16,6 +18,7 @@ pub enum ColumnKind {
     Other,
 }
 
+/// One column of a live table, as the catalog describes it.
 #[derive(Debug, Clone)]
 pub struct ColumnInfo {
     pub name: String,
@@ -76,6 +79,8 @@ pub fn list(cols: &[String]) -> String {
     }
 }
 
+/// What the live catalog says of a table: everything a rule is checked
+/// against before a statement is built for it.
 #[derive(Debug, Clone)]
 pub struct TableInfo {
     pub table: TableRef,
@@ -95,6 +100,8 @@ pub struct TableInfo {
 }
 
 impl TableInfo {
+    /// The column named exactly `name` (identifiers from TOML are compared
+    /// with catalog names, never spliced).
     pub fn column(&self, name: &str) -> Option<&ColumnInfo> {
         self.columns.iter().find(|c| c.name == name)
     }
@@ -109,7 +116,7 @@ pub(crate) fn kind_of(engine: Engine, data_type: &str) -> ColumnKind {
     if int {
         return ColumnKind::Int;
     }
-    if engine == Engine::Sqlite {
+    if engine.dates_are_text() {
         // SQLite stores dates as text (or numbers); compare in the stored format.
         return ColumnKind::Text;
     }
@@ -122,13 +129,13 @@ pub(crate) fn kind_of(engine: Engine, data_type: &str) -> ColumnKind {
     ColumnKind::Other
 }
 
-fn s(v: &Option<String>) -> String {
+pub(crate) fn s(v: &Option<String>) -> String {
     v.clone().unwrap_or_default()
 }
 
 /// Columns from rows of (name, data type, …): `kind_at` is the index of the
 /// value the kind is derived from; `nullable` reads the engine's own flag.
-fn columns(
+pub(crate) fn columns(
     engine: Engine,
     rows: &[TextRow],
     kind_at: usize,
@@ -183,151 +190,21 @@ pub async fn referencing_keys(
     Ok(foreign_keys(&rows, pk))
 }
 
-/// Inspect a table; `Ok(None)` if it does not exist.
+/// Inspect a table; `Ok(None)` if it does not exist (each dialect reads its
+/// own catalog: [`super::Dialect::table_info`]).
 pub async fn table_info(db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Error> {
-    let engine = db.dialect().engine();
-    let st = |sql: &'static str, binds: Vec<Val>| Stmt {
+    db.dialect().table_info(db, t).await
+}
+
+/// A statement of catalog text and bound names.
+pub(crate) fn catalog(sql: &'static str, binds: Vec<Val>) -> Stmt {
+    Stmt {
         sql: sql.to_string(),
         binds,
-    };
-    match engine {
-        Engine::Postgres => {
-            let schema = t.schema.clone().unwrap_or_else(|| "public".into());
-            let rel = format!(
-                "{}.{}",
-                db.dialect().quote(&schema),
-                db.dialect().quote(&t.table)
-            );
-            let found = db
-                .fetch(&st(
-                    "SELECT CAST(c.relkind AS TEXT), CAST((c.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)) AS TEXT) \
-                     FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
-                    vec![Val::Text(schema.clone()), Val::Text(t.table.clone())],
-                ))
-                .await?;
-            let Some(row) = found.first() else {
-                return Ok(None);
-            };
-            let partitioned = s(&row[1]) == "true";
-            let cols = db
-                .fetch(&st(
-                    "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), CAST(NOT a.attnotnull AS TEXT) \
-                     FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-                    vec![Val::Text(rel.clone())],
-                ))
-                .await?;
-            let pk = db
-                .fetch(&st(
-                    "SELECT a.attname::text FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) \
-                     WHERE i.indrelid = to_regclass($1) AND i.indisprimary",
-                    vec![Val::Text(rel.clone())],
-                ))
-                .await?;
-            let pk: Vec<String> = pk.iter().map(|r| s(&r[0])).collect();
-            let fks = referencing_keys(db, t, &pk).await?;
-            let idx = db.fetch(&db.dialect().leading_index_columns(t)).await?;
-            let leaves = if partitioned {
-                db.fetch(&st(
-                    "WITH RECURSIVE tree(oid) AS (SELECT to_regclass($1)::oid UNION ALL \
-                       SELECT i.inhrelid FROM pg_inherits i JOIN tree t ON i.inhparent = t.oid) \
-                     SELECT n.nspname::text, c.relname::text, CAST(c.relkind AS TEXT) FROM tree t \
-                     JOIN pg_class c ON c.oid = t.oid JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE c.relkind <> 'p' ORDER BY 1, 2",
-                    vec![Val::Text(rel)],
-                ))
-                .await?
-                .iter()
-                .map(|r| (s(&r[0]), s(&r[1]), s(&r[2])))
-                .collect()
-            } else {
-                vec![]
-            };
-            Ok(Some(TableInfo {
-                table: t.clone(),
-                columns: columns(engine, &cols, 1, |r| s(&r[2]) == "true"),
-                primary_key: pk,
-                referenced_by: fks,
-                partitioned,
-                leaves,
-                has_rowid: false,
-                indexed: idx.iter().map(|r| s(&r[0])).collect(),
-            }))
-        }
-        Engine::MySql | Engine::MariaDb => {
-            let cols = db
-                .fetch(&st(
-                    "SELECT CAST(COLUMN_NAME AS CHAR), CAST(COLUMN_TYPE AS CHAR), CAST(IS_NULLABLE AS CHAR), CAST(DATA_TYPE AS CHAR) \
-                     FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
-                    vec![Val::Text(t.table.clone())],
-                ))
-                .await?;
-            if cols.is_empty() {
-                return Ok(None);
-            }
-            let pk = db
-                .fetch(&st(
-                    "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.KEY_COLUMN_USAGE \
-                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY' ORDER BY ORDINAL_POSITION",
-                    vec![Val::Text(t.table.clone())],
-                ))
-                .await?;
-            let pk: Vec<String> = pk.iter().map(|r| s(&r[0])).collect();
-            let fks = referencing_keys(db, t, &pk).await?;
-            let idx = db.fetch(&db.dialect().leading_index_columns(t)).await?;
-            Ok(Some(TableInfo {
-                table: t.clone(),
-                columns: columns(engine, &cols, 3, |r| s(&r[2]) == "YES"),
-                primary_key: pk,
-                referenced_by: fks,
-                partitioned: false,
-                leaves: vec![],
-                has_rowid: false,
-                indexed: idx.iter().map(|r| s(&r[0])).collect(),
-            }))
-        }
-        Engine::Sqlite => {
-            let master = db
-                .fetch(&st(
-                    "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
-                    vec![Val::Text(t.table.clone())],
-                ))
-                .await?;
-            let Some(row) = master.first() else {
-                return Ok(None);
-            };
-            let has_rowid = !s(&row[0]).to_ascii_uppercase().contains("WITHOUT ROWID");
-            let cols = db
-                .fetch(&st(
-                    "SELECT name, type, CAST(\"notnull\" AS TEXT), CAST(pk AS TEXT) FROM pragma_table_info(?) ORDER BY cid",
-                    vec![Val::Text(t.table.clone())],
-                ))
-                .await?;
-            let mut pk: Vec<(i64, String)> = cols
-                .iter()
-                .filter_map(|r| {
-                    let n: i64 = s(&r[3]).parse().unwrap_or(0);
-                    (n > 0).then(|| (n, s(&r[0])))
-                })
-                .collect();
-            pk.sort();
-            let idx = db.fetch(&db.dialect().leading_index_columns(t)).await?;
-            let pk_names: Vec<String> = pk.into_iter().map(|(_, n)| n).collect();
-            let fks = referencing_keys(db, t, &pk_names).await?;
-            let mut indexed: Vec<String> = idx.iter().map(|r| s(&r[0])).collect();
-            if let Some(first) = pk_names.first() {
-                indexed.push(first.clone());
-            }
-            Ok(Some(TableInfo {
-                table: t.clone(),
-                columns: columns(engine, &cols, 1, |r| s(&r[2]) == "0"),
-                // `to` is NULL when the key references the primary key.
-                referenced_by: fks,
-                primary_key: pk_names,
-                partitioned: false,
-                leaves: vec![],
-                has_rowid,
-                indexed,
-            }))
-        }
     }
+}
+
+/// The first value of each row.
+pub(crate) fn firsts(rows: &[TextRow]) -> Vec<String> {
+    rows.iter().map(|r| s(&r[0])).collect()
 }

@@ -4,40 +4,23 @@
 //! `WHERE rowid IN (SELECT rowid … ORDER BY … LIMIT n)` (the key on
 //! `WITHOUT ROWID` tables). Dates are usually text: compare in the stored format.
 
-use super::Stmt;
-use super::Val;
 use super::dialect::{
-    Builder, DeleteSummary, DeleteTarget, Dialect, Engine, push_placeholder_list, sql_literal,
-    typed_value,
+    Builder, ColumnType, DbFuture, DeleteSummary, DeleteTarget, Dialect, Engine, Migration,
+    migrations, sql_literal,
 };
-use super::schema::{ColumnInfo, ColumnKind};
+use super::purge::{DeadSpace, Purge};
+use super::schema::{self, ColumnInfo, ColumnKind, TableInfo, catalog, firsts, s};
+use super::statements::TableSql;
+use super::{Db, Stmt, Val};
 use crate::config::{Strategy, TableRef};
+use crate::error::Error;
 
+/// The SQLite dialect.
 pub struct Sqlite;
 
 impl Dialect for Sqlite {
     fn engine(&self) -> Engine {
         Engine::Sqlite
-    }
-
-    fn quote(&self, ident: &str) -> String {
-        format!("\"{}\"", ident.replace('"', "\"\""))
-    }
-
-    fn placeholder(&self, _n: usize) -> String {
-        "?".into()
-    }
-
-    fn to_text(&self, expr: &str) -> String {
-        format!("CAST({expr} AS TEXT)")
-    }
-
-    fn push_in_list(&self, b: &mut Builder<'_>, expr: &str, col: &ColumnInfo, values: &[String]) {
-        push_placeholder_list(b, expr, col, values);
-    }
-
-    fn push_typed(&self, b: &mut Builder<'_>, col: &ColumnInfo, text: &str) {
-        b.bind(typed_value(col, text));
     }
 
     fn lock_rows(&self) -> &'static str {
@@ -79,10 +62,6 @@ impl Dialect for Sqlite {
         Ok(format!("(({k} % {n}) + {n}) % {n} = {i}"))
     }
 
-    fn delete_returning(&self) -> bool {
-        true
-    }
-
     fn delete_summary(&self) -> DeleteSummary {
         DeleteSummary::SelectFirst
     }
@@ -112,10 +91,6 @@ impl Dialect for Sqlite {
         }
     }
 
-    fn keyless_tables(&self) -> Option<Stmt> {
-        None
-    }
-
     fn all_columns(&self) -> Stmt {
         Stmt {
             sql: "SELECT '', m.name, p.name, p.type FROM sqlite_master m JOIN pragma_table_info(m.name) p \
@@ -143,4 +118,102 @@ impl Dialect for Sqlite {
             b.push(" RETURNING ").push(t.returning_sql);
         }
     }
+
+    fn table_info<'a>(&'a self, db: &'a Db, t: &'a TableRef) -> DbFuture<'a, Option<TableInfo>> {
+        Box::pin(table_info(self, db, t))
+    }
+
+    fn dead_space<'a>(
+        &'a self,
+        db: &'a Db,
+        tables: &'a [&'a TableSql],
+        step: Purge,
+    ) -> DbFuture<'a, DeadSpace> {
+        Box::pin(super::purge::sqlite(db, tables, step))
+    }
+
+    fn select_first_summary(&self) -> Option<&'static str> {
+        Some(
+            "SELECT CAST(COUNT(*) AS TEXT), group_concat(k, char(10)), CAST(MAX(o) AS TEXT), \
+             json_group_array(DISTINCT s) FILTER (WHERE s IS NOT NULL)",
+        )
+    }
+
+    fn state_migrations(&self) -> &'static [Migration] {
+        migrations!("sqlite")
+    }
+
+    /// A key and a value per hashed column per row, under SQLite's bind limit.
+    fn update_chunk(&self, hashed_columns: usize) -> usize {
+        30_000 / (1 + 2 * hashed_columns)
+    }
+
+    fn enforces_text_width(&self) -> bool {
+        false
+    }
+
+    /// On a rowid table (not `WITHOUT ROWID`).
+    fn physical_id(&self, info: &TableInfo, _part: Option<&str>) -> bool {
+        info.has_rowid
+    }
+
+    fn single_writer(&self) -> bool {
+        true
+    }
+
+    fn column_ddl(&self, t: ColumnType) -> &'static str {
+        match t {
+            ColumnType::Id => "INTEGER PRIMARY KEY",
+            ColumnType::Ref | ColumnType::Int => "INTEGER",
+            ColumnType::Text | ColumnType::Ts | ColumnType::Date => "TEXT",
+        }
+    }
+}
+
+/// The catalog's view of a table: whether it has a rowid, its columns,
+/// primary key (in key order), the keys into it and the columns that lead
+/// an index (the primary key's first column among them).
+async fn table_info(d: &Sqlite, db: &Db, t: &TableRef) -> Result<Option<TableInfo>, Error> {
+    let master = db
+        .fetch(&catalog(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?",
+            vec![Val::Text(t.table.clone())],
+        ))
+        .await?;
+    let Some(row) = master.first() else {
+        return Ok(None);
+    };
+    let has_rowid = !s(&row[0]).to_ascii_uppercase().contains("WITHOUT ROWID");
+    let cols = db
+        .fetch(&catalog(
+            "SELECT name, type, CAST(\"notnull\" AS TEXT), CAST(pk AS TEXT) FROM pragma_table_info(?) ORDER BY cid",
+            vec![Val::Text(t.table.clone())],
+        ))
+        .await?;
+    let mut pk: Vec<(i64, String)> = cols
+        .iter()
+        .filter_map(|r| {
+            let n: i64 = s(&r[3]).parse().unwrap_or(0);
+            (n > 0).then(|| (n, s(&r[0])))
+        })
+        .collect();
+    pk.sort();
+    let idx = db.fetch(&d.leading_index_columns(t)).await?;
+    let pk_names: Vec<String> = pk.into_iter().map(|(_, n)| n).collect();
+    // `to` is NULL when the key references the primary key.
+    let fks = schema::referencing_keys(db, t, &pk_names).await?;
+    let mut indexed = firsts(&idx);
+    if let Some(first) = pk_names.first() {
+        indexed.push(first.clone());
+    }
+    Ok(Some(TableInfo {
+        table: t.clone(),
+        columns: schema::columns(Engine::Sqlite, &cols, 1, |r| s(&r[2]) == "0"),
+        referenced_by: fks,
+        primary_key: pk_names,
+        partitioned: false,
+        leaves: vec![],
+        has_rowid,
+        indexed,
+    }))
 }
