@@ -1836,3 +1836,4 @@ async fn execute(
     report.status = RuleStatus::Done;
     Ok(())
 }
+pub mod throttle;
