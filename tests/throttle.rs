@@ -165,6 +165,35 @@ async fn replica_lag_pauses_the_loop_until_replay_resumes() {
     writer.stop().await;
 }
 
+/// Without a replica URL, PostgreSQL's lag is the primary's view of its
+/// standbys (`pg_stat_replication.replay_lag`).
+#[tokio::test]
+async fn replay_lag_is_read_on_the_primary_without_a_replica_url() {
+    let _one = REPLICA.lock().await;
+    set_replay(false).await;
+    pg_replica().await.close().await;
+    let db = TestDb::create(Engine::Postgres).await;
+    let writer = Writer::start(&db).await;
+    let source = db.connect().await;
+    let pause_when = PauseWhen {
+        max_lag: Some(Duration::from_secs(1)),
+        ..when()
+    };
+    let mut throttle = Throttle::new(pause_when, &source, None);
+    make_lag(&mut throttle, Duration::from_millis(1500)).await;
+    let resumer = tokio::spawn(async {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        set_replay(false).await;
+    });
+    let waited = throttle
+        .wait(&CancellationToken::new())
+        .await
+        .expect("wait");
+    resumer.await.expect("resumer");
+    writer.stop().await;
+    assert!(waited.of(Reason::ReplicaLag) >= 1.5, "{waited:?}");
+}
+
 #[tokio::test]
 async fn replica_lag_beyond_max_wait_is_a_typed_error() {
     let _one = REPLICA.lock().await;

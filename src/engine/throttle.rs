@@ -172,7 +172,7 @@ impl<'a> Throttle<'a> {
         let mut pausing: Option<Reason> = None;
         loop {
             let readings = self.readings().await?;
-            let Some((reason, reading)) = self.over(&readings) else {
+            let Some((reason, reading)) = over(&self.when, &readings) else {
                 if let Some(reason) = pausing {
                     tracing::info!(
                         source = %self.source.name,
@@ -213,30 +213,6 @@ impl<'a> Throttle<'a> {
                 _ = tokio::time::sleep(nap) => waited.add(reason, before.elapsed()),
             }
         }
-    }
-
-    /// The first signal over its threshold, with its reading as text.
-    fn over(&self, r: &Readings) -> Option<(Reason, String)> {
-        if let (Some(lag), Some(max)) = (r.lag, self.when.max_lag) {
-            match lag {
-                None => return Some((Reason::ReplicaLag, "not applying".into())),
-                Some(l) if l > max => {
-                    return Some((Reason::ReplicaLag, format!("{:.1} s", l.as_secs_f64())));
-                }
-                Some(_) => {}
-            }
-        }
-        if let (Some(n), Some(max)) = (r.lock_waits, self.when.lock_waits)
-            && n > max
-        {
-            return Some((Reason::LockWaits, n.to_string()));
-        }
-        if let (Some(n), Some(max)) = (r.active_sessions, self.when.active_sessions)
-            && n > max
-        {
-            return Some((Reason::ActiveSessions, n.to_string()));
-        }
-        None
     }
 
     fn threshold(&self, reason: Reason) -> String {
@@ -375,6 +351,30 @@ impl<'a> Throttle<'a> {
     }
 }
 
+/// The first signal over its threshold, with its reading as text.
+fn over(when: &PauseWhen, r: &Readings) -> Option<(Reason, String)> {
+    if let (Some(lag), Some(max)) = (r.lag, when.max_lag) {
+        match lag {
+            None => return Some((Reason::ReplicaLag, "not applying".into())),
+            Some(l) if l > max => {
+                return Some((Reason::ReplicaLag, format!("{:.1} s", l.as_secs_f64())));
+            }
+            Some(_) => {}
+        }
+    }
+    if let (Some(n), Some(max)) = (r.lock_waits, when.lock_waits)
+        && n > max
+    {
+        return Some((Reason::LockWaits, n.to_string()));
+    }
+    if let (Some(n), Some(max)) = (r.active_sessions, when.active_sessions)
+        && n > max
+    {
+        return Some((Reason::ActiveSessions, n.to_string()));
+    }
+    None
+}
+
 /// Index of `Seconds_Behind_Master` in a `SHOW SLAVE STATUS` row.
 const SECONDS_BEHIND_MASTER: usize = 32;
 
@@ -447,6 +447,56 @@ mod tests {
                 "lethe_throttle_seconds_total{source=\"a\\\"b\",reason=\"lock_waits\"} 1\n"
             )
         );
+    }
+
+    fn when() -> PauseWhen {
+        PauseWhen {
+            replica: None,
+            max_lag: Some(Duration::from_secs(1)),
+            active_sessions: Some(10),
+            lock_waits: Some(0),
+            check_every: Duration::from_secs(1),
+            max_wait: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_signal_pauses_only_above_its_threshold() {
+        let at = |lag: Option<Option<Duration>>, sessions, locks| Readings {
+            lag,
+            active_sessions: Some(sessions),
+            lock_waits: Some(locks),
+        };
+        let ms = |n| Some(Some(Duration::from_millis(n)));
+        assert_eq!(over(&when(), &at(ms(1000), 10, 0)), None);
+        assert_eq!(
+            over(&when(), &at(ms(1100), 10, 0)),
+            Some((Reason::ReplicaLag, "1.1 s".into()))
+        );
+        assert_eq!(
+            over(&when(), &at(Some(None), 0, 0)),
+            Some((Reason::ReplicaLag, "not applying".into()))
+        );
+        assert_eq!(
+            over(&when(), &at(ms(0), 10, 1)),
+            Some((Reason::LockWaits, "1".into()))
+        );
+        assert_eq!(
+            over(&when(), &at(ms(0), 11, 0)),
+            Some((Reason::ActiveSessions, "11".into()))
+        );
+        // Lag is named first when several are over: it is the one a
+        // replica's readers notice.
+        assert_eq!(
+            over(&when(), &at(ms(5000), 99, 9)).map(|o| o.0),
+            Some(Reason::ReplicaLag)
+        );
+        // A signal not watched never pauses.
+        let unwatched = PauseWhen {
+            max_lag: None,
+            ..when()
+        };
+        assert_eq!(over(&unwatched, &at(ms(5000), 0, 0)), None);
     }
 
     #[test]
