@@ -96,6 +96,9 @@ pg_start() {
     return 0
   fi
   [ -z "$(pg_pid || true)" ] || pg_stop
+  if pg_isready -q -h 127.0.0.1 -p "$PG_PORT" 2>/dev/null; then
+    die "pg: another server answers on 127.0.0.1:$PG_PORT (a replica started from another checkout?); stop it there first"
+  fi
   local owner bindir
   owner="$(pg_owner)"
   bindir="$(pg_bindir)"
@@ -221,6 +224,9 @@ my_start() {
   before a replica can follow it." 69
   fi
   [ -z "$(my_pid || true)" ] || my_stop
+  if my_replica -e 'select 1' >/dev/null 2>&1; then
+    die "mariadb: another server answers on 127.0.0.1:$MY_PORT (a replica started from another checkout?); stop it there first"
+  fi
   local owner
   owner="$(stat -c %U "$(my_primary -e 'select @@datadir')")"
   rm -rf "$my_data"

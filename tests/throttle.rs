@@ -408,3 +408,97 @@ async fn cancellation_ends_a_pause_at_once() {
     assert!(waited.of(Reason::ActiveSessions) > 0.0);
     sleeper.await.expect("sleeper");
 }
+
+fn my_url(var: &str, default: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| default.into())
+}
+
+/// MariaDB: `STOP SLAVE SQL_THREAD` on the replica stops applying (its
+/// `Seconds_Behind_Master` turns NULL): the loop waits until it is started
+/// again. Ignored by default: the machine's MariaDB on 3306 writes no binary
+/// log, so no replica can follow it (see docs/throttle.md). Run with
+/// `scripts/replica.sh start mariadb` against a primary that has one, and
+/// `LETHE_TEST_MY_PRIMARY_URL` / `LETHE_TEST_MY_REPLICA_URL` if not on 3306 / 3307.
+#[tokio::test]
+#[ignore = "needs a MariaDB replica: scripts/replica.sh start mariadb (the primary must write a binlog)"]
+async fn mariadb_replica_stopped_applying_pauses_the_loop() {
+    let primary = my_url(
+        "LETHE_TEST_MY_PRIMARY_URL",
+        "mysql://root@127.0.0.1:3306/mysql",
+    );
+    let replica_url = my_url(
+        "LETHE_TEST_MY_REPLICA_URL",
+        "mysql://root@127.0.0.1:3307/mysql",
+    );
+    let replica = Db::connect("replica", &replica_url, 1, Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("the MariaDB replica is not reachable ({e}); start it with scripts/replica.sh start mariadb")
+        });
+    replica
+        .execute(&raw("START SLAVE SQL_THREAD"))
+        .await
+        .expect("start");
+    let admin = Db::connect("admin", &primary, 1, Duration::ZERO)
+        .await
+        .expect("primary");
+    let name = format!(
+        "lethe_t_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    );
+    admin
+        .execute(&raw(&format!("CREATE DATABASE {name}")))
+        .await
+        .expect("create");
+    let base = primary.rsplit_once('/').expect("url with a database").0;
+    let source = Db::connect("app", &format!("{base}/{name}"), 2, Duration::ZERO)
+        .await
+        .expect("connect");
+    source
+        .execute(&raw(
+            "CREATE TABLE ticks (id integer AUTO_INCREMENT PRIMARY KEY)",
+        ))
+        .await
+        .expect("table");
+    let pause_when = PauseWhen {
+        replica: Some(replica_url.clone()),
+        max_lag: Some(Duration::from_secs(1)),
+        ..when()
+    };
+    let mut throttle = Throttle::connect(pause_when, &source)
+        .await
+        .expect("connect");
+    let waited = throttle
+        .wait(&CancellationToken::new())
+        .await
+        .expect("wait");
+    assert_eq!(waited.total(), 0.0, "{waited:?}");
+
+    replica
+        .execute(&raw("STOP SLAVE SQL_THREAD"))
+        .await
+        .expect("stop");
+    source
+        .execute(&raw("INSERT INTO ticks VALUES (NULL)"))
+        .await
+        .expect("insert");
+    let r = throttle.readings().await.expect("readings");
+    assert_eq!(r.lag, Some(None), "a stopped SQL thread is not applying");
+    let resumer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        replica
+            .execute(&raw("START SLAVE SQL_THREAD"))
+            .await
+            .expect("start");
+    });
+    let waited = throttle
+        .wait(&CancellationToken::new())
+        .await
+        .expect("wait");
+    resumer.await.expect("resumer");
+    assert!(waited.of(Reason::ReplicaLag) >= 1.5, "{waited:?}");
+    admin
+        .execute(&raw(&format!("DROP DATABASE {name}")))
+        .await
+        .expect("drop");
+}

@@ -12,6 +12,8 @@
 
 use crate::config::throttle::PauseWhen;
 use crate::sql::{Db, Engine, Stmt};
+use sqlx::Row;
+use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::{Duration, Instant};
@@ -118,7 +120,12 @@ enum LockView {
 pub struct Throttle<'a> {
     when: PauseWhen,
     source: &'a Db,
+    /// A PostgreSQL replica, read through [`Db`].
     replica: Option<Db>,
+    /// A MariaDB/MySQL replica: `SHOW SLAVE STATUS` mixes text and number
+    /// columns, which [`Db::fetch`] (every cell as text) cannot decode, so
+    /// its row is read here by column name on a connection of our own.
+    my_replica: Option<MySqlPool>,
     lock_view: Option<LockView>,
 }
 
@@ -141,6 +148,7 @@ impl<'a> Throttle<'a> {
             when,
             source,
             replica,
+            my_replica: None,
             lock_view: None,
         }
     }
@@ -148,14 +156,23 @@ impl<'a> Throttle<'a> {
     /// [`Throttle::new`], connecting the replica named in `when` (one
     /// connection: it is read once per `check_every` at most).
     pub async fn connect(when: PauseWhen, source: &'a Db) -> Result<Self, Error> {
-        let replica = match &when.replica {
-            Some(url) => {
-                let name = format!("{} replica", source.name);
-                Some(Db::connect(&name, url, 1, Duration::ZERO).await?)
-            }
-            None => None,
+        let name = format!("{} replica", source.name);
+        let Some(url) = when.replica.clone() else {
+            return Ok(Self::new(when, source, None));
         };
-        Ok(Self::new(when, source, replica))
+        if url.starts_with("postgres") {
+            let replica = Db::connect(&name, &url, 1, Duration::ZERO).await?;
+            return Ok(Self::new(when, source, Some(replica)));
+        }
+        let pool = MySqlPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(15))
+            .connect(&url.replacen("mariadb://", "mysql://", 1))
+            .await
+            .map_err(|e| replica_error(&name, &e))?;
+        let mut throttle = Self::new(when, source, None);
+        throttle.my_replica = Some(pool);
+        Ok(throttle)
     }
 
     /// The thresholds this throttle applies.
@@ -239,10 +256,16 @@ impl<'a> Throttle<'a> {
     }
 
     async fn lag(&self) -> Result<Option<Duration>, Error> {
+        if let Some(pool) = &self.my_replica {
+            return self.my_replica_lag(pool).await;
+        }
         match (&self.replica, is_pg(self.source)) {
             (Some(replica), true) => self.pg_replica_lag(replica).await,
             (None, true) => self.pg_primary_lag().await,
-            (Some(replica), false) => self.my_replica_lag(replica).await,
+            (Some(_), false) => Err(Error::NotAReplica {
+                source_name: self.source.name.clone(),
+                message: "a MariaDB/MySQL replica is connected by Throttle::connect".into(),
+            }),
             // Refused by the validation pass; nothing to read.
             (None, false) => Ok(Some(Duration::ZERO)),
         }
@@ -277,17 +300,27 @@ impl<'a> Throttle<'a> {
 
     /// `Seconds_Behind_Master` of the replica's default connection; NULL
     /// (the SQL thread stopped, or the I/O thread cannot connect) is `None`.
-    async fn my_replica_lag(&self, replica: &Db) -> Result<Option<Duration>, Error> {
-        let rows = replica.fetch(&stmt("SHOW SLAVE STATUS")).await?;
-        let Some(row) = rows.first() else {
+    async fn my_replica_lag(&self, pool: &MySqlPool) -> Result<Option<Duration>, Error> {
+        let name = format!("{} replica", self.source.name);
+        let row = sqlx::query("SHOW SLAVE STATUS")
+            .fetch_optional(pool)
+            .await
+            .map_err(|e| replica_error(&name, &e))?;
+        let Some(row) = row else {
             return Err(Error::NotAReplica {
                 source_name: self.source.name.clone(),
                 message: "SHOW SLAVE STATUS is empty (no replication configured)".into(),
             });
         };
-        // Column 33 in MariaDB and MySQL alike; the row comes without names.
-        let cell = row.get(SECONDS_BEHIND_MASTER).cloned().flatten();
-        Ok(cell.map(|s| seconds(Some(&s))))
+        let col = "Seconds_Behind_Master";
+        let behind = row
+            .try_get::<Option<u64>, _>(col)
+            .or_else(|_| {
+                row.try_get::<Option<i64>, _>(col)
+                    .map(|v| v.map(|s| s.max(0).unsigned_abs()))
+            })
+            .map_err(|e| replica_error(&name, &e))?;
+        Ok(behind.map(Duration::from_secs))
     }
 
     /// Sessions running a statement on the source's database, not counting
@@ -375,8 +408,22 @@ fn over(when: &PauseWhen, r: &Readings) -> Option<(Reason, String)> {
     None
 }
 
-/// Index of `Seconds_Behind_Master` in a `SHOW SLAVE STATUS` row.
-const SECONDS_BEHIND_MASTER: usize = 32;
+/// A failure on the MariaDB replica's own connection, described as `Db`
+/// describes its own (no value from a row).
+fn replica_error(name: &str, e: &sqlx::Error) -> Error {
+    let (source_name, message) = (name.to_string(), crate::sql::describe(e));
+    Error::Db(if crate::sql::is_connection_loss(e) {
+        crate::error::Error::Connection {
+            source_name,
+            message,
+        }
+    } else {
+        crate::error::Error::Database {
+            source_name,
+            message,
+        }
+    })
+}
 
 fn first_cell(rows: &[crate::sql::TextRow]) -> Option<String> {
     rows.first().and_then(|r| r.first()).cloned().flatten()
