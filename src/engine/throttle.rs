@@ -19,8 +19,10 @@ use std::fmt::Write;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
-/// Why the loop paused; the `reason` label of `lethe_throttle_seconds_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+/// Why the loop paused; the `reason` label of `lethe_throttle_seconds_total`
+/// (and the key a rule report's seconds are serialized under).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// The replica is further behind than `max_lag` (or has stopped applying).
     ReplicaLag,
@@ -555,5 +557,10 @@ mod tests {
         assert_eq!(w.of(Reason::ReplicaLag), 2.0);
         assert_eq!(w.of(Reason::LockWaits), 0.0);
         assert_eq!(w.total(), 3.0);
+        // Serialized under the metric's label values.
+        assert_eq!(
+            serde_json::to_string(&w.seconds).expect("json"),
+            r#"{"replica_lag":2.0,"active_sessions":1.0}"#
+        );
     }
 }
