@@ -2,8 +2,9 @@
 # Replicas of the local test servers, for the throttle tests (`pause_when`):
 # replay is paused on purpose to make real replica lag.
 #
-#   scripts/replica.sh start  pg|mariadb   make (fresh) and start the replica; no-op if it runs
-#   scripts/replica.sh stop   pg|mariadb   stop the replica this script started (by its PID)
+#   scripts/replica.sh start  pg|mariadb   make (fresh) and start the replica (mariadb: and
+#                                          its primary); no-op if it runs
+#   scripts/replica.sh stop   pg|mariadb   stop what this script started (by PID)
 #   scripts/replica.sh status pg|mariadb   exit 0 and print its state if it runs and replicates
 #   scripts/replica.sh pause  pg|mariadb   stop applying changes (lag grows with primary writes)
 #   scripts/replica.sh resume pg|mariadb   apply again (the replica catches up)
@@ -18,21 +19,25 @@
 # takes a new base backup (the test databases are small), so no replication
 # slot is left behind to hold WAL on the primary.
 #
-# MariaDB: a second mariadbd on 127.0.0.1:3307 with its datadir in
-# .replica/mariadb/data, replicating from 127.0.0.1:3306 with GTID. The primary
-# must write a binary log (log_bin is not dynamic in MariaDB: it needs a
-# restart with --log-bin); `start` says so and exits 69 when it does not.
+# MariaDB: a pair of our own, from the installed server binaries, because the
+# shared server on 3306 writes no binary log (log_bin is not dynamic in
+# MariaDB) and may not be restarted: a primary on 127.0.0.1:3308 started with
+# --log-bin --server-id=1 (datadir .replica/mariadb-primary/data) and a
+# read-only replica on 127.0.0.1:3307 (server-id 2, datadir
+# .replica/mariadb/data) following it by GTID. `start` makes both fresh unless
+# both already run and replicate; `stop` stops both by their PIDs. Run as
+# root, the servers run as the mysql user.
 #
 # Environment: PG_PRIMARY_PORT (5432), PG_REPLICA_PORT (5433),
-# MY_PRIMARY_PORT (3306), MY_REPLICA_PORT (3307).
-# Tests read LETHE_TEST_PG_REPLICA_URL / LETHE_TEST_MY_REPLICA_URL, defaulting
-# to these ports.
+# MY_PRIMARY_PORT (3308), MY_REPLICA_PORT (3307).
+# Tests read LETHE_TEST_PG_REPLICA_URL, LETHE_TEST_MY_PRIMARY_URL and
+# LETHE_TEST_MY_REPLICA_URL, defaulting to these ports.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PG_PRIMARY_PORT="${PG_PRIMARY_PORT:-5432}"
 PG_PORT="${PG_REPLICA_PORT:-5433}"
-MY_PRIMARY_PORT="${MY_PRIMARY_PORT:-3306}"
+MY_PRIMARY_PORT="${MY_PRIMARY_PORT:-3308}"
 MY_PORT="${MY_REPLICA_PORT:-3307}"
 
 say() { echo "replica: $*"; }
@@ -184,120 +189,171 @@ pg_resume() {
 }
 
 # ------------------------------------------------------------------- MariaDB
+#
+# A pair of our own, so that nothing depends on how the shared server on 3306
+# was started: role "primary" (server-id 1, binary log) and role "replica"
+# (server-id 2, read-only, follows the primary by GTID).
 
-my_dir="$root/.replica/mariadb"
-my_data="$my_dir/data"
-my_sock="$my_dir/mariadbd.sock"
-my_pidfile="$my_dir/mariadbd.pid"
-my_log="$my_dir/mariadbd.log"
+my_top="$root/.replica"
 
-my_primary() { mariadb -h 127.0.0.1 -P "$MY_PRIMARY_PORT" -uroot -N -B "$@"; }
-my_replica() { mariadb -h 127.0.0.1 -P "$MY_PORT" -uroot -N -B "$@"; }
-
-my_pid() {
-  local pid
-  [ -f "$my_pidfile" ] || return 1
-  pid="$(cat "$my_pidfile")"
-  kill -0 "$pid" 2>/dev/null && echo "$pid"
+my_dir() { # the directory of a role: datadir, socket, PID file and logs
+  case "$1" in
+    primary) echo "$my_top/mariadb-primary" ;;
+    replica) echo "$my_top/mariadb" ;;
+  esac
 }
 
-my_slave_field() { # name of a SHOW SLAVE STATUS column
+my_port() {
+  case "$1" in
+    primary) echo "$MY_PRIMARY_PORT" ;;
+    replica) echo "$MY_PORT" ;;
+  esac
+}
+
+my_sql() { # role, then mariadb client arguments
+  local role="$1"; shift
+  mariadb -h 127.0.0.1 -P "$(my_port "$role")" -uroot -N -B "$@"
+}
+my_answers() { my_sql "$1" -e 'select 1' >/dev/null 2>&1; }
+
+my_pid() { # the PID of the role's mariadbd, if it is alive and is ours
+  local dir pid
+  dir="$(my_dir "$1")"
+  [ -f "$dir/mariadbd.pid" ] || return 1
+  pid="$(cat "$dir/mariadbd.pid")"
+  # A PID file outlives a crash and its PID can be reused: only a mariadbd
+  # running on this very datadir counts.
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF -- "--datadir=$dir/data " \
+    && echo "$pid"
+}
+
+# mariadbd will not run as root: as root, run it as the packaged mysql user.
+my_owner() {
+  if [ "$(id -u)" != 0 ]; then
+    id -un
+  elif id mysql >/dev/null 2>&1; then
+    echo mysql
+  else
+    die "mariadb: running as root and there is no mysql user to run mariadbd as"
+  fi
+}
+
+my_slave_field() { # name of a SHOW SLAVE STATUS column, read on the replica
   mariadb -h 127.0.0.1 -P "$MY_PORT" -uroot -E -e 'SHOW SLAVE STATUS' 2>/dev/null \
     | sed -n "s/^ *$1: //p"
 }
 
-my_replicating() {
-  [ "$(my_slave_field Slave_IO_Running)" = "Yes" ]
+my_primary_ok() { # ours, answering, and writing a binary log as server 1
+  my_pid primary >/dev/null \
+    && [ "$(my_sql primary -e 'select @@log_bin = 1 and @@server_id = 1' 2>/dev/null)" = "1" ]
+}
+
+my_replicating() { # ours, its I/O thread connected to our primary (SQL thread may be paused)
+  my_pid replica >/dev/null \
+    && [ "$(my_slave_field Slave_IO_Running)" = "Yes" ] \
+    && [ "$(my_slave_field Master_Port)" = "$MY_PRIMARY_PORT" ]
+}
+
+my_tail_log() { tail -n 20 "$(my_dir "$1")/mariadbd.log" >&2 || true; }
+
+# A fresh datadir for the role, then its mariadbd, until it answers.
+my_launch() { # role server-id extra-mariadbd-options...
+  local role="$1" id="$2"; shift 2
+  local dir port owner
+  dir="$(my_dir "$role")"
+  port="$(my_port "$role")"
+  owner="$(my_owner)"
+  rm -rf "$dir"
+  mkdir -p "$dir/data"
+  chown -R "$owner" "$dir"
+  say "mariadb: new $role datadir $dir/data (as $owner)"
+  as_user "$owner" mariadb-install-db --no-defaults --datadir="$dir/data" \
+    --auth-root-authentication-method=normal --skip-test-db >"$dir/install.log" 2>&1 \
+    || { tail -n 20 "$dir/install.log" >&2; die "mariadb: mariadb-install-db failed for the $role"; }
+  say "mariadb: starting the $role on 127.0.0.1:$port (log: $dir/mariadbd.log)"
+  as_user "$owner" sh -c "nohup mariadbd --no-defaults --datadir='$dir/data' --port=$port \
+    --bind-address=127.0.0.1 --socket='$dir/mariadbd.sock' --pid-file='$dir/mariadbd.pid' \
+    --log-error='$dir/mariadbd.log' --server-id=$id --innodb-buffer-pool-size=64M $* \
+    >/dev/null 2>&1 &"
+  for _ in $(seq 1 60); do
+    my_pid "$role" >/dev/null && my_answers "$role" && return 0
+    sleep 0.5
+  done
+  my_tail_log "$role"
+  die "mariadb: the $role did not answer on 127.0.0.1:$port after 30 s"
 }
 
 my_start() {
-  my_primary -e 'select 1' >/dev/null 2>&1 \
-    || die "the MariaDB primary on 127.0.0.1:$MY_PRIMARY_PORT does not answer (scripts/services.sh start)"
-  if my_pid >/dev/null && my_replicating; then
-    say "mariadb: already running and replicating on 127.0.0.1:$MY_PORT (pid $(my_pid))"
+  if my_primary_ok && my_replicating; then
+    say "mariadb: already running: primary 127.0.0.1:$MY_PRIMARY_PORT (pid $(my_pid primary)), replica 127.0.0.1:$MY_PORT (pid $(my_pid replica))"
     return 0
   fi
-  if [ "$(my_primary -e 'select @@log_bin')" != "1" ]; then
-    die "mariadb: the primary on 127.0.0.1:$MY_PRIMARY_PORT writes no binary log (log_bin=OFF).
-  log_bin cannot be set at run time in MariaDB; the primary must be restarted with
-  --log-bin --server-id=1 (e.g. a [mariadbd] log_bin / server_id in /etc/mysql/mariadb.conf.d/)
-  before a replica can follow it." 69
-  fi
-  [ -z "$(my_pid || true)" ] || my_stop
-  if my_replica -e 'select 1' >/dev/null 2>&1; then
-    die "mariadb: another server answers on 127.0.0.1:$MY_PORT (a replica started from another checkout?); stop it there first"
-  fi
-  local owner
-  owner="$(stat -c %U "$(my_primary -e 'select @@datadir')")"
-  rm -rf "$my_data"
-  mkdir -p "$my_data"
-  chown -R "$owner" "$my_dir"
-  say "mariadb: new datadir $my_data (as $owner)"
-  as_user "$owner" mariadb-install-db --no-defaults --datadir="$my_data" \
-    --auth-root-authentication-method=normal --skip-test-db >"$my_dir/install.log" 2>&1 \
-    || { tail -n 20 "$my_dir/install.log" >&2; die "mariadb: mariadb-install-db failed"; }
-  say "mariadb: starting on 127.0.0.1:$MY_PORT (log: $my_log)"
-  as_user "$owner" sh -c "nohup mariadbd --no-defaults --datadir='$my_data' --port=$MY_PORT \
-    --bind-address=127.0.0.1 --socket='$my_sock' --pid-file='$my_pidfile' \
-    --log-error='$my_log' --server-id=$((MY_PORT)) --skip-log-bin --read-only=1 \
-    --innodb-buffer-pool-size=64M >/dev/null 2>&1 &"
-  for _ in $(seq 1 60); do
-    my_replica -e 'select 1' >/dev/null 2>&1 && break
-    sleep 0.5
+  # Half a pair (one crashed, or the replica lost its primary): start over,
+  # both fresh; the tests make their own databases.
+  my_stop
+  local role
+  for role in primary replica; do
+    if my_answers "$role"; then
+      die "mariadb: another server answers on 127.0.0.1:$(my_port "$role") (a pair started from another checkout?); stop it there first"
+    fi
   done
-  my_replica -e 'select 1' >/dev/null 2>&1 \
-    || { tail -n 20 "$my_log" >&2; die "mariadb: the replica did not answer after 30 s"; }
-  # The primary's data, consistent with its GTID position, then follow it.
-  # (mysql.* is left out: the replica keeps its own users.)
-  local dbs
-  dbs="$(my_primary -e "select schema_name from information_schema.schemata where schema_name
-        not in ('mysql','information_schema','performance_schema','sys')" | tr '\n' ' ')"
-  say "mariadb: copying the primary's databases"
-  # shellcheck disable=SC2086
-  mariadb-dump -h 127.0.0.1 -P "$MY_PRIMARY_PORT" -uroot --single-transaction --gtid \
-    --master-data=1 --databases $dbs | my_replica
-  my_replica -e "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$MY_PRIMARY_PORT,
+  my_launch primary 1 --log-bin=primary-bin --binlog-format=ROW
+  my_primary_ok || { my_tail_log primary; die "mariadb: the primary runs but writes no binary log"; }
+  my_launch replica 2 --skip-log-bin --read-only=1
+  # Both start empty, so the replica can follow from the primary's first
+  # GTID: no copy of the data is needed.
+  my_sql replica -e "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT=$MY_PRIMARY_PORT,
     MASTER_USER='root', MASTER_PASSWORD='', MASTER_USE_GTID=slave_pos; START SLAVE"
+  # Healthy means a write on the primary shows up on the replica.
+  my_sql primary -e 'CREATE DATABASE lethe_replica_ready'
   for _ in $(seq 1 60); do
-    if my_replicating; then
-      say "mariadb: replicating from 127.0.0.1:$MY_PRIMARY_PORT on 127.0.0.1:$MY_PORT (pid $(my_pid))"
+    if my_replicating && [ -n "$(my_sql replica -e "show databases like 'lethe_replica_ready'")" ]; then
+      my_sql primary -e 'DROP DATABASE lethe_replica_ready'
+      say "mariadb: replica 127.0.0.1:$MY_PORT (pid $(my_pid replica)) follows primary 127.0.0.1:$MY_PRIMARY_PORT (pid $(my_pid primary)) by GTID"
       return 0
     fi
     sleep 0.5
   done
-  die "mariadb: started but not replicating: $(my_slave_field Last_IO_Error)"
+  my_tail_log replica
+  die "mariadb: the replica does not apply the primary's writes after 30 s: $(my_slave_field Last_IO_Error) $(my_slave_field Last_SQL_Error)"
 }
 
-my_stop() {
+my_stop_one() { # role
   local pid
-  if ! pid="$(my_pid)"; then
-    say "mariadb: not running"
+  if ! pid="$(my_pid "$1")"; then
+    say "mariadb: $1 not running"
     return 0
   fi
   kill -TERM "$pid"
   for _ in $(seq 1 60); do
-    kill -0 "$pid" 2>/dev/null || { say "mariadb: stopped (pid $pid)"; return 0; }
+    kill -0 "$pid" 2>/dev/null || { say "mariadb: $1 stopped (pid $pid)"; return 0; }
     sleep 0.5
   done
-  die "mariadb: pid $pid still running after 30 s"
+  die "mariadb: $1 pid $pid still running after 30 s"
 }
 
+# The replica first, so it does not log a lost primary.
+my_stop() { my_stop_one replica; my_stop_one primary; }
+
 my_status() {
+  local hint="start it with scripts/replica.sh start mariadb"
+  my_primary_ok || die "mariadb: the primary on 127.0.0.1:$MY_PRIMARY_PORT is not running ($hint)"
   local pid
-  pid="$(my_pid)" || die "mariadb: not running (start it with scripts/replica.sh start mariadb)"
-  my_replicating || die "mariadb: pid $pid runs but does not replicate: $(my_slave_field Last_IO_Error)"
-  say "mariadb: replicating on 127.0.0.1:$MY_PORT (pid $pid), SQL thread $(my_slave_field Slave_SQL_Running), $(my_slave_field Seconds_Behind_Master) s behind"
+  pid="$(my_pid replica)" || die "mariadb: the replica on 127.0.0.1:$MY_PORT is not running ($hint)"
+  my_replicating \
+    || die "mariadb: replica pid $pid runs but does not follow 127.0.0.1:$MY_PRIMARY_PORT: $(my_slave_field Last_IO_Error) ($hint)"
+  say "mariadb: replica 127.0.0.1:$MY_PORT (pid $pid) follows primary 127.0.0.1:$MY_PRIMARY_PORT (pid $(my_pid primary)), SQL thread $(my_slave_field Slave_SQL_Running), $(my_slave_field Seconds_Behind_Master) s behind"
 }
 
 my_pause() {
   my_status >/dev/null
-  my_replica -e 'STOP SLAVE SQL_THREAD'
+  my_sql replica -e 'STOP SLAVE SQL_THREAD'
   say "mariadb: SQL thread stopped (writes on the primary now make lag)"
 }
 
 my_resume() {
   my_status >/dev/null
-  my_replica -e 'START SLAVE SQL_THREAD'
+  my_sql replica -e 'START SLAVE SQL_THREAD'
   say "mariadb: SQL thread started"
 }
 
