@@ -1,6 +1,8 @@
 //! `pause_when` against real servers: a real PostgreSQL streaming replica
 //! (started by `scripts/replica.sh start pg`) whose replay is paused to make
-//! lag, and real sessions that sleep or queue on a row lock.
+//! lag, a real MariaDB primary/replica pair (`scripts/replica.sh start
+//! mariadb`) whose SQL thread is stopped, and real sessions that sleep or
+//! queue on a row lock.
 //!
 //! The replica tests fail, never skip, when the replica is not running.
 
@@ -413,35 +415,38 @@ fn my_url(var: &str, default: &str) -> String {
     std::env::var(var).unwrap_or_else(|_| default.into())
 }
 
+const MY_PAIR_HINT: &str = "start it with scripts/replica.sh start mariadb";
+
 /// MariaDB: `STOP SLAVE SQL_THREAD` on the replica stops applying (its
 /// `Seconds_Behind_Master` turns NULL): the loop waits until it is started
-/// again. Ignored by default: the machine's MariaDB on 3306 writes no binary
-/// log, so no replica can follow it (see docs/throttle.md). Run with
-/// `scripts/replica.sh start mariadb` against a primary that has one, and
-/// `LETHE_TEST_MY_PRIMARY_URL` / `LETHE_TEST_MY_REPLICA_URL` if not on 3306 / 3307.
+/// again. The machine's MariaDB on 3306 writes no binary log, so this test
+/// uses the pair `scripts/replica.sh start mariadb` starts: a primary on
+/// 3308 and its replica on 3307 (`LETHE_TEST_MY_PRIMARY_URL` /
+/// `LETHE_TEST_MY_REPLICA_URL` point it elsewhere).
 #[tokio::test]
-#[ignore = "needs a MariaDB replica: scripts/replica.sh start mariadb (the primary must write a binlog)"]
 async fn mariadb_replica_stopped_applying_pauses_the_loop() {
     let primary = my_url(
         "LETHE_TEST_MY_PRIMARY_URL",
-        "mysql://root@127.0.0.1:3306/mysql",
+        "mysql://root@127.0.0.1:3308/mysql",
     );
     let replica_url = my_url(
         "LETHE_TEST_MY_REPLICA_URL",
         "mysql://root@127.0.0.1:3307/mysql",
     );
+    let admin = Db::connect("admin", &primary, 1, Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("the MariaDB primary of the test pair ({primary}) is not reachable ({e}); {MY_PAIR_HINT}")
+        });
     let replica = Db::connect("replica", &replica_url, 1, Duration::ZERO)
         .await
         .unwrap_or_else(|e| {
-            panic!("the MariaDB replica is not reachable ({e}); start it with scripts/replica.sh start mariadb")
+            panic!("the MariaDB replica ({replica_url}) is not reachable ({e}); {MY_PAIR_HINT}")
         });
     replica
         .execute(&raw("START SLAVE SQL_THREAD"))
         .await
-        .expect("start");
-    let admin = Db::connect("admin", &primary, 1, Duration::ZERO)
-        .await
-        .expect("primary");
+        .unwrap_or_else(|e| panic!("START SLAVE SQL_THREAD on {replica_url}: {e}; {MY_PAIR_HINT}"));
     let name = format!(
         "lethe_t_{}",
         &uuid::Uuid::new_v4().simple().to_string()[..12]
@@ -490,13 +495,25 @@ async fn mariadb_replica_stopped_applying_pauses_the_loop() {
             .execute(&raw("START SLAVE SQL_THREAD"))
             .await
             .expect("start");
+        replica
     });
     let waited = throttle
         .wait(&CancellationToken::new())
         .await
         .expect("wait");
-    resumer.await.expect("resumer");
+    let replica = resumer.await.expect("resumer");
     assert!(waited.of(Reason::ReplicaLag) >= 1.5, "{waited:?}");
+    // The replica follows this very primary: the tick reaches it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let ticks = raw(&format!("SELECT COUNT(*) FROM {name}.ticks"));
+    while replica.count(&ticks).await.unwrap_or(0) != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the insert on {primary} never reached {replica_url}: {MY_PAIR_HINT}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    replica.close().await;
     admin
         .execute(&raw(&format!("DROP DATABASE {name}")))
         .await
