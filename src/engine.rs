@@ -1837,3 +1837,4 @@ async fn execute(
     report.status = RuleStatus::Done;
     Ok(())
 }
+pub mod throttle;

@@ -204,3 +204,4 @@ pub fn job_from_text(path: &Path, text: &str, config: &Config) -> Result<Job, Co
         _ => Err(ConfigErrors(errors)),
     }
 }
+pub mod throttle;
