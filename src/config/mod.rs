@@ -11,6 +11,7 @@ pub(crate) mod interpolate;
 pub mod model;
 pub mod period;
 pub(crate) mod raw;
+pub mod throttle;
 pub mod validate;
 
 pub use diagnostic::{Diagnostic, SourceFile};
@@ -204,4 +205,3 @@ pub fn job_from_text(path: &Path, text: &str, config: &Config) -> Result<Job, Co
         _ => Err(ConfigErrors(errors)),
     }
 }
-pub mod throttle;

@@ -194,6 +194,8 @@ pub struct Source {
     pub reconnect_for: Duration,
     /// What Lethe does about the dead space its deletes leave behind.
     pub after_purge: AfterPurge,
+    /// When the batch loop waits for the database (`pause_when`).
+    pub pause_when: Option<super::throttle::PauseWhen>,
 }
 
 /// `after_purge` on a source: deleted rows stay readable in pages (and in

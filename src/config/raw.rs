@@ -102,6 +102,9 @@ pub struct RawSource {
     /// `"vacuum"`: reclaim what a purge leaves on disk (see `AfterPurge`).
     #[serde(default)]
     pub after_purge: Option<Spanned<String>>,
+    /// `[sources.NAME.pause_when]`: when the batch loop waits (see `config::throttle`).
+    #[serde(default)]
+    pub pause_when: Option<Spanned<super::throttle::RawPauseWhen>>,
 }
 
 #[derive(Debug, Deserialize)]

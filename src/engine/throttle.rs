@@ -413,18 +413,7 @@ fn over(when: &PauseWhen, r: &Readings) -> Option<(Reason, String)> {
 /// A failure on the MariaDB replica's own connection, described as `Db`
 /// describes its own (no value from a row).
 fn replica_error(name: &str, e: &sqlx::Error) -> Error {
-    let (source_name, message) = (name.to_string(), crate::sql::describe(e));
-    Error::Db(if crate::sql::is_connection_loss(e) {
-        crate::error::Error::Connection {
-            source_name,
-            message,
-        }
-    } else {
-        crate::error::Error::Database {
-            source_name,
-            message,
-        }
-    })
+    Error::Db(crate::sql::source_error(name, e))
 }
 
 fn first_cell(rows: &[crate::sql::TextRow]) -> Option<String> {

@@ -435,7 +435,7 @@ impl Tx {
 
 /// `e` as Lethe's error for source `name`: a lost connection, or a
 /// database error of its [`classify`] kind; the message is [`describe`]d.
-fn source_error(name: &str, e: &sqlx::Error) -> Error {
+pub(crate) fn source_error(name: &str, e: &sqlx::Error) -> Error {
     let (source_name, message) = (name.to_string(), describe(e));
     if is_connection_loss(e) {
         Error::Connection {

@@ -66,6 +66,18 @@ pub(super) fn source(cx: &mut Ctx, name: &str, spanned: &Spanned<RawSource>) -> 
     {
         cx.err(m, "max_connections must be at least 1");
     }
+    let pause_when = src.pause_when.as_ref().map(|p| {
+        crate::config::throttle::validate(
+            p,
+            &mut crate::config::throttle::Cx {
+                file: cx.file,
+                errors: &mut *cx.errors,
+                env: cx.env,
+                source: name,
+                source_url: &url,
+            },
+        )
+    });
     Some(Source {
         name: name.to_string(),
         url,
@@ -74,6 +86,7 @@ pub(super) fn source(cx: &mut Ctx, name: &str, spanned: &Spanned<RawSource>) -> 
         batch_pause,
         reconnect_for,
         after_purge,
+        pause_when,
     })
 }
 
