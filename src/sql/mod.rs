@@ -5,6 +5,7 @@
 //! [`schema`] found them in the live catalog, and only quoted by the
 //! source's [`Dialect`]. Values are always bound, never spliced.
 
+pub mod anonymize;
 pub mod dialect;
 pub mod mysql;
 pub mod postgres;

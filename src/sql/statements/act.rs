@@ -1,5 +1,5 @@
 //! One statement that acts on a set of rows: `DELETE`, or the anonymizing
-//! `UPDATE` (composed in `anonymize::sql`), for a rule's keys or a child's
+//! `UPDATE` (composed in `sql::anonymize`), for a rule's keys or a child's
 //! parents.
 
 use super::{ActionSql, Hashes, RuleSql, TableSql};
@@ -25,9 +25,9 @@ pub(super) fn act(
             scope(&mut b);
         }
         ActionSql::Anonymize(cols) => {
-            crate::anonymize::sql::push_update(
+            crate::sql::anonymize::push_update(
                 &mut b,
-                &crate::anonymize::sql::Update {
+                &crate::sql::anonymize::Update {
                     table: t,
                     key,
                     cols,

@@ -86,7 +86,7 @@ impl ChildSql {
         self.push_from_parents(d, &mut b, parent_key, parent_keys);
         if let ActionSql::Anonymize(cols) = &self.action {
             b.push(" AND ");
-            crate::anonymize::sql::push_needs(d, &mut b, &self.table, cols);
+            crate::sql::anonymize::push_needs(d, &mut b, &self.table, cols);
         }
         b.push(d.lock_rows());
         b.finish()

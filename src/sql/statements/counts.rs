@@ -47,7 +47,7 @@ impl RuleSql {
         }
         if let ActionSql::Anonymize(cols) = &self.action {
             and(b);
-            crate::anonymize::sql::push_needs(d, b, &self.table, cols);
+            crate::sql::anonymize::push_needs(d, b, &self.table, cols);
         }
         if first {
             b.push("1 = 1");
@@ -157,7 +157,7 @@ impl RuleSql {
         push_child_scope(d, &mut b, self, &chain);
         if let ActionSql::Anonymize(cols) = &leaf.action {
             b.push(" AND ");
-            crate::anonymize::sql::push_needs(d, &mut b, &leaf.table, cols);
+            crate::sql::anonymize::push_needs(d, &mut b, &leaf.table, cols);
         }
         b.finish()
     }

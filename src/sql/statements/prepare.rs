@@ -138,7 +138,7 @@ fn action_sql(
                 let Some(c) = column(info, name, "anonymized", problems) else {
                     continue;
                 };
-                crate::anonymize::sql::check_fit(d, info, &c, strategy, problems);
+                crate::sql::anonymize::check_fit(d, info, &c, strategy, problems);
                 out.push((c, strategy.clone()));
             }
             ActionSql::Anonymize(out)

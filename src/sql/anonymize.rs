@@ -5,7 +5,7 @@
 //! `keyed_hash`, `looks_hashed`); this module composes them into predicates
 //! and statements. It builds text and bound values, and never runs them.
 
-use crate::config::Strategy;
+use crate::anonymize::strategy::Strategy;
 use crate::sql::schema::{ColumnInfo, ColumnKind, TableInfo};
 use crate::sql::statements::{Hashes, TableSql};
 use crate::sql::{Builder, Dialect, Val};
