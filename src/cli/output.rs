@@ -46,7 +46,7 @@ pub fn run_table(r: &RunReport, dry: bool) -> String {
                 "-".into(),
                 "-".into(),
                 "-".into(),
-                j.status.clone(),
+                j.status.to_string(),
             ]);
         }
         for rule in &j.rules {

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 /// Object counts of one rule into the run's totals.
 pub(super) fn add_totals(totals: &mut Totals, r: &RuleReport, mode: Mode) {
     for c in &r.objects {
-        if mode == Mode::Execute {
+        if mode.acts() {
             totals.objects_erased += c.objects;
             totals.object_versions_erased += c.versions;
             totals.object_bytes_erased += c.bytes;
@@ -76,7 +76,7 @@ pub(super) async fn run_object_rule(
     // without guards goes straight to the erasing pass, which counts too.
     let guarded = rule.max_rows.is_some() || rule.max_fraction.is_some();
     let now = Utc::now();
-    if guarded || ctx.opts.mode != Mode::Execute {
+    if guarded || !ctx.opts.mode.acts() {
         let c = match erase::count(&open, &rule.prefix, &filter, now).await {
             Ok(c) => c,
             Err(e) => return fail(ctx, report, e.to_string()),
@@ -91,7 +91,7 @@ pub(super) async fn run_object_rule(
         report.total = Some(c.total);
         report.matched = c.selected.objects;
         report.held = c.held.objects;
-        if ctx.opts.mode != Mode::Execute {
+        if !ctx.opts.mode.acts() {
             audit_object_hold(ctx, rule, &target, &mut report, &c)?;
         }
         if let Some(reason) = guard_reason(
@@ -101,7 +101,7 @@ pub(super) async fn run_object_rule(
             c.total,
             "objects",
         ) {
-            if ctx.opts.mode == Mode::Execute {
+            if ctx.opts.mode.acts() {
                 audit_object_hold(ctx, rule, &target, &mut report, &c)?;
             }
             tracing::warn!(%reason, "guard stopped the rule before it touched anything");
@@ -119,7 +119,7 @@ pub(super) async fn run_object_rule(
             report.objects = vec![count(&rule.store, &target, c.selected, c.held.objects)];
             return Ok(report);
         }
-        if ctx.opts.mode != Mode::Execute {
+        if !ctx.opts.mode.acts() {
             report.objects = vec![count(&rule.store, &target, c.selected, c.held.objects)];
             record_plan(ctx, &rule.name, &mut report, c.total)?;
             return Ok(report);

@@ -6,6 +6,7 @@ use super::{Mode, PartitionReport, pending};
 use crate::audit::{ChildCount, ObjectCount, Totals};
 use crate::config::Job;
 use crate::error::ExitCode;
+use crate::status::{JobStatus, RunStatus};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -102,7 +103,7 @@ pub struct BatchSizes {
 pub struct JobReport {
     pub job: String,
     pub policy: String,
-    pub status: String,
+    pub status: JobStatus,
     pub duration_ms: u64,
     pub rules: Vec<RuleReport>,
 }
@@ -113,7 +114,7 @@ pub struct RunReport {
     pub mode: Mode,
     pub as_of: String,
     pub audit_file: String,
-    pub status: String,
+    pub status: RunStatus,
     pub totals: Totals,
     pub jobs: Vec<JobReport>,
     /// Open erasure requests after the run (the raw subject never appears).
