@@ -158,8 +158,13 @@ pub async fn delete_next_batch(
 
 /// What the first half of a batch produced.
 pub(crate) enum Fetched {
-    /// Rows selected (and locked, and acted on) by the general path.
-    Rows(Vec<BatchRow>, Option<linked::Resolved>),
+    /// Rows selected (and locked, and acted on) by the general path, with
+    /// the objects they name and the children acted on with them.
+    Rows {
+        rows: Vec<BatchRow>,
+        resolved: Option<linked::Resolved>,
+        children: Vec<ChildCount>,
+    },
     /// A one-statement delete's result.
     Deleted(Deleted),
 }
@@ -178,24 +183,41 @@ pub(crate) struct BatchDone<'r> {
     pub(crate) partition: Option<crate::audit::PartitionDropped>,
 }
 
+/// One executed rule on its way through the batch loop: what the loop and
+/// the commit protocol would otherwise pass around as long argument lists.
+pub(crate) struct RuleRun<'c, 'j> {
+    pub(crate) ctx: &'c mut JobCtx<'j>,
+    pub(crate) db: &'c Db,
+    pub(crate) rule: &'c Rule,
+    /// The rule's prepared statements, as planned.
+    pub(crate) sql: &'c RuleSql,
+    pub(crate) stores: &'c Stores,
+    pub(crate) report: &'c mut RuleReport,
+    pub(crate) bar: &'c mut Option<Box<dyn RuleProgress>>,
+}
+
+/// Where the batch loops pause between two batches (the source's `pause`).
+/// The one place a throttle decides how long the next batch waits.
+pub(crate) async fn between_batches(db: &Db) {
+    if !db.pause.is_zero() {
+        tokio::time::sleep(db.pause).await;
+    }
+}
+
 /// Record a batch, erase its objects, commit, and count it.
 ///
 /// The record is written (fsynced) before the commit: a crash between the
 /// two leaves a record of a batch that the next run will do (and record)
 /// again, never an unrecorded deletion. Objects go before the rows commit:
 /// if erasing fails, the rows stay and still name every object that is left.
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn commit_batch(
-    ctx: &mut JobCtx<'_>,
-    db: &Db,
+async fn commit_batch(
+    run: &mut RuleRun<'_, '_>,
     tx: Tx,
-    rule: &Rule,
-    report: &mut RuleReport,
-    bar: &mut Option<Box<dyn RuleProgress>>,
     done: BatchDone<'_>,
     started: Instant,
 ) -> Result<(), Error> {
-    let record = batch_event(ctx, rule, report, &done);
+    let (ctx, db, rule) = (&mut *run.ctx, run.db, run.rule);
+    let record = batch_event(ctx, rule, run.report, &done);
     if let Err(e) = ctx.audit.append(record) {
         let _ = tx.rollback(db).await;
         return Err(e);
@@ -238,7 +260,7 @@ pub(crate) async fn commit_batch(
         ctx.audit.append(record)?;
         return Err(e);
     }
-    count_batch(report, bar, done, started);
+    count_batch(run.report, run.bar, done, started);
     Ok(())
 }
 
@@ -330,23 +352,18 @@ pub(crate) fn count_batch(
     );
 }
 
-/// The batch loop.
-pub(crate) async fn execute(
-    ctx: &mut JobCtx<'_>,
-    db: &Db,
-    rule: &Rule,
-    sql: &RuleSql,
-    stores: &Stores,
-    report: &mut RuleReport,
-    bar: &mut Option<Box<dyn RuleProgress>>,
-) -> Result<(), Error> {
+/// The batch loop of an executed rule: wholly due partitions first (when
+/// the rule drops them), then windows side by side (when it has workers),
+/// else one batch at a time through each part of the table.
+pub(crate) async fn execute(run: &mut RuleRun<'_, '_>) -> Result<(), Error> {
+    let (db, rule, sql) = (run.db, run.rule, run.sql);
     let d = db.dialect();
     let fast = sql.fast_delete(d);
     // Wholly due partitions first, dropped whole; the loop below batches
     // what is left (the partitions that straddle the cutoff, or hold a held
     // subject). Not under `--shard`: a partition is not one shard's share.
-    let dropped = if rule.partitions == Partitions::Drop && ctx.opts.shard.is_none() {
-        partitions::drop_whole(ctx, db, rule, sql, report, bar).await?
+    let dropped = if rule.partitions == Partitions::Drop && run.ctx.opts.shard.is_none() {
+        partitions::drop_whole(run.ctx, db, rule, sql, run.report, run.bar).await?
     } else {
         vec![]
     };
@@ -357,202 +374,269 @@ pub(crate) async fn execute(
     };
     let workers = windows::workers(db, rule, sql);
     if workers > 1 {
-        return windows::execute(ctx, db, rule, sql, report, bar, workers).await;
+        return windows::execute(run.ctx, db, rule, sql, run.report, run.bar, workers).await;
     }
-    // Numbered after the partitions dropped whole, if any.
-    let mut batch_no = report.batches;
-    // Conflicts in a row on the current batch; reset by every commit.
-    let mut conflicts = 0u32;
-    // Batches sized by time: the controller picks each batch's size.
-    let mut sizer = rule
-        .batch_time
-        .map(|t| sizing::BatchSizer::new(sql.batch_size, t, rule.batch_size_max));
-    let mut sized = sql.clone();
-    // A lost connection, retried within the source's `reconnect_for`.
-    let mut outage = Outage::default();
+    let mut walk = Walk {
+        // Numbered after the partitions dropped whole, if any.
+        batch_no: run.report.batches,
+        conflicts: 0,
+        sizer: rule
+            .batch_time
+            .map(|t| sizing::BatchSizer::new(sql.batch_size, t, rule.batch_size_max)),
+        sized: sql.clone(),
+        outage: Outage::default(),
+        fast,
+    };
     // One-statement deletes walk each physical table in turn (a ctid is
     // unique only within one); every other path has a single part.
     for part in &parts {
-        let mut cursor: Option<Cursor> = None;
-        let mut bound: Option<String> = None;
+        if !walk.part(run, part.as_deref()).await? {
+            run.report.status = RuleStatus::Interrupted;
+            run.report.batch_sizes = walk.sizer.as_ref().map(|s| s.stats());
+            tracing::warn!("interrupted at a batch boundary");
+            return Ok(());
+        }
+    }
+    run.report.batch_sizes = walk.sizer.map(|s| s.stats());
+    run.report.status = RuleStatus::Done;
+    Ok(())
+}
+
+/// The batch loop's state from one batch to the next (and one part to the next).
+struct Walk {
+    batch_no: u64,
+    /// Conflicts in a row on the current batch; reset by every commit.
+    conflicts: u32,
+    /// Batches sized by time: the controller picks each batch's size.
+    sizer: Option<sizing::BatchSizer>,
+    /// The rule's statements with the size of the next batch.
+    sized: RuleSql,
+    /// A lost connection, retried within the source's `reconnect_for`.
+    outage: Outage,
+    /// One-statement deletes (`RuleSql::fast_delete`).
+    fast: bool,
+}
+
+/// A batch begun: its transaction, the size it was given, when it began.
+struct Begun {
+    tx: Tx,
+    limit: Option<u64>,
+    started: Instant,
+}
+
+/// Where the walk of one part stands between batches.
+#[derive(Default)]
+struct Position {
+    /// The keyed loop: the last row of the previous batch.
+    cursor: Option<Cursor>,
+    /// A one-statement delete: the previous batch's `Deleted::bound`.
+    bound: Option<String>,
+}
+
+impl Walk {
+    /// Batch one part of the table until nothing is left; `false` when the
+    /// run was cancelled at a batch boundary.
+    async fn part(&mut self, run: &mut RuleRun<'_, '_>, part: Option<&str>) -> Result<bool, Error> {
+        let db = run.db;
+        let mut pos = Position::default();
         loop {
-            if ctx.opts.cancel.is_cancelled() {
-                report.status = RuleStatus::Interrupted;
-                report.batch_sizes = sizer.as_ref().map(|s| s.stats());
-                tracing::warn!("interrupted at a batch boundary");
-                return Ok(());
+            if run.ctx.opts.cancel.is_cancelled() {
+                return Ok(false);
             }
-            if let Some(s) = &sizer {
-                sized.batch_size = s.size();
+            if let Some(s) = &self.sizer {
+                self.sized.batch_size = s.size();
             }
-            let sql = &sized;
-            let limit = sizer.as_ref().map(|s| s.size() as u64);
+            let limit = self.sizer.as_ref().map(|s| s.size() as u64);
             let started = Instant::now();
             let mut tx = match db.begin().await {
                 Ok(tx) => tx,
                 Err(e) => {
-                    outage.wait(&db.name, db.reconnect_for, e).await?;
+                    self.outage.wait(&db.name, db.reconnect_for, e).await?;
                     continue;
                 }
             };
-            let mut children = Vec::new();
-            let outcome: Result<Fetched, Error> = async {
-                if fast {
-                    return delete_next_batch(
-                        &mut tx,
-                        db,
-                        sql,
-                        part.as_deref(),
-                        bound.as_deref(),
-                        None,
-                    )
-                    .await
-                    .map(Fetched::Deleted);
+            let outcome = match self.fast {
+                true => {
+                    delete_next_batch(&mut tx, db, &self.sized, part, pos.bound.as_deref(), None)
+                        .await
+                        .map(Fetched::Deleted)
                 }
-                let rows = sql.parse_batch(
-                    tx.fetch(db, &sql.select_batch(d, cursor.as_ref(), true))
-                        .await?,
-                );
-                if rows.is_empty() {
-                    return Ok(Fetched::Rows(rows, None));
-                }
-                // Objects the rows name, resolved before anything is acted on:
-                // what Object Lock holds becomes pending, the rest goes.
-                let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
-                let resolved = if linked::has_objects(sql) {
-                    let crows = linked::child_rows_tx(&mut tx, db, sql, &keys_list).await?;
-                    Some(linked::resolve(stores, sql, &rows, &crows, Utc::now()).await?)
-                } else {
-                    None
-                };
-                for child in &sql.children {
-                    process_child(
-                        &mut tx,
-                        db,
-                        ctx.keys,
-                        child,
-                        &sql.key,
-                        &keys_list,
-                        &mut children,
-                    )
-                    .await?;
-                }
-                // One statement per batch (per chunk under the bind limits),
-                // every column at once; `hash` computed by the server where
-                // it can, else bound per key.
-                let hashed = sql.action.hash_columns();
-                let pads = ctx.keys.pseudonym_pads();
-                for part in rows.chunks(act_chunk(d, hashed.len())) {
-                    let ks: Vec<String> = part.iter().map(|r| r.key.clone()).collect();
-                    let values = if hashed.is_empty() || d.hashes_in_sql() {
-                        vec![]
-                    } else {
-                        part.iter()
-                            .filter_map(|r| Some((r.key.clone(), rehash(ctx.keys, &r.hashed)?)))
-                            .collect()
-                    };
-                    let hashes = hash_source(d, hashed.len(), &pads, &values);
-                    tx.execute(db, &sql.act_by_keys(d, &ks, hashes)).await?;
-                }
-                Ok(Fetched::Rows(rows, resolved))
-            }
-            .await;
+                false => fetch_and_act(&mut tx, run, &self.sized, pos.cursor.as_ref()).await,
+            };
             let fetched = match outcome {
                 Ok(r) => r,
                 Err(e @ Error::Connection { .. }) => {
                     // Nothing of the batch was recorded or committed.
                     let _ = tx.rollback(db).await;
-                    outage.wait(&db.name, db.reconnect_for, e).await?;
-                    report.retries += 1;
+                    self.outage.wait(&db.name, db.reconnect_for, e).await?;
+                    run.report.retries += 1;
                     continue;
                 }
                 Err(e) => {
-                    roll_back_or_retry(db, tx, e, &mut conflicts).await?;
-                    report.retries += 1;
+                    roll_back_or_retry(db, tx, e, &mut self.conflicts).await?;
+                    run.report.retries += 1;
                     continue;
                 }
             };
-            let (rows, resolved) = match fetched {
-                Fetched::Rows(rows, resolved) => (rows, resolved),
-                Fetched::Deleted(del) => {
-                    if del.count == 0 {
-                        tx.rollback(db).await?;
-                        break;
-                    }
-                    batch_no += 1;
-                    let done = BatchDone {
-                        batch: batch_no,
-                        count: del.count,
-                        children: vec![],
-                        keys_digest: ctx.keys.digest_of(&del.keys_sha256),
-                        subjects: del.subjects.iter().map(|s| ctx.keys.subject(s)).collect(),
-                        resolved: None,
-                        limit,
-                        partition: None,
-                    };
-                    commit_batch(ctx, db, tx, rule, report, bar, done, started).await?;
-                    conflicts = 0;
-                    if let Some(s) = sizer.as_mut() {
-                        s.observe(del.count, started.elapsed());
-                    }
-                    outage = Outage::default();
-                    bound = del.bound;
-                    if del.count < sql.batch_size as u64 {
-                        break;
-                    }
-                    if !db.pause.is_zero() {
-                        tokio::time::sleep(db.pause).await;
-                    }
-                    continue;
+            let begun = Begun { tx, limit, started };
+            let more = match fetched {
+                Fetched::Deleted(del) => self.commit_deleted(run, begun, del, &mut pos).await?,
+                Fetched::Rows {
+                    rows,
+                    resolved,
+                    children,
+                } => {
+                    let acted = (rows, resolved, children);
+                    self.commit_rows(run, begun, acted, &mut pos).await?
                 }
             };
-            if rows.is_empty() {
-                tx.rollback(db).await?;
-                break;
+            if !more {
+                return Ok(true);
             }
-            if let Some(r) = &resolved
-                && !r.pending.is_empty()
-            {
-                object_rules::audit_linked_hold(ctx, rule, report, r)?;
-            }
-            let acted: Vec<&BatchRow> = rows.iter().collect();
-            let last = rows.last().expect("not empty");
-            let next = Cursor {
-                order: last.order.clone(),
-                key: last.key.clone(),
-            };
-            batch_no += 1;
-            let keys_list: Vec<String> = acted.iter().map(|r| r.key.clone()).collect();
-            let subjects: BTreeSet<String> = acted
-                .iter()
-                .filter_map(|r| r.subject.as_deref().map(|s| ctx.keys.subject(s)))
-                .collect();
-            let done = BatchDone {
-                batch: batch_no,
-                count: acted.len() as u64,
-                children,
-                keys_digest: ctx.keys.digest(&keys_list),
-                subjects,
-                resolved: resolved.as_ref(),
-                limit,
-                partition: None,
-            };
-            commit_batch(ctx, db, tx, rule, report, bar, done, started).await?;
-            conflicts = 0;
-            if let Some(s) = sizer.as_mut() {
-                s.observe(rows.len() as u64, started.elapsed());
-            }
-            outage = Outage::default();
-            cursor = Some(next);
-            if rows.len() < sql.batch_size {
-                break;
-            }
-            if !db.pause.is_zero() {
-                tokio::time::sleep(db.pause).await;
-            }
+            between_batches(db).await;
         }
     }
-    report.batch_sizes = sizer.map(|s| s.stats());
-    report.status = RuleStatus::Done;
-    Ok(())
+
+    /// Record and commit a one-statement batch; `false` when it was the
+    /// last of its part (nothing deleted, or fewer rows than asked for).
+    async fn commit_deleted(
+        &mut self,
+        run: &mut RuleRun<'_, '_>,
+        begun: Begun,
+        del: Deleted,
+        pos: &mut Position,
+    ) -> Result<bool, Error> {
+        if del.count == 0 {
+            begun.tx.rollback(run.db).await?;
+            return Ok(false);
+        }
+        self.batch_no += 1;
+        let keys = run.ctx.keys;
+        let done = BatchDone {
+            batch: self.batch_no,
+            count: del.count,
+            children: vec![],
+            keys_digest: keys.digest_of(&del.keys_sha256),
+            subjects: del.subjects.iter().map(|s| keys.subject(s)).collect(),
+            resolved: None,
+            limit: begun.limit,
+            partition: None,
+        };
+        commit_batch(run, begun.tx, done, begun.started).await?;
+        self.committed(del.count, begun.started);
+        pos.bound = del.bound;
+        Ok(del.count >= self.sized.batch_size as u64)
+    }
+
+    /// Record and commit a batch of the keyed loop; `false` when it was the
+    /// last (no rows, or fewer than asked for).
+    async fn commit_rows(
+        &mut self,
+        run: &mut RuleRun<'_, '_>,
+        begun: Begun,
+        (rows, resolved, children): (Vec<BatchRow>, Option<linked::Resolved>, Vec<ChildCount>),
+        pos: &mut Position,
+    ) -> Result<bool, Error> {
+        let Some(last) = rows.last() else {
+            begun.tx.rollback(run.db).await?;
+            return Ok(false);
+        };
+        if let Some(r) = &resolved
+            && !r.pending.is_empty()
+        {
+            object_rules::audit_linked_hold(run.ctx, run.rule, run.report, r)?;
+        }
+        let next = Cursor {
+            order: last.order.clone(),
+            key: last.key.clone(),
+        };
+        self.batch_no += 1;
+        let keys = run.ctx.keys;
+        let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+        let subjects: BTreeSet<String> = rows
+            .iter()
+            .filter_map(|r| r.subject.as_deref().map(|s| keys.subject(s)))
+            .collect();
+        let done = BatchDone {
+            batch: self.batch_no,
+            count: rows.len() as u64,
+            children,
+            keys_digest: keys.digest(&keys_list),
+            subjects,
+            resolved: resolved.as_ref(),
+            limit: begun.limit,
+            partition: None,
+        };
+        commit_batch(run, begun.tx, done, begun.started).await?;
+        self.committed(rows.len() as u64, begun.started);
+        pos.cursor = Some(next);
+        Ok(rows.len() >= self.sized.batch_size)
+    }
+
+    /// A batch committed: the conflict and outage counts start again, and
+    /// the sizer learns how long it took.
+    fn committed(&mut self, rows: u64, started: Instant) {
+        self.conflicts = 0;
+        if let Some(s) = self.sizer.as_mut() {
+            s.observe(rows, started.elapsed());
+        }
+        self.outage = Outage::default();
+    }
+}
+
+/// The first half of a keyed batch, inside its transaction: select (and
+/// lock) the next rows after `cursor`, resolve the objects they name, act
+/// on their children (grandchildren first), then on the rows themselves.
+async fn fetch_and_act(
+    tx: &mut Tx,
+    // `&mut`: the run holds a progress bar, which is `Send` but not `Sync`.
+    run: &mut RuleRun<'_, '_>,
+    sql: &RuleSql,
+    cursor: Option<&Cursor>,
+) -> Result<Fetched, Error> {
+    let (db, keys) = (run.db, run.ctx.keys);
+    let d = db.dialect();
+    let rows = sql.parse_batch(tx.fetch(db, &sql.select_batch(d, cursor, true)).await?);
+    let mut children = Vec::new();
+    if rows.is_empty() {
+        return Ok(Fetched::Rows {
+            rows,
+            resolved: None,
+            children,
+        });
+    }
+    // Objects the rows name, resolved before anything is acted on:
+    // what Object Lock holds becomes pending, the rest goes.
+    let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+    let resolved = if linked::has_objects(sql) {
+        let crows = linked::child_rows_tx(tx, db, sql, &keys_list).await?;
+        Some(linked::resolve(run.stores, sql, &rows, &crows, Utc::now()).await?)
+    } else {
+        None
+    };
+    for child in &sql.children {
+        process_child(tx, db, keys, child, &sql.key, &keys_list, &mut children).await?;
+    }
+    // One statement per batch (per chunk under the bind limits),
+    // every column at once; `hash` computed by the server where
+    // it can, else bound per key.
+    let hashed = sql.action.hash_columns();
+    let pads = keys.pseudonym_pads();
+    for part in rows.chunks(act_chunk(d, hashed.len())) {
+        let ks: Vec<String> = part.iter().map(|r| r.key.clone()).collect();
+        let values = if hashed.is_empty() || d.hashes_in_sql() {
+            vec![]
+        } else {
+            part.iter()
+                .filter_map(|r| Some((r.key.clone(), rehash(keys, &r.hashed)?)))
+                .collect()
+        };
+        let hashes = hash_source(d, hashed.len(), &pads, &values);
+        tx.execute(db, &sql.act_by_keys(d, &ks, hashes)).await?;
+    }
+    Ok(Fetched::Rows {
+        rows,
+        resolved,
+        children,
+    })
 }

@@ -32,7 +32,8 @@ pub use report::{BatchSizes, JobReport, RuleReport, RuleStatus, RunReport, WalkR
 pub(crate) use windows::why_one_worker;
 // The pieces the loops in `partitions` and `windows` share with `batch`.
 use batch::{
-    BatchDone, Outage, batch_event, count_batch, execute, roll_back_or_retry, rollback_event,
+    BatchDone, Outage, RuleRun, batch_event, count_batch, execute, roll_back_or_retry,
+    rollback_event,
 };
 use report::blank_report;
 
@@ -969,7 +970,16 @@ async fn run_rule_traced(
         .progress
         .as_ref()
         .map(|p| p.start(&ctx.job.name, &rule.name, report.matched));
-    let outcome = execute(ctx, db, rule, &sql, &stores, &mut report, &mut bar).await;
+    let mut run = RuleRun {
+        ctx,
+        db,
+        rule,
+        sql: &sql,
+        stores: &stores,
+        report: &mut report,
+        bar: &mut bar,
+    };
+    let outcome = execute(&mut run).await;
     if let Some(b) = bar.as_mut() {
         b.finish();
     }

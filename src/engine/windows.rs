@@ -273,8 +273,6 @@ async fn walk(
             report_sizes(&sizer);
             return Ok(false);
         }
-        if !db.pause.is_zero() {
-            tokio::time::sleep(db.pause).await;
-        }
+        super::batch::between_batches(db).await;
     }
 }
