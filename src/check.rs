@@ -10,7 +10,7 @@
 //! It never changes a row.
 
 use crate::config::{Child, Loaded, Rule};
-use crate::engine::Sources;
+use crate::plan::Sources;
 use crate::plan::{self, Graph};
 use crate::sql::Db;
 use crate::sql::statements::{ChildSql, RuleSql};
@@ -169,7 +169,7 @@ async fn probe(db: &Db, sql: &RuleSql) -> Result<(), crate::error::Error> {
 
 /// Index, walk and concurrency warnings (the foreign keys are the graph's).
 fn indexes(db: &Db, rule: &Rule, sql: &RuleSql, at: &str, report: &mut CheckReport) {
-    let w = crate::engine::walk_report(sql);
+    let w = crate::plan::walk_report(sql);
     report.notes.push(format!(
         "{at}: batches walk the {} `{}` ({})",
         w.by.name(),

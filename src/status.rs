@@ -89,6 +89,34 @@ words!(JobStatus {
     Locked => "locked",
 });
 
+/// What a rule does to what it selects: the `action` of its report and of
+/// its `plan` and `batch` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionKind {
+    /// Rows deleted.
+    Delete,
+    /// Columns of the rows rewritten in place.
+    Anonymize,
+    /// Objects erased from a store (object rules).
+    Erase,
+}
+
+words!(ActionKind {
+    Delete => "delete",
+    Anonymize => "anonymize",
+    Erase => "erase",
+});
+
+impl From<&crate::config::Action> for ActionKind {
+    fn from(a: &crate::config::Action) -> Self {
+        match a {
+            crate::config::Action::Delete => ActionKind::Delete,
+            crate::config::Action::Anonymize(_) => ActionKind::Anonymize,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -112,6 +140,9 @@ mod tests {
             JobStatus::Locked,
         ] {
             assert_eq!(serde_json::to_string(&s).unwrap(), format!("\"{s}\""));
+        }
+        for a in [ActionKind::Delete, ActionKind::Anonymize, ActionKind::Erase] {
+            assert_eq!(serde_json::to_string(&a).unwrap(), format!("\"{a}\""));
         }
         assert!(RunStatus::Completed == "completed");
     }

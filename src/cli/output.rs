@@ -59,7 +59,7 @@ pub fn run_table(r: &RunReport, dry: bool) -> String {
                 },
                 rule.policy.clone(),
                 rule.target.clone(),
-                rule.action.clone(),
+                rule.action.to_string(),
                 n.to_string(),
                 rule.held.to_string(),
                 status_word(&rule.status).into(),

@@ -17,66 +17,13 @@ use crate::audit::{ChildCount, Event};
 use crate::config::{Partitions, Rule};
 use crate::error::Error;
 use crate::objects::{Stores, linked};
+use crate::plan::sources::Outage;
 use crate::sql::statements::{BatchRow, Cursor, Deleted, RuleSql, act_chunk};
 use crate::sql::{Db, Tx};
 use crate::state::State;
 use chrono::Utc;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
-
-/// A connection outage in progress: when it began and how many times the
-/// work was tried again since. Reset by every commit.
-#[derive(Default)]
-pub(crate) struct Outage {
-    since: Option<Instant>,
-    attempts: u32,
-}
-
-impl Outage {
-    /// After a lost connection (`Error::Connection`, before any commit was
-    /// asked for): wait (100 ms, doubling, at most 2 s) and return `Ok` to
-    /// try again, for as long as `budget` (the source's `reconnect_for`)
-    /// allows since the outage began. Any other error, or an outage longer
-    /// than the budget, comes back as `Err`, saying how long was tried.
-    pub(crate) async fn wait(
-        &mut self,
-        source: &str,
-        budget: Duration,
-        e: Error,
-    ) -> Result<(), Error> {
-        let Error::Connection { message, .. } = &e else {
-            return Err(e);
-        };
-        let since = *self.since.get_or_insert_with(Instant::now);
-        let waited = since.elapsed();
-        if waited >= budget {
-            return Err(Error::Connection {
-                source_name: source.to_string(),
-                message: if budget.is_zero() {
-                    format!("{message} (reconnect_for is 0s: not retried)")
-                } else {
-                    format!(
-                        "{message}; still unreachable after reconnecting for {:.1} s (reconnect_for = {} s)",
-                        waited.as_secs_f64(),
-                        budget.as_secs()
-                    )
-                },
-            });
-        }
-        self.attempts += 1;
-        let wait = Duration::from_millis(100u64 << self.attempts.saturating_sub(1).min(4))
-            .min(budget - waited);
-        tracing::warn!(
-            source,
-            attempt = self.attempts,
-            wait_ms = wait.as_millis() as u64,
-            error = %message,
-            "connection lost; reconnecting"
-        );
-        tokio::time::sleep(wait).await;
-        Ok(())
-    }
-}
 
 /// How many times one batch is tried again after the server rolled it back
 /// on a conflict before the rule fails.
@@ -292,7 +239,7 @@ pub(crate) fn batch_event(
         rule: rule.name.clone(),
         policy: ctx.job.policy.clone(),
         target: report.target.clone(),
-        action: report.action.clone(),
+        action: report.action.into(),
         batch: done.batch,
         count: done.count,
         children: done.children.clone(),

@@ -24,30 +24,33 @@ mod report;
 mod request_jobs;
 pub mod sizing;
 mod windows;
+pub use crate::plan::{Sources, WalkReport};
 pub use batch::delete_next_batch;
 pub use options::{Mode, Progress, RuleProgress, RunOptions, Shard};
 pub use partitions::PartitionReport;
 pub use pending::PendingLine;
-pub use report::{BatchSizes, JobReport, RuleReport, RuleStatus, RunReport, WalkReport};
+pub use report::{BatchSizes, JobReport, RuleReport, RuleStatus, RunReport};
 pub(crate) use windows::why_one_worker;
 // The pieces the loops in `partitions` and `windows` share with `batch`.
+use crate::plan::counts::{count_children, unindexed_children};
+use crate::plan::guards::guard_reason;
+use crate::plan::walk_report;
 use batch::{
-    BatchDone, Outage, RuleRun, batch_event, count_batch, execute, roll_back_or_retry,
-    rollback_event,
+    BatchDone, RuleRun, batch_event, count_batch, execute, roll_back_or_retry, rollback_event,
 };
 use report::blank_report;
 
-use crate::audit::{AuditWriter, ChildCount, Event, JobOutcome, Totals};
+use crate::audit::{AuditWriter, Event, JobOutcome, Totals};
 use crate::config::{Job, Loaded, Partitions, Rule};
 use crate::error::{Error, ExitCode};
 use crate::keys::Keys;
 use crate::objects::{Stores, linked};
 use crate::sql::Db;
-use crate::sql::statements::{ChildSql, RuleSql};
+use crate::sql::statements::RuleSql;
 use crate::state::State;
-use crate::status::{JobStatus, RunStatus};
+use crate::status::{ActionKind, JobStatus, RunStatus};
 use chrono::{DateTime, Utc};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -66,62 +69,6 @@ pub async fn prepare_rule(
         .await
         .map(|p| p.sql)
         .map_err(|ps| ps.iter().map(ToString::to_string).collect())
-}
-
-/// Connected sources, opened on first use; a source that cannot be reached
-/// fails only the rules that use it.
-pub struct Sources<'a> {
-    loaded: &'a Loaded,
-    open: BTreeMap<String, Result<Db, String>>,
-    /// Object stores, opened on first use the same way.
-    pub stores: Stores,
-}
-
-impl<'a> Sources<'a> {
-    pub fn new(loaded: &'a Loaded) -> Self {
-        Self {
-            loaded,
-            open: BTreeMap::new(),
-            stores: Stores::new(&loaded.config),
-        }
-    }
-
-    pub async fn get(&mut self, name: &str) -> Result<&Db, String> {
-        if !self.open.contains_key(name) {
-            let src = self
-                .loaded
-                .config
-                .sources
-                .get(name)
-                .ok_or_else(|| format!("unknown source `{name}`"))?;
-            let mut outage = Outage::default();
-            let res = loop {
-                match Db::connect_source(src).await {
-                    Ok(mut db) => {
-                        db.reconnect_for = src.reconnect_for;
-                        break Ok(db);
-                    }
-                    Err(e) => {
-                        if let Err(e) = outage.wait(name, src.reconnect_for, e).await {
-                            break Err(e);
-                        }
-                    }
-                }
-            }
-            .map_err(|e| format!("{e} ({})", src.display_url()));
-            if let Err(e) = &res {
-                tracing::error!(source = name, error = %e, "source unreachable");
-            }
-            self.open.insert(name.to_string(), res);
-        }
-        self.open[name].as_ref().map_err(|e| e.clone())
-    }
-
-    pub async fn close(&self) {
-        for db in self.open.values().flatten() {
-            db.close().await;
-        }
-    }
 }
 
 /// Run (or dry-run) the selected jobs and write one audit file.
@@ -478,10 +425,10 @@ impl Ran {
                 RuleStatus::Interrupted => ExitCode::Ok,
             });
             let totals = &mut self.totals;
-            match r.action.as_str() {
-                "delete" => totals.deleted += r.done,
-                "anonymize" => totals.anonymized += r.done,
-                _ => {}
+            match r.action {
+                ActionKind::Delete => totals.deleted += r.done,
+                ActionKind::Anonymize => totals.anonymized += r.done,
+                ActionKind::Erase => {}
             }
             object_rules::add_totals(totals, r, mode);
             totals.held += r.held;
@@ -903,7 +850,7 @@ async fn run_rule_traced(
         ctx.job,
         &rule.name,
         rule.target.to_string(),
-        rule.action.name(),
+        ActionKind::from(&rule.action),
     );
     let stores = sources.stores.clone();
     let db = match sources.get(&rule.target.source).await {
@@ -1030,7 +977,7 @@ fn record_plan(
         rule: rule.to_string(),
         policy: ctx.job.policy.clone(),
         target: report.target.clone(),
-        action: report.action.clone(),
+        action: report.action.into(),
         matched: report.matched,
         held: report.held,
         total,
@@ -1152,101 +1099,4 @@ async fn count_and_guard(
         object_rules::plan_linked(ctx, db, rule, sql, stores, report).await?;
     }
     Ok(true)
-}
-
-/// Why a guard stops a rule that matches `matched` of `total` items, if it does.
-fn guard_reason(
-    max_rows: Option<u64>,
-    max_fraction: Option<f64>,
-    matched: u64,
-    total: u64,
-    what: &str,
-) -> Option<String> {
-    match (max_rows, max_fraction) {
-        (Some(max), _) if matched > max => {
-            Some(format!("{matched} {what} match, max_rows is {max}"))
-        }
-        (_, Some(f)) if total > 0 && (matched as f64 / total as f64) > f => Some(format!(
-            "{matched} of {total} {what} match ({:.1}%), max_fraction is {:.1}%",
-            100.0 * matched as f64 / total as f64,
-            100.0 * f
-        )),
-        _ => None,
-    }
-}
-
-async fn count_children(db: &Db, sql: &RuleSql) -> Result<Vec<ChildCount>, Error> {
-    type Path = (Vec<usize>, String, String, String);
-    fn walk(children: &[ChildSql], path: &mut Vec<usize>, out: &mut Vec<Path>) {
-        for (i, c) in children.iter().enumerate() {
-            path.push(i);
-            // Grandchildren first: that is the order a batch acts in.
-            walk(&c.children, path, out);
-            out.push((
-                path.clone(),
-                c.display.clone(),
-                c.fk.name.clone(),
-                c.action.name().to_string(),
-            ));
-            path.pop();
-        }
-    }
-    let mut paths = Vec::new();
-    walk(&sql.children, &mut Vec::new(), &mut paths);
-    let mut out = Vec::new();
-    for (path, target, via, action) in paths {
-        let count = db.count(&sql.count_child(db.dialect(), &path)).await?;
-        out.push(ChildCount {
-            target,
-            via,
-            action,
-            count,
-        });
-    }
-    Ok(out)
-}
-
-/// Which index a prepared rule walks, for plans, runs and `check`.
-pub fn walk_report(sql: &RuleSql) -> WalkReport {
-    let column = match (sql.walk, &sql.select) {
-        (crate::config::Walk::Select, Some(s)) => s.column.name.clone(),
-        _ => sql.key.name.clone(),
-    };
-    WalkReport {
-        by: sql.walk,
-        column,
-        why: sql.walk_why.clone(),
-    }
-}
-
-/// A note per child reached through a foreign key no index leads with:
-/// every batch scans the whole child table, so the plan states how many
-/// batches and rows that is.
-async fn unindexed_children(db: &Db, sql: &RuleSql, matched: u64) -> Result<Vec<String>, Error> {
-    fn walk<'a>(cs: &'a [ChildSql], out: &mut Vec<&'a ChildSql>) {
-        for c in cs {
-            out.push(c);
-            walk(&c.children, out);
-        }
-    }
-    let mut all = Vec::new();
-    walk(&sql.children, &mut all);
-    let batches = matched.div_ceil(sql.batch_size.max(1) as u64);
-    let mut notes = Vec::new();
-    for c in all {
-        if c.table.info.indexed.contains(&c.fk.name) {
-            continue;
-        }
-        let mut b = db.builder();
-        b.push("SELECT COUNT(*) FROM ").push(&c.table.from);
-        let rows = db.count(&b.finish()).await?;
-        notes.push(format!(
-            "child {} is found by `{}`, which no index leads with: each of about {batches} batch(es) scans its {rows} rows (about {} row reads); an index on `{}` makes it a lookup",
-            c.display,
-            c.fk.name,
-            batches.saturating_mul(rows),
-            c.fk.name
-        ));
-    }
-    Ok(notes)
 }

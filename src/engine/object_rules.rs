@@ -15,6 +15,7 @@ use crate::objects::erase::{self, Filter, Tally};
 use crate::objects::{Stores, linked};
 use crate::sql::Db;
 use crate::sql::statements::{Cursor, RuleSql};
+use crate::status::ActionKind;
 use chrono::Utc;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -62,7 +63,7 @@ pub(super) async fn run_object_rule(
     stores: &Stores,
 ) -> Result<RuleReport, Error> {
     let target = rule.target();
-    let mut report = blank_report(ctx.job, &rule.name, target.clone(), "erase");
+    let mut report = blank_report(ctx.job, &rule.name, target.clone(), ActionKind::Erase);
     let open = match stores.get(&rule.store).await {
         Ok(s) => s,
         Err(e) => return fail(ctx, report, e),

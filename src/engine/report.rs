@@ -6,7 +6,8 @@ use super::{Mode, PartitionReport, pending};
 use crate::audit::{ChildCount, ObjectCount, Totals};
 use crate::config::Job;
 use crate::error::ExitCode;
-use crate::status::{JobStatus, RunStatus};
+use crate::plan::WalkReport;
+use crate::status::{ActionKind, JobStatus, RunStatus};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -27,7 +28,7 @@ pub struct RuleReport {
     pub rule: String,
     pub policy: String,
     pub target: String,
-    pub action: String,
+    pub action: ActionKind,
     pub status: RuleStatus,
     /// Rows eligible when the rule started (not held).
     pub matched: u64,
@@ -80,15 +81,6 @@ pub struct RuleReport {
     pub kept: Vec<String>,
 }
 
-/// Which index a rule's batches walk.
-#[derive(Debug, Clone, Serialize)]
-pub struct WalkReport {
-    pub by: crate::config::Walk,
-    /// The walked column (the select column, or the key).
-    pub column: String,
-    pub why: String,
-}
-
 /// What the time-sized batches of a rule were: first, smallest, largest, last.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct BatchSizes {
@@ -130,13 +122,18 @@ pub struct RunReport {
 }
 
 /// A report for a rule that has done nothing yet (SQL and object rules).
-pub(crate) fn blank_report(job: &Job, rule: &str, target: String, action: &str) -> RuleReport {
+pub(crate) fn blank_report(
+    job: &Job,
+    rule: &str,
+    target: String,
+    action: ActionKind,
+) -> RuleReport {
     RuleReport {
         job: job.name.clone(),
         rule: rule.to_string(),
         policy: job.policy.clone(),
         target,
-        action: action.into(),
+        action,
         status: RuleStatus::Done,
         matched: 0,
         held: 0,

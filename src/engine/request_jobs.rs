@@ -186,7 +186,7 @@ fn outcome_lines(reports: &[JobReport], req: &Request, at: &str) -> Vec<OutcomeL
             count,
             at: at.to_string(),
         };
-        out.push(line(&rr.target, &rr.action, rr.done));
+        out.push(line(&rr.target, rr.action.as_str(), rr.done));
         for c in &rr.children {
             out.push(line(&c.target, &c.action, c.count));
         }

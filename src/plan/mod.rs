@@ -9,8 +9,12 @@
 //!
 //! This module reads the schema and a few counts; it never changes a row.
 
+pub mod counts;
 pub mod coverage;
 pub mod graph;
+pub mod guards;
+pub mod sources;
+pub mod walk;
 
 use crate::config::{Origin, Rule, TableRef};
 use crate::sql::statements::{RuleSql, Tables};
@@ -20,6 +24,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use graph::Graph;
+pub use sources::Sources;
+pub use walk::{WalkReport, walk_report};
 
 /// One reason a rule cannot run, with the place in the job file it concerns
 /// when that is more precise than the rule itself (a child rule, a
