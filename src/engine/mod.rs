@@ -883,35 +883,62 @@ async fn run_rule_traced(
         Err(Error::Audit(a)) => return Err(Error::Audit(a)),
         Err(e) => return fail(ctx, report, e.to_string()),
     }
+    // Dry run is the plan: the same preparation, counts and guards, and
+    // the batch path never reached.
     if !ctx.opts.mode.acts() {
-        if rule.partitions == Partitions::Drop && ctx.opts.shard.is_none() {
-            match partitions::whole_partitions(db, &sql).await {
-                Ok(whole) => {
-                    report.partitions = whole
-                        .iter()
-                        .filter(|w| w.rows > 0)
-                        .map(|w| match w.held {
-                            0 => w.report("would_drop", None),
-                            n => w.report("batched", Some(format!("{n} rows of held subjects"))),
-                        })
-                        .collect()
-                }
-                Err(e) => return fail(ctx, report, e.to_string()),
-            }
-        }
-        if db.after_purge {
-            match crate::sql::purge::estimate(db, &sql.touched_tables()).await {
-                Ok(ds) => report.dead_space = Some(ds),
-                Err(e) => tracing::warn!(error = %e, "dead space could not be estimated"),
-            }
-        }
-        let total = report.total.unwrap_or_default();
-        record_plan(ctx, &rule.name, &mut report, total)?;
-        return Ok(report);
+        return plan_rule(ctx, db, rule, &sql, report).await;
     }
     if report.matched == 0 {
         return Ok(report);
     }
+    execute_rule(ctx, db, rule, &sql, &stores, report).await
+}
+
+/// The plan of a counted, guarded rule: the partitions it would drop, the
+/// dead space its tables hold, and the `plan` record.
+async fn plan_rule(
+    ctx: &mut JobCtx<'_>,
+    db: &Db,
+    rule: &Rule,
+    sql: &RuleSql,
+    mut report: RuleReport,
+) -> Result<RuleReport, Error> {
+    if rule.partitions == Partitions::Drop && ctx.opts.shard.is_none() {
+        match partitions::whole_partitions(db, sql).await {
+            Ok(whole) => {
+                report.partitions = whole
+                    .iter()
+                    .filter(|w| w.rows > 0)
+                    .map(|w| match w.held {
+                        0 => w.report("would_drop", None),
+                        n => w.report("batched", Some(format!("{n} rows of held subjects"))),
+                    })
+                    .collect()
+            }
+            Err(e) => return fail(ctx, report, e.to_string()),
+        }
+    }
+    if db.after_purge {
+        match crate::sql::purge::estimate(db, &sql.touched_tables()).await {
+            Ok(ds) => report.dead_space = Some(ds),
+            Err(e) => tracing::warn!(error = %e, "dead space could not be estimated"),
+        }
+    }
+    let total = report.total.unwrap_or_default();
+    record_plan(ctx, &rule.name, &mut report, total)?;
+    Ok(report)
+}
+
+/// Execute a counted, guarded rule that matched rows: the batch loop under
+/// a progress bar, then `after_purge`.
+async fn execute_rule(
+    ctx: &mut JobCtx<'_>,
+    db: &Db,
+    rule: &Rule,
+    sql: &RuleSql,
+    stores: &Stores,
+    mut report: RuleReport,
+) -> Result<RuleReport, Error> {
     let mut bar = ctx
         .opts
         .progress
@@ -921,8 +948,8 @@ async fn run_rule_traced(
         ctx,
         db,
         rule,
-        sql: &sql,
-        stores: &stores,
+        sql,
+        stores,
         report: &mut report,
         bar: &mut bar,
     };
@@ -934,28 +961,33 @@ async fn run_rule_traced(
     // engine can do it online. A failure here is reported, never a failed
     // rule: the rows are gone either way.
     if db.after_purge && report.done > 0 && outcome.is_ok() {
-        let tables = sql.touched_tables();
-        report.dead_space = Some(match crate::sql::purge::reclaim(db, &tables).await {
-            Ok(ds) => {
-                tracing::info!(state = %ds.state, bytes = ds.bytes, "after_purge");
-                ds
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "after_purge failed");
-                crate::sql::purge::DeadSpace {
-                    tables: tables.iter().map(|t| t.info.table.to_string()).collect(),
-                    dead_rows: None,
-                    bytes: 0,
-                    state: "failed".into(),
-                    note: e.to_string(),
-                }
-            }
-        });
+        report.dead_space = Some(reclaim(db, sql).await);
     }
     match outcome {
         Ok(()) => Ok(report),
         Err(Error::Audit(a)) => Err(Error::Audit(a)),
         Err(e) => fail(ctx, report, e.to_string()),
+    }
+}
+
+/// Reclaim the dead space an executed rule's deletes left, or say why not.
+async fn reclaim(db: &Db, sql: &RuleSql) -> crate::sql::purge::DeadSpace {
+    let tables = sql.touched_tables();
+    match crate::sql::purge::reclaim(db, &tables).await {
+        Ok(ds) => {
+            tracing::info!(state = %ds.state, bytes = ds.bytes, "after_purge");
+            ds
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "after_purge failed");
+            crate::sql::purge::DeadSpace {
+                tables: tables.iter().map(|t| t.info.table.to_string()).collect(),
+                dead_rows: None,
+                bytes: 0,
+                state: "failed".into(),
+                note: e.to_string(),
+            }
+        }
     }
 }
 
