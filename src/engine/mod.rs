@@ -22,7 +22,7 @@ mod pending;
 mod recovery;
 mod report;
 mod request_jobs;
-pub mod sizing;
+pub(crate) mod sizing;
 mod windows;
 pub use crate::plan::{Sources, WalkReport};
 pub use batch::delete_next_batch;

@@ -10,6 +10,7 @@ use crate::plan::WalkReport;
 use crate::status::{ActionKind, JobStatus, RunStatus};
 use serde::Serialize;
 
+/// How one rule ended: sets the exit code and the job's status.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleStatus {
@@ -17,11 +18,16 @@ pub enum RuleStatus {
     Pending,
     /// Nothing (left) to do, or all done.
     Done,
+    /// A guard stopped it before it touched anything.
     Guard,
+    /// It failed; the other rules went on.
     Failed,
+    /// Stopped at a batch boundary (signal or lost lease).
     Interrupted,
 }
 
+/// What one rule did (or, in a plan, would do): the JSON output's rule,
+/// the table's row, the metrics' counts.
 #[derive(Debug, Clone, Serialize)]
 pub struct RuleReport {
     pub job: String,
@@ -91,6 +97,7 @@ pub struct BatchSizes {
     pub last: usize,
 }
 
+/// One job's rules and how the job ended.
 #[derive(Debug, Clone, Serialize)]
 pub struct JobReport {
     pub job: String,
@@ -100,6 +107,8 @@ pub struct JobReport {
     pub rules: Vec<RuleReport>,
 }
 
+/// What a run returns to its caller: everything the CLI prints (table or
+/// JSON), the metrics push and the exit code.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
     pub run: String,

@@ -9,12 +9,14 @@
 //!
 //! This module reads the schema and a few counts; it never changes a row.
 
-pub mod counts;
+pub(crate) mod counts;
+/// Personal columns no rule covers, for `check`.
 pub mod coverage;
+/// The foreign-key graph of the tables a rule deletes from.
 pub mod graph;
-pub mod guards;
-pub mod sources;
-pub mod walk;
+pub(crate) mod guards;
+pub(crate) mod sources;
+pub(crate) mod walk;
 
 use crate::config::{Origin, Rule, TableRef};
 use crate::sql::statements::{RuleSql, Tables};
