@@ -1132,3 +1132,23 @@ async fn count_and_guard(
     }
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_status_puts_failure_before_interruption_before_the_exit_code() {
+        assert_eq!(run_status(true, true, ExitCode::Ok), RunStatus::Failed);
+        assert_eq!(
+            run_status(false, true, ExitCode::Partial),
+            RunStatus::Interrupted
+        );
+        for ok in [ExitCode::Ok, ExitCode::Pending, ExitCode::Overdue] {
+            assert_eq!(run_status(false, false, ok), RunStatus::Completed);
+        }
+        for bad in [ExitCode::Partial, ExitCode::Guard, ExitCode::Locked] {
+            assert_eq!(run_status(false, false, bad), RunStatus::Partial);
+        }
+    }
+}

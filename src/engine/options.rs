@@ -85,3 +85,20 @@ pub trait RuleProgress: Send {
     /// The rule stopped (done, failed or interrupted).
     fn finish(&mut self);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shard_is_written_index_slash_count() {
+        assert_eq!(Shard::from((2, 8)).to_string(), "2/8");
+    }
+
+    #[test]
+    fn only_an_executed_run_acts() {
+        assert!(Mode::Execute.acts());
+        assert!(!Mode::DryRun.acts());
+        assert!(!Mode::Plan.acts());
+    }
+}
