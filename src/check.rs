@@ -10,13 +10,14 @@
 //! It never changes a row.
 
 use crate::config::{Child, Loaded, Rule};
-use crate::engine::Sources;
+use crate::plan::Sources;
 use crate::plan::{self, Graph};
 use crate::sql::Db;
 use crate::sql::statements::{ChildSql, RuleSql};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
+/// What `lethe check` found: printed as a table or JSON, and the exit code.
 #[derive(Debug, Default, Serialize)]
 pub struct CheckReport {
     /// Each is `file:line:col: message`.
@@ -37,6 +38,8 @@ pub struct CheckReport {
 }
 
 impl CheckReport {
+    /// Whether `check` passes: no problem and every source reached
+    /// (warnings do not fail it).
     pub fn ok(&self) -> bool {
         self.problems.is_empty() && self.unreachable.is_empty()
     }
@@ -60,10 +63,14 @@ pub struct RuleGraph {
     pub graph: Graph,
 }
 
+/// Check every rule against the live schemas, with the default options.
 pub async fn check(loaded: &Loaded, as_of: DateTime<Utc>) -> CheckReport {
     check_with(loaded, as_of, CheckOptions::default()).await
 }
 
+/// Check every rule against the live schemas: each source connected once,
+/// each rule prepared as `plan` and `run` prepare it (so a rule this rejects
+/// never runs), plus the graphs and coverage `opts` ask for.
 pub async fn check_with(loaded: &Loaded, as_of: DateTime<Utc>, opts: CheckOptions) -> CheckReport {
     let mut report = CheckReport::default();
     let mut sources = Sources::new(loaded);
@@ -169,7 +176,7 @@ async fn probe(db: &Db, sql: &RuleSql) -> Result<(), crate::error::Error> {
 
 /// Index, walk and concurrency warnings (the foreign keys are the graph's).
 fn indexes(db: &Db, rule: &Rule, sql: &RuleSql, at: &str, report: &mut CheckReport) {
-    let w = crate::engine::walk_report(sql);
+    let w = crate::plan::walk_report(sql);
     report.notes.push(format!(
         "{at}: batches walk the {} `{}` ({})",
         w.by.name(),

@@ -78,7 +78,7 @@ impl Registry {
         }
         for job in &report.jobs {
             *s.runs
-                .entry((job.job.clone(), job.status.clone()))
+                .entry((job.job.clone(), job.status.to_string()))
                 .or_default() += 1;
             s.duration
                 .insert(job.job.clone(), job.duration_ms as f64 / 1000.0);

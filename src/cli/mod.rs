@@ -174,7 +174,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
                     mode: Mode::Plan,
                     jobs,
                     cancel: cancel_on_signals(),
-                    shard,
+                    shard: shard.map(Into::into),
                     progress: terminal_progress(&g),
                 },
             )
@@ -207,7 +207,7 @@ async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
                     mode,
                     jobs,
                     cancel: cancel_on_signals(),
-                    shard,
+                    shard: shard.map(Into::into),
                     progress: terminal_progress(&g),
                 },
             )
@@ -277,7 +277,7 @@ impl crate::schedule::Runner for EngineRunner {
                 mode: Mode::Execute,
                 jobs: vec![job],
                 cancel,
-                shard,
+                shard: shard.map(Into::into),
                 progress: None,
             };
             match engine::run(&loaded, &keys, opts).await {

@@ -46,7 +46,7 @@ pub(crate) fn run_table(r: &RunReport, dry: bool) -> String {
                 "-".into(),
                 "-".into(),
                 "-".into(),
-                j.status.clone(),
+                j.status.to_string(),
             ]);
         }
         for rule in &j.rules {
@@ -59,7 +59,7 @@ pub(crate) fn run_table(r: &RunReport, dry: bool) -> String {
                 },
                 rule.policy.clone(),
                 rule.target.clone(),
-                rule.action.clone(),
+                rule.action.to_string(),
                 n.to_string(),
                 rule.held.to_string(),
                 status_word(&rule.status).into(),

@@ -12,16 +12,17 @@ use crate::audit::{Event, ObjectCount, Totals};
 use crate::config::{ObjectRule, Rule};
 use crate::error::Error;
 use crate::objects::erase::{self, Filter, Tally};
-use crate::objects::{Stores, linked};
+use crate::objects::{OpenStore, Stores, linked};
 use crate::sql::Db;
 use crate::sql::statements::{Cursor, RuleSql};
-use chrono::Utc;
+use crate::status::ActionKind;
+use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Object counts of one rule into the run's totals.
 pub(super) fn add_totals(totals: &mut Totals, r: &RuleReport, mode: Mode) {
     for c in &r.objects {
-        if mode == Mode::Execute {
+        if mode.acts() {
             totals.objects_erased += c.objects;
             totals.object_versions_erased += c.versions;
             totals.object_bytes_erased += c.bytes;
@@ -55,31 +56,34 @@ fn hold_note(reasons: &BTreeMap<String, u64>) -> String {
     format!("objects kept by Object Lock: {}", parts.join(", "))
 }
 
-/// Run one object rule. `Err` only when the audit log fails.
-pub(super) async fn run_object_rule(
+/// How the counting pass of an object rule ended.
+enum Counted {
+    /// On to the erasing pass.
+    Go,
+    /// A guard stopped the rule, or a plan is complete: the report is final.
+    Stop,
+    /// The store could not be listed: the rule fails with this.
+    Failed(String),
+}
+
+/// Count the selection, audit holds and check guards (and, for a plan,
+/// record it). `Err` only when the audit log fails.
+async fn count_and_guard(
     ctx: &mut JobCtx<'_>,
     rule: &ObjectRule,
-    stores: &Stores,
-) -> Result<RuleReport, Error> {
-    let target = rule.target();
-    let mut report = blank_report(ctx.job, &rule.name, target.clone(), "erase");
-    let open = match stores.get(&rule.store).await {
-        Ok(s) => s,
-        Err(e) => return fail(ctx, report, e),
-    };
-    let filter = Filter {
-        cutoff: rule.older_than.map(|p| p.before(ctx.opts.as_of)),
-        tags: rule.tags.clone(),
-    };
+    open: &OpenStore,
+    filter: &Filter,
+    now: DateTime<Utc>,
+    report: &mut RuleReport,
+) -> Result<Counted, Error> {
     // The guards and `plan` must know the whole selection before anything
     // is touched: a counting pass, a page at a time (nothing is held). A run
     // without guards goes straight to the erasing pass, which counts too.
     let guarded = rule.max_rows.is_some() || rule.max_fraction.is_some();
-    let now = Utc::now();
-    if guarded || ctx.opts.mode != Mode::Execute {
-        let c = match erase::count(&open, &rule.prefix, &filter, now).await {
+    if guarded || !ctx.opts.mode.acts() {
+        let c = match erase::count(open, &rule.prefix, filter, now).await {
             Ok(c) => c,
-            Err(e) => return fail(ctx, report, e.to_string()),
+            Err(e) => return Ok(Counted::Failed(e.to_string())),
         };
         tracing::info!(
             total = c.total,
@@ -88,11 +92,12 @@ pub(super) async fn run_object_rule(
             select_ms = c.list_ms,
             "objects selected"
         );
+        let target = &report.target.clone();
         report.total = Some(c.total);
         report.matched = c.selected.objects;
         report.held = c.held.objects;
-        if ctx.opts.mode != Mode::Execute {
-            audit_object_hold(ctx, rule, &target, &mut report, &c)?;
+        if !ctx.opts.mode.acts() {
+            audit_object_hold(ctx, rule, target, report, &c)?;
         }
         if let Some(reason) = guard_reason(
             rule.max_rows,
@@ -101,8 +106,8 @@ pub(super) async fn run_object_rule(
             c.total,
             "objects",
         ) {
-            if ctx.opts.mode == Mode::Execute {
-                audit_object_hold(ctx, rule, &target, &mut report, &c)?;
+            if ctx.opts.mode.acts() {
+                audit_object_hold(ctx, rule, target, report, &c)?;
             }
             tracing::warn!(%reason, "guard stopped the rule before it touched anything");
             ctx.audit.append(Event::Guard {
@@ -116,14 +121,39 @@ pub(super) async fn run_object_rule(
             })?;
             report.status = RuleStatus::Guard;
             report.message = Some(reason);
-            report.objects = vec![count(&rule.store, &target, c.selected, c.held.objects)];
-            return Ok(report);
+            report.objects = vec![count(&rule.store, target, c.selected, c.held.objects)];
+            return Ok(Counted::Stop);
         }
-        if ctx.opts.mode != Mode::Execute {
-            report.objects = vec![count(&rule.store, &target, c.selected, c.held.objects)];
-            record_plan(ctx, &rule.name, &mut report, c.total)?;
-            return Ok(report);
+        if !ctx.opts.mode.acts() {
+            report.objects = vec![count(&rule.store, target, c.selected, c.held.objects)];
+            record_plan(ctx, &rule.name, report, c.total)?;
+            return Ok(Counted::Stop);
         }
+    }
+    Ok(Counted::Go)
+}
+
+/// Run one object rule. `Err` only when the audit log fails.
+pub(super) async fn run_object_rule(
+    ctx: &mut JobCtx<'_>,
+    rule: &ObjectRule,
+    stores: &Stores,
+) -> Result<RuleReport, Error> {
+    let target = rule.target();
+    let mut report = blank_report(ctx.job, &rule.name, target.clone(), ActionKind::Erase);
+    let open = match stores.get(&rule.store).await {
+        Ok(s) => s,
+        Err(e) => return fail(ctx, report, e),
+    };
+    let filter = Filter {
+        cutoff: rule.older_than.map(|p| p.before(ctx.opts.as_of)),
+        tags: rule.tags.clone(),
+    };
+    let now = Utc::now();
+    match count_and_guard(ctx, rule, &open, &filter, now, &mut report).await? {
+        Counted::Go => {}
+        Counted::Stop => return Ok(report),
+        Counted::Failed(e) => return fail(ctx, report, e),
     }
     let started = std::time::Instant::now();
     let retries_before = open.store.retries();

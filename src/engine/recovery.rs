@@ -122,7 +122,7 @@ pub(super) async fn recover_crashed(
             return Ok(());
         }
     };
-    let shard = opts.shard.map(|(i, n)| format!("{i}/{n}"));
+    let shard = opts.shard.map(|s| s.to_string());
     for c in crashed {
         // The log by its name in the configured folder (the run may have
         // been started from another directory), else where it was written.

@@ -13,7 +13,7 @@
 //! spliced into SQL.
 
 use super::{
-    JobCtx, JobReport, Mode, RuleReport, RuleStatus, RunOptions, Sources, prepare_rule, run_rule,
+    JobCtx, JobReport, RuleReport, RuleStatus, RunOptions, Shard, Sources, prepare_rule, run_rule,
 };
 use crate::audit::{AuditWriter, Event};
 use crate::config::{Loaded, Rule, Trigger};
@@ -70,7 +70,7 @@ pub(super) async fn run_rules(
     out: &mut Vec<RuleReport>,
 ) -> Result<(), Error> {
     let job = ctx.job;
-    if let Some((index, _)) = ctx.opts.shard
+    if let Some(Shard { index, .. }) = ctx.opts.shard
         && index != 0
     {
         // A subject's rows are few: shard 0 takes every request whole, so
@@ -107,7 +107,7 @@ pub(super) async fn run_rules(
                 .await?;
             report.request = Some(req.id.clone());
             report.kept = kept_reasons(rule, &report);
-            if opts.mode == Mode::Execute && report.status == RuleStatus::Done {
+            if opts.mode.acts() && report.status == RuleStatus::Done {
                 let left = match sources.get(&rule.target.source).await {
                     Ok(db) => left_of(db, rule, subject, opts.as_of).await,
                     Err(e) => Err(Error::Other(e)),
@@ -186,7 +186,7 @@ fn outcome_lines(reports: &[JobReport], req: &Request, at: &str) -> Vec<OutcomeL
             count,
             at: at.to_string(),
         };
-        out.push(line(&rr.target, &rr.action, rr.done));
+        out.push(line(&rr.target, rr.action.as_str(), rr.done));
         for c in &rr.children {
             out.push(line(&c.target, &c.action, c.count));
         }

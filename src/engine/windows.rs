@@ -169,6 +169,30 @@ fn lock<'m, 'a, 'c>(m: &'m Mutex<Shared<'a, 'c>>) -> std::sync::MutexGuard<'m, S
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Number and record a worker's batch under one lock, so numbers follow
+/// the log.
+fn record(
+    shared: &Mutex<Shared<'_, '_>>,
+    rule: &Rule,
+    del: &crate::sql::statements::Deleted,
+    limit: Option<u64>,
+) -> Result<BatchDone<'static>, Error> {
+    let mut s = lock(shared);
+    s.recorded += 1;
+    let done = BatchDone {
+        batch: s.recorded,
+        count: del.count,
+        children: vec![],
+        keys_digest: s.ctx.keys.digest_of(&del.keys_sha256),
+        subjects: del.subjects.iter().map(|x| s.ctx.keys.subject(x)).collect(),
+        resolved: None,
+        limit,
+        partition: None,
+    };
+    let record = batch_event(s.ctx, rule, s.report, &done);
+    s.ctx.audit.append(record).map(|_| done)
+}
+
 /// One worker: batches over its window until the window is empty
 /// (`Ok(false)`) or the run is cancelled (`Ok(true)`: work is left).
 async fn walk(
@@ -226,24 +250,7 @@ async fn walk(
             report_sizes(&sizer);
             return Ok(false);
         }
-        // Numbered and recorded under one lock, so numbers follow the log.
-        let recorded = {
-            let mut s = lock(shared);
-            s.recorded += 1;
-            let done = BatchDone {
-                batch: s.recorded,
-                count: del.count,
-                children: vec![],
-                keys_digest: s.ctx.keys.digest_of(&del.keys_sha256),
-                subjects: del.subjects.iter().map(|x| s.ctx.keys.subject(x)).collect(),
-                resolved: None,
-                limit,
-                partition: None,
-            };
-            let record = batch_event(s.ctx, rule, s.report, &done);
-            s.ctx.audit.append(record).map(|_| done)
-        };
-        let done = match recorded {
+        let done = match record(shared, rule, &del, limit) {
             Ok(done) => done,
             Err(e) => {
                 let _ = tx.rollback(db).await;
@@ -272,8 +279,6 @@ async fn walk(
             report_sizes(&sizer);
             return Ok(false);
         }
-        if !db.pause.is_zero() {
-            tokio::time::sleep(db.pause).await;
-        }
+        super::batch::between_batches(db).await;
     }
 }

@@ -10,7 +10,7 @@
 //! It reads the catalog only: column names and types, never a value.
 
 use crate::config::{Action, Child, Loaded, PatternKind, PersonalPattern, TableRef};
-use crate::engine::Sources;
+use crate::plan::Sources;
 use crate::sql::schema::{self, kind_of, list};
 use crate::sql::{ColumnKind, Db};
 use serde::Serialize;

@@ -433,6 +433,90 @@ fn uncovered_status(on_delete: &str) -> Status {
     }
 }
 
+/// An edge a child rule follows: covered when the child's rows are deleted
+/// or their key set to null (or re-pointed) first, else why not.
+async fn by_child(
+    cx: &Cx<'_>,
+    at: &At<'_>,
+    fk: &ForeignKey,
+    col: &str,
+    c: &Child,
+) -> Result<(Status, String, Origin), Error> {
+    let by = format!("child rule {} ({})", c.target, c.origin);
+    Ok(match &c.action {
+        Action::Delete => (
+            Status::Covered,
+            format!("covered by {by}: its rows are deleted first"),
+            c.origin.clone(),
+        ),
+        Action::Anonymize(cols) => {
+            let on_key = cols.iter().find(|(n, _)| n == col).map(|(_, s)| s);
+            let nulls_other = cols
+                .iter()
+                .any(|(n, s)| *s == Strategy::Null && fk.columns.contains(n));
+            match on_key {
+                Some(Strategy::Null) => (
+                    Status::Covered,
+                    format!("covered by {by}: `{col}` is set to null first"),
+                    c.origin.clone(),
+                ),
+                Some(Strategy::Fixed(v)) => ghost(cx, at, col, v, &by, &c.origin).await?,
+                Some(s) => (
+                    Status::BreaksReference,
+                    format!(
+                        "{by} rewrites `{col}` with `{s}`, which points it at no row; use `null` or re-point it with `fixed:<id>`"
+                    ),
+                    c.origin.clone(),
+                ),
+                None if nulls_other => (
+                    Status::Covered,
+                    format!("covered by {by}: part of the key is set to null first"),
+                    c.origin.clone(),
+                ),
+                None => (
+                    Status::KeepsReference,
+                    format!(
+                        "{by} keeps `{col}` (anonymize it to `null`, re-point it with `fixed:<id>`, or delete the rows); {}",
+                        consequence(&fk.on_delete)
+                    ),
+                    c.origin.clone(),
+                ),
+            }
+        }
+    })
+}
+
+/// The level of an edge (ok, warning, error) from its status, and what a
+/// key the connection does not enforce turns it into.
+fn level_of(fk: &ForeignKey, status: Status, lethe: String) -> (Status, Level, String) {
+    let mut lethe = lethe;
+    if fk.deferrable && status == Status::WouldFail {
+        lethe.push_str(" (deferrable: checked at commit, the batch still fails)");
+    }
+    let database_would_act = matches!(
+        status,
+        Status::Cascaded
+            | Status::SetNull
+            | Status::WouldFail
+            | Status::KeepsReference
+            | Status::NotKey
+    );
+    if !fk.enforced && database_would_act {
+        (
+            Status::Dangling,
+            Level::Warning,
+            "not enforced on this connection (SQLite `foreign_keys` off, or MySQL `foreign_key_checks` = 0): the delete goes ahead and a reference left behind would dangle unseen".to_string(),
+        )
+    } else {
+        let level = match status {
+            Status::Covered | Status::Repointed | Status::Hold => Level::Ok,
+            Status::Dangling => Level::Warning,
+            _ => Level::Error,
+        };
+        (status, level, lethe)
+    }
+}
+
 async fn edge(cx: &Cx<'_>, at: &At<'_>, fk: &ForeignKey) -> Result<Edge, Error> {
     let engine = cx.db.dialect().engine();
     let self_reference = same_table(engine, fk, at.target);
@@ -471,48 +555,7 @@ async fn edge(cx: &Cx<'_>, at: &At<'_>, fk: &ForeignKey) -> Result<Edge, Error> 
         )
     } else if let Some((_, c)) = child {
         let col = &fk.columns[pos.expect("a child was found by position")];
-        let by = format!("child rule {} ({})", c.target, c.origin);
-        match &c.action {
-            Action::Delete => (
-                Status::Covered,
-                format!("covered by {by}: its rows are deleted first"),
-                c.origin.clone(),
-            ),
-            Action::Anonymize(cols) => {
-                let on_key = cols.iter().find(|(n, _)| n == col).map(|(_, s)| s);
-                let nulls_other = cols
-                    .iter()
-                    .any(|(n, s)| *s == Strategy::Null && fk.columns.contains(n));
-                match on_key {
-                    Some(Strategy::Null) => (
-                        Status::Covered,
-                        format!("covered by {by}: `{col}` is set to null first"),
-                        c.origin.clone(),
-                    ),
-                    Some(Strategy::Fixed(v)) => ghost(cx, at, col, v, &by, &c.origin).await?,
-                    Some(s) => (
-                        Status::BreaksReference,
-                        format!(
-                            "{by} rewrites `{col}` with `{s}`, which points it at no row; use `null` or re-point it with `fixed:<id>`"
-                        ),
-                        c.origin.clone(),
-                    ),
-                    None if nulls_other => (
-                        Status::Covered,
-                        format!("covered by {by}: part of the key is set to null first"),
-                        c.origin.clone(),
-                    ),
-                    None => (
-                        Status::KeepsReference,
-                        format!(
-                            "{by} keeps `{col}` (anonymize it to `null`, re-point it with `fixed:<id>`, or delete the rows); {}",
-                            consequence(&fk.on_delete)
-                        ),
-                        c.origin.clone(),
-                    ),
-                }
-            }
-        }
+        by_child(cx, at, fk, col, c).await?
     } else if pos.is_none() {
         (
             Status::NotKey,
@@ -558,32 +601,7 @@ async fn edge(cx: &Cx<'_>, at: &At<'_>, fk: &ForeignKey) -> Result<Edge, Error> 
             origin,
         )
     };
-    let mut lethe = lethe;
-    if fk.deferrable && status == Status::WouldFail {
-        lethe.push_str(" (deferrable: checked at commit, the batch still fails)");
-    }
-    let database_would_act = matches!(
-        status,
-        Status::Cascaded
-            | Status::SetNull
-            | Status::WouldFail
-            | Status::KeepsReference
-            | Status::NotKey
-    );
-    let (status, level, lethe) = if !fk.enforced && database_would_act {
-        (
-            Status::Dangling,
-            Level::Warning,
-            "not enforced on this connection (SQLite `foreign_keys` off, or MySQL `foreign_key_checks` = 0): the delete goes ahead and a reference left behind would dangle unseen".to_string(),
-        )
-    } else {
-        let level = match status {
-            Status::Covered | Status::Repointed | Status::Hold => Level::Ok,
-            Status::Dangling => Level::Warning,
-            _ => Level::Error,
-        };
-        (status, level, lethe)
-    };
+    let (status, level, lethe) = level_of(fk, status, lethe);
     let mut e = Edge::of(fk, at, status, level, lethe, origin);
     e.self_reference = self_reference;
     e.child = child.map(|(_, c)| c.target.to_string());

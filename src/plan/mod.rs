@@ -9,8 +9,14 @@
 //!
 //! This module reads the schema and a few counts; it never changes a row.
 
+pub(crate) mod counts;
+/// Personal columns no rule covers, for `check`.
 pub mod coverage;
+/// The foreign-key graph of the tables a rule deletes from.
 pub mod graph;
+pub(crate) mod guards;
+pub(crate) mod sources;
+pub(crate) mod walk;
 
 use crate::config::{Origin, Rule, TableRef};
 use crate::sql::statements::{RuleSql, Tables};
@@ -20,6 +26,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 pub use graph::Graph;
+pub use sources::Sources;
+pub use walk::{WalkReport, walk_report};
 
 /// One reason a rule cannot run, with the place in the job file it concerns
 /// when that is more precise than the rule itself (a child rule, a

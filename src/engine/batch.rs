@@ -1,0 +1,590 @@
+//! The batch loops of an executed rule: the one-statement fast delete and
+//! the keyed loop (select, children, act), and the commit protocol they
+//! share — the record fsynced before the commit, a conflict retried with
+//! backoff, a lost connection retried within `reconnect_for`, and a commit
+//! whose answer was lost recorded as unknown, never as rolled back.
+//!
+//! It never decides whether a rule runs: it is called only for an executed
+//! rule that matched rows and passed its guards.
+
+use super::cascade::process_child;
+use super::report::add_count;
+use super::{
+    JobCtx, RuleProgress, RuleReport, RuleStatus, object_rules, partitions, sizing, windows,
+};
+use crate::anonymize::hash::{hash_source, rehash};
+use crate::audit::{ChildCount, Event};
+use crate::config::{Partitions, Rule};
+use crate::error::Error;
+use crate::objects::{Stores, linked};
+use crate::plan::sources::Outage;
+use crate::sql::statements::{BatchRow, Cursor, Deleted, RuleSql, act_chunk};
+use crate::sql::{Db, Tx};
+use crate::state::State;
+use chrono::Utc;
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+/// How many times one batch is tried again after the server rolled it back
+/// on a conflict before the rule fails.
+pub(crate) const MAX_CONFLICT_RETRIES: u32 = 8;
+
+/// Exponential backoff with jitter, so that two shards that collided do not
+/// collide again in step: 50 ms, 100 ms, … capped at 3.2 s, plus up to half.
+pub(crate) fn conflict_backoff(attempt: u32) -> Duration {
+    let base = 50u64 << attempt.saturating_sub(1).min(6);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos() as u64)
+        .unwrap_or(0);
+    Duration::from_millis(base + nanos % (base / 2 + 1))
+}
+
+/// Roll back a batch that failed before it was recorded. When the server
+/// broke a conflict (deadlock, lock timeout) by rolling the batch back,
+/// nothing of it is recorded or committed, so nothing is left to undo: while
+/// tries remain, wait (backoff with jitter), say so, and return `Ok` — try it
+/// again. Any other error, or the last conflict, comes back as `Err`.
+pub(crate) async fn roll_back_or_retry(
+    db: &Db,
+    tx: Tx,
+    e: Error,
+    conflicts: &mut u32,
+) -> Result<(), Error> {
+    let _ = tx.rollback(db).await;
+    if !matches!(e, Error::Conflict { .. }) || *conflicts >= MAX_CONFLICT_RETRIES {
+        return Err(e);
+    }
+    *conflicts += 1;
+    let wait = conflict_backoff(*conflicts);
+    tracing::warn!(
+        attempt = *conflicts,
+        wait_ms = wait.as_millis() as u64,
+        error = %e,
+        "batch rolled back by a conflicting transaction; trying it again"
+    );
+    tokio::time::sleep(wait).await;
+    Ok(())
+}
+
+/// Run one one-statement batch (`RuleSql::fast_delete`) inside `tx` and
+/// say what it deleted. `bound` is the previous batch's `Deleted::bound`
+/// (or where the caller's window starts); `below` ends the window.
+pub async fn delete_next_batch(
+    tx: &mut Tx,
+    db: &Db,
+    sql: &RuleSql,
+    part: Option<&str>,
+    bound: Option<&str>,
+    below: Option<&str>,
+) -> Result<Deleted, Error> {
+    let d = db.dialect();
+    let unreadable = |e: &str| Error::Database {
+        source_name: db.name.clone(),
+        message: e.to_string(),
+        kind: crate::error::DbErrorKind::Other,
+    };
+    let delete = sql.delete_batch(d, part, bound, below);
+    if let Some(summary) = sql.summarize_batch(d, part, bound, below) {
+        let del = sql
+            .parse_deleted(d, tx.fetch(db, &summary).await?)
+            .map_err(|e| unreadable(&e))?;
+        if del.count > 0 {
+            let n = tx.execute(db, &delete).await?;
+            if n != del.count {
+                return Err(unreadable(&format!(
+                    "the batch deleted {n} rows but its summary counted {}; rolled back",
+                    del.count
+                )));
+            }
+        }
+        return Ok(del);
+    }
+    let rows = tx.fetch(db, &delete).await?;
+    sql.parse_deleted(d, rows).map_err(|e| unreadable(&e))
+}
+
+/// What the first half of a batch produced.
+pub(crate) enum Fetched {
+    /// Rows selected (and locked, and acted on) by the general path, with
+    /// the objects they name and the children acted on with them.
+    Rows {
+        rows: Vec<BatchRow>,
+        resolved: Option<linked::Resolved>,
+        children: Vec<ChildCount>,
+    },
+    /// A one-statement delete's result.
+    Deleted(Deleted),
+}
+
+/// A batch ready to be recorded and committed.
+pub(crate) struct BatchDone<'r> {
+    pub(crate) batch: u64,
+    pub(crate) count: u64,
+    pub(crate) children: Vec<ChildCount>,
+    pub(crate) keys_digest: String,
+    pub(crate) subjects: BTreeSet<String>,
+    pub(crate) resolved: Option<&'r linked::Resolved>,
+    /// The size a time-sized batch was given (recorded with it).
+    pub(crate) limit: Option<u64>,
+    /// A whole partition dropped instead of a batch of rows.
+    pub(crate) partition: Option<crate::audit::PartitionDropped>,
+}
+
+/// One executed rule on its way through the batch loop: what the loop and
+/// the commit protocol would otherwise pass around as long argument lists.
+pub(crate) struct RuleRun<'c, 'j> {
+    pub(crate) ctx: &'c mut JobCtx<'j>,
+    pub(crate) db: &'c Db,
+    pub(crate) rule: &'c Rule,
+    /// The rule's prepared statements, as planned.
+    pub(crate) sql: &'c RuleSql,
+    pub(crate) stores: &'c Stores,
+    pub(crate) report: &'c mut RuleReport,
+    pub(crate) bar: &'c mut Option<Box<dyn RuleProgress>>,
+}
+
+/// Where the batch loops pause between two batches (the source's `pause`).
+/// The one place a throttle decides how long the next batch waits.
+pub(crate) async fn between_batches(db: &Db) {
+    if !db.pause.is_zero() {
+        tokio::time::sleep(db.pause).await;
+    }
+}
+
+/// Record a batch, erase its objects, commit, and count it.
+///
+/// The record is written (fsynced) before the commit: a crash between the
+/// two leaves a record of a batch that the next run will do (and record)
+/// again, never an unrecorded deletion. Objects go before the rows commit:
+/// if erasing fails, the rows stay and still name every object that is left.
+async fn commit_batch(
+    run: &mut RuleRun<'_, '_>,
+    tx: Tx,
+    done: BatchDone<'_>,
+    started: Instant,
+) -> Result<(), Error> {
+    let (ctx, db, rule) = (&mut *run.ctx, run.db, run.rule);
+    let record = batch_event(ctx, rule, run.report, &done);
+    if let Err(e) = ctx.audit.append(record) {
+        let _ = tx.rollback(db).await;
+        return Err(e);
+    }
+    // Held objects are listed before anything is erased or committed: once
+    // the rows go, this list is all that still names them.
+    let erased = match done.resolved {
+        Some(r) => match record_pending(ctx.state, r).await {
+            Ok(()) => linked::erase(r).await.map(drop),
+            Err(e) => Err(e),
+        },
+        None => Ok(()),
+    };
+    let committed = match erased {
+        Ok(()) => tx.commit(db).await,
+        Err(e) => {
+            let _ = tx.rollback(db).await;
+            Err(e)
+        }
+    };
+    if let Err(e) = committed {
+        if let Error::Connection {
+            source_name,
+            message,
+        } = &e
+        {
+            // The commit was sent and the answer lost: it may have
+            // committed. Record that it is unknown, never that it rolled back.
+            ctx.audit
+                .append(rollback_event(ctx, rule, done.batch, &e))?;
+            return Err(Error::Connection {
+                source_name: source_name.clone(),
+                message: format!(
+                    "{message}: the connection was lost while batch {} was committing, so whether it committed is unknown; the rule stops here and a later run deletes whatever of it is left",
+                    done.batch
+                ),
+            });
+        }
+        let record = rollback_event(ctx, rule, done.batch, &e);
+        ctx.audit.append(record)?;
+        return Err(e);
+    }
+    count_batch(run.report, run.bar, done, started);
+    Ok(())
+}
+
+/// Put a batch's held objects on the state store's pending-erasure list.
+pub(crate) async fn record_pending(
+    state: Option<&State>,
+    r: &linked::Resolved,
+) -> Result<(), Error> {
+    if r.pending.is_empty() {
+        return Ok(());
+    }
+    match state {
+        Some(state) => state.add_pending(&r.pending).await,
+        None => Err(Error::State(
+            "objects under Object Lock need the state store's pending-erasure list, and this run has no state store".into(),
+        )),
+    }
+}
+
+/// The record of a batch, written before it commits.
+pub(crate) fn batch_event(
+    ctx: &JobCtx<'_>,
+    rule: &Rule,
+    report: &RuleReport,
+    done: &BatchDone<'_>,
+) -> Event {
+    Event::Batch {
+        job: ctx.job.name.clone(),
+        rule: rule.name.clone(),
+        policy: ctx.job.policy.clone(),
+        target: report.target.clone(),
+        action: report.action.into(),
+        batch: done.batch,
+        count: done.count,
+        children: done.children.clone(),
+        keys_digest: done.keys_digest.clone(),
+        subjects: done.subjects.iter().cloned().collect(),
+        objects: done.resolved.map(|r| r.counts.clone()).unwrap_or_default(),
+        batch_size: done.limit,
+        partition: done.partition.clone(),
+    }
+}
+
+/// The record that a recorded batch did not commit after all — or, when the
+/// connection was lost while it was committing, that whether it did is
+/// unknown (never a rollback it may not have been).
+pub(crate) fn rollback_event(ctx: &JobCtx<'_>, rule: &Rule, batch: u64, e: &Error) -> Event {
+    if matches!(e, Error::Connection { .. }) {
+        return Event::BatchUnknown {
+            job: ctx.job.name.clone(),
+            rule: rule.name.clone(),
+            batch,
+            reason: e.to_string(),
+        };
+    }
+    Event::BatchRollback {
+        job: ctx.job.name.clone(),
+        rule: rule.name.clone(),
+        batch,
+        reason: e.to_string(),
+    }
+}
+
+/// Count a committed batch in the rule's report and progress bar.
+pub(crate) fn count_batch(
+    report: &mut RuleReport,
+    bar: &mut Option<Box<dyn RuleProgress>>,
+    done: BatchDone<'_>,
+    started: Instant,
+) {
+    let ms = started.elapsed().as_millis() as u64;
+    report.longest_batch_ms = report.longest_batch_ms.max(ms);
+    report.batches = report.batches.max(done.batch);
+    report.done += done.count;
+    if let Some(b) = bar.as_mut() {
+        b.advance(done.count);
+    }
+    for c in done.children {
+        add_count(&mut report.children, &c.target, &c.via, &c.action, c.count);
+    }
+    if let Some(r) = done.resolved {
+        linked::add_erased(&mut report.objects, &r.counts);
+    }
+    tracing::debug!(
+        batch = done.batch,
+        count = done.count,
+        ms,
+        "batch committed"
+    );
+}
+
+/// The batch loop of an executed rule: wholly due partitions first (when
+/// the rule drops them), then windows side by side (when it has workers),
+/// else one batch at a time through each part of the table.
+pub(crate) async fn execute(run: &mut RuleRun<'_, '_>) -> Result<(), Error> {
+    let (db, rule, sql) = (run.db, run.rule, run.sql);
+    let d = db.dialect();
+    let fast = sql.fast_delete(d);
+    // Wholly due partitions first, dropped whole; the loop below batches
+    // what is left (the partitions that straddle the cutoff, or hold a held
+    // subject). Not under `--shard`: a partition is not one shard's share.
+    let dropped = if rule.partitions == Partitions::Drop && run.ctx.opts.shard.is_none() {
+        partitions::drop_whole(run.ctx, db, rule, sql, run.report, run.bar).await?
+    } else {
+        vec![]
+    };
+    let parts = if fast {
+        sql.delete_parts_except(d, &dropped)
+    } else {
+        vec![None]
+    };
+    let workers = windows::workers(db, rule, sql);
+    if workers > 1 {
+        return windows::execute(run.ctx, db, rule, sql, run.report, run.bar, workers).await;
+    }
+    let mut walk = Walk {
+        // Numbered after the partitions dropped whole, if any.
+        batch_no: run.report.batches,
+        conflicts: 0,
+        sizer: rule
+            .batch_time
+            .map(|t| sizing::BatchSizer::new(sql.batch_size, t, rule.batch_size_max)),
+        sized: sql.clone(),
+        outage: Outage::default(),
+        fast,
+    };
+    // One-statement deletes walk each physical table in turn (a ctid is
+    // unique only within one); every other path has a single part.
+    for part in &parts {
+        if !walk.part(run, part.as_deref()).await? {
+            run.report.status = RuleStatus::Interrupted;
+            run.report.batch_sizes = walk.sizer.as_ref().map(|s| s.stats());
+            tracing::warn!("interrupted at a batch boundary");
+            return Ok(());
+        }
+    }
+    run.report.batch_sizes = walk.sizer.map(|s| s.stats());
+    run.report.status = RuleStatus::Done;
+    Ok(())
+}
+
+/// The batch loop's state from one batch to the next (and one part to the next).
+struct Walk {
+    batch_no: u64,
+    /// Conflicts in a row on the current batch; reset by every commit.
+    conflicts: u32,
+    /// Batches sized by time: the controller picks each batch's size.
+    sizer: Option<sizing::BatchSizer>,
+    /// The rule's statements with the size of the next batch.
+    sized: RuleSql,
+    /// A lost connection, retried within the source's `reconnect_for`.
+    outage: Outage,
+    /// One-statement deletes (`RuleSql::fast_delete`).
+    fast: bool,
+}
+
+/// A batch begun: its transaction, the size it was given, when it began.
+struct Begun {
+    tx: Tx,
+    limit: Option<u64>,
+    started: Instant,
+}
+
+/// Where the walk of one part stands between batches.
+#[derive(Default)]
+struct Position {
+    /// The keyed loop: the last row of the previous batch.
+    cursor: Option<Cursor>,
+    /// A one-statement delete: the previous batch's `Deleted::bound`.
+    bound: Option<String>,
+}
+
+impl Walk {
+    /// Batch one part of the table until nothing is left; `false` when the
+    /// run was cancelled at a batch boundary.
+    async fn part(&mut self, run: &mut RuleRun<'_, '_>, part: Option<&str>) -> Result<bool, Error> {
+        let db = run.db;
+        let mut pos = Position::default();
+        loop {
+            if run.ctx.opts.cancel.is_cancelled() {
+                return Ok(false);
+            }
+            if let Some(s) = &self.sizer {
+                self.sized.batch_size = s.size();
+            }
+            let limit = self.sizer.as_ref().map(|s| s.size() as u64);
+            let started = Instant::now();
+            let mut tx = match db.begin().await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    self.outage.wait(&db.name, db.reconnect_for, e).await?;
+                    continue;
+                }
+            };
+            let outcome = match self.fast {
+                true => {
+                    delete_next_batch(&mut tx, db, &self.sized, part, pos.bound.as_deref(), None)
+                        .await
+                        .map(Fetched::Deleted)
+                }
+                false => fetch_and_act(&mut tx, run, &self.sized, pos.cursor.as_ref()).await,
+            };
+            let fetched = match outcome {
+                Ok(r) => r,
+                Err(e @ Error::Connection { .. }) => {
+                    // Nothing of the batch was recorded or committed.
+                    let _ = tx.rollback(db).await;
+                    self.outage.wait(&db.name, db.reconnect_for, e).await?;
+                    run.report.retries += 1;
+                    continue;
+                }
+                Err(e) => {
+                    roll_back_or_retry(db, tx, e, &mut self.conflicts).await?;
+                    run.report.retries += 1;
+                    continue;
+                }
+            };
+            let begun = Begun { tx, limit, started };
+            let more = match fetched {
+                Fetched::Deleted(del) => self.commit_deleted(run, begun, del, &mut pos).await?,
+                Fetched::Rows {
+                    rows,
+                    resolved,
+                    children,
+                } => {
+                    let acted = (rows, resolved, children);
+                    self.commit_rows(run, begun, acted, &mut pos).await?
+                }
+            };
+            if !more {
+                return Ok(true);
+            }
+            between_batches(db).await;
+        }
+    }
+
+    /// Record and commit a one-statement batch; `false` when it was the
+    /// last of its part (nothing deleted, or fewer rows than asked for).
+    async fn commit_deleted(
+        &mut self,
+        run: &mut RuleRun<'_, '_>,
+        begun: Begun,
+        del: Deleted,
+        pos: &mut Position,
+    ) -> Result<bool, Error> {
+        if del.count == 0 {
+            begun.tx.rollback(run.db).await?;
+            return Ok(false);
+        }
+        self.batch_no += 1;
+        let keys = run.ctx.keys;
+        let done = BatchDone {
+            batch: self.batch_no,
+            count: del.count,
+            children: vec![],
+            keys_digest: keys.digest_of(&del.keys_sha256),
+            subjects: del.subjects.iter().map(|s| keys.subject(s)).collect(),
+            resolved: None,
+            limit: begun.limit,
+            partition: None,
+        };
+        commit_batch(run, begun.tx, done, begun.started).await?;
+        self.committed(del.count, begun.started);
+        pos.bound = del.bound;
+        Ok(del.count >= self.sized.batch_size as u64)
+    }
+
+    /// Record and commit a batch of the keyed loop; `false` when it was the
+    /// last (no rows, or fewer than asked for).
+    async fn commit_rows(
+        &mut self,
+        run: &mut RuleRun<'_, '_>,
+        begun: Begun,
+        (rows, resolved, children): (Vec<BatchRow>, Option<linked::Resolved>, Vec<ChildCount>),
+        pos: &mut Position,
+    ) -> Result<bool, Error> {
+        let Some(last) = rows.last() else {
+            begun.tx.rollback(run.db).await?;
+            return Ok(false);
+        };
+        if let Some(r) = &resolved
+            && !r.pending.is_empty()
+        {
+            object_rules::audit_linked_hold(run.ctx, run.rule, run.report, r)?;
+        }
+        let next = Cursor {
+            order: last.order.clone(),
+            key: last.key.clone(),
+        };
+        self.batch_no += 1;
+        let keys = run.ctx.keys;
+        let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+        let subjects: BTreeSet<String> = rows
+            .iter()
+            .filter_map(|r| r.subject.as_deref().map(|s| keys.subject(s)))
+            .collect();
+        let done = BatchDone {
+            batch: self.batch_no,
+            count: rows.len() as u64,
+            children,
+            keys_digest: keys.digest(&keys_list),
+            subjects,
+            resolved: resolved.as_ref(),
+            limit: begun.limit,
+            partition: None,
+        };
+        commit_batch(run, begun.tx, done, begun.started).await?;
+        self.committed(rows.len() as u64, begun.started);
+        pos.cursor = Some(next);
+        Ok(rows.len() >= self.sized.batch_size)
+    }
+
+    /// A batch committed: the conflict and outage counts start again, and
+    /// the sizer learns how long it took.
+    fn committed(&mut self, rows: u64, started: Instant) {
+        self.conflicts = 0;
+        if let Some(s) = self.sizer.as_mut() {
+            s.observe(rows, started.elapsed());
+        }
+        self.outage = Outage::default();
+    }
+}
+
+/// The first half of a keyed batch, inside its transaction: select (and
+/// lock) the next rows after `cursor`, resolve the objects they name, act
+/// on their children (grandchildren first), then on the rows themselves.
+async fn fetch_and_act(
+    tx: &mut Tx,
+    // `&mut`: the run holds a progress bar, which is `Send` but not `Sync`.
+    run: &mut RuleRun<'_, '_>,
+    sql: &RuleSql,
+    cursor: Option<&Cursor>,
+) -> Result<Fetched, Error> {
+    let (db, keys) = (run.db, run.ctx.keys);
+    let d = db.dialect();
+    let rows = sql.parse_batch(tx.fetch(db, &sql.select_batch(d, cursor, true)).await?);
+    let mut children = Vec::new();
+    if rows.is_empty() {
+        return Ok(Fetched::Rows {
+            rows,
+            resolved: None,
+            children,
+        });
+    }
+    // Objects the rows name, resolved before anything is acted on:
+    // what Object Lock holds becomes pending, the rest goes.
+    let keys_list: Vec<String> = rows.iter().map(|r| r.key.clone()).collect();
+    let resolved = if linked::has_objects(sql) {
+        let crows = linked::child_rows_tx(tx, db, sql, &keys_list).await?;
+        Some(linked::resolve(run.stores, sql, &rows, &crows, Utc::now()).await?)
+    } else {
+        None
+    };
+    for child in &sql.children {
+        process_child(tx, db, keys, child, &sql.key, &keys_list, &mut children).await?;
+    }
+    // One statement per batch (per chunk under the bind limits),
+    // every column at once; `hash` computed by the server where
+    // it can, else bound per key.
+    let hashed = sql.action.hash_columns();
+    let pads = keys.pseudonym_pads();
+    for part in rows.chunks(act_chunk(d, hashed.len())) {
+        let ks: Vec<String> = part.iter().map(|r| r.key.clone()).collect();
+        let values = if hashed.is_empty() || d.hashes_in_sql() {
+            vec![]
+        } else {
+            part.iter()
+                .filter_map(|r| Some((r.key.clone(), rehash(keys, &r.hashed)?)))
+                .collect()
+        };
+        let hashes = hash_source(d, hashed.len(), &pads, &values);
+        tx.execute(db, &sql.act_by_keys(d, &ks, hashes)).await?;
+    }
+    Ok(Fetched::Rows {
+        rows,
+        resolved,
+        children,
+    })
+}
