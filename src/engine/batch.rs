@@ -12,12 +12,13 @@ use super::report::add_count;
 use super::{
     JobCtx, RuleProgress, RuleReport, RuleStatus, object_rules, partitions, sizing, windows,
 };
-use crate::anonymize::hash::{hash_source, rehash};
+use crate::anonymize::hash::rehash;
 use crate::audit::{ChildCount, Event};
 use crate::config::{Partitions, Rule};
 use crate::error::Error;
 use crate::objects::{Stores, linked};
 use crate::plan::sources::Outage;
+use crate::sql::anonymize::hash_source;
 use crate::sql::statements::{BatchRow, Cursor, Deleted, RuleSql, act_chunk};
 use crate::sql::{Db, Tx};
 use crate::state::State;

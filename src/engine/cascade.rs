@@ -4,10 +4,11 @@
 //! batch's transaction and never commits.
 
 use super::report::add_count;
-use crate::anonymize::hash::{hash_source, rehash};
+use crate::anonymize::hash::rehash;
 use crate::audit::ChildCount;
 use crate::error::Error;
 use crate::keys::Keys;
+use crate::sql::anonymize::hash_source;
 use crate::sql::statements::{ChildSql, Hashes, act_chunk};
 use crate::sql::{ColumnInfo, Db, Tx};
 use std::future::Future;

@@ -185,3 +185,19 @@ fn push_hash(b: &mut Builder<'_>, u: &Update<'_>, c: &ColumnInfo, at: usize, pre
         }
     }
 }
+
+/// Where an `UPDATE` of `hashed` columns gets their values.
+pub(crate) fn hash_source<'a>(
+    d: &dyn Dialect,
+    hashed: usize,
+    pads: &'a crate::keys::HashPads,
+    values: &'a [(String, Vec<Option<String>>)],
+) -> Hashes<'a> {
+    if hashed == 0 {
+        Hashes::None
+    } else if d.hashes_in_sql() {
+        Hashes::InSql(pads)
+    } else {
+        Hashes::Bound(values)
+    }
+}
