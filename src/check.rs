@@ -193,7 +193,7 @@ fn indexes(db: &Db, rule: &Rule, sql: &RuleSql, at: &str, report: &mut CheckRepo
         ));
     }
     if rule.concurrency > 1 {
-        if let Some(why) = crate::engine::why_one_worker(db, sql) {
+        if let Some(why) = crate::plan::walk::why_one_worker(db, sql) {
             report.warnings.push(format!(
                 "{at}: concurrency {} has no effect here ({why}); the rule runs one batch at a time",
                 rule.concurrency

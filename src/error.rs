@@ -124,6 +124,11 @@ pub enum Error {
     Locked(String),
     #[error("{0}")]
     Usage(String),
+    /// `pause_when`: the database stayed over a threshold for the whole
+    /// `max_wait`, or the replica named is not one. Fails the rule (the
+    /// run ends partial) rather than go on against the database's health.
+    #[error("{0}")]
+    Throttle(String),
     #[error("{0}")]
     Other(String),
 }

@@ -26,6 +26,8 @@ struct State {
     completions: BTreeMap<String, Vec<i64>>,
     /// Jobs that acted on requests: their pushes carry the request metrics.
     request_jobs: std::collections::BTreeSet<String>,
+    /// Seconds paused by `pause_when`, per source and reason.
+    throttle: BTreeMap<(String, crate::engine::throttle::Reason), f64>,
 }
 
 /// Upper bounds (working days) of `lethe_request_completion_working_days`.
@@ -86,6 +88,11 @@ impl Registry {
                 s.last_success.insert(job.job.clone(), now);
             }
             for r in &job.rules {
+                // A rule's target is `source.table`.
+                let source = r.target.split('.').next().unwrap_or_default();
+                for (reason, secs) in &r.throttled {
+                    *s.throttle.entry((source.to_string(), *reason)).or_default() += secs;
+                }
                 let outcome = if r.action == "delete" {
                     "deleted"
                 } else {
@@ -283,6 +290,11 @@ impl Registry {
                 "Working days from receipt to completion of each request done.",
                 lines,
             );
+        }
+        // Absent until a loop has paused, so a source without pause_when
+        // renders exactly as before.
+        if !s.throttle.is_empty() {
+            out.push_str(&crate::engine::throttle::render_metric(&s.throttle));
         }
         out.push_str(&self.extra.lock().expect("metrics lock"));
         out

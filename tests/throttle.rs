@@ -519,3 +519,78 @@ async fn mariadb_replica_stopped_applying_pauses_the_loop() {
         .await
         .expect("drop");
 }
+
+/// Through the real binary: `pause_when` in lethe.toml holds the batch loop
+/// while another session is busy, the run's JSON says how long and why.
+async fn run_with_a_busy_session(pause_when: &str, sleep_s: u32) -> common::Output {
+    run_job_with_a_busy_session(common::LOGS_JOB, pause_when, sleep_s).await
+}
+
+async fn run_job_with_a_busy_session(job: &str, pause_when: &str, sleep_s: u32) -> common::Output {
+    let db = TestDb::create(Engine::Postgres).await;
+    db.seed(60, common::now()).await;
+    let ws = common::Workspace::new(&db.url, &[("logs.toml", job)]);
+    let config = ws.config();
+    let mut text = std::fs::read_to_string(&config).expect("config");
+    text.push_str(&format!("\n[sources.app.pause_when]\n{pause_when}\n"));
+    std::fs::write(&config, text).expect("config");
+    let busy = db.connect().await;
+    let sleeper = tokio::spawn(async move {
+        busy.execute(&raw(&format!("SELECT pg_sleep({sleep_s})")))
+            .await
+            .expect("sleep");
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = tokio::task::spawn_blocking(move || {
+        ws.lethe(&["run", "--as-of", common::AS_OF, "--output", "json"])
+    })
+    .await
+    .expect("lethe");
+    sleeper.await.expect("sleeper");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_waits_for_a_busy_database_and_reports_it() {
+    let out = run_with_a_busy_session(
+        "active_sessions = 0\ncheck_every = \"200ms\"\nmax_wait = \"30s\"",
+        3,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("\"throttled\":{\"active_sessions\":"),
+        "{}",
+        out.all()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pause_beyond_max_wait_fails_the_rule() {
+    let out = run_with_a_busy_session(
+        "active_sessions = 0\ncheck_every = \"200ms\"\nmax_wait = \"1s\"",
+        4,
+    )
+    .await;
+    assert_eq!(out.code, 3, "partial: {}", out.all());
+    assert!(out.all().contains("pause_when.max_wait"), "{}", out.all());
+}
+
+/// Side-by-side workers (`concurrency = 2`) wait at their own batch
+/// boundaries too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_side_by_side_wait_for_a_busy_database() {
+    let job = format!("{}concurrency = 2\n", common::LOGS_JOB.trim_start());
+    let out = run_job_with_a_busy_session(
+        &job,
+        "active_sessions = 0\ncheck_every = \"200ms\"\nmax_wait = \"30s\"",
+        3,
+    )
+    .await;
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("\"throttled\":{\"active_sessions\":"),
+        "{}",
+        out.all()
+    );
+}

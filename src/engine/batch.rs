@@ -9,6 +9,7 @@
 
 use super::cascade::process_child;
 use super::report::add_count;
+use super::throttle::{self, Throttle};
 use super::{
     JobCtx, RuleProgress, RuleReport, RuleStatus, object_rules, partitions, sizing, windows,
 };
@@ -146,10 +147,44 @@ pub(crate) struct RuleRun<'c, 'j> {
 }
 
 /// Where the batch loops pause between two batches (the source's `pause`).
-/// The one place a throttle decides how long the next batch waits.
 pub(crate) async fn between_batches(db: &Db) {
     if !db.pause.is_zero() {
         tokio::time::sleep(db.pause).await;
+    }
+}
+
+/// The source's `pause_when`, connected (its replica, if it names one);
+/// `None` when the source has none.
+pub(crate) async fn throttle_of(db: &Db) -> Result<Option<Throttle<'_>>, Error> {
+    match db.pause_when.clone() {
+        Some(p) => Throttle::connect(p, db)
+            .await
+            .map(Some)
+            .map_err(throttle_error),
+        None => Ok(None),
+    }
+}
+
+/// Before a batch begins: wait while the database is over a `pause_when`
+/// threshold; returns what was waited, per reason (add it to the rule's
+/// report with [`RuleReport::add_throttled`]). Returns early when the run
+/// is cancelled (the loop's own check then stops it).
+pub(crate) async fn wait_for_health(
+    throttle: Option<&mut Throttle<'_>>,
+    cancel: &tokio_util::sync::CancellationToken,
+) -> Result<throttle::Waited, Error> {
+    match throttle {
+        Some(t) => t.wait(cancel).await.map_err(throttle_error),
+        None => Ok(throttle::Waited::default()),
+    }
+}
+
+/// A status query's own failure stays what it was (a lost connection is
+/// retried like any other); a pause beyond `max_wait` fails the rule.
+fn throttle_error(e: throttle::Error) -> Error {
+    match e {
+        throttle::Error::Db(e) => e,
+        other => Error::Throttle(other.to_string()),
     }
 }
 
@@ -328,6 +363,7 @@ pub(crate) async fn execute(run: &mut RuleRun<'_, '_>) -> Result<(), Error> {
     let mut walk = Walk {
         // Numbered after the partitions dropped whole, if any.
         batch_no: run.report.batches,
+        throttle: throttle_of(db).await?,
         conflicts: 0,
         sizer: rule
             .batch_time
@@ -352,8 +388,10 @@ pub(crate) async fn execute(run: &mut RuleRun<'_, '_>) -> Result<(), Error> {
 }
 
 /// The batch loop's state from one batch to the next (and one part to the next).
-struct Walk {
+struct Walk<'t> {
     batch_no: u64,
+    /// The source's `pause_when`: waited on before every batch.
+    throttle: Option<Throttle<'t>>,
     /// Conflicts in a row on the current batch; reset by every commit.
     conflicts: u32,
     /// Batches sized by time: the controller picks each batch's size.
@@ -382,13 +420,15 @@ struct Position {
     bound: Option<String>,
 }
 
-impl Walk {
+impl Walk<'_> {
     /// Batch one part of the table until nothing is left; `false` when the
     /// run was cancelled at a batch boundary.
     async fn part(&mut self, run: &mut RuleRun<'_, '_>, part: Option<&str>) -> Result<bool, Error> {
         let db = run.db;
         let mut pos = Position::default();
         loop {
+            let waited = wait_for_health(self.throttle.as_mut(), &run.ctx.opts.cancel).await?;
+            run.report.add_throttled(waited);
             if run.ctx.opts.cancel.is_cancelled() {
                 return Ok(false);
             }

@@ -31,7 +31,6 @@ pub use options::{Mode, Progress, RuleProgress, RunOptions, Shard};
 pub use partitions::PartitionReport;
 pub use pending::PendingLine;
 pub use report::{BatchSizes, JobReport, RuleReport, RuleStatus, RunReport};
-pub(crate) use windows::why_one_worker;
 // The pieces the loops in `partitions` and `windows` share with `batch`.
 use crate::plan::counts::{count_children, unindexed_children};
 use crate::plan::guards::guard_reason;

@@ -53,6 +53,10 @@ pub struct RuleReport {
     pub retries: u64,
     /// Keyed hashes of a few subjects the rule would touch (dry run only).
     pub sample_subjects: Vec<String>,
+    /// Seconds the loop paused at batch boundaries, per `pause_when`
+    /// reason (absent when it never paused).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub throttled: std::collections::BTreeMap<super::throttle::Reason, f64>,
     /// Objects erased (or, in a dry run, to erase) and kept by Object Lock.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub objects: Vec<ObjectCount>,
@@ -85,6 +89,15 @@ pub struct RuleReport {
     /// What keeps some of them, e.g. a legal hold or Object Lock.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kept: Vec<String>,
+}
+
+impl RuleReport {
+    /// Add the seconds one `pause_when` wait took, per reason.
+    pub(crate) fn add_throttled(&mut self, waited: super::throttle::Waited) {
+        for (reason, secs) in waited.seconds {
+            *self.throttled.entry(reason).or_default() += secs;
+        }
+    }
 }
 
 /// What the time-sized batches of a rule were: first, smallest, largest, last.
@@ -153,6 +166,7 @@ pub(crate) fn blank_report(
         longest_batch_ms: 0,
         retries: 0,
         sample_subjects: vec![],
+        throttled: Default::default(),
         objects: vec![],
         partitions: vec![],
         dead_space: None,

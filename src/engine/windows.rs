@@ -26,28 +26,13 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-/// Why a rule with `concurrency` above 1 still runs one batch at a time
-/// here, if it does: the path or the engine gains nothing from more.
-pub(crate) fn why_one_worker(db: &Db, sql: &RuleSql) -> Option<&'static str> {
-    let d = db.dialect();
-    if !sql.fast_delete(d) {
-        Some("the rule is not a one-statement delete on this engine")
-    } else if d.single_writer() {
-        Some("SQLite lets one writer in at a time")
-    } else if sql.delete_parts(d).len() > 1 {
-        Some("a partitioned table is walked one partition at a time")
-    } else {
-        None
-    }
-}
-
 /// How many workers delete this rule's rows: its `concurrency`, where the
 /// path and engine allow more than one, capped by the source's pool.
 pub(super) fn workers(db: &Db, rule: &Rule, sql: &RuleSql) -> usize {
     if rule.concurrency <= 1 {
         return 1;
     }
-    if let Some(why) = why_one_worker(db, sql) {
+    if let Some(why) = crate::plan::walk::why_one_worker(db, sql) {
         tracing::info!(
             concurrency = rule.concurrency,
             why,
@@ -210,12 +195,17 @@ async fn walk(
         .batch_time
         .map(|t| BatchSizer::new(sql.batch_size, t, rule.batch_size_max));
     let mut sized = sql.clone();
+    // Each worker waits on the source's `pause_when` before its batches.
+    let mut throttle = super::batch::throttle_of(db).await?;
     let report_sizes = |sizer: &Option<BatchSizer>| {
         if let Some(s) = sizer {
             sizing::merge(&mut lock(shared).report.batch_sizes, s.stats());
         }
     };
+    let cancel = lock(shared).ctx.opts.cancel.clone();
     loop {
+        let waited = super::batch::wait_for_health(throttle.as_mut(), &cancel).await?;
+        lock(shared).report.add_throttled(waited);
         if lock(shared).ctx.opts.cancel.is_cancelled() || stop.load(Ordering::SeqCst) {
             // Cancelled, or another worker failed (its error fails the rule).
             report_sizes(&sizer);

@@ -43,6 +43,7 @@ impl<'a> Sources<'a> {
                 match Db::connect_source(src).await {
                     Ok(mut db) => {
                         db.reconnect_for = src.reconnect_for;
+                        db.pause_when = src.pause_when.clone();
                         break Ok(db);
                     }
                     Err(e) => {

@@ -1,6 +1,7 @@
-//! Which index a prepared rule's batches walk, and why: stated by plans,
-//! runs and `check`.
+//! Which index a prepared rule's batches walk, and why, and whether its
+//! `concurrency` can be used: stated by plans, runs and `check`.
 
+use crate::sql::Db;
 use crate::sql::statements::RuleSql;
 use serde::Serialize;
 
@@ -25,5 +26,20 @@ pub fn walk_report(sql: &RuleSql) -> WalkReport {
         by: sql.walk,
         column,
         why: sql.walk_why.clone(),
+    }
+}
+
+/// Why a rule with `concurrency` above 1 still runs one batch at a time
+/// here, if it does: the path or the engine gains nothing from more.
+pub(crate) fn why_one_worker(db: &Db, sql: &RuleSql) -> Option<&'static str> {
+    let d = db.dialect();
+    if !sql.fast_delete(d) {
+        Some("the rule is not a one-statement delete on this engine")
+    } else if d.single_writer() {
+        Some("SQLite lets one writer in at a time")
+    } else if sql.delete_parts(d).len() > 1 {
+        Some("a partitioned table is walked one partition at a time")
+    } else {
+        None
     }
 }

@@ -72,6 +72,9 @@ pub struct Db {
     /// `after_purge = "vacuum"` on this source (SQLite connections then
     /// run with `secure_delete`).
     pub after_purge: bool,
+    /// The source's `pause_when` (set by the engine like `reconnect_for`):
+    /// the batch loop waits at its boundaries while the server is over it.
+    pub pause_when: Option<crate::config::throttle::PauseWhen>,
 }
 
 /// An open transaction on a [`Db`].
@@ -297,6 +300,7 @@ impl Db {
             pause,
             max_connections,
             reconnect_for: Duration::ZERO,
+            pause_when: None,
             after_purge,
         })
     }
