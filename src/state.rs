@@ -111,13 +111,15 @@ impl State {
 
     /// Run idempotent DDL. PostgreSQL's `CREATE TABLE IF NOT EXISTS` is not
     /// safe against itself: of two processes creating one table at once, one
-    /// can fail on the catalog's unique index (`pg_type`). The other created
-    /// it; trying once more finds it there.
+    /// can fail on the catalog's unique index (`pg_type`, 23505) or with
+    /// `type "…" already exists` (42710). The other created it; trying once
+    /// more finds it there. (A real problem fails the second time too.)
     async fn ddl(&self, sql: &str) -> Result<(), Error> {
         let stmt = self.stmt(sql, vec![]);
         match self.db.execute(&stmt).await {
             Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => {
+            Err(e @ Error::Database { .. }) | Err(e @ Error::Conflict { .. }) => {
+                tracing::debug!(error = %e, "state store DDL raced another process; trying once more");
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 self.db
                     .execute(&stmt)
