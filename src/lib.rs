@@ -12,12 +12,15 @@
 //! - [`check`]: rules compared with the live schema, stores and regions;
 //! - [`plan`]: rules prepared against the live schema — the foreign-key
 //!   graph and the coverage map `check`, `plan` and `run` share;
-//! - [`anonymize`]: the strategies a rule may name, the SQL that applies
-//!   them (through the dialect) and the keyed hashes Lethe computes itself;
+//! - [`anonymize`]: the strategies a rule may name and the keyed hashes
+//!   Lethe computes itself (the SQL that applies a strategy is
+//!   `sql::anonymize`, beside the dialects it composes);
 //! - [`engine`]: jobs → rules → short batched transactions, guards, leases,
-//!   cancellation; dry run is the engine not calling its batch path;
-//! - [`sql`]: connections, one dialect per engine, introspection, and the only
-//!   place dynamic SQL is handed to sqlx;
+//!   cancellation, `pause_when`; dry run is one decision (`Mode::acts`), the
+//!   plan instead of the batch path;
+//! - [`sql`]: connections, the `Dialect` trait with every engine difference
+//!   in one file per engine, introspection, the rule statements, and the
+//!   only place dynamic SQL is handed to sqlx;
 //! - [`objects`]: the object-store trait (S3, local folder), object rules
 //!   and objects named by rows, Object Lock respected; its S3 client and
 //!   lock question are leaves the audit sink uses too;
@@ -32,13 +35,16 @@
 //!   a Pushgateway or the daemon's `/metrics`, and the daemon's health probe.
 //!
 //! Beneath them all: [`keys`] (the HMAC key behind subject hashes,
-//! pseudonyms and key digests) and [`error`] (typed errors and the exit
-//! codes that are part of the contract). [`demo`] is the sample schema and
+//! pseudonyms and key digests), [`calendar`] (working days and deadlines
+//! counted in them) and [`error`] (typed errors and the exit codes that are
+//! part of the contract; it uses no other module). [`demo`] is the sample schema and
 //! data the demo command and the integration tests seed; it uses no CLI.
 //!
 //! The top-level modules form no cycle: dependencies run one way (`cli` →
-//! `demo`, `audit` → `objects`, and inside `audit`, `verify` → `log` →
-//! `findings`), so a core library could be split from the CLI.
+//! `demo`, `audit` → `objects`, `config` → `calendar` / `anonymize`,
+//! `engine` → `plan` → `sql`, and inside `audit`, `verify` → `log` →
+//! `findings`), so a core library could be split from the CLI. The README's
+//! Layout lists them in that order.
 //!
 //! Public surface: [`cli::main`] for the binary, and what the integration
 //! tests, benchmarks and fuzz targets call — [`engine::run`],
