@@ -3,7 +3,7 @@
 //! in plans, reports and the audit log.
 //!
 //! A strategy is only a name and its argument here: which column types it
-//! fits, and the SQL that applies it, belong to [`super::sql`]. The display
+//! fits, and the SQL that applies it, belong to `crate::sql::anonymize`. The display
 //! of `fixed` never shows its value (it may be a placeholder someone cares
 //! about), so what is printed is not always what was written.
 
