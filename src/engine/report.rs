@@ -124,7 +124,9 @@ pub struct JobReport {
 /// JSON), the metrics push and the exit code.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// The run's id, as its audit file and records name it.
     pub run: String,
+    /// Plan, dry run or execute.
     pub mode: Mode,
     pub as_of: String,
     pub audit_file: String,

@@ -23,6 +23,9 @@ const MAX_GROWTH: f64 = 2.0;
 /// below it the round trips, not the rows, are the cost.
 const MIN_ROWS: usize = 10;
 
+/// `batch_time`: grows or shrinks the next batch from how long the last
+/// ones took, within `batch_size_max`, to keep each transaction near the
+/// target.
 #[derive(Debug, Clone)]
 pub struct BatchSizer {
     target: Duration,

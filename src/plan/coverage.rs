@@ -16,6 +16,8 @@ use crate::sql::{ColumnKind, Db};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
+/// A column whose name matches a personal-data pattern (`check`'s coverage
+/// map): the auditor's list of what some rule must cover.
 #[derive(Debug, Clone, Serialize)]
 pub struct PersonalColumn {
     /// `source.table` (`source.schema.table` outside the default schema).
@@ -26,6 +28,8 @@ pub struct PersonalColumn {
     pub pattern: String,
 }
 
+/// A foreign key into a subject table that no rule follows: deleting the
+/// subject would leave these rows (or fail on the constraint).
 #[derive(Debug, Clone, Serialize)]
 pub struct UncoveredReference {
     pub table: String,
@@ -35,6 +39,7 @@ pub struct UncoveredReference {
     pub references: String,
 }
 
+/// What `check` reports about personal data the rules do not reach.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Coverage {
     pub columns: Vec<PersonalColumn>,

@@ -24,6 +24,8 @@ use serde::Serialize;
 use std::future::Future;
 use std::pin::Pin;
 
+/// How a foreign key into a deleted table stands: covered, worth a warning
+/// (e.g. no index), or an error that stops the rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
@@ -169,12 +171,15 @@ pub struct Node {
     pub children: Vec<Node>,
 }
 
+/// The foreign-key graph below a rule's target, as `check`, `plan` and
+/// `run` all see it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Graph {
     pub root: Node,
 }
 
 impl Graph {
+    /// The edges that stop the rule, with where in the job file each is.
     pub fn problems(&self) -> Vec<Problem> {
         let mut out = Vec::new();
         walk(&self.root, &mut |n| {
@@ -188,6 +193,7 @@ impl Graph {
         out
     }
 
+    /// The edges that let the rule run but deserve a look (printed by `check`).
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();
         walk(&self.root, &mut |n| {

@@ -29,12 +29,15 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// The word stored and printed for this kind.
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Erasure => "erasure",
         }
     }
 
+    /// A kind from its word (`request add --kind`), or the message saying
+    /// which words there are.
     pub fn parse(s: &str) -> Result<Kind, String> {
         match s {
             "erasure" => Ok(Kind::Erasure),
@@ -55,6 +58,7 @@ pub enum RequestState {
 }
 
 impl RequestState {
+    /// Every state, in the order listings group them.
     pub const ALL: [RequestState; 4] = [
         RequestState::Pending,
         RequestState::Done,
@@ -62,6 +66,7 @@ impl RequestState {
         RequestState::Rejected,
     ];
 
+    /// The word stored and printed for this state.
     pub fn as_str(self) -> &'static str {
         match self {
             RequestState::Pending => "pending",
@@ -71,6 +76,8 @@ impl RequestState {
         }
     }
 
+    /// A state from its word (`request list --state`), or the message
+    /// saying which words there are.
     pub fn parse(s: &str) -> Result<RequestState, String> {
         RequestState::ALL
             .into_iter()

@@ -57,6 +57,8 @@ pub fn local_ts(loaded: &Loaded, at: DateTime<Utc>) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
+/// One request as `request list` / `status` show it: its state, due date
+/// and working days left in the configured calendar (never the subject).
 pub fn line(loaded: &Loaded, r: &Request, now: DateTime<Utc>) -> RequestLine {
     let dl = &loaded.config.requests.deadlines;
     RequestLine {
@@ -290,6 +292,7 @@ pub struct Outcome {
     pub kept: Vec<String>,
 }
 
+/// What one rule did for a request, as its receipt records it.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct OutcomeLine {
     pub job: String,
@@ -304,6 +307,8 @@ pub struct OutcomeLine {
 }
 
 impl Outcome {
+    /// The outcome stored with a request; empty when none is stored or it
+    /// cannot be read (a receipt then lists nothing rather than fail).
     pub fn parse(json: Option<&str>) -> Outcome {
         json.and_then(|j| serde_json::from_str(j).ok())
             .unwrap_or_default()
