@@ -8,6 +8,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 use toml::Spanned;
 
+/// `config/lethe.toml` as written (serde only: `validate` checks it and builds the model).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -34,6 +35,7 @@ pub struct RawConfig {
     pub requests: Option<RawRequests>,
 }
 
+/// `[coverage]` as written (serde only: `validate` checks it and builds the model).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCoverage {
@@ -63,6 +65,7 @@ pub struct RawRequests {
     pub intake: Option<Spanned<String>>,
 }
 
+/// `[metrics]` as written (serde only: `validate` checks it and builds the model).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawMetrics {
@@ -74,6 +77,7 @@ pub struct RawMetrics {
     pub pushgateway: Option<Spanned<String>>,
 }
 
+/// `[daemon]` as written (serde only: `validate` checks it and builds the model).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDaemon {
@@ -85,6 +89,7 @@ pub struct RawDaemon {
     pub health_addr: Option<Spanned<String>>,
 }
 
+/// `[sources.<name>]` as written (serde only: `validate` checks it and builds the model).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSource {
@@ -107,6 +112,7 @@ pub struct RawSource {
     pub pause_when: Option<Spanned<super::throttle::RawPauseWhen>>,
 }
 
+/// `[stores.<name>]` as written (serde only: `validate` checks it and builds the model).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
@@ -134,6 +140,7 @@ pub struct RawStore {
     pub max_attempts: Option<Spanned<i64>>,
 }
 
+/// `[audit]` as written (serde only: `validate` checks it and builds the model).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
@@ -158,6 +165,7 @@ pub struct RawAudit {
     pub s3_retention: Option<Spanned<String>>,
 }
 
+/// `[state]` as written (serde only: `validate` checks it and builds the model).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawState {
@@ -167,6 +175,7 @@ pub struct RawState {
     pub lease_ttl: Option<Spanned<String>>,
 }
 
+/// A `jobs/*.toml` file as written (serde only: `validate` checks it and builds the model).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawJob {
@@ -193,6 +202,7 @@ pub struct RawJob {
     pub rules: Vec<Spanned<RawRule>>,
 }
 
+/// `[[rules]]` as written (serde only: `validate` checks it and builds the model).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRule {
@@ -273,6 +283,7 @@ pub struct RawObjects {
     pub key_column: Option<Spanned<String>>,
 }
 
+/// `select = { … }` as written (serde only: `validate` checks it and builds the model).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSelect {
@@ -290,6 +301,7 @@ pub struct RawSelect {
     pub format: Option<Spanned<String>>,
 }
 
+/// `[[rules.children]]` as written (serde only: `validate` checks it and builds the model).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawChild {
@@ -305,6 +317,7 @@ pub struct RawChild {
     pub objects: Vec<Spanned<RawObjects>>,
 }
 
+/// `action = …` as written (serde only: `validate` checks it and builds the model).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "lowercase", deny_unknown_fields)]
 pub enum RawAction {
