@@ -7,13 +7,15 @@
 //! lock waits), sleeps `check_every` while any is over its threshold, and
 //! gives up with [`Error::GaveUp`] after `max_wait`. It owns no transaction
 //! and deletes nothing; it only reads server status views, through the
-//! source's [`Db`] (and the replica's). Log lines carry names, figures and
-//! thresholds, never a row's value.
+//! source's [`Db`] (and the replica's). The statements are the source's
+//! [`Dialect`](crate::sql::Dialect)'s; a MariaDB/MySQL replica is read by
+//! `sql::health::Replica`. Log lines carry names, figures and thresholds,
+//! never a row's value.
 
 use crate::config::throttle::PauseWhen;
-use crate::sql::{Db, Engine, Stmt};
-use sqlx::Row;
-use sqlx::mysql::{MySqlPool, MySqlPoolOptions};
+use crate::sql::dialect::LockView;
+use crate::sql::health::{self, ReplicaLag};
+use crate::sql::{Db, Stmt};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::time::{Duration, Instant};
@@ -109,25 +111,14 @@ pub struct Readings {
     pub lock_waits: Option<u64>,
 }
 
-/// Which lock-wait view a MySQL/MariaDB server has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LockView {
-    /// MariaDB and MySQL 5.7: `information_schema.INNODB_LOCK_WAITS`.
-    InnodbLockWaits,
-    /// MySQL 8: `performance_schema.data_lock_waits`.
-    DataLockWaits,
-}
-
 /// The throttle of one source, reused at every batch boundary of a run.
 pub struct Throttle<'a> {
     when: PauseWhen,
     source: &'a Db,
     /// A PostgreSQL replica, read through [`Db`].
     replica: Option<Db>,
-    /// A MariaDB/MySQL replica: `SHOW SLAVE STATUS` mixes text and number
-    /// columns, which [`Db::fetch`] (every cell as text) cannot decode, so
-    /// its row is read here by column name on a connection of our own.
-    my_replica: Option<MySqlPool>,
+    /// A MariaDB/MySQL replica, whose status row [`Db`] cannot read.
+    my_replica: Option<health::Replica>,
     lock_view: Option<LockView>,
 }
 
@@ -136,10 +127,6 @@ fn stmt(sql: &str) -> Stmt {
         sql: sql.to_string(),
         binds: Vec::new(),
     }
-}
-
-fn is_pg(db: &Db) -> bool {
-    db.dialect().engine() == Engine::Postgres
 }
 
 impl<'a> Throttle<'a> {
@@ -166,14 +153,9 @@ impl<'a> Throttle<'a> {
             let replica = Db::connect(&name, &url, 1, Duration::ZERO).await?;
             return Ok(Self::new(when, source, Some(replica)));
         }
-        let pool = MySqlPoolOptions::new()
-            .max_connections(1)
-            .acquire_timeout(Duration::from_secs(15))
-            .connect(&url.replacen("mariadb://", "mysql://", 1))
-            .await
-            .map_err(|e| replica_error(&name, &e))?;
+        let replica = health::Replica::connect(&name, &url).await?;
         let mut throttle = Self::new(when, source, None);
-        throttle.my_replica = Some(pool);
+        throttle.my_replica = Some(replica);
         Ok(throttle)
     }
 
@@ -258,28 +240,30 @@ impl<'a> Throttle<'a> {
     }
 
     async fn lag(&self) -> Result<Option<Duration>, Error> {
-        if let Some(pool) = &self.my_replica {
-            return self.my_replica_lag(pool).await;
+        if let Some(replica) = &self.my_replica {
+            return self.my_replica_lag(replica).await;
         }
-        match (&self.replica, is_pg(self.source)) {
-            (Some(replica), true) => self.pg_replica_lag(replica).await,
-            (None, true) => self.pg_primary_lag().await,
-            (Some(_), false) => Err(Error::NotAReplica {
+        // The replica speaks the source's protocol (validation checks it).
+        let dialect = self.source.dialect();
+        match (
+            &self.replica,
+            dialect.replica_lag_sql(),
+            dialect.primary_lag_sql(),
+        ) {
+            (Some(replica), Some(sql), _) => self.standby_lag(replica, sql).await,
+            (None, _, Some(sql)) => self.primary_lag(sql).await,
+            (Some(_), None, _) => Err(Error::NotAReplica {
                 source_name: self.source.name.clone(),
                 message: "a MariaDB/MySQL replica is connected by Throttle::connect".into(),
             }),
             // Refused by the validation pass; nothing to read.
-            (None, false) => Ok(Some(Duration::ZERO)),
+            (None, _, None) => Ok(Some(Duration::ZERO)),
         }
     }
 
-    /// On the standby: zero when everything received is replayed (an idle
-    /// primary must not look like a lagging replica), else the age of the
-    /// last transaction replayed.
-    async fn pg_replica_lag(&self, replica: &Db) -> Result<Option<Duration>, Error> {
-        let sql = "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 'primary' \
-             WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN '0' \
-             ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, 0)::text END";
+    /// On the standby ([`Dialect::replica_lag_sql`](crate::sql::Dialect::replica_lag_sql)):
+    /// the seconds it is behind, or `primary` when it is not replaying.
+    async fn standby_lag(&self, replica: &Db, sql: &str) -> Result<Option<Duration>, Error> {
         let rows = replica.fetch(&stmt(sql)).await?;
         let text = first_cell(&rows);
         if text.as_deref() == Some("primary") {
@@ -291,95 +275,56 @@ impl<'a> Throttle<'a> {
         Ok(Some(seconds(text.as_deref())))
     }
 
-    /// On the primary: the largest `replay_lag` its standbys report. The
-    /// figure is as fresh as the standbys' last feedback.
-    async fn pg_primary_lag(&self) -> Result<Option<Duration>, Error> {
-        let sql = "SELECT COALESCE(MAX(EXTRACT(EPOCH FROM replay_lag))::float8, 0)::text \
-                   FROM pg_stat_replication";
+    /// On the primary: the largest lag its standbys report. The figure is
+    /// as fresh as the standbys' last feedback.
+    async fn primary_lag(&self, sql: &str) -> Result<Option<Duration>, Error> {
         let rows = self.source.fetch(&stmt(sql)).await?;
         Ok(Some(seconds(first_cell(&rows).as_deref())))
     }
 
     /// `Seconds_Behind_Master` of the replica's default connection; NULL
     /// (the SQL thread stopped, or the I/O thread cannot connect) is `None`.
-    async fn my_replica_lag(&self, pool: &MySqlPool) -> Result<Option<Duration>, Error> {
-        let name = format!("{} replica", self.source.name);
-        let row = sqlx::query("SHOW SLAVE STATUS")
-            .fetch_optional(pool)
-            .await
-            .map_err(|e| replica_error(&name, &e))?;
-        let Some(row) = row else {
-            return Err(Error::NotAReplica {
+    async fn my_replica_lag(&self, replica: &health::Replica) -> Result<Option<Duration>, Error> {
+        match replica.lag().await? {
+            ReplicaLag::NotConfigured => Err(Error::NotAReplica {
                 source_name: self.source.name.clone(),
                 message: "SHOW SLAVE STATUS is empty (no replication configured)".into(),
-            });
-        };
-        let col = "Seconds_Behind_Master";
-        let behind = row
-            .try_get::<Option<u64>, _>(col)
-            .or_else(|_| {
-                row.try_get::<Option<i64>, _>(col)
-                    .map(|v| v.map(|s| s.max(0).unsigned_abs()))
-            })
-            .map_err(|e| replica_error(&name, &e))?;
-        Ok(behind.map(Duration::from_secs))
+            }),
+            ReplicaLag::NotApplying => Ok(None),
+            ReplicaLag::Behind(d) => Ok(Some(d)),
+        }
     }
 
     /// Sessions running a statement on the source's database, not counting
     /// the one asking. (With `concurrency` above one, Lethe's other workers'
     /// batches count too: the threshold is about the server's load.)
     async fn active_sessions(&self) -> Result<u64, Error> {
-        let sql = if is_pg(self.source) {
-            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
-             AND pid <> pg_backend_pid() AND datname = current_database() \
-             AND backend_type = 'client backend'"
-        } else {
-            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
-             WHERE COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID') \
-             AND ID <> CONNECTION_ID() AND DB = DATABASE()"
+        // No view (SQLite): refused by the validation pass; nothing to read.
+        let Some(sql) = self.source.dialect().active_sessions_sql() else {
+            return Ok(0);
         };
         Ok(self.source.count(&stmt(sql)).await?)
     }
 
     /// Sessions on the source's database waiting for a lock they asked for.
     async fn lock_waits(&mut self) -> Result<u64, Error> {
-        if is_pg(self.source) {
-            let sql = "SELECT count(DISTINCT l.pid) FROM pg_locks l \
-                       JOIN pg_stat_activity a ON a.pid = l.pid \
-                       WHERE NOT l.granted AND a.datname = current_database()";
-            return Ok(self.source.count(&stmt(sql)).await?);
-        }
-        let sql = match self.lock_view().await? {
-            LockView::InnodbLockWaits => {
-                "SELECT COUNT(DISTINCT w.requesting_trx_id) \
-                 FROM information_schema.INNODB_LOCK_WAITS w \
-                 JOIN information_schema.INNODB_TRX t ON t.trx_id = w.requesting_trx_id \
-                 JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
-                 WHERE p.DB = DATABASE()"
-            }
-            LockView::DataLockWaits => {
-                "SELECT COUNT(DISTINCT w.REQUESTING_ENGINE_TRANSACTION_ID) \
-                 FROM performance_schema.data_lock_waits w \
-                 JOIN information_schema.INNODB_TRX t \
-                   ON t.trx_id = w.REQUESTING_ENGINE_TRANSACTION_ID \
-                 JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
-                 WHERE p.DB = DATABASE()"
-            }
+        let view = self.lock_view().await?;
+        // No view (SQLite): refused by the validation pass; nothing to read.
+        let Some(sql) = self.source.dialect().lock_waits_sql(view) else {
+            return Ok(0);
         };
         Ok(self.source.count(&stmt(sql)).await?)
     }
 
-    /// Which lock-wait view this server has, looked up once.
+    /// Which lock-wait view this server has, looked up once (engines with
+    /// one view have no probe, and are asked with any).
     async fn lock_view(&mut self) -> Result<LockView, Error> {
         if let Some(v) = self.lock_view {
             return Ok(v);
         }
-        let sql = "SELECT COUNT(*) FROM information_schema.TABLES \
-                   WHERE TABLE_SCHEMA = 'information_schema' AND TABLE_NAME = 'INNODB_LOCK_WAITS'";
-        let v = if self.source.count(&stmt(sql)).await? > 0 {
-            LockView::InnodbLockWaits
-        } else {
-            LockView::DataLockWaits
+        let v = match self.source.dialect().lock_view_probe() {
+            Some(sql) if self.source.count(&stmt(sql)).await? > 0 => LockView::InnodbLockWaits,
+            _ => LockView::DataLockWaits,
         };
         self.lock_view = Some(v);
         Ok(v)
@@ -408,12 +353,6 @@ fn over(when: &PauseWhen, r: &Readings) -> Option<(Reason, String)> {
         return Some((Reason::ActiveSessions, n.to_string()));
     }
     None
-}
-
-/// A failure on the MariaDB replica's own connection, described as `Db`
-/// describes its own (no value from a row).
-fn replica_error(name: &str, e: &sqlx::Error) -> Error {
-    Error::Db(crate::sql::source_error(name, e))
 }
 
 fn first_cell(rows: &[crate::sql::TextRow]) -> Option<String> {

@@ -362,6 +362,43 @@ pub trait Dialect: Send + Sync {
         false
     }
 
+    /// The throttle's replica lag read on a standby of this engine through
+    /// [`Db`]: one text cell, `primary` when the server is not replaying
+    /// (so its lag means nothing), else the seconds it is behind. `None`
+    /// where a replica's lag is read otherwise (MariaDB/MySQL:
+    /// `sql::health::Replica`) or not at all.
+    fn replica_lag_sql(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// The throttle's replica lag read on the primary itself, when no
+    /// replica is named: the largest lag its replicas report, as one text
+    /// cell of seconds. `None` where the primary cannot tell.
+    fn primary_lag_sql(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// A count of the sessions running a statement on the connection's
+    /// database, other than the one asking; `None` where the engine has no
+    /// such view (SQLite, whose `pause_when` validation refuses).
+    fn active_sessions_sql(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// A count that is above zero when the server has the older of two
+    /// lock-wait views ([`LockView::InnodbLockWaits`]); `None` where the
+    /// engine has one view only (or none): nothing to look up.
+    fn lock_view_probe(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// A count of the sessions on the connection's database waiting for a
+    /// lock they asked for, read from `view` ([`Dialect::lock_view_probe`]);
+    /// `None` where the engine has no such view.
+    fn lock_waits_sql(&self, _view: LockView) -> Option<&'static str> {
+        None
+    }
+
     /// How the engine names a [`ColumnType`] in `CREATE TABLE`.
     fn column_ddl(&self, t: ColumnType) -> &'static str;
 
@@ -374,6 +411,18 @@ pub trait Dialect: Send + Sync {
     fn timestamp_text(&self, t: DateTime<Utc>) -> String {
         t.format("%Y-%m-%d %H:%M:%S").to_string()
     }
+}
+
+/// Which lock-wait view a server has, where the engine's versions differ
+/// ([`Dialect::lock_view_probe`]); found once per throttle, ignored by
+/// engines with a single view.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockView {
+    /// MariaDB and MySQL 5.7: `information_schema.INNODB_LOCK_WAITS`.
+    InnodbLockWaits,
+    /// MySQL 8: `performance_schema.data_lock_waits` (and what engines
+    /// without a probe are asked with).
+    DataLockWaits,
 }
 
 /// How a one-statement batch tells Lethe what it deleted. Decoding ten

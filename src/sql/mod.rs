@@ -7,6 +7,7 @@
 
 pub mod anonymize;
 pub mod dialect;
+pub mod health;
 pub mod mysql;
 pub mod postgres;
 pub mod purge;

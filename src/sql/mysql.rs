@@ -5,8 +5,8 @@
 //! `RETURNING` and takes the select-then-delete path.
 
 use super::dialect::{
-    Builder, ColumnType, DbFuture, DeleteTarget, Dialect, Engine, Migration, RangePartition,
-    migrations, sql_literal,
+    Builder, ColumnType, DbFuture, DeleteTarget, Dialect, Engine, LockView, Migration,
+    RangePartition, migrations, sql_literal,
 };
 use super::purge::{DeadSpace, Purge};
 use super::schema::{self, ColumnInfo, ColumnKind, TableInfo, catalog, firsts, s};
@@ -19,6 +19,17 @@ use crate::error::Error;
 /// connect) has `DELETE … RETURNING`, MySQL does not.
 pub struct MySql {
     pub mariadb: bool,
+}
+
+impl MySql {
+    /// A replica's replication status: one row per configured connection
+    /// (none when replication is not configured), read by column name by
+    /// `sql::health::Replica`.
+    pub(crate) const REPLICA_STATUS: &'static str = "SHOW SLAVE STATUS";
+
+    /// The column of [`MySql::REPLICA_STATUS`] that says how far behind the
+    /// replica applies (NULL while it does not apply at all).
+    pub(crate) const SECONDS_BEHIND: &'static str = "Seconds_Behind_Master";
 }
 
 impl Dialect for MySql {
@@ -222,6 +233,45 @@ impl Dialect for MySql {
             ColumnType::Ts => "DATETIME(6)",
             ColumnType::Date => "DATE",
         }
+    }
+
+    /// Every session but idle ones and the server's own threads (replication
+    /// dumps included).
+    fn active_sessions_sql(&self) -> Option<&'static str> {
+        Some(
+            "SELECT COUNT(*) FROM information_schema.PROCESSLIST \
+             WHERE COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump', 'Binlog Dump GTID') \
+             AND ID <> CONNECTION_ID() AND DB = DATABASE()",
+        )
+    }
+
+    /// MariaDB and MySQL 5.7 have `INNODB_LOCK_WAITS`, MySQL 8 has
+    /// `performance_schema.data_lock_waits` instead.
+    fn lock_view_probe(&self) -> Option<&'static str> {
+        Some(
+            "SELECT COUNT(*) FROM information_schema.TABLES \
+             WHERE TABLE_SCHEMA = 'information_schema' AND TABLE_NAME = 'INNODB_LOCK_WAITS'",
+        )
+    }
+
+    fn lock_waits_sql(&self, view: LockView) -> Option<&'static str> {
+        Some(match view {
+            LockView::InnodbLockWaits => {
+                "SELECT COUNT(DISTINCT w.requesting_trx_id) \
+                 FROM information_schema.INNODB_LOCK_WAITS w \
+                 JOIN information_schema.INNODB_TRX t ON t.trx_id = w.requesting_trx_id \
+                 JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+                 WHERE p.DB = DATABASE()"
+            }
+            LockView::DataLockWaits => {
+                "SELECT COUNT(DISTINCT w.REQUESTING_ENGINE_TRANSACTION_ID) \
+                 FROM performance_schema.data_lock_waits w \
+                 JOIN information_schema.INNODB_TRX t \
+                   ON t.trx_id = w.REQUESTING_ENGINE_TRANSACTION_ID \
+                 JOIN information_schema.PROCESSLIST p ON p.ID = t.trx_mysql_thread_id \
+                 WHERE p.DB = DATABASE()"
+            }
+        })
     }
 }
 

@@ -6,8 +6,8 @@
 //! within one physical table, so partitioned or inherited tables use the key.
 
 use super::dialect::{
-    Builder, ColumnType, DbFuture, DeleteSummary, DeleteTarget, Dialect, Engine, Migration,
-    RangePartition, migrations, sql_literal,
+    Builder, ColumnType, DbFuture, DeleteSummary, DeleteTarget, Dialect, Engine, LockView,
+    Migration, RangePartition, migrations, sql_literal,
 };
 use super::purge::{DeadSpace, Purge};
 use super::schema::{self, ColumnInfo, ColumnKind, TableInfo, catalog, firsts, s};
@@ -335,6 +335,43 @@ impl Dialect for Postgres {
 
     fn timestamp_text(&self, t: DateTime<Utc>) -> String {
         t.format("%Y-%m-%d %H:%M:%S+00").to_string()
+    }
+
+    /// Zero when everything received is replayed (an idle primary must not
+    /// look like a lagging replica), else the age of the last transaction
+    /// replayed.
+    fn replica_lag_sql(&self) -> Option<&'static str> {
+        Some(
+            "SELECT CASE WHEN NOT pg_is_in_recovery() THEN 'primary' \
+             WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN '0' \
+             ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, 0)::text END",
+        )
+    }
+
+    /// The largest `replay_lag` the standbys report, as fresh as their
+    /// last feedback.
+    fn primary_lag_sql(&self) -> Option<&'static str> {
+        Some(
+            "SELECT COALESCE(MAX(EXTRACT(EPOCH FROM replay_lag))::float8, 0)::text \
+             FROM pg_stat_replication",
+        )
+    }
+
+    fn active_sessions_sql(&self) -> Option<&'static str> {
+        Some(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' \
+             AND pid <> pg_backend_pid() AND datname = current_database() \
+             AND backend_type = 'client backend'",
+        )
+    }
+
+    /// `pg_locks`, whatever the version.
+    fn lock_waits_sql(&self, _view: LockView) -> Option<&'static str> {
+        Some(
+            "SELECT count(DISTINCT l.pid) FROM pg_locks l \
+             JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE NOT l.granted AND a.datname = current_database()",
+        )
     }
 }
 
