@@ -586,7 +586,6 @@ impl Report {
 
 /// The verification banner: all logs verified, or which failed and why.
 fn push_banner(h: &mut String, t: &Totals, verdicts: &[FileReport]) {
-    // Verification banner.
     if t.logs_failed == 0 {
         let _ = writeln!(
             h,
@@ -625,7 +624,6 @@ fn push_banner(h: &mut String, t: &Totals, verdicts: &[FileReport]) {
 
 /// The totals cards (failures and guard trips marked when non-zero).
 fn push_cards(h: &mut String, t: &Totals) {
-    // Totals.
     h.push_str("<section class=\"cards\">");
     for (id, label, n, note) in [
         (
