@@ -129,167 +129,10 @@ impl Registry {
         let s = self.state.lock().expect("metrics lock");
         let keep = |j: &str| job_filter.is_none_or(|f| f == j);
         let mut out = String::new();
-        let mut family = |name: &str, kind: &str, help: &str, lines: Vec<String>| {
-            let _ = writeln!(out, "# HELP {name} {help}");
-            let _ = writeln!(out, "# TYPE {name} {kind}");
-            for l in lines {
-                let _ = writeln!(out, "{l}");
-            }
-        };
-        family(
-            "lethe_rows_total",
-            "counter",
-            "Rows acted on in rule targets, by outcome (deleted, anonymized, held).",
-            s.rows
-                .iter()
-                .filter(|((j, _, _), _)| keep(j))
-                .map(|((j, r, o), v)| {
-                    format!(
-                        "lethe_rows_total{{job=\"{}\",rule=\"{}\",outcome=\"{o}\"}} {v}",
-                        label(j),
-                        label(r)
-                    )
-                })
-                .collect(),
-        );
-        family(
-            "lethe_child_rows_total",
-            "counter",
-            "Child rows acted on with their parents, by child table and action.",
-            s.child_rows
-                .iter()
-                .filter(|((j, ..), _)| keep(j))
-                .map(|((j, r, t, a), v)| {
-                    format!(
-                        "lethe_child_rows_total{{job=\"{}\",rule=\"{}\",target=\"{}\",action=\"{}\"}} {v}",
-                        label(j),
-                        label(r),
-                        label(t),
-                        label(a)
-                    )
-                })
-                .collect(),
-        );
-        family(
-            "lethe_rule_failures_total",
-            "counter",
-            "Rule runs that failed.",
-            s.failures
-                .iter()
-                .filter(|((j, _), _)| keep(j))
-                .map(|((j, r), v)| {
-                    format!(
-                        "lethe_rule_failures_total{{job=\"{}\",rule=\"{}\"}} {v}",
-                        label(j),
-                        label(r)
-                    )
-                })
-                .collect(),
-        );
-        family(
-            "lethe_guard_trips_total",
-            "counter",
-            "Rule runs a guard stopped before they touched anything.",
-            s.guard_trips
-                .iter()
-                .filter(|((j, _), _)| keep(j))
-                .map(|((j, r), v)| {
-                    format!(
-                        "lethe_guard_trips_total{{job=\"{}\",rule=\"{}\"}} {v}",
-                        label(j),
-                        label(r)
-                    )
-                })
-                .collect(),
-        );
-        family(
-            "lethe_job_runs_total",
-            "counter",
-            "Job runs by final status (done, partial, guard, interrupted, locked).",
-            s.runs
-                .iter()
-                .filter(|((j, _), _)| keep(j))
-                .map(|((j, st), v)| {
-                    format!(
-                        "lethe_job_runs_total{{job=\"{}\",status=\"{}\"}} {v}",
-                        label(j),
-                        label(st)
-                    )
-                })
-                .collect(),
-        );
-        family(
-            "lethe_run_duration_seconds",
-            "gauge",
-            "Duration of the job's last run.",
-            s.duration
-                .iter()
-                .filter(|(j, _)| keep(j))
-                .map(|(j, v)| format!("lethe_run_duration_seconds{{job=\"{}\"}} {v:.3}", label(j)))
-                .collect(),
-        );
-        family(
-            "lethe_last_success_timestamp_seconds",
-            "gauge",
-            "Unix time of the job's last fully successful run.",
-            s.last_success
-                .iter()
-                .filter(|(j, _)| keep(j))
-                .map(|(j, v)| {
-                    format!(
-                        "lethe_last_success_timestamp_seconds{{job=\"{}\"}} {v}",
-                        label(j)
-                    )
-                })
-                .collect(),
-        );
+        rule_families(&mut out, &s, &keep);
+        job_families(&mut out, &s, &keep);
         if job_filter.is_none_or(|j| s.request_jobs.contains(j)) {
-            family(
-                "lethe_requests_open",
-                "gauge",
-                "Open erasure requests (pending or held) after the last run, by kind.",
-                s.requests_open
-                    .iter()
-                    .map(|(k, v)| format!("lethe_requests_open{{kind=\"{}\"}} {v}", label(k)))
-                    .collect(),
-            );
-            family(
-                "lethe_requests_overdue",
-                "gauge",
-                "Pending requests past their due instant (15 working days) after the last run, by kind.",
-                s.requests_overdue
-                    .iter()
-                    .map(|(k, v)| format!("lethe_requests_overdue{{kind=\"{}\"}} {v}", label(k)))
-                    .collect(),
-            );
-            let mut lines = Vec::new();
-            for (k, days) in &s.completions {
-                let k = label(k);
-                for le in COMPLETION_BUCKETS {
-                    let n = days.iter().filter(|d| **d <= le).count();
-                    lines.push(format!(
-                        "lethe_request_completion_working_days_bucket{{kind=\"{k}\",le=\"{le}\"}} {n}"
-                    ));
-                }
-                lines.push(format!(
-                    "lethe_request_completion_working_days_bucket{{kind=\"{k}\",le=\"+Inf\"}} {}",
-                    days.len()
-                ));
-                lines.push(format!(
-                    "lethe_request_completion_working_days_sum{{kind=\"{k}\"}} {}",
-                    days.iter().sum::<i64>()
-                ));
-                lines.push(format!(
-                    "lethe_request_completion_working_days_count{{kind=\"{k}\"}} {}",
-                    days.len()
-                ));
-            }
-            family(
-                "lethe_request_completion_working_days",
-                "histogram",
-                "Working days from receipt to completion of each request done.",
-                lines,
-            );
+            request_families(&mut out, &s);
         }
         // Absent until a loop has paused, so a source without pause_when
         // renders exactly as before.
@@ -342,4 +185,193 @@ pub(crate) fn push(base: &str, registry: &Registry, shard: &str) -> Result<(), P
             })?;
     }
     Ok(())
+}
+
+/// One metric family: its HELP and TYPE lines, then its samples.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, lines: Vec<String>) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    for l in lines {
+        let _ = writeln!(out, "{l}");
+    }
+}
+
+/// Per job and rule: rows, child rows, failures and guard trips.
+fn rule_families(out: &mut String, s: &State, keep: &dyn Fn(&str) -> bool) {
+    family(
+        out,
+        "lethe_rows_total",
+        "counter",
+        "Rows acted on in rule targets, by outcome (deleted, anonymized, held).",
+        s.rows
+            .iter()
+            .filter(|((j, _, _), _)| keep(j))
+            .map(|((j, r, o), v)| {
+                format!(
+                    "lethe_rows_total{{job=\"{}\",rule=\"{}\",outcome=\"{o}\"}} {v}",
+                    label(j),
+                    label(r)
+                )
+            })
+            .collect(),
+    );
+    family(
+        out,
+        "lethe_child_rows_total",
+        "counter",
+        "Child rows acted on with their parents, by child table and action.",
+        s.child_rows
+            .iter()
+            .filter(|((j, ..), _)| keep(j))
+            .map(|((j, r, t, a), v)| {
+                format!(
+                    "lethe_child_rows_total{{job=\"{}\",rule=\"{}\",target=\"{}\",action=\"{}\"}} {v}",
+                    label(j),
+                    label(r),
+                    label(t),
+                    label(a)
+                )
+            })
+            .collect(),
+    );
+    family(
+        out,
+        "lethe_rule_failures_total",
+        "counter",
+        "Rule runs that failed.",
+        s.failures
+            .iter()
+            .filter(|((j, _), _)| keep(j))
+            .map(|((j, r), v)| {
+                format!(
+                    "lethe_rule_failures_total{{job=\"{}\",rule=\"{}\"}} {v}",
+                    label(j),
+                    label(r)
+                )
+            })
+            .collect(),
+    );
+    family(
+        out,
+        "lethe_guard_trips_total",
+        "counter",
+        "Rule runs a guard stopped before they touched anything.",
+        s.guard_trips
+            .iter()
+            .filter(|((j, _), _)| keep(j))
+            .map(|((j, r), v)| {
+                format!(
+                    "lethe_guard_trips_total{{job=\"{}\",rule=\"{}\"}} {v}",
+                    label(j),
+                    label(r)
+                )
+            })
+            .collect(),
+    );
+}
+
+/// Per job: runs by status, last duration, last success.
+fn job_families(out: &mut String, s: &State, keep: &dyn Fn(&str) -> bool) {
+    family(
+        out,
+        "lethe_job_runs_total",
+        "counter",
+        "Job runs by final status (done, partial, guard, interrupted, locked).",
+        s.runs
+            .iter()
+            .filter(|((j, _), _)| keep(j))
+            .map(|((j, st), v)| {
+                format!(
+                    "lethe_job_runs_total{{job=\"{}\",status=\"{}\"}} {v}",
+                    label(j),
+                    label(st)
+                )
+            })
+            .collect(),
+    );
+    family(
+        out,
+        "lethe_run_duration_seconds",
+        "gauge",
+        "Duration of the job's last run.",
+        s.duration
+            .iter()
+            .filter(|(j, _)| keep(j))
+            .map(|(j, v)| format!("lethe_run_duration_seconds{{job=\"{}\"}} {v:.3}", label(j)))
+            .collect(),
+    );
+    family(
+        out,
+        "lethe_last_success_timestamp_seconds",
+        "gauge",
+        "Unix time of the job's last fully successful run.",
+        s.last_success
+            .iter()
+            .filter(|(j, _)| keep(j))
+            .map(|(j, v)| {
+                format!(
+                    "lethe_last_success_timestamp_seconds{{job=\"{}\"}} {v}",
+                    label(j)
+                )
+            })
+            .collect(),
+    );
+}
+
+/// Erasure requests: open and overdue gauges, and the completion histogram.
+fn request_families(out: &mut String, s: &State) {
+    family(
+        out,
+        "lethe_requests_open",
+        "gauge",
+        "Open erasure requests (pending or held) after the last run, by kind.",
+        s.requests_open
+            .iter()
+            .map(|(k, v)| format!("lethe_requests_open{{kind=\"{}\"}} {v}", label(k)))
+            .collect(),
+    );
+    family(
+        out,
+        "lethe_requests_overdue",
+        "gauge",
+        "Pending requests past their due instant (15 working days) after the last run, by kind.",
+        s.requests_overdue
+            .iter()
+            .map(|(k, v)| format!("lethe_requests_overdue{{kind=\"{}\"}} {v}", label(k)))
+            .collect(),
+    );
+    family(
+        out,
+        "lethe_request_completion_working_days",
+        "histogram",
+        "Working days from receipt to completion of each request done.",
+        completion_lines(s),
+    );
+}
+
+/// The histogram's samples: per kind, each bucket, `+Inf`, sum and count.
+fn completion_lines(s: &State) -> Vec<String> {
+    let mut lines = Vec::new();
+    for (k, days) in &s.completions {
+        let k = label(k);
+        for le in COMPLETION_BUCKETS {
+            let n = days.iter().filter(|d| **d <= le).count();
+            lines.push(format!(
+                "lethe_request_completion_working_days_bucket{{kind=\"{k}\",le=\"{le}\"}} {n}"
+            ));
+        }
+        lines.push(format!(
+            "lethe_request_completion_working_days_bucket{{kind=\"{k}\",le=\"+Inf\"}} {}",
+            days.len()
+        ));
+        lines.push(format!(
+            "lethe_request_completion_working_days_sum{{kind=\"{k}\"}} {}",
+            days.iter().sum::<i64>()
+        ));
+        lines.push(format!(
+            "lethe_request_completion_working_days_count{{kind=\"{k}\"}} {}",
+            days.len()
+        ));
+    }
+    lines
 }

@@ -15,7 +15,7 @@
 //! the most recent run found held (holds are re-counted every run); failures
 //! are failed rules and rolled-back batches.
 
-use super::event::Event;
+use super::event::{ChildCount, Event, Scope};
 use super::findings::FileReport;
 use super::log::Log;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
@@ -122,183 +122,263 @@ fn subject_key(h: &str) -> u64 {
     u64::from_str_radix(h.get(..16).unwrap_or(h), 16).unwrap_or(0)
 }
 
+/// Batches of one log that do not count: rolled back, or never confirmed
+/// (job, rule, batch).
+struct SkippedBatches<'a> {
+    rolled_back: BTreeSet<(&'a str, &'a str, u64)>,
+    unconfirmed: BTreeSet<(&'a str, &'a str, u64)>,
+}
+
+impl SkippedBatches<'_> {
+    fn contains(&self, job: &str, rule: &str, batch: u64) -> bool {
+        self.rolled_back.contains(&(job, rule, batch))
+            || self.unconfirmed.contains(&(job, rule, batch))
+    }
+}
+
+/// One record about a rule, with the rule it is about and its instant.
+struct ScopedEntry<'a> {
+    scope: Scope<'a>,
+    event: &'a Event,
+    ts: &'a str,
+}
+
+/// The run's row before its records are read: file, first and last instant,
+/// and `not sealed` until a `run_end` says otherwise.
+fn new_run_row(log: &Log) -> RunRow {
+    RunRow {
+        file: log.report.file.display().to_string(),
+        started: log.report.first_ts.clone().unwrap_or_default(),
+        ended: log.report.last_ts.clone().unwrap_or_default(),
+        status: "not sealed".into(),
+        records: log.entries.len() as u64,
+        ..RunRow::default()
+    }
+}
+
+/// Counts a scoped record on its rule `r` and on the run.
+fn count_scoped(
+    r: &mut RuleRow,
+    run: &mut RunRow,
+    entry: &ScopedEntry<'_>,
+    skipped: &SkippedBatches<'_>,
+) {
+    let ts = entry.ts;
+    match entry.event {
+        Event::Batch {
+            action,
+            batch,
+            count,
+            children,
+            subjects,
+            ..
+        } => {
+            r.action = action.clone();
+            r.last_ts = ts.to_string();
+            if skipped.contains(entry.scope.job, entry.scope.rule, *batch) {
+                return;
+            }
+            count_batch(r, run, action, *count, children, subjects);
+        }
+        Event::BatchRollback { .. } | Event::BatchUnknown { .. } => {
+            r.failures += 1;
+            run.failures += 1;
+        }
+        // Object rules: objects erased count as erased, locked ones as held.
+        Event::ObjectBatch { objects, .. } => {
+            r.action = "erase".into();
+            r.last_ts = ts.to_string();
+            r.batches += 1;
+            r.erased += objects.objects;
+            run.deleted += objects.objects;
+        }
+        Event::ObjectHold { objects, .. } => {
+            r.held += objects.objects;
+            run.held += objects.objects;
+        }
+        Event::ObjectErrors { failed, .. } => {
+            let n: u64 = failed.values().sum();
+            r.failures += n;
+            run.failures += n;
+        }
+        Event::Hold { count, .. } => {
+            r.held = *count;
+            run.held += count;
+        }
+        Event::Guard { .. } => {
+            r.guard_trips += 1;
+            r.last_ts = ts.to_string();
+            run.guard_trips += 1;
+        }
+        Event::Failure { .. } => {
+            r.failures += 1;
+            r.last_ts = ts.to_string();
+            run.failures += 1;
+        }
+        Event::Plan { action, .. } => r.action = action.clone(),
+        // No scope: handled by `add_unscoped` (`scope()` is `None` for these).
+        Event::RunStart { .. }
+        | Event::PendingRetry { .. }
+        | Event::Locked { .. }
+        | Event::Recovery { .. }
+        | Event::RunEnd { .. }
+        | Event::RequestReceived { .. }
+        | Event::RequestDone { .. }
+        | Event::RequestHeld { .. }
+        | Event::RequestRejected { .. } => {}
+    }
+}
+
+/// A batch that counts: its rows as erased or anonymized, its child rows,
+/// and its distinct subjects.
+fn count_batch(
+    r: &mut RuleRow,
+    run: &mut RunRow,
+    action: &str,
+    count: u64,
+    children: &[ChildCount],
+    subjects: &[String],
+) {
+    r.batches += 1;
+    if action == "delete" {
+        r.erased += count;
+        run.deleted += count;
+    } else {
+        r.anonymized += count;
+        run.anonymized += count;
+    }
+    for c in children {
+        *r.children
+            .entry((c.target.clone(), c.action.clone()))
+            .or_default() += c.count;
+    }
+    r.subject_set
+        .extend(subjects.iter().map(|s| subject_key(s)));
+    r.subjects = r.subject_set.len() as u64;
+}
+
 impl Report {
+    /// Adds one log: its run row, and what each record says of its rule or
+    /// of an erasure request.
     pub(crate) fn add_log(&mut self, log: &Log) {
-        let rolled_back = log.rolled_back();
-        let unconfirmed = log.unconfirmed();
-        let mut run = RunRow {
-            file: log.report.file.display().to_string(),
-            started: log.report.first_ts.clone().unwrap_or_default(),
-            ended: log.report.last_ts.clone().unwrap_or_default(),
-            status: "not sealed".into(),
-            records: log.entries.len() as u64,
-            ..RunRow::default()
+        let skipped = SkippedBatches {
+            rolled_back: log.rolled_back(),
+            unconfirmed: log.unconfirmed(),
         };
-        let mut policy_of = |job: &str, policy: &str| {
-            self.job_policies
-                .entry(job.to_string())
-                .or_default()
-                .insert(policy.to_string());
-        };
+        let mut run = new_run_row(log);
         for e in &log.entries {
-            let ts = &e.record.ts;
             let event = &e.record.event;
             let Some(scope) = event.scope() else {
-                match event {
-                    Event::RunStart {
-                        command,
-                        dry_run,
-                        jobs,
-                        ..
-                    } => {
-                        run.mode = match (command.as_str(), dry_run) {
-                            ("plan", _) => "plan",
-                            (_, true) => "dry run",
-                            _ => "run",
-                        }
-                        .into();
-                        run.jobs = jobs.clone();
-                    }
-                    Event::RunEnd { status, .. } => run.status = status.clone(),
-                    // Pending objects erased once their hold ended count like
-                    // any other erased object.
-                    Event::PendingRetry { erased, .. } => run.deleted += erased.objects,
-                    Event::RequestReceived {
-                        request,
-                        received,
-                        due,
-                        ..
-                    } => {
-                        let r = self.requests.entry(request.clone()).or_default();
-                        r.received = received.clone();
-                        r.due = due.clone();
-                        if r.state.is_empty() {
-                            r.state = "open".into();
-                        }
-                    }
-                    Event::RequestDone {
-                        request,
-                        received,
-                        due,
-                        completed,
-                        on_time,
-                        ..
-                    } => {
-                        let r = self.requests.entry(request.clone()).or_default();
-                        r.received = received.clone();
-                        r.due = due.clone();
-                        r.state = "done".into();
-                        r.completed = Some(completed.clone());
-                        r.on_time = Some(*on_time);
-                    }
-                    Event::RequestHeld { request, due, .. } => {
-                        let r = self.requests.entry(request.clone()).or_default();
-                        r.due = due.clone();
-                        if r.state != "done" && r.state != "rejected" {
-                            r.state = "held".into();
-                        }
-                    }
-                    Event::RequestRejected { request, due, .. } => {
-                        let r = self.requests.entry(request.clone()).or_default();
-                        r.due = due.clone();
-                        r.state = "rejected".into();
-                    }
-                    _ => {}
-                }
+                self.add_unscoped(event, &mut run);
                 continue;
             };
-            if let Some(policy) = scope.policy {
-                policy_of(scope.job, policy);
-            }
-            let r = rule_entry(&mut self.rules, scope.job, scope.rule);
-            if let Some(policy) = scope.policy {
-                r.policy = policy.to_string();
-            }
-            if let Some(target) = scope.target {
-                r.target = target.to_string();
-            }
-            match event {
-                Event::Batch {
-                    action,
-                    batch,
-                    count,
-                    children,
-                    subjects,
-                    ..
-                } => {
-                    r.action = action.clone();
-                    r.last_ts = ts.clone();
-                    if rolled_back.contains(&(scope.job, scope.rule, *batch))
-                        || unconfirmed.contains(&(scope.job, scope.rule, *batch))
-                    {
-                        continue;
-                    }
-                    r.batches += 1;
-                    if action == "delete" {
-                        r.erased += count;
-                        run.deleted += count;
-                    } else {
-                        r.anonymized += count;
-                        run.anonymized += count;
-                    }
-                    for c in children {
-                        *r.children
-                            .entry((c.target.clone(), c.action.clone()))
-                            .or_default() += c.count;
-                    }
-                    r.subject_set
-                        .extend(subjects.iter().map(|s| subject_key(s)));
-                    r.subjects = r.subject_set.len() as u64;
-                }
-                Event::BatchRollback { .. } | Event::BatchUnknown { .. } => {
-                    r.failures += 1;
-                    run.failures += 1;
-                }
-                // Object rules: objects erased count as erased, locked ones as held.
-                Event::ObjectBatch { objects, .. } => {
-                    r.action = "erase".into();
-                    r.last_ts = ts.clone();
-                    r.batches += 1;
-                    r.erased += objects.objects;
-                    run.deleted += objects.objects;
-                }
-                Event::ObjectHold { objects, .. } => {
-                    r.held += objects.objects;
-                    run.held += objects.objects;
-                }
-                Event::ObjectErrors { failed, .. } => {
-                    let n: u64 = failed.values().sum();
-                    r.failures += n;
-                    run.failures += n;
-                }
-                Event::Hold { count, .. } => {
-                    r.held = *count;
-                    run.held += count;
-                }
-                Event::Guard { .. } => {
-                    r.guard_trips += 1;
-                    r.last_ts = ts.clone();
-                    run.guard_trips += 1;
-                }
-                Event::Failure { .. } => {
-                    r.failures += 1;
-                    r.last_ts = ts.clone();
-                    run.failures += 1;
-                }
-                Event::Plan { action, .. } => r.action = action.clone(),
-                // No scope: handled above (`scope()` is `None` for these).
-                Event::RunStart { .. }
-                | Event::PendingRetry { .. }
-                | Event::Locked { .. }
-                | Event::Recovery { .. }
-                | Event::RunEnd { .. }
-                | Event::RequestReceived { .. }
-                | Event::RequestDone { .. }
-                | Event::RequestHeld { .. }
-                | Event::RequestRejected { .. } => {}
-            }
+            let entry = ScopedEntry {
+                scope,
+                event,
+                ts: &e.record.ts,
+            };
+            self.add_scoped(&entry, &skipped, &mut run);
         }
         self.runs.push(run);
+    }
+
+    /// A record about no rule: the run's own start and end, pending objects
+    /// retried, and erasure requests.
+    fn add_unscoped(&mut self, event: &Event, run: &mut RunRow) {
+        match event {
+            Event::RunStart {
+                command,
+                dry_run,
+                jobs,
+                ..
+            } => {
+                run.mode = match (command.as_str(), dry_run) {
+                    ("plan", _) => "plan",
+                    (_, true) => "dry run",
+                    _ => "run",
+                }
+                .into();
+                run.jobs = jobs.clone();
+            }
+            Event::RunEnd { status, .. } => run.status = status.clone(),
+            // Pending objects erased once their hold ended count like
+            // any other erased object.
+            Event::PendingRetry { erased, .. } => run.deleted += erased.objects,
+            _ => self.add_request_event(event),
+        }
+    }
+
+    /// An erasure request's record moves its row on: received → open,
+    /// held, done or rejected (a later hold never reopens a closed one).
+    fn add_request_event(&mut self, event: &Event) {
+        match event {
+            Event::RequestReceived {
+                request,
+                received,
+                due,
+                ..
+            } => {
+                let r = self.requests.entry(request.clone()).or_default();
+                r.received = received.clone();
+                r.due = due.clone();
+                if r.state.is_empty() {
+                    r.state = "open".into();
+                }
+            }
+            Event::RequestDone {
+                request,
+                received,
+                due,
+                completed,
+                on_time,
+                ..
+            } => {
+                let r = self.requests.entry(request.clone()).or_default();
+                r.received = received.clone();
+                r.due = due.clone();
+                r.state = "done".into();
+                r.completed = Some(completed.clone());
+                r.on_time = Some(*on_time);
+            }
+            Event::RequestHeld { request, due, .. } => {
+                let r = self.requests.entry(request.clone()).or_default();
+                r.due = due.clone();
+                if r.state != "done" && r.state != "rejected" {
+                    r.state = "held".into();
+                }
+            }
+            Event::RequestRejected { request, due, .. } => {
+                let r = self.requests.entry(request.clone()).or_default();
+                r.due = due.clone();
+                r.state = "rejected".into();
+            }
+            _ => {}
+        }
+    }
+
+    /// A record about one rule: files the job's policy, names the rule's
+    /// policy and target, then counts the record on the rule and the run.
+    fn add_scoped(
+        &mut self,
+        entry: &ScopedEntry<'_>,
+        skipped: &SkippedBatches<'_>,
+        run: &mut RunRow,
+    ) {
+        let scope = entry.scope;
+        if let Some(policy) = scope.policy {
+            self.job_policies
+                .entry(scope.job.to_string())
+                .or_default()
+                .insert(policy.to_string());
+        }
+        let r = rule_entry(&mut self.rules, scope.job, scope.rule);
+        if let Some(policy) = scope.policy {
+            r.policy = policy.to_string();
+        }
+        if let Some(target) = scope.target {
+            r.target = target.to_string();
+        }
+        count_scoped(r, run, entry, skipped);
     }
 
     pub(crate) fn totals(&self, verdicts: &[FileReport]) -> Totals {
@@ -337,6 +417,31 @@ impl Report {
     ) -> String {
         let t = self.totals(verdicts);
         let mut h = String::with_capacity(64 * 1024);
+        self.push_header(&mut h, sources, generated);
+        push_banner(&mut h, &t, verdicts);
+        push_cards(&mut h, &t);
+
+        h.push_str("<section><h2>Runs over time</h2><p class=\"hint\">Rows erased and anonymized per executed run (rule tables; child rows not included). Red marks: failures or guard trips.</p>");
+        h.push_str(&runs_chart(&self.runs));
+        h.push_str("</section>\n");
+
+        h.push_str("<section><h2>By job and rule</h2>");
+        h.push_str(&rules_chart(&self.rules));
+        h.push_str(&self.rules_table());
+        h.push_str("</section>\n");
+
+        if !self.requests.is_empty() {
+            h.push_str(&self.requests_section(generated));
+        }
+        h.push_str(&self.jobs_table(jobs));
+        h.push_str(&runs_table(&self.runs, verdicts));
+        push_footer(&mut h);
+        h
+    }
+
+    /// The page's head and title line: when it was made, from what, and the
+    /// period its runs cover.
+    fn push_header(&self, h: &mut String, sources: &[String], generated: &str) {
         let first = self
             .runs
             .iter()
@@ -353,120 +458,6 @@ impl Report {
             esc(&first.map(short_ts).unwrap_or_else(|| "-".into())),
             esc(&last.map(short_ts).unwrap_or_else(|| "-".into())),
         );
-
-        // Verification banner.
-        if t.logs_failed == 0 {
-            let _ = writeln!(
-                h,
-                "<section class=\"banner ok\" id=\"verification\"><strong>All {} logs verified.</strong> Every chain is intact, every run is sealed{}{}.</section>",
-                t.logs_ok,
-                match verdicts.iter().filter(|v| v.recovered_by.is_some()).count() {
-                    0 => String::new(),
-                    n => format!(
-                        " or, for {n} that crashed, recovered by a later run that recorded where its log ended"
-                    ),
-                },
-                if verdicts.iter().any(|v| v.state.is_some()) {
-                    ", and the state store agrees with every head"
-                } else {
-                    ""
-                }
-            );
-        } else {
-            let _ = write!(
-                h,
-                "<section class=\"banner bad\" id=\"verification\"><strong>{} of {} logs failed verification.</strong> Numbers below include what those logs say; do not rely on them until the findings are explained.<ul>",
-                t.logs_failed,
-                verdicts.len()
-            );
-            for v in verdicts.iter().filter(|v| !v.ok()) {
-                let _ = write!(
-                    h,
-                    "<li><code>{}</code>: {}</li>",
-                    esc(&file_name(&v.file.display().to_string())),
-                    esc(&verdict_text(v))
-                );
-            }
-            h.push_str("</ul></section>\n");
-        }
-
-        // Totals.
-        h.push_str("<section class=\"cards\">");
-        for (id, label, n, note) in [
-            (
-                "total-erased",
-                "rows erased",
-                t.erased,
-                format!("+ {} child rows deleted", num(t.child_rows_deleted)),
-            ),
-            (
-                "total-anonymized",
-                "rows anonymized",
-                t.anonymized,
-                format!("+ {} child rows anonymized", num(t.child_rows_anonymized)),
-            ),
-            (
-                "total-held",
-                "held (latest run)",
-                t.held,
-                "legal holds, never deleted".into(),
-            ),
-            (
-                "total-failures",
-                "failures",
-                t.failures,
-                "failed rules and rolled-back batches".into(),
-            ),
-            (
-                "total-guard-trips",
-                "guard trips",
-                t.guard_trips,
-                "rules stopped before touching anything".into(),
-            ),
-            (
-                "total-runs",
-                "runs",
-                t.runs,
-                format!(
-                    "{} executed, {} dry runs or plans",
-                    t.executed_runs,
-                    t.runs - t.executed_runs
-                ),
-            ),
-        ] {
-            let _ = write!(
-                h,
-                "<div class=\"card {id}{}\"><div class=\"n\" id=\"{id}\">{}</div><div class=\"l\">{label}</div><div class=\"s\">{}</div></div>",
-                if n > 0 && matches!(id, "total-failures" | "total-guard-trips") {
-                    " warn"
-                } else {
-                    ""
-                },
-                num(n),
-                esc(&note)
-            );
-        }
-        h.push_str("</section>\n");
-
-        h.push_str("<section><h2>Runs over time</h2><p class=\"hint\">Rows erased and anonymized per executed run (rule tables; child rows not included). Red marks: failures or guard trips.</p>");
-        h.push_str(&runs_chart(&self.runs));
-        h.push_str("</section>\n");
-
-        h.push_str("<section><h2>By job and rule</h2>");
-        h.push_str(&rules_chart(&self.rules));
-        h.push_str(&self.rules_table());
-        h.push_str("</section>\n");
-
-        if !self.requests.is_empty() {
-            h.push_str(&self.requests_section(generated));
-        }
-        h.push_str(&self.jobs_table(jobs));
-        h.push_str(&runs_table(&self.runs, verdicts));
-
-        h.push_str("<footer><p>This page holds no personal data: the audit log records subjects only as keyed hashes (HMAC-SHA-256), and this report shows only counts, names from the configuration and run ids.</p>");
-        h.push_str("<p>How it counts: a batch counts unless its run rolled it back; child-table rows are counted apart from the rule's own table; <em>held</em> is what the latest run found held; failures are failed rules plus rolled-back batches. Verification: every record's SHA-256 and link, the closing <code>run_end</code> seal, and, where consulted, the head and record count the state store keeps outside the log.</p></footer>\n");
-        h.push_str("</main></body></html>\n");
-        h
     }
 
     /// Requests received, done on time, late, open, held and rejected, and
@@ -591,6 +582,111 @@ impl Report {
         h.push_str("</tbody></table></section>\n");
         h
     }
+}
+
+/// The verification banner: all logs verified, or which failed and why.
+fn push_banner(h: &mut String, t: &Totals, verdicts: &[FileReport]) {
+    if t.logs_failed == 0 {
+        let _ = writeln!(
+            h,
+            "<section class=\"banner ok\" id=\"verification\"><strong>All {} logs verified.</strong> Every chain is intact, every run is sealed{}{}.</section>",
+            t.logs_ok,
+            match verdicts.iter().filter(|v| v.recovered_by.is_some()).count() {
+                0 => String::new(),
+                n => format!(
+                    " or, for {n} that crashed, recovered by a later run that recorded where its log ended"
+                ),
+            },
+            if verdicts.iter().any(|v| v.state.is_some()) {
+                ", and the state store agrees with every head"
+            } else {
+                ""
+            }
+        );
+    } else {
+        let _ = write!(
+            h,
+            "<section class=\"banner bad\" id=\"verification\"><strong>{} of {} logs failed verification.</strong> Numbers below include what those logs say; do not rely on them until the findings are explained.<ul>",
+            t.logs_failed,
+            verdicts.len()
+        );
+        for v in verdicts.iter().filter(|v| !v.ok()) {
+            let _ = write!(
+                h,
+                "<li><code>{}</code>: {}</li>",
+                esc(&file_name(&v.file.display().to_string())),
+                esc(&verdict_text(v))
+            );
+        }
+        h.push_str("</ul></section>\n");
+    }
+}
+
+/// The totals cards (failures and guard trips marked when non-zero).
+fn push_cards(h: &mut String, t: &Totals) {
+    h.push_str("<section class=\"cards\">");
+    for (id, label, n, note) in [
+        (
+            "total-erased",
+            "rows erased",
+            t.erased,
+            format!("+ {} child rows deleted", num(t.child_rows_deleted)),
+        ),
+        (
+            "total-anonymized",
+            "rows anonymized",
+            t.anonymized,
+            format!("+ {} child rows anonymized", num(t.child_rows_anonymized)),
+        ),
+        (
+            "total-held",
+            "held (latest run)",
+            t.held,
+            "legal holds, never deleted".into(),
+        ),
+        (
+            "total-failures",
+            "failures",
+            t.failures,
+            "failed rules and rolled-back batches".into(),
+        ),
+        (
+            "total-guard-trips",
+            "guard trips",
+            t.guard_trips,
+            "rules stopped before touching anything".into(),
+        ),
+        (
+            "total-runs",
+            "runs",
+            t.runs,
+            format!(
+                "{} executed, {} dry runs or plans",
+                t.executed_runs,
+                t.runs - t.executed_runs
+            ),
+        ),
+    ] {
+        let _ = write!(
+            h,
+            "<div class=\"card {id}{}\"><div class=\"n\" id=\"{id}\">{}</div><div class=\"l\">{label}</div><div class=\"s\">{}</div></div>",
+            if n > 0 && matches!(id, "total-failures" | "total-guard-trips") {
+                " warn"
+            } else {
+                ""
+            },
+            num(n),
+            esc(&note)
+        );
+    }
+    h.push_str("</section>\n");
+}
+
+/// How to read the page, and the end of the document.
+fn push_footer(h: &mut String) {
+    h.push_str("<footer><p>This page holds no personal data: the audit log records subjects only as keyed hashes (HMAC-SHA-256), and this report shows only counts, names from the configuration and run ids.</p>");
+    h.push_str("<p>How it counts: a batch counts unless its run rolled it back; child-table rows are counted apart from the rule's own table; <em>held</em> is what the latest run found held; failures are failed rules plus rolled-back batches. Verification: every record's SHA-256 and link, the closing <code>run_end</code> seal, and, where consulted, the head and record count the state store keeps outside the log.</p></footer>\n");
+    h.push_str("</main></body></html>\n");
 }
 
 fn verdict_text(v: &FileReport) -> String {

@@ -139,110 +139,151 @@ fn emit_metrics(loaded: &Loaded, report: &engine::RunReport, shard: Option<(u32,
     }
 }
 
+/// What every command starts from: the global flags, the instant rules
+/// count from, and the shard (from the flag or the environment).
+struct Invocation<'a> {
+    g: &'a Global,
+    as_of: chrono::DateTime<chrono::Utc>,
+    shard: Option<(u32, u32)>,
+}
+
 async fn dispatch(cli: Cli) -> Result<ExitCode, Error> {
     let g = cli.global;
     let as_of = g.as_of.unwrap_or_else(chrono::Utc::now);
     let shard = args::shard_from_env(g.shard).map_err(Error::Usage)?;
+    let inv = Invocation {
+        g: &g,
+        as_of,
+        shard,
+    };
     match cli.command {
-        Command::Check { graph, coverage } => {
-            let loaded = load(&g)?;
-            let opts = crate::check::CheckOptions { graph, coverage };
-            let report = crate::check::check_with(&loaded, as_of, opts).await;
-            print(&match g.output {
-                Output::Table => output::check_table(&report),
-                Output::Json => output::check_json(&report),
-            });
-            Ok(if !report.problems.is_empty() {
-                ExitCode::Config
-            } else if !report.unreachable.is_empty() {
-                ExitCode::Unexpected
-            } else {
-                ExitCode::Ok
-            })
-        }
+        Command::Check { graph, coverage } => check_cmd(&inv, graph, coverage).await,
         Command::Plan {
             jobs,
             detailed_exitcode,
-        } => {
-            let loaded = load(&g)?;
-            let keys = Keys::from_env(&loaded.config.audit.hmac_key_env)?;
-            let report = engine::run(
-                &loaded,
-                &keys,
-                RunOptions {
-                    as_of,
-                    mode: Mode::Plan,
-                    jobs,
-                    cancel: cancel_on_signals(),
-                    shard: shard.map(Into::into),
-                    progress: terminal_progress(&g),
-                },
-            )
-            .await?;
-            print(&match g.output {
-                Output::Table => output::run_table(&report, true),
-                Output::Json => output::run_json(&report),
-            });
-            Ok(match report.exit {
-                ExitCode::Pending if !detailed_exitcode => ExitCode::Ok,
-                other => other,
-            })
-        }
+        } => plan_cmd(&inv, jobs, detailed_exitcode).await,
         Command::Run {
             jobs,
             dry_run,
             confirm,
-        } => {
-            let loaded = load(&g)?;
-            if !dry_run {
-                requests::check_confirmation(&loaded, &jobs, &confirm)?;
-            }
-            let keys = Keys::from_env(&loaded.config.audit.hmac_key_env)?;
-            let mode = if dry_run { Mode::DryRun } else { Mode::Execute };
-            let report = engine::run(
-                &loaded,
-                &keys,
-                RunOptions {
-                    as_of,
-                    mode,
-                    jobs,
-                    cancel: cancel_on_signals(),
-                    shard: shard.map(Into::into),
-                    progress: terminal_progress(&g),
-                },
-            )
-            .await?;
-            emit_metrics(&loaded, &report, shard);
-            print(&match g.output {
-                Output::Table => output::run_table(&report, dry_run),
-                Output::Json => output::run_json(&report),
-            });
-            Ok(match report.exit {
-                ExitCode::Pending => ExitCode::Ok,
-                other => other,
-            })
-        }
+        } => run_cmd(&inv, jobs, dry_run, &confirm).await,
         Command::Audit(cmd) => audit::dispatch(&g, cmd).await,
         Command::Request(cmd) => requests::dispatch(&g, cmd, as_of).await,
         Command::Demo { users } => demo::run_demo(&g, users, as_of).await,
         Command::Daemon => daemon(&g, shard).await,
-        Command::Healthcheck { addr } => {
-            let addr = match addr {
-                Some(a) => a,
-                None => load(&g)?.config.daemon.health_addr,
-            };
-            Ok(match crate::health::probe(addr).await {
-                Ok(body) => {
-                    print(&format!("{body}\n"));
-                    ExitCode::Ok
-                }
-                Err(e) => {
-                    eprintln!("unhealthy: {e}");
-                    ExitCode::Unexpected
-                }
-            })
-        }
+        Command::Healthcheck { addr } => healthcheck_cmd(&g, addr).await,
     }
+}
+
+/// `lethe check`: problems exit as a config error, unreachable sources as
+/// unexpected.
+async fn check_cmd(inv: &Invocation<'_>, graph: bool, coverage: bool) -> Result<ExitCode, Error> {
+    let g = inv.g;
+    let loaded = load(g)?;
+    let opts = crate::check::CheckOptions { graph, coverage };
+    let report = crate::check::check_with(&loaded, inv.as_of, opts).await;
+    print(&match g.output {
+        Output::Table => output::check_table(&report),
+        Output::Json => output::check_json(&report),
+    });
+    Ok(if !report.problems.is_empty() {
+        ExitCode::Config
+    } else if !report.unreachable.is_empty() {
+        ExitCode::Unexpected
+    } else {
+        ExitCode::Ok
+    })
+}
+
+/// The engine over `jobs` in `mode`, with the keys the config names.
+async fn run_engine(
+    inv: &Invocation<'_>,
+    loaded: &Loaded,
+    mode: Mode,
+    jobs: Vec<String>,
+) -> Result<engine::RunReport, Error> {
+    let keys = Keys::from_env(&loaded.config.audit.hmac_key_env)?;
+    let report = engine::run(
+        loaded,
+        &keys,
+        RunOptions {
+            as_of: inv.as_of,
+            mode,
+            jobs,
+            cancel: cancel_on_signals(),
+            shard: inv.shard.map(Into::into),
+            progress: terminal_progress(inv.g),
+        },
+    )
+    .await?;
+    Ok(report)
+}
+
+/// `lethe plan`: pending work exits 2 only with `--detailed-exitcode`.
+async fn plan_cmd(
+    inv: &Invocation<'_>,
+    jobs: Vec<String>,
+    detailed_exitcode: bool,
+) -> Result<ExitCode, Error> {
+    let g = inv.g;
+    let loaded = load(g)?;
+    let report = run_engine(inv, &loaded, Mode::Plan, jobs).await?;
+    print(&match g.output {
+        Output::Table => output::run_table(&report, true),
+        Output::Json => output::run_json(&report),
+    });
+    Ok(match report.exit {
+        ExitCode::Pending if !detailed_exitcode => ExitCode::Ok,
+        other => other,
+    })
+}
+
+/// `lethe run`: a real run needs its confirmations first; metrics are
+/// emitted before the report is printed.
+async fn run_cmd(
+    inv: &Invocation<'_>,
+    jobs: Vec<String>,
+    dry_run: bool,
+    confirm: &[String],
+) -> Result<ExitCode, Error> {
+    let g = inv.g;
+    let loaded = load(g)?;
+    if !dry_run {
+        requests::check_confirmation(&loaded, &jobs, confirm)?;
+    }
+    let mode = if dry_run { Mode::DryRun } else { Mode::Execute };
+    let report = run_engine(inv, &loaded, mode, jobs).await?;
+    emit_metrics(&loaded, &report, inv.shard);
+    print(&match g.output {
+        Output::Table => output::run_table(&report, dry_run),
+        Output::Json => output::run_json(&report),
+    });
+    Ok(match report.exit {
+        ExitCode::Pending => ExitCode::Ok,
+        other => other,
+    })
+}
+
+/// `lethe healthcheck`: asks the daemon's health endpoint (the config's
+/// address unless one is given).
+async fn healthcheck_cmd(
+    g: &Global,
+    addr: Option<std::net::SocketAddr>,
+) -> Result<ExitCode, Error> {
+    let addr = match addr {
+        Some(a) => a,
+        None => load(g)?.config.daemon.health_addr,
+    };
+    Ok(match crate::health::probe(addr).await {
+        Ok(body) => {
+            print(&format!("{body}\n"));
+            ExitCode::Ok
+        }
+        Err(e) => {
+            eprintln!("unhealthy: {e}");
+            ExitCode::Unexpected
+        }
+    })
 }
 
 /// The configuration, jobs and keys a daemon's runs start with. A reload

@@ -8,7 +8,7 @@ use crate::audit::report::Totals as ReportTotals;
 use crate::audit::search::{Hit, Stats};
 use crate::audit::verify::FileReport;
 use crate::check::CheckReport;
-use crate::engine::{RuleStatus, RunReport};
+use crate::engine::{JobReport, RuleReport, RuleStatus, RunReport};
 use serde_json::json;
 
 pub(crate) const OUTPUT_VERSION: u32 = 1;
@@ -23,167 +23,226 @@ fn status_word(s: &RuleStatus) -> &'static str {
     }
 }
 
+/// The run report as people read it: one row per rule (and per child table,
+/// object store and partition under it), notes under their row, then the
+/// run's totals.
 pub(crate) fn run_table(r: &RunReport, dry: bool) -> String {
-    let count_head = if dry { "WOULD" } else { "DONE" };
-    let mut rows: Vec<[String; 8]> = vec![[
-        "JOB".into(),
-        "RULE".into(),
-        "POLICY".into(),
-        "TARGET".into(),
-        "ACTION".into(),
-        count_head.into(),
-        "HELD".into(),
-        "STATUS".into(),
-    ]];
-    let mut notes: Vec<(usize, String)> = Vec::new();
+    let mut table = RunTable::new(dry);
     for j in &r.jobs {
         if j.rules.is_empty() {
-            rows.push([
-                j.job.clone(),
-                "-".into(),
-                j.policy.clone(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                "-".into(),
-                j.status.to_string(),
-            ]);
+            table.push_job_without_rules(j);
         }
         for rule in &j.rules {
-            let n = if dry { rule.matched } else { rule.done };
-            rows.push([
-                rule.job.clone(),
-                match &rule.request {
-                    Some(req) => format!("{} [{req}]", rule.rule),
-                    None => rule.rule.clone(),
-                },
-                rule.policy.clone(),
-                rule.target.clone(),
-                rule.action.to_string(),
-                n.to_string(),
-                rule.held.to_string(),
-                status_word(&rule.status).into(),
+            table.push_rule(rule);
+        }
+    }
+    let mut out = table.layout();
+    out.push_str(&run_summary(r, dry));
+    out.push_str(&pending_section(&r.pending));
+    out.push_str(&super::requests::run_section(&r.requests));
+    out
+}
+
+/// The run table being built: its rows (the first is the heading) and the
+/// notes printed under a row (`(rows before the note, text)`).
+struct RunTable {
+    dry: bool,
+    rows: Vec<[String; 8]>,
+    notes: Vec<(usize, String)>,
+}
+
+impl RunTable {
+    fn new(dry: bool) -> Self {
+        let count_head = if dry { "WOULD" } else { "DONE" };
+        let rows: Vec<[String; 8]> = vec![[
+            "JOB".into(),
+            "RULE".into(),
+            "POLICY".into(),
+            "TARGET".into(),
+            "ACTION".into(),
+            count_head.into(),
+            "HELD".into(),
+            "STATUS".into(),
+        ]];
+        RunTable {
+            dry,
+            rows,
+            notes: Vec::new(),
+        }
+    }
+
+    /// A job with no rules still gets a row, with its status.
+    fn push_job_without_rules(&mut self, j: &JobReport) {
+        self.rows.push([
+            j.job.clone(),
+            "-".into(),
+            j.policy.clone(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            j.status.to_string(),
+        ]);
+    }
+
+    /// The rule's row, the rows under it, then its notes.
+    fn push_rule(&mut self, rule: &RuleReport) {
+        let n = if self.dry { rule.matched } else { rule.done };
+        self.rows.push([
+            rule.job.clone(),
+            match &rule.request {
+                Some(req) => format!("{} [{req}]", rule.rule),
+                None => rule.rule.clone(),
+            },
+            rule.policy.clone(),
+            rule.target.clone(),
+            rule.action.to_string(),
+            n.to_string(),
+            rule.held.to_string(),
+            status_word(&rule.status).into(),
+        ]);
+        self.push_rule_details(rule);
+        self.push_rule_notes(rule);
+    }
+
+    /// Child tables, object stores and partitions, one row each under the rule.
+    fn push_rule_details(&mut self, rule: &RuleReport) {
+        for c in &rule.children {
+            self.rows.push([
+                String::new(),
+                String::new(),
+                String::new(),
+                format!("└ {} ({})", c.target, c.via),
+                c.action.clone(),
+                c.count.to_string(),
+                String::new(),
+                String::new(),
             ]);
-            for c in &rule.children {
-                rows.push([
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    format!("└ {} ({})", c.target, c.via),
-                    c.action.clone(),
-                    c.count.to_string(),
-                    String::new(),
-                    String::new(),
-                ]);
-            }
-            for o in &rule.objects {
-                rows.push([
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    format!("└ objects {}", o.via),
-                    format!("erase: {} versions, {} bytes", o.versions, o.bytes),
-                    o.objects.to_string(),
-                    o.held.to_string(),
-                    String::new(),
-                ]);
-            }
-            // `partitions = "drop"`: each wholly due partition, dropped whole
-            // (or to drop) or batched with the reason.
-            for p in &rule.partitions {
-                rows.push([
-                    String::new(),
-                    String::new(),
-                    String::new(),
-                    format!("└ partition {} (< {})", p.partition, p.below),
-                    match p.status.as_str() {
-                        "would_drop" => "drop whole".to_string(),
-                        "dropped" => "dropped whole".to_string(),
-                        _ => format!("batched: {}", p.reason.as_deref().unwrap_or("-")),
-                    },
-                    p.rows.to_string(),
-                    String::new(),
-                    String::new(),
-                ]);
-            }
-            if let Some(ds) = &rule.dead_space {
-                notes.push((
-                    rows.len(),
-                    format!(
-                        "dead space in {}: {} bytes{} ({}): {}",
-                        ds.tables.join(", "),
-                        ds.bytes,
-                        ds.dead_rows
-                            .map(|n| format!(", {n} dead row versions"))
-                            .unwrap_or_default(),
-                        ds.state,
-                        ds.note
-                    ),
-                ));
-            }
-            if let Some(m) = &rule.message {
-                notes.push((rows.len(), m.clone()));
-            }
-            if dry && let Some(w) = &rule.walk {
-                notes.push((
-                    rows.len(),
-                    format!("walks the {} `{}` ({})", w.by.name(), w.column, w.why),
-                ));
-            }
-            for n in &rule.notes {
-                notes.push((rows.len(), n.clone()));
-            }
-            if let Some(b) = &rule.batch_sizes {
-                notes.push((
-                    rows.len(),
-                    format!(
-                        "batches sized for {} ms: first {}, smallest {}, largest {}, last {}",
-                        b.target_ms, b.first, b.min, b.max, b.last
-                    ),
-                ));
-            }
-            for k in &rule.kept {
-                notes.push((rows.len(), format!("kept: {k}")));
-            }
-            if rule.retries > 0 {
-                notes.push((
-                    rows.len(),
-                    format!(
-                        "{} batch attempt(s) rolled back by a deadlock or lock timeout and tried again",
-                        rule.retries
-                    ),
-                ));
-            }
+        }
+        for o in &rule.objects {
+            self.rows.push([
+                String::new(),
+                String::new(),
+                String::new(),
+                format!("└ objects {}", o.via),
+                format!("erase: {} versions, {} bytes", o.versions, o.bytes),
+                o.objects.to_string(),
+                o.held.to_string(),
+                String::new(),
+            ]);
+        }
+        // `partitions = "drop"`: each wholly due partition, dropped whole
+        // (or to drop) or batched with the reason.
+        for p in &rule.partitions {
+            self.rows.push([
+                String::new(),
+                String::new(),
+                String::new(),
+                format!("└ partition {} (< {})", p.partition, p.below),
+                match p.status.as_str() {
+                    "would_drop" => "drop whole".to_string(),
+                    "dropped" => "dropped whole".to_string(),
+                    _ => format!("batched: {}", p.reason.as_deref().unwrap_or("-")),
+                },
+                p.rows.to_string(),
+                String::new(),
+                String::new(),
+            ]);
         }
     }
-    let mut width = [0usize; 8];
-    for row in &rows {
-        for (w, cell) in width.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
+
+    /// What the rule's row needs said beside its numbers.
+    fn push_rule_notes(&mut self, rule: &RuleReport) {
+        let dry = self.dry;
+        if let Some(ds) = &rule.dead_space {
+            self.notes.push((
+                self.rows.len(),
+                format!(
+                    "dead space in {}: {} bytes{} ({}): {}",
+                    ds.tables.join(", "),
+                    ds.bytes,
+                    ds.dead_rows
+                        .map(|n| format!(", {n} dead row versions"))
+                        .unwrap_or_default(),
+                    ds.state,
+                    ds.note
+                ),
+            ));
+        }
+        if let Some(m) = &rule.message {
+            self.notes.push((self.rows.len(), m.clone()));
+        }
+        if dry && let Some(w) = &rule.walk {
+            self.notes.push((
+                self.rows.len(),
+                format!("walks the {} `{}` ({})", w.by.name(), w.column, w.why),
+            ));
+        }
+        for n in &rule.notes {
+            self.notes.push((self.rows.len(), n.clone()));
+        }
+        if let Some(b) = &rule.batch_sizes {
+            self.notes.push((
+                self.rows.len(),
+                format!(
+                    "batches sized for {} ms: first {}, smallest {}, largest {}, last {}",
+                    b.target_ms, b.first, b.min, b.max, b.last
+                ),
+            ));
+        }
+        for k in &rule.kept {
+            self.notes.push((self.rows.len(), format!("kept: {k}")));
+        }
+        if rule.retries > 0 {
+            self.notes.push((
+                self.rows.len(),
+                format!(
+                    "{} batch attempt(s) rolled back by a deadlock or lock timeout and tried again",
+                    rule.retries
+                ),
+            ));
         }
     }
+
+    /// Columns padded to their widest cell (counts right-aligned), each
+    /// row's notes under it.
+    fn layout(&self) -> String {
+        let (rows, notes) = (&self.rows, &self.notes);
+        let mut width = [0usize; 8];
+        for row in rows {
+            for (w, cell) in width.iter_mut().zip(row) {
+                *w = (*w).max(cell.chars().count());
+            }
+        }
+        let mut out = String::new();
+        for (i, row) in rows.iter().enumerate() {
+            let mut line = String::new();
+            for (c, cell) in row.iter().enumerate() {
+                let pad = width[c].saturating_sub(cell.chars().count());
+                if c == 5 || c == 6 {
+                    line.push_str(&" ".repeat(pad));
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.push_str(&" ".repeat(pad));
+                }
+                line.push_str("  ");
+            }
+            out.push_str(line.trim_end());
+            out.push('\n');
+            for (after, note) in notes {
+                if *after == i + 1 {
+                    out.push_str(&format!("    ! {note}\n"));
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The run's totals line, its audit file, and object totals when any.
+fn run_summary(r: &RunReport, dry: bool) -> String {
     let mut out = String::new();
-    for (i, row) in rows.iter().enumerate() {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            let pad = width[c].saturating_sub(cell.chars().count());
-            if c == 5 || c == 6 {
-                line.push_str(&" ".repeat(pad));
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                line.push_str(&" ".repeat(pad));
-            }
-            line.push_str("  ");
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-        for (after, note) in &notes {
-            if *after == i + 1 {
-                out.push_str(&format!("    ! {note}\n"));
-            }
-        }
-    }
     let t = &r.totals;
     out.push_str(&format!(
         "\nrun {} ({}): {}; deleted {}, anonymized {}, held {}, failed rules {}, guard trips {}\naudit: {}\n",
@@ -195,8 +254,6 @@ pub(crate) fn run_table(r: &RunReport, dry: bool) -> String {
             t.objects_erased, t.object_versions_erased, t.object_bytes_erased, t.objects_held
         ));
     }
-    out.push_str(&pending_section(&r.pending));
-    out.push_str(&super::requests::run_section(&r.requests));
     out
 }
 

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
 use std::io::Read;
+use std::path::PathBuf;
 
 /// A job marked `confirm = true` runs only as `--job <name> --confirm <name>`.
 /// Refused before anything is opened, so nothing is touched.
@@ -85,6 +86,14 @@ pub(crate) async fn dispatch(
     res
 }
 
+/// What every request command works with.
+struct RequestCtx<'a> {
+    g: &'a Global,
+    loaded: &'a Loaded,
+    state: &'a State,
+    as_of: DateTime<Utc>,
+}
+
 async fn run(
     g: &Global,
     loaded: &Loaded,
@@ -92,121 +101,157 @@ async fn run(
     cmd: RequestCommand,
     as_of: DateTime<Utc>,
 ) -> Result<ExitCode, Error> {
+    let ctx = RequestCtx {
+        g,
+        loaded,
+        state,
+        as_of,
+    };
     match cmd {
         RequestCommand::Add {
             subject,
             kind,
             received,
             ref_,
-        } => {
-            let keys = Keys::from_env(&loaded.config.audit.hmac_key_env)?;
-            let kind = Kind::parse(&kind).map_err(Error::Usage)?;
-            let subject = read_subject(subject)?;
-            let r = process::add(
-                loaded,
-                &keys,
-                state,
-                NewRequest {
-                    kind,
-                    subject,
-                    received: received.unwrap_or(as_of),
-                    ref_,
-                    intake: None,
-                },
-                as_of,
-            )
-            .await?;
-            let l = process::line(loaded, &r, as_of);
-            print(&match g.output {
-                Output::Table => format!(
-                    "request {} filed: {} of subject {}, received {}, due {} ({} working days)\n",
-                    l.id,
-                    r.kind.as_str(),
-                    l.subject_hash,
-                    l.received,
-                    l.due,
-                    l.working_days_left
-                ),
-                Output::Json => json_line("request", &l),
-            });
-            Ok(if l.overdue {
-                ExitCode::Overdue
-            } else {
-                ExitCode::Ok
-            })
-        }
-        RequestCommand::List { state: want, all } => {
-            let requests = match (&want, all) {
-                (Some(s), _) => {
-                    let st = RequestState::parse(s).map_err(Error::Usage)?;
-                    state.requests(Some(st)).await?
-                }
-                (None, true) => state.requests(None).await?,
-                (None, false) => state.open_requests().await?,
-            };
-            let lines: Vec<RequestLine> = requests
-                .iter()
-                .map(|r| process::line(loaded, r, as_of))
-                .collect();
-            print(&match g.output {
-                Output::Table => list_table(&lines),
-                Output::Json => lines.iter().map(|l| json_line("request", l)).collect(),
-            });
-            // Overdue counts every open request, whatever the filter showed.
-            let any_overdue = state
-                .open_requests()
-                .await?
-                .iter()
-                .any(|r| r.overdue(as_of));
-            Ok(if any_overdue {
-                ExitCode::Overdue
-            } else {
-                ExitCode::Ok
-            })
-        }
-        RequestCommand::Show { id } => {
-            let r = find(state, &id).await?;
-            let l = process::line(loaded, &r, as_of);
-            print(&match g.output {
-                Output::Table => show_table(&l, &r),
-                Output::Json => {
-                    let mut v = serde_json::to_value(&l).expect("serializes");
-                    v["note"] = json!(r.note);
-                    v["v"] = json!(OUTPUT_VERSION);
-                    v["type"] = json!("request");
-                    format!("{v}\n")
-                }
-            });
-            Ok(if l.overdue {
-                ExitCode::Overdue
-            } else {
-                ExitCode::Ok
-            })
-        }
-        RequestCommand::Reject { id, reason, note } => {
-            let keys = Keys::from_env(&loaded.config.audit.hmac_key_env)?;
-            let r = process::reject(loaded, &keys, state, &id, &reason, &note, as_of).await?;
-            let l = process::line(loaded, &r, as_of);
-            print(&match g.output {
-                Output::Table => format!("request {} rejected ({reason})\n", l.id),
-                Output::Json => json_line("request", &l),
-            });
-            Ok(ExitCode::Ok)
-        }
-        RequestCommand::Receipt { id, html } => {
-            let r = find(state, &id).await?;
-            let outcome = Outcome::parse(state.request_outcome(&id).await?.as_deref());
-            let receipt = Receipt::new(loaded, &r, outcome, as_of);
-            if let Some(path) = &html {
-                std::fs::write(path, receipt.html())
-                    .map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))?;
+        } => ctx.add(subject, kind, received, ref_).await,
+        RequestCommand::List { state: want, all } => ctx.list(want, all).await,
+        RequestCommand::Show { id } => ctx.show(id).await,
+        RequestCommand::Reject { id, reason, note } => ctx.reject(id, reason, note).await,
+        RequestCommand::Receipt { id, html } => ctx.receipt(id, html).await,
+    }
+}
+
+impl RequestCtx<'_> {
+    /// `request add`: files the request (the subject from stdin with `-`);
+    /// exits overdue when it is already past due.
+    async fn add(
+        &self,
+        subject: String,
+        kind: String,
+        received: Option<DateTime<Utc>>,
+        ref_: Option<String>,
+    ) -> Result<ExitCode, Error> {
+        let (g, loaded, state, as_of) = (self.g, self.loaded, self.state, self.as_of);
+        let keys = Keys::from_env(&loaded.config.audit.hmac_key_env)?;
+        let kind = Kind::parse(&kind).map_err(Error::Usage)?;
+        let subject = read_subject(subject)?;
+        let r = process::add(
+            loaded,
+            &keys,
+            state,
+            NewRequest {
+                kind,
+                subject,
+                received: received.unwrap_or(as_of),
+                ref_,
+                intake: None,
+            },
+            as_of,
+        )
+        .await?;
+        let l = process::line(loaded, &r, as_of);
+        print(&match g.output {
+            Output::Table => format!(
+                "request {} filed: {} of subject {}, received {}, due {} ({} working days)\n",
+                l.id,
+                r.kind.as_str(),
+                l.subject_hash,
+                l.received,
+                l.due,
+                l.working_days_left
+            ),
+            Output::Json => json_line("request", &l),
+        });
+        Ok(if l.overdue {
+            ExitCode::Overdue
+        } else {
+            ExitCode::Ok
+        })
+    }
+
+    /// `request list`: open requests, one state, or all; exits overdue when
+    /// any open request is.
+    async fn list(&self, want: Option<String>, all: bool) -> Result<ExitCode, Error> {
+        let (g, loaded, state, as_of) = (self.g, self.loaded, self.state, self.as_of);
+        let requests = match (&want, all) {
+            (Some(s), _) => {
+                let st = RequestState::parse(s).map_err(Error::Usage)?;
+                state.requests(Some(st)).await?
             }
-            print(&match g.output {
-                Output::Table => receipt.table(),
-                Output::Json => json_line("request_receipt", &receipt),
-            });
-            Ok(ExitCode::Ok)
+            (None, true) => state.requests(None).await?,
+            (None, false) => state.open_requests().await?,
+        };
+        let lines: Vec<RequestLine> = requests
+            .iter()
+            .map(|r| process::line(loaded, r, as_of))
+            .collect();
+        print(&match g.output {
+            Output::Table => list_table(&lines),
+            Output::Json => lines.iter().map(|l| json_line("request", l)).collect(),
+        });
+        // Overdue counts every open request, whatever the filter showed.
+        let any_overdue = state
+            .open_requests()
+            .await?
+            .iter()
+            .any(|r| r.overdue(as_of));
+        Ok(if any_overdue {
+            ExitCode::Overdue
+        } else {
+            ExitCode::Ok
+        })
+    }
+
+    /// `request show`: one request, with its note.
+    async fn show(&self, id: String) -> Result<ExitCode, Error> {
+        let (g, loaded, state, as_of) = (self.g, self.loaded, self.state, self.as_of);
+        let r = find(state, &id).await?;
+        let l = process::line(loaded, &r, as_of);
+        print(&match g.output {
+            Output::Table => show_table(&l, &r),
+            Output::Json => {
+                let mut v = serde_json::to_value(&l).expect("serializes");
+                v["note"] = json!(r.note);
+                v["v"] = json!(OUTPUT_VERSION);
+                v["type"] = json!("request");
+                format!("{v}\n")
+            }
+        });
+        Ok(if l.overdue {
+            ExitCode::Overdue
+        } else {
+            ExitCode::Ok
+        })
+    }
+
+    /// `request reject`: on one of the policy's grounds, with a note.
+    async fn reject(&self, id: String, reason: String, note: String) -> Result<ExitCode, Error> {
+        let (g, loaded, state, as_of) = (self.g, self.loaded, self.state, self.as_of);
+        let keys = Keys::from_env(&loaded.config.audit.hmac_key_env)?;
+        let r = process::reject(loaded, &keys, state, &id, &reason, &note, as_of).await?;
+        let l = process::line(loaded, &r, as_of);
+        print(&match g.output {
+            Output::Table => format!("request {} rejected ({reason})\n", l.id),
+            Output::Json => json_line("request", &l),
+        });
+        Ok(ExitCode::Ok)
+    }
+
+    /// `request receipt`: the receipt for the subject, also as HTML with `--html`.
+    async fn receipt(&self, id: String, html: Option<PathBuf>) -> Result<ExitCode, Error> {
+        let (g, loaded, state, as_of) = (self.g, self.loaded, self.state, self.as_of);
+        let r = find(state, &id).await?;
+        let outcome = Outcome::parse(state.request_outcome(&id).await?.as_deref());
+        let receipt = Receipt::new(loaded, &r, outcome, as_of);
+        if let Some(path) = &html {
+            std::fs::write(path, receipt.html())
+                .map_err(|e| Error::Other(format!("cannot write {}: {e}", path.display())))?;
         }
+        print(&match g.output {
+            Output::Table => receipt.table(),
+            Output::Json => json_line("request_receipt", &receipt),
+        });
+        Ok(ExitCode::Ok)
     }
 }
 
