@@ -225,7 +225,7 @@ impl LogSearch<'_> {
             return None;
         }
         let hash = self.hash_for(&r.kid)?;
-        if !subjects.iter().any(|s| *s == hash) {
+        if !subjects.contains(&hash) {
             return None;
         }
         let outcome = match (action, batch) {
