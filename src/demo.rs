@@ -6,6 +6,7 @@
 use crate::error::Error;
 // The demo's column types, named per engine by the dialect.
 use crate::sql::dialect::ColumnType as Ty;
+use crate::sql::dialect::Dialect;
 use crate::sql::{Builder, Db, Val};
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -357,18 +358,91 @@ pub fn short_lived_ages(i: i64) -> (Option<u64>, i64, u64) {
 
 /// Fill the demo tables with `users` users and their data, dated relative to `now`.
 pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Error> {
-    let d = db.dialect();
-    let mut g = Gen(42);
-    let s = |v: String| Some(v);
-    let t = |at: DateTime<Utc>| Some(d.timestamp_text(at));
-    let days = |n: u64| TimeDelta::days(n as i64);
-    let mut out = Seeded::default();
-    let (mut u, mut holds, mut posts, mut comments, mut orders, mut locs, mut events) =
-        (vec![], vec![], vec![], vec![], vec![], vec![], vec![]);
-    let mut tickets = vec![];
-    let (mut promos, mut sms, mut sessions) = (vec![], vec![], vec![]);
     let n = i64::from(users);
+    let mut sd = Seeder {
+        d: db.dialect(),
+        now,
+        n,
+        g: Gen(42),
+        out: Seeded::default(),
+        rows: Rows::default(),
+    };
     for i in 1..=n {
+        // The steps draw from the generator in this order, user after user:
+        // the demo's data, and so its audit output, depend on it.
+        let name = sd.user(i);
+        sd.ticket(i, &name);
+        sd.post(i, &name);
+        sd.comments(i);
+        sd.orders(i, &name);
+        sd.locations(i);
+        sd.short_lived(i, &name);
+        sd.events(i);
+    }
+    let Seeder {
+        mut out, rows: r, ..
+    } = sd;
+    for (tbl, rows) in TABLES.iter().zip([
+        &r.users,
+        &r.holds,
+        &r.posts,
+        &r.comments,
+        &r.orders,
+        &r.locs,
+        &r.tickets,
+        &r.events,
+        &r.promos,
+        &r.sms,
+        &r.sessions,
+    ]) {
+        insert(db, tbl, rows).await?;
+        out.rows += rows.len() as u64;
+    }
+    out.users = n as u64;
+    Ok(out)
+}
+
+/// The rows of each demo table, as `insert` takes them.
+#[derive(Default)]
+struct Rows {
+    users: Vec<Vec<Option<String>>>,
+    holds: Vec<Vec<Option<String>>>,
+    posts: Vec<Vec<Option<String>>>,
+    comments: Vec<Vec<Option<String>>>,
+    orders: Vec<Vec<Option<String>>>,
+    locs: Vec<Vec<Option<String>>>,
+    tickets: Vec<Vec<Option<String>>>,
+    events: Vec<Vec<Option<String>>>,
+    promos: Vec<Vec<Option<String>>>,
+    sms: Vec<Vec<Option<String>>>,
+    sessions: Vec<Vec<Option<String>>>,
+}
+
+/// The seed in progress: the one generator every step draws from, the rows
+/// so far and what the tests are told about them.
+struct Seeder<'a> {
+    d: &'a dyn Dialect,
+    now: DateTime<Utc>,
+    /// How many users there are (comments point at any of their posts).
+    n: i64,
+    g: Gen,
+    out: Seeded,
+    rows: Rows,
+}
+
+fn s(v: String) -> Option<String> {
+    Some(v)
+}
+
+fn days(n: u64) -> TimeDelta {
+    TimeDelta::days(n as i64)
+}
+
+impl Seeder<'_> {
+    /// User `i` (and their legal hold, if they get one); returns their name.
+    fn user(&mut self, i: i64) -> String {
+        let (d, now, g) = (self.d, self.now, &mut self.g);
+        let t = |at: DateTime<Utc>| Some(d.timestamp_text(at));
         let minor = i % 50 == 0;
         let flagged = i % 97 == 0;
         let birthday = if minor {
@@ -383,6 +457,7 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
         } else {
             None
         };
+        let holds = &mut self.rows.holds;
         let held = i % 7 == 0 && i % 3 == 0 && holds.len() < 5;
         if held {
             let hold_id = holds.len() + 1;
@@ -392,10 +467,10 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
                 s("litigation".into()),
                 t(now - days(40)),
             ]);
-            out.held.push(i);
+            self.out.held.push(i);
         }
         if i % 7 == 0 && !held && !minor && !flagged {
-            out.cancelled_due.push(i);
+            self.out.cancelled_due.push(i);
         }
         let name = format!(
             "{} {} {:04}",
@@ -403,7 +478,7 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
             GIVEN[(i / 10 % 10) as usize],
             i
         );
-        u.push(vec![
+        self.rows.users.push(vec![
             s(i.to_string()),
             s(phone_of(i)),
             s(name.clone()),
@@ -415,19 +490,31 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
             cancelled.and_then(t),
             s(id_card_key_of(i)),
         ]);
+        name
+    }
+
+    /// Every fifth user's support ticket.
+    fn ticket(&mut self, i: i64, name: &str) {
+        let (d, now, g) = (self.d, self.now, &mut self.g);
+        let t = |at: DateTime<Utc>| Some(d.timestamp_text(at));
         if i % 5 == 0 {
             // Closed 10 to 200 days ago, or still open.
             let closed = (i % 4 != 0).then(|| now - days(10 + g.below(190)));
-            tickets.push(vec![
+            self.rows.tickets.push(vec![
                 s(i.to_string()),
                 s(i.to_string()),
                 s(format!("ticket of {name}")),
                 closed.and_then(t),
             ]);
-            out.tickets.push((i, i, closed.is_some()));
+            self.out.tickets.push((i, i, closed.is_some()));
         }
+    }
+
+    fn post(&mut self, i: i64, name: &str) {
+        let (d, now, g) = (self.d, self.now, &mut self.g);
+        let t = |at: DateTime<Utc>| Some(d.timestamp_text(at));
         let pid = i;
-        posts.push(vec![
+        self.rows.posts.push(vec![
             s(pid.to_string()),
             s(i.to_string()),
             s(format!("post by {name}")),
@@ -438,10 +525,15 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
                 None
             },
         ]);
+    }
+
+    fn comments(&mut self, i: i64) {
+        let (d, now, n, g) = (self.d, self.now, self.n, &mut self.g);
+        let t = |at: DateTime<Utc>| Some(d.timestamp_text(at));
         for k in 0..2 {
             let cid = i * 2 + k - 1;
             let on_post = 1 + g.below(n as u64) as i64;
-            comments.push(vec![
+            self.rows.comments.push(vec![
                 s(cid.to_string()),
                 s(i.to_string()),
                 s(on_post.to_string()),
@@ -449,21 +541,31 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
                 t(now - days(g.below(200))),
             ]);
         }
+    }
+
+    fn orders(&mut self, i: i64, name: &str) {
+        let (d, now, g) = (self.d, self.now, &mut self.g);
+        let t = |at: DateTime<Utc>| Some(d.timestamp_text(at));
         for k in 0..2 {
             let oid = i * 2 + k - 1;
-            orders.push(vec![
+            self.rows.orders.push(vec![
                 s(oid.to_string()),
                 s(i.to_string()),
-                s(name.clone()),
+                s(name.to_string()),
                 s(phone_of(i)),
                 s(format!("{} Nanjing Road, Shanghai", 100 + i)),
                 s((1000 + g.below(90_000)).to_string()),
                 t(now - days(g.below(365 * 5))),
             ]);
         }
+    }
+
+    fn locations(&mut self, i: i64) {
+        let (d, now, g) = (self.d, self.now, &mut self.g);
+        let t = |at: DateTime<Utc>| Some(d.timestamp_text(at));
         for k in 0..3 {
             let lid = i * 3 + k - 2;
-            locs.push(vec![
+            self.rows.locs.push(vec![
                 s(lid.to_string()),
                 s(i.to_string()),
                 s(format!("31.{:04}", g.below(10_000))),
@@ -471,37 +573,47 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
                 t(now - days(g.below(120))),
             ]);
         }
-        // Short-lived data (O13, O14), dated from `i` alone so the other
-        // tables' generated values do not move.
+    }
+
+    /// Short-lived data (O13, O14), dated from `i` alone so the other
+    /// tables' generated values do not move: no draw from the generator.
+    fn short_lived(&mut self, i: i64, name: &str) {
+        let (d, now) = (self.d, self.now);
+        let t = |at: DateTime<Utc>| Some(d.timestamp_text(at));
         let (promo_ended, sms_age, session_age) = short_lived_ages(i);
         if let Some(days_ago) = promo_ended {
-            promos.push(vec![
+            self.rows.promos.push(vec![
                 s(i.to_string()),
                 s(i.to_string()),
                 s(format!("spring-draw-{}", i % 3)),
-                s(name.clone()),
+                s(name.to_string()),
                 s(format!("{} Nanjing Road, Shanghai", 100 + i)),
                 s(phone_of(i)),
                 s(format!("6222{:015}", 31_337 * i)),
                 t(now - days(days_ago)),
             ]);
         }
-        sms.push(vec![
+        self.rows.sms.push(vec![
             s(i.to_string()),
             s(phone_of(i)),
             s(format!("{:06}", i * 7919 % 1_000_000)),
             t(now - TimeDelta::minutes(sms_age)),
         ]);
-        sessions.push(vec![
+        self.rows.sessions.push(vec![
             s(i.to_string()),
             s(i.to_string()),
             s(format!("tok-{:016x}", i * 104_729)),
             s(format!("anon-{:012x}", i * 7907)),
             t(now - days(session_age)),
         ]);
+    }
+
+    fn events(&mut self, i: i64) {
+        let (d, now, g) = (self.d, self.now, &mut self.g);
+        let t = |at: DateTime<Utc>| Some(d.timestamp_text(at));
         for k in 0..10 {
             let eid = i * 10 + k - 9;
-            events.push(vec![
+            self.rows.events.push(vec![
                 s(eid.to_string()),
                 s(i.to_string()),
                 s(format!("dev-{:08x}", i * 7919)),
@@ -511,12 +623,4 @@ pub async fn seed(db: &Db, users: u32, now: DateTime<Utc>) -> Result<Seeded, Err
             ]);
         }
     }
-    for (tbl, rows) in TABLES.iter().zip([
-        &u, &holds, &posts, &comments, &orders, &locs, &tickets, &events, &promos, &sms, &sessions,
-    ]) {
-        insert(db, tbl, rows).await?;
-        out.rows += rows.len() as u64;
-    }
-    out.users = n as u64;
-    Ok(out)
 }

@@ -145,91 +145,112 @@ fn event_cells(event: &Event) -> Map<String, Value> {
         return m;
     };
     for (k, v) in fields {
-        match (k.as_str(), v) {
-            ("type" | "key_id", _) => {}
-            ("subjects", Value::Array(a)) => {
-                m.insert("subject_count".into(), json!(a.len()));
-                let joined: Vec<String> = a.iter().map(text).collect();
-                m.insert("subjects".into(), json!(joined.join(";")));
-            }
-            // run_start: job names; run_end: each job's outcome.
-            ("jobs", Value::Array(a)) => {
-                let joined: Vec<String> = a
-                    .iter()
-                    .map(|j| match j {
-                        Value::String(s) => s.clone(),
-                        o => format!("{}={}", text(&o["job"]), text(&o["status"])),
-                    })
-                    .collect();
-                m.insert("jobs".into(), json!(joined.join(";")));
-            }
-            ("children", v) => {
-                let children: Vec<ChildCount> = serde_json::from_value(v).unwrap_or_default();
-                let (cell, rows) = children_cell(&children);
-                m.insert("children".into(), cell);
-                m.insert("child_rows".into(), rows);
-            }
-            // A list (rows' objects) or one count (an object rule's batch).
-            ("objects", v) => {
-                let counts: Vec<ObjectCount> = match v {
-                    Value::Array(_) => serde_json::from_value(v).unwrap_or_default(),
-                    one => serde_json::from_value(one)
-                        .map(|c| vec![c])
-                        .unwrap_or_default(),
-                };
-                object_cells(
-                    &mut |k, v| {
-                        m.insert(k.into(), v);
-                    },
-                    &counts,
-                );
-            }
-            ("totals", Value::Object(t)) => {
-                for c in [
-                    "deleted",
-                    "anonymized",
-                    "held",
-                    "failed_rules",
-                    "guard_trips",
-                ] {
-                    m.insert(c.into(), t.get(c).cloned().unwrap_or(Value::Null));
-                }
-            }
-            ("reasons", Value::Object(r)) => {
-                m.insert("object_reasons".into(), pairs(&r));
-            }
-            // recovery: `job/rule#batch:count` of each batch in doubt.
-            ("in_doubt", Value::Array(a)) => {
-                let joined: Vec<String> = a
-                    .iter()
-                    .map(|b| {
-                        format!(
-                            "{}/{}#{}:{}",
-                            text(&b["job"]),
-                            text(&b["rule"]),
-                            text(&b["batch"]),
-                            text(&b["count"])
-                        )
-                    })
-                    .collect();
-                m.insert("in_doubt".into(), json!(joined.join(";")));
-            }
-            ("failed", Value::Object(r)) => {
-                m.insert("reason".into(), pairs(&r));
-            }
-            ("error", v) => {
-                m.insert("reason".into(), v);
-            }
-            // object_hold: the rows kept with their objects.
-            ("rows", v) => {
-                m.insert("count".into(), v);
-            }
-            (k, v) if COLUMNS.contains(&k) => {
-                m.insert(k.into(), v);
-            }
-            _ => {}
-        }
+        field_cells(&mut m, &k, v);
     }
+    type_cells(&mut m, event);
+    m
+}
+
+/// The cells of one serialized field of an event.
+fn field_cells(m: &mut Map<String, Value>, k: &str, v: Value) {
+    match (k, v) {
+        ("type" | "key_id", _) => {}
+        ("subjects", Value::Array(a)) => {
+            m.insert("subject_count".into(), json!(a.len()));
+            let joined: Vec<String> = a.iter().map(text).collect();
+            m.insert("subjects".into(), json!(joined.join(";")));
+        }
+        // run_start: job names; run_end: each job's outcome.
+        ("jobs", Value::Array(a)) => {
+            m.insert("jobs".into(), jobs_cell(&a));
+        }
+        ("children", v) => {
+            let children: Vec<ChildCount> = serde_json::from_value(v).unwrap_or_default();
+            let (cell, rows) = children_cell(&children);
+            m.insert("children".into(), cell);
+            m.insert("child_rows".into(), rows);
+        }
+        // A list (rows' objects) or one count (an object rule's batch).
+        ("objects", v) => {
+            let counts: Vec<ObjectCount> = match v {
+                Value::Array(_) => serde_json::from_value(v).unwrap_or_default(),
+                one => serde_json::from_value(one)
+                    .map(|c| vec![c])
+                    .unwrap_or_default(),
+            };
+            object_cells(
+                &mut |k, v| {
+                    m.insert(k.into(), v);
+                },
+                &counts,
+            );
+        }
+        ("totals", Value::Object(t)) => {
+            for c in [
+                "deleted",
+                "anonymized",
+                "held",
+                "failed_rules",
+                "guard_trips",
+            ] {
+                m.insert(c.into(), t.get(c).cloned().unwrap_or(Value::Null));
+            }
+        }
+        ("reasons", Value::Object(r)) => {
+            m.insert("object_reasons".into(), pairs(&r));
+        }
+        // recovery: `job/rule#batch:count` of each batch in doubt.
+        ("in_doubt", Value::Array(a)) => {
+            m.insert("in_doubt".into(), in_doubt_cell(&a));
+        }
+        ("failed", Value::Object(r)) => {
+            m.insert("reason".into(), pairs(&r));
+        }
+        ("error", v) => {
+            m.insert("reason".into(), v);
+        }
+        // object_hold: the rows kept with their objects.
+        ("rows", v) => {
+            m.insert("count".into(), v);
+        }
+        (k, v) if COLUMNS.contains(&k) => {
+            m.insert(k.into(), v);
+        }
+        _ => {}
+    }
+}
+
+/// `jobs`: a job's name, or `job=status` for each job's outcome.
+fn jobs_cell(jobs: &[Value]) -> Value {
+    let joined: Vec<String> = jobs
+        .iter()
+        .map(|j| match j {
+            Value::String(s) => s.clone(),
+            o => format!("{}={}", text(&o["job"]), text(&o["status"])),
+        })
+        .collect();
+    json!(joined.join(";"))
+}
+
+/// `in_doubt`: `job/rule#batch:count` of each batch, joined with `;`.
+fn in_doubt_cell(batches: &[Value]) -> Value {
+    let joined: Vec<String> = batches
+        .iter()
+        .map(|b| {
+            format!(
+                "{}/{}#{}:{}",
+                text(&b["job"]),
+                text(&b["rule"]),
+                text(&b["batch"]),
+                text(&b["count"])
+            )
+        })
+        .collect();
+    json!(joined.join(";"))
+}
+
+/// The cells a record type sets whatever its fields say.
+fn type_cells(m: &mut Map<String, Value>, event: &Event) {
     match event {
         Event::Hold { .. } | Event::ObjectHold { .. } => {
             m.insert("action".into(), json!("hold"));
@@ -240,7 +261,6 @@ fn event_cells(event: &Event) -> Map<String, Value> {
         }
         _ => {}
     }
-    m
 }
 
 /// One record as a flat row: every column of [`COLUMNS`], in order, null

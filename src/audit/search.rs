@@ -11,11 +11,11 @@
 //! redoes and records it).
 
 use super::event::Event;
-use super::log::Log;
+use super::log::{Entry, Log};
 use crate::keys::KeyRing;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 /// Filters besides the subject; `None` matches everything.
@@ -124,48 +124,143 @@ pub(crate) fn search_log(
     if log.report.broken_at.is_some() {
         stats.broken_logs.push(log.report.file.clone());
     }
-    let rolled_back = log.rolled_back();
-    let unconfirmed = log.unconfirmed();
-    let last_line = log.entries.last().map(|e| e.line);
+    let mut s = LogSearch {
+        log,
+        subject,
+        keys,
+        filters,
+        hashes,
+        stats,
+        rolled_back: log.rolled_back(),
+        unconfirmed: log.unconfirmed(),
+        last_line: log.entries.last().map(|e| e.line),
+    };
     let mut hits = Vec::new();
     for e in &log.entries {
-        let r = &e.record;
-        if let Some((action, subject_hash, outcome, request)) = request_event(&r.event) {
-            if !filters.matches(&r.run, &r.ts, "-", "-", action) {
-                continue;
-            }
-            let hash = hashes
-                .entry(r.kid.clone())
-                .or_insert_with(|| keys.by_kid(&r.kid).map(|k| k.subject(subject)));
-            match hash {
-                Some(h) if h == subject_hash => hits.push(Hit {
-                    run: r.run.clone(),
-                    ts: r.ts.clone(),
-                    job: "-".into(),
-                    rule: "-".into(),
-                    policy: "VII(7)".into(),
-                    action: action.into(),
-                    target: request.into(),
-                    outcome,
-                    batch: None,
-                    count: 0,
-                    children: vec![],
-                    subject: h.clone(),
-                    kid: r.kid.clone(),
-                    file: log.report.file.clone(),
-                    seq: r.seq,
-                    verified: e.verified,
-                }),
-                Some(_) => {}
-                None => *stats.unknown_key_ids.entry(r.kid.clone()).or_default() += 1,
-            }
-            continue;
+        if let Some(req) = request_event(&e.record.event) {
+            hits.extend(s.request_hit(e, req));
+        } else {
+            hits.extend(s.subject_hit(e));
         }
-        let Some(scope) = r.event.scope() else {
-            continue;
-        };
+    }
+    s.stats.hits += hits.len() as u64;
+    hits
+}
+
+/// A request record's fields, as `request_event` gives them.
+type RequestFields<'e> = (&'static str, &'e str, String, &'e str);
+
+/// A batch or hold record's fields: (action, subjects, batch, count, children).
+type SubjectFields<'e> = (&'e str, &'e [String], Option<u64>, u64, Vec<ChildLink>);
+
+/// One log being searched: what every record is matched against, and the
+/// caches and counts the search keeps across records.
+struct LogSearch<'a> {
+    log: &'a Log,
+    subject: &'a str,
+    keys: &'a KeyRing,
+    filters: &'a Filters,
+    hashes: &'a mut BTreeMap<String, Option<String>>,
+    stats: &'a mut Stats,
+    rolled_back: BTreeSet<(&'a str, &'a str, u64)>,
+    unconfirmed: BTreeSet<(&'a str, &'a str, u64)>,
+    last_line: Option<u64>,
+}
+
+impl LogSearch<'_> {
+    /// The subject's hash under key `kid`; `None` (and counted) when no
+    /// configured key has that id.
+    fn hash_for(&mut self, kid: &str) -> Option<String> {
+        let (keys, subject) = (self.keys, self.subject);
+        let hash = self
+            .hashes
+            .entry(kid.to_string())
+            .or_insert_with(|| keys.by_kid(kid).map(|k| k.subject(subject)));
+        if hash.is_none() {
+            *self
+                .stats
+                .unknown_key_ids
+                .entry(kid.to_string())
+                .or_default() += 1;
+        }
+        hash.clone()
+    }
+
+    fn request_hit(&mut self, e: &Entry, req: RequestFields<'_>) -> Option<Hit> {
+        let r = &e.record;
+        let (action, subject_hash, outcome, request) = req;
+        if !self.filters.matches(&r.run, &r.ts, "-", "-", action) {
+            return None;
+        }
+        let h = self.hash_for(&r.kid)?;
+        if h != subject_hash {
+            return None;
+        }
+        Some(Hit {
+            run: r.run.clone(),
+            ts: r.ts.clone(),
+            job: "-".into(),
+            rule: "-".into(),
+            policy: "VII(7)".into(),
+            action: action.into(),
+            target: request.into(),
+            outcome,
+            batch: None,
+            count: 0,
+            children: vec![],
+            subject: h,
+            kid: r.kid.clone(),
+            file: self.log.report.file.clone(),
+            seq: r.seq,
+            verified: e.verified,
+        })
+    }
+
+    fn subject_hit(&mut self, e: &Entry) -> Option<Hit> {
+        let r = &e.record;
+        let scope = r.event.scope()?;
         let (job, rule) = (scope.job, scope.rule);
-        let (action, subjects, batch, count, children) = match &r.event {
+        let (action, subjects, batch, count, children) = self.subject_fields(&r.event)?;
+        if subjects.is_empty() || !self.filters.matches(&r.run, &r.ts, job, rule, action) {
+            return None;
+        }
+        let hash = self.hash_for(&r.kid)?;
+        if !subjects.contains(&hash) {
+            return None;
+        }
+        let outcome = match (action, batch) {
+            ("hold", _) => "held",
+            (_, Some(b)) if self.rolled_back.contains(&(job, rule, b)) => "failed",
+            (_, Some(b)) if self.unconfirmed.contains(&(job, rule, b)) => "unconfirmed",
+            (_, Some(_)) if !self.log.report.sealed && Some(e.line) == self.last_line => {
+                "unconfirmed"
+            }
+            ("delete", _) => "erased",
+            _ => "anonymized",
+        };
+        Some(Hit {
+            run: r.run.clone(),
+            ts: r.ts.clone(),
+            job: job.to_string(),
+            rule: rule.to_string(),
+            policy: scope.policy.unwrap_or_default().to_string(),
+            action: action.to_string(),
+            target: scope.target.unwrap_or_default().to_string(),
+            outcome: outcome.into(),
+            batch,
+            count,
+            children,
+            subject: hash,
+            kid: r.kid.clone(),
+            file: self.log.report.file.clone(),
+            seq: r.seq,
+            verified: e.verified,
+        })
+    }
+
+    /// The fields of a record that lists subjects; `None` for any other.
+    fn subject_fields<'e>(&mut self, event: &'e Event) -> Option<SubjectFields<'e>> {
+        Some(match event {
             Event::Batch {
                 action,
                 batch,
@@ -194,56 +289,15 @@ pub(crate) fn search_log(
                 ..
             } => {
                 if *subjects_truncated {
-                    stats.truncated_holds += 1;
+                    self.stats.truncated_holds += 1;
                 }
                 ("hold", subjects, None, *count, vec![])
             }
             // Rows kept because an object they name is under Object Lock.
             Event::ObjectHold { rows, subjects, .. } => ("hold", subjects, None, *rows, vec![]),
-            _ => continue,
-        };
-        if subjects.is_empty() || !filters.matches(&r.run, &r.ts, job, rule, action) {
-            continue;
-        }
-        let hash = hashes
-            .entry(r.kid.clone())
-            .or_insert_with(|| keys.by_kid(&r.kid).map(|k| k.subject(subject)));
-        let Some(hash) = hash else {
-            *stats.unknown_key_ids.entry(r.kid.clone()).or_default() += 1;
-            continue;
-        };
-        if !subjects.iter().any(|s| s == hash) {
-            continue;
-        }
-        let outcome = match (action, batch) {
-            ("hold", _) => "held",
-            (_, Some(b)) if rolled_back.contains(&(job, rule, b)) => "failed",
-            (_, Some(b)) if unconfirmed.contains(&(job, rule, b)) => "unconfirmed",
-            (_, Some(_)) if !log.report.sealed && Some(e.line) == last_line => "unconfirmed",
-            ("delete", _) => "erased",
-            _ => "anonymized",
-        };
-        hits.push(Hit {
-            run: r.run.clone(),
-            ts: r.ts.clone(),
-            job: job.to_string(),
-            rule: rule.to_string(),
-            policy: scope.policy.unwrap_or_default().to_string(),
-            action: action.to_string(),
-            target: scope.target.unwrap_or_default().to_string(),
-            outcome: outcome.into(),
-            batch,
-            count,
-            children,
-            subject: hash.clone(),
-            kid: r.kid.clone(),
-            file: log.report.file.clone(),
-            seq: r.seq,
-            verified: e.verified,
-        });
+            _ => return None,
+        })
     }
-    stats.hits += hits.len() as u64;
-    hits
 }
 
 /// A request record as a hit: (action, subject hash, outcome, request id).

@@ -157,6 +157,54 @@ pub(super) async fn run_object_rule(
     }
     let started = std::time::Instant::now();
     let retries_before = open.store.retries();
+    let (res, started_tally) = erase_recorded(ctx, rule, &open, &filter, now).await;
+    report.longest_batch_ms = started.elapsed().as_millis() as u64;
+    let (done, seen) = match res {
+        Ok(d) => d,
+        Err(Error::Audit(a)) => return Err(Error::Audit(a)),
+        Err(e) => return fail(ctx, report, e.to_string()),
+    };
+    report_seen(&mut report, &seen);
+    audit_object_hold(ctx, rule, &target, &mut report, &seen)?;
+    let held = seen.held;
+    report.batches = done.batches;
+    // Retries are counted and reported, never hidden: the SDK's (5xx,
+    // SlowDown, resets, timeouts) and Lethe's own per-key re-sends.
+    report.retries += open.store.retries().saturating_sub(retries_before) + done.retried_keys;
+    let failed_objects = done.failed_keys.len() as u64;
+    let erased = Tally {
+        objects: started_tally.objects - failed_objects,
+        versions: done.versions,
+        bytes: started_tally.bytes.saturating_sub(done.failed_bytes),
+    };
+    report.done = erased.objects;
+    report.objects = vec![count(&rule.store, &target, erased, held.objects)];
+    if done.stopped {
+        report.status = RuleStatus::Interrupted;
+    }
+    if done.failures() > 0 {
+        record_failures(ctx, rule, &mut report, &done)?;
+    }
+    tracing::info!(
+        objects = erased.objects,
+        versions = erased.versions,
+        requests = done.requests,
+        delete_ms = report.longest_batch_ms,
+        "objects erased"
+    );
+    Ok(report)
+}
+
+/// The erasing pass, each batch recorded before its first delete; with it
+/// the tally of the batches it started.
+async fn erase_recorded(
+    ctx: &mut JobCtx<'_>,
+    rule: &ObjectRule,
+    open: &OpenStore,
+    filter: &Filter,
+    now: DateTime<Utc>,
+) -> (Result<(erase::Deleted, erase::Counted), Error>, Tally) {
+    let target = rule.target();
     let (job, policy, keys, cancel) = (
         ctx.job.name.clone(),
         ctx.job.policy.clone(),
@@ -166,9 +214,9 @@ pub(super) async fn run_object_rule(
     let audit = &mut *ctx.audit;
     let mut started_tally = Tally::default();
     let res = erase::erase_streamed(
-        &open,
+        open,
         &rule.prefix,
-        &filter,
+        filter,
         now,
         rule.batch_size,
         |n, batch| {
@@ -195,13 +243,11 @@ pub(super) async fn run_object_rule(
         },
     )
     .await;
-    report.longest_batch_ms = started.elapsed().as_millis() as u64;
-    let (done, seen) = match res {
-        Ok(d) => d,
-        Err(Error::Audit(a)) => return Err(Error::Audit(a)),
-        Err(e) => return fail(ctx, report, e.to_string()),
-    };
-    // What the erasing pass saw is what the report and the audit say.
+    (res, started_tally)
+}
+
+/// What the erasing pass saw is what the report and the audit say.
+fn report_seen(report: &mut RuleReport, seen: &erase::Counted) {
     report.total = Some(seen.total);
     report.matched = seen.selected.objects;
     report.held = seen.held.objects;
@@ -212,48 +258,31 @@ pub(super) async fn run_object_rule(
         select_ms = seen.list_ms,
         "objects selected"
     );
-    audit_object_hold(ctx, rule, &target, &mut report, &seen)?;
-    let held = seen.held;
-    report.batches = done.batches;
-    // Retries are counted and reported, never hidden: the SDK's (5xx,
-    // SlowDown, resets, timeouts) and Lethe's own per-key re-sends.
-    report.retries += open.store.retries().saturating_sub(retries_before) + done.retried_keys;
-    let failed_objects = done.failed_keys.len() as u64;
-    let erased = Tally {
-        objects: started_tally.objects - failed_objects,
-        versions: done.versions,
-        bytes: started_tally.bytes.saturating_sub(done.failed_bytes),
-    };
-    report.done = erased.objects;
-    report.objects = vec![count(&rule.store, &target, erased, held.objects)];
-    if done.stopped {
-        report.status = RuleStatus::Interrupted;
-    }
-    if done.failures() > 0 {
-        ctx.audit.append(Event::ObjectErrors {
-            job: ctx.job.name.clone(),
-            rule: rule.name.clone(),
-            store: rule.store.clone(),
-            failed: done.failed.clone(),
-        })?;
-        let msg = format!(
-            "store `{}`: {} object versions were not deleted: {}",
-            rule.store,
-            done.failures(),
-            done.describe_failures()
-        );
-        tracing::error!(error = %msg, "rule failed");
-        report.status = RuleStatus::Failed;
-        report.message = Some(msg);
-    }
-    tracing::info!(
-        objects = erased.objects,
-        versions = erased.versions,
-        requests = done.requests,
-        delete_ms = report.longest_batch_ms,
-        "objects erased"
+}
+
+/// Audit the object versions the store refused to delete, and fail the rule.
+fn record_failures(
+    ctx: &mut JobCtx<'_>,
+    rule: &ObjectRule,
+    report: &mut RuleReport,
+    done: &erase::Deleted,
+) -> Result<(), Error> {
+    ctx.audit.append(Event::ObjectErrors {
+        job: ctx.job.name.clone(),
+        rule: rule.name.clone(),
+        store: rule.store.clone(),
+        failed: done.failed.clone(),
+    })?;
+    let msg = format!(
+        "store `{}`: {} object versions were not deleted: {}",
+        rule.store,
+        done.failures(),
+        done.describe_failures()
     );
-    Ok(report)
+    tracing::error!(error = %msg, "rule failed");
+    report.status = RuleStatus::Failed;
+    report.message = Some(msg);
+    Ok(())
 }
 
 /// Report and audit the objects Object Lock kept (nothing when none was).

@@ -212,6 +212,14 @@ pub(super) async fn drop_whole(
     report: &mut RuleReport,
     bar: &mut Option<Box<dyn RuleProgress>>,
 ) -> Result<Vec<(String, String)>, Error> {
+    let mut run = DropRun {
+        ctx,
+        db,
+        rule,
+        sql,
+        report,
+        bar,
+    };
     let mut dropped = Vec::new();
     for w in whole_partitions(db, sql).await? {
         if w.rows == 0 {
@@ -223,78 +231,82 @@ pub(super) async fn drop_whole(
                 held = w.held,
                 "partition holds held subjects: batched, not dropped"
             );
-            report
+            run.report
                 .partitions
                 .push(w.report("batched", Some(format!("{} rows of held subjects", w.held))));
             continue;
         }
         let started = Instant::now();
-        match drop_one(ctx, db, rule, sql, report, bar, &w, started).await? {
+        match drop_one(&mut run, &w, started).await? {
             Ok(()) => {
                 tracing::info!(partition = %w.display(), rows = w.rows, "partition dropped whole");
-                report.partitions.push(w.report("dropped", None));
+                run.report.partitions.push(w.report("dropped", None));
                 dropped.push((w.schema.clone(), w.name.clone()));
             }
             Err(Kept::Reason(why)) => {
                 tracing::warn!(partition = %w.display(), reason = %why, "partition batched, not dropped");
-                report.partitions.push(w.report("batched", Some(why)));
+                run.report.partitions.push(w.report("batched", Some(why)));
             }
         }
     }
     Ok(dropped)
 }
 
+/// The rule whose partitions are being dropped: what every drop records
+/// into and counts against, passed together instead of six arguments.
+struct DropRun<'c, 'j> {
+    ctx: &'c mut JobCtx<'j>,
+    db: &'c Db,
+    rule: &'c Rule,
+    sql: &'c RuleSql,
+    report: &'c mut RuleReport,
+    bar: &'c mut Option<Box<dyn RuleProgress>>,
+}
+
+/// One partition's statements, built once for the three steps of its drop.
+struct Part<'a> {
+    db: &'a Db,
+    sql: &'a RuleSql,
+    w: &'a Whole,
+    /// The partition as a `FROM` clause.
+    from: String,
+    /// Its checksum query, run in the snapshot and again under the lock.
+    sum: Stmt,
+    /// PostgreSQL (transactional DDL, `LOCK TABLE`) rather than MariaDB
+    /// (`LOCK TABLES`, DDL that commits itself).
+    postgres: bool,
+}
+
+/// A database error that keeps the partition for the batch loop.
+fn kept(e: Error) -> Kept {
+    Kept::Reason(e.to_string())
+}
+
 /// One partition. The outer `Err` is an audit failure (the run stops); the
 /// inner one a partition left to the batch loop.
-#[allow(clippy::too_many_arguments)]
 async fn drop_one(
-    ctx: &mut JobCtx<'_>,
-    db: &Db,
-    rule: &Rule,
-    sql: &RuleSql,
-    report: &mut RuleReport,
-    bar: &mut Option<Box<dyn RuleProgress>>,
+    run: &mut DropRun<'_, '_>,
     w: &Whole,
     started: Instant,
 ) -> Result<Result<(), Kept>, Error> {
+    let (db, sql) = (run.db, run.sql);
     let d = db.dialect();
     let from = sql.partition_from(d, &w.schema, &w.name);
-    let kept = |e: Error| Kept::Reason(e.to_string());
-    let postgres = d.transactional_ddl();
-    let sum = checksum(db, sql, &from);
+    let p = Part {
+        db,
+        sql,
+        w,
+        sum: checksum(db, sql, &from),
+        from,
+        postgres: d.transactional_ddl(),
+    };
     // 1. Checksum, keys and subjects in one snapshot, nothing locked.
-    let snapshot: Result<(Option<TextRow>, Read), Error> = async {
-        let mut tx = db.begin().await?;
-        let res = async {
-            if postgres {
-                tx.execute(
-                    db,
-                    &plain("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"),
-                )
-                .await?;
-            }
-            let before = tx.fetch(db, &sum).await?.into_iter().next();
-            let read = read_keys(&mut tx, db, sql, &from).await?;
-            Ok((before, read))
-        }
-        .await;
-        let _ = tx.rollback(db).await;
-        res
-    }
-    .await;
-    let (before, read) = match snapshot {
+    let (before, read) = match p.snapshot().await {
         Ok(s) => s,
         Err(e) => return Ok(Err(kept(e))),
     };
-    if before.as_ref().and_then(|r| r.first().cloned().flatten()) != Some(read.count.to_string()) {
-        return Ok(Err(Kept::Reason(format!(
-            "read {} keys of a partition that holds {}: the key is not unique",
-            read.count,
-            before
-                .as_ref()
-                .and_then(|r| r.first().cloned().flatten())
-                .unwrap_or_default()
-        ))));
+    if let Some(why) = not_unique(&before, &read) {
+        return Ok(Err(Kept::Reason(why)));
     }
     // 2. Lock (PostgreSQL: the parent, first, as the application's own
     // statements on the parent do; MariaDB: LOCK TABLES), and check that the
@@ -303,30 +315,116 @@ async fn drop_one(
         Ok(tx) => tx,
         Err(e) => return Ok(Err(kept(e))),
     };
-    let unlock = |tx: Tx| async move {
-        let mut tx = tx;
-        if !postgres {
-            let _ = tx.execute(db, &unlock_tables()).await;
+    match p.recheck(&mut tx, &before).await {
+        Ok(None) => {}
+        Ok(Some(why)) => {
+            p.unlock(tx).await;
+            return Ok(Err(Kept::Reason(why)));
         }
-        let _ = tx.rollback(db).await;
-    };
-    let recheck: Result<Option<String>, Error> = async {
-        if postgres {
+        Err(e) => {
+            p.unlock(tx).await;
+            return Ok(Err(kept(e)));
+        }
+    }
+    // 3. Record (fsynced), then drop.
+    let done = batch_done(run, &read, w);
+    let record = batch_event(run.ctx, run.rule, run.report, &done);
+    if let Err(e) = run.ctx.audit.append(record) {
+        p.unlock(tx).await;
+        return Err(e);
+    }
+    if let Err(e) = p.drop_and_finish(tx).await {
+        run.ctx
+            .audit
+            .append(rollback_event(run.ctx, run.rule, done.batch, &e))?;
+        // The number is used (by the record and its rollback).
+        run.report.batches = run.report.batches.max(done.batch);
+        return Ok(Err(kept(e)));
+    }
+    count_batch(run.report, run.bar, done, started);
+    Ok(Ok(()))
+}
+
+/// The reason to keep a partition whose key read disagrees with its count.
+fn not_unique(before: &Option<TextRow>, read: &Read) -> Option<String> {
+    let counted = before.as_ref().and_then(|r| r.first().cloned().flatten());
+    if counted == Some(read.count.to_string()) {
+        return None;
+    }
+    Some(format!(
+        "read {} keys of a partition that holds {}: the key is not unique",
+        read.count,
+        counted.unwrap_or_default()
+    ))
+}
+
+/// The batch record of a dropped partition: its keys and subjects as read.
+fn batch_done(run: &DropRun<'_, '_>, read: &Read, w: &Whole) -> BatchDone<'static> {
+    BatchDone {
+        batch: run.report.batches + 1,
+        count: read.count,
+        children: vec![],
+        keys_digest: run.ctx.keys.digest_of(&read.keys_sha256),
+        subjects: read
+            .subjects
+            .iter()
+            .map(|s| run.ctx.keys.subject(s))
+            .collect(),
+        resolved: None,
+        limit: None,
+        partition: Some(PartitionDropped {
+            name: w.display(),
+            below: w.below.clone(),
+        }),
+    }
+}
+
+impl Part<'_> {
+    /// Step 1: the checksum and the keys in one snapshot, rolled back.
+    async fn snapshot(&self) -> Result<(Option<TextRow>, Read), Error> {
+        let mut tx = self.db.begin().await?;
+        let res = self.read_snapshot(&mut tx).await;
+        let _ = tx.rollback(self.db).await;
+        res
+    }
+
+    async fn read_snapshot(&self, tx: &mut Tx) -> Result<(Option<TextRow>, Read), Error> {
+        if self.postgres {
+            tx.execute(
+                self.db,
+                &plain("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"),
+            )
+            .await?;
+        }
+        let before = tx.fetch(self.db, &self.sum).await?.into_iter().next();
+        let read = read_keys(tx, self.db, self.sql, &self.from).await?;
+        Ok((before, read))
+    }
+
+    /// Step 2: lock, then the reason the partition changed since `before`
+    /// (or took a held subject), if it did.
+    async fn recheck(
+        &self,
+        tx: &mut Tx,
+        before: &Option<TextRow>,
+    ) -> Result<Option<String>, Error> {
+        let (db, sql, d) = (self.db, self.sql, self.db.dialect());
+        if self.postgres {
             tx.execute(
                 db,
                 &plain(&format!("SET LOCAL lock_timeout = '{LOCK_TIMEOUT_MS}ms'")),
             )
             .await?;
         }
-        tx.execute(db, &sql.partition_lock(d, &w.schema, &w.name))
+        tx.execute(db, &sql.partition_lock(d, &self.w.schema, &self.w.name))
             .await?;
-        let after = tx.fetch(db, &sum).await?.into_iter().next();
-        if after != before {
+        let after = tx.fetch(db, &self.sum).await?.into_iter().next();
+        if after != *before {
             return Ok(Some("the partition changed while it was read".into()));
         }
-        if postgres && sql.hold.is_some() && sql.subject.is_some() {
+        if self.postgres && sql.hold.is_some() && sql.subject.is_some() {
             let held = tx
-                .fetch(db, &sql.partition_count_text(d, &from, true))
+                .fetch(db, &sql.partition_count_text(d, &self.from, true))
                 .await?
                 .into_iter()
                 .next()
@@ -337,69 +435,39 @@ async fn drop_one(
         }
         Ok(None)
     }
-    .await;
-    match recheck {
-        Ok(None) => {}
-        Ok(Some(why)) => {
-            unlock(tx).await;
-            return Ok(Err(Kept::Reason(why)));
-        }
-        Err(e) => {
-            unlock(tx).await;
-            return Ok(Err(kept(e)));
-        }
-    }
-    // 3. Record (fsynced), then drop.
-    let done = BatchDone {
-        batch: report.batches + 1,
-        count: read.count,
-        children: vec![],
-        keys_digest: ctx.keys.digest_of(&read.keys_sha256),
-        subjects: read.subjects.iter().map(|s| ctx.keys.subject(s)).collect(),
-        resolved: None,
-        limit: None,
-        partition: Some(PartitionDropped {
-            name: w.display(),
-            below: w.below.clone(),
-        }),
-    };
-    let record = batch_event(ctx, rule, report, &done);
-    if let Err(e) = ctx.audit.append(record) {
-        unlock(tx).await;
-        return Err(e);
-    }
-    let mut failed = None;
-    for stmt in sql.partition_drop(d, &w.schema, &w.name) {
-        if let Err(e) = tx.execute(db, &stmt).await {
-            failed = Some(e);
-            break;
-        }
-    }
-    let result = match failed {
-        Some(e) => {
-            unlock(tx).await;
-            Err(e)
-        }
-        None if postgres => tx.commit(db).await,
-        None => {
-            // The partition is gone (MariaDB DDL commits itself): whatever
-            // unlocking says, the recorded batch happened.
-            if let Err(e) = tx.execute(db, &unlock_tables()).await {
-                tracing::warn!(error = %e, "UNLOCK TABLES after a partition drop failed");
+
+    /// Step 3, after the record: the drop statements, then commit
+    /// (PostgreSQL) or unlock (MariaDB).
+    async fn drop_and_finish(&self, mut tx: Tx) -> Result<(), Error> {
+        let db = self.db;
+        for stmt in self
+            .sql
+            .partition_drop(db.dialect(), &self.w.schema, &self.w.name)
+        {
+            if let Err(e) = tx.execute(db, &stmt).await {
+                self.unlock(tx).await;
+                return Err(e);
             }
-            let _ = tx.commit(db).await;
-            Ok(())
         }
-    };
-    if let Err(e) = result {
-        ctx.audit
-            .append(rollback_event(ctx, rule, done.batch, &e))?;
-        // The number is used (by the record and its rollback).
-        report.batches = report.batches.max(done.batch);
-        return Ok(Err(kept(e)));
+        if self.postgres {
+            return tx.commit(db).await;
+        }
+        // The partition is gone (MariaDB DDL commits itself): whatever
+        // unlocking says, the recorded batch happened.
+        if let Err(e) = tx.execute(db, &unlock_tables()).await {
+            tracing::warn!(error = %e, "UNLOCK TABLES after a partition drop failed");
+        }
+        let _ = tx.commit(db).await;
+        Ok(())
     }
-    count_batch(report, bar, done, started);
-    Ok(Ok(()))
+
+    /// Give up the lock (MariaDB) and the transaction, whatever they say.
+    async fn unlock(&self, mut tx: Tx) {
+        if !self.postgres {
+            let _ = tx.execute(self.db, &unlock_tables()).await;
+        }
+        let _ = tx.rollback(self.db).await;
+    }
 }
 
 fn plain(sql: &str) -> Stmt {

@@ -147,8 +147,25 @@ pub(crate) async fn resolve(
     children: &ChildObjectRows,
     now: DateTime<Utc>,
 ) -> Result<Resolved, Error> {
-    // (row index, link index, name)
-    let mut refs: Vec<(usize, usize, Name)> = Vec::new();
+    let (refs, links) = collect_refs(sql, rows, children)?;
+    // Each distinct name is listed once, `concurrency` per store at a time.
+    let names: BTreeSet<&Name> = refs.iter().map(|(_, _, n)| n).collect();
+    let open = open_stores(stores, &names).await?;
+    let selected = select_all(&open, &names, now).await?;
+    count_links(&refs, &links, &selected, &open, now).await
+}
+
+/// A name found in a batch: (row index, link index, name).
+type Ref = (usize, usize, Name);
+
+/// Every name the rows and their children carry, with the links (the
+/// rule's first, then each child's) the names' link indexes point into.
+fn collect_refs<'s>(
+    sql: &'s RuleSql,
+    rows: &[BatchRow],
+    children: &ChildObjectRows,
+) -> Result<(Vec<Ref>, Vec<&'s ObjectLink>), Error> {
+    let mut refs: Vec<Ref> = Vec::new();
     let mut links: Vec<&ObjectLink> = Vec::new();
     for l in &sql.objects {
         let li = links.len();
@@ -191,16 +208,30 @@ pub(crate) async fn resolve(
             }
         }
     }
+    Ok((refs, links))
+}
 
-    // Each distinct name is listed once, `concurrency` per store at a time.
-    let names: BTreeSet<&Name> = refs.iter().map(|(_, _, n)| n).collect();
+/// The stores the names are in, each opened once, in name order.
+async fn open_stores<'n>(
+    stores: &Stores,
+    names: &BTreeSet<&'n Name>,
+) -> Result<BTreeMap<&'n str, Arc<OpenStore>>, Error> {
     let mut open: BTreeMap<&str, Arc<OpenStore>> = BTreeMap::new();
-    for n in &names {
+    for n in names {
         if !open.contains_key(n.store.as_str()) {
             let s = stores.get(&n.store).await.map_err(Error::Other)?;
             open.insert(&n.store, s);
         }
     }
+    Ok(open)
+}
+
+/// List every name, as many at a time as the most concurrent store allows.
+async fn select_all(
+    open: &BTreeMap<&str, Arc<OpenStore>>,
+    names: &BTreeSet<&Name>,
+    now: DateTime<Utc>,
+) -> Result<BTreeMap<Name, erase::Selection>, Error> {
     let conc = open
         .values()
         .map(|s| s.config.concurrency)
@@ -222,10 +253,18 @@ pub(crate) async fn resolve(
         .buffered(conc)
         .try_collect()
         .await?;
-    let selected: BTreeMap<Name, erase::Selection> = selections.into_iter().collect();
+    Ok(selections.into_iter().collect())
+}
 
+/// Count per link, and collect what goes (everything not held), each object once.
+async fn count_links(
+    refs: &[Ref],
+    links: &[&ObjectLink],
+    selected: &BTreeMap<Name, erase::Selection>,
+    open: &BTreeMap<&str, Arc<OpenStore>>,
+    now: DateTime<Utc>,
+) -> Result<Resolved, Error> {
     let mut out = Resolved::default();
-    // Count per link, and collect what goes (everything not held), each object once.
     let mut counts: Vec<ObjectCount> = links
         .iter()
         .map(|l| ObjectCount {
@@ -237,7 +276,7 @@ pub(crate) async fn resolve(
     let mut seen: BTreeSet<(String, String)> = BTreeSet::new();
     let mut held_seen: BTreeSet<(String, String)> = BTreeSet::new();
     let mut to_erase: BTreeMap<String, Vec<Object>> = BTreeMap::new();
-    for (_, li, n) in &refs {
+    for (_, li, n) in refs {
         let sel = &selected[n];
         for (o, reason) in &sel.held {
             if held_seen.insert((n.store.clone(), o.key.clone())) {
