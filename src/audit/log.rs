@@ -23,6 +23,19 @@ pub(crate) struct Entry {
     pub verified: bool,
 }
 
+impl Entry {
+    /// A record shown but not trusted: it parses, but the chain broke at or
+    /// before it.
+    fn unverified(line: u64, record: Record, hash: String) -> Self {
+        Entry {
+            line,
+            record,
+            hash,
+            verified: false,
+        }
+    }
+}
+
 /// A run's file: its verification and its records.
 #[derive(Debug, Clone)]
 pub(crate) struct Log {
@@ -107,12 +120,7 @@ pub(crate) fn read_log(path: &Path) -> Log {
         if report.broken_at.is_some() {
             // After a break nothing is trusted, but what parses is still shown.
             if let Some((_, claimed, Ok(record))) = parsed {
-                entries.push(Entry {
-                    line: n,
-                    record,
-                    hash: claimed,
-                    verified: false,
-                });
+                entries.push(Entry::unverified(n, record, claimed));
             }
             continue;
         }
@@ -124,12 +132,7 @@ pub(crate) fn read_log(path: &Path) -> Log {
         if let Some(why) = why {
             report.broken_at = Some((n, why));
             if let Ok(record) = record {
-                entries.push(Entry {
-                    line: n,
-                    record,
-                    hash: claimed,
-                    verified: false,
-                });
+                entries.push(Entry::unverified(n, record, claimed));
             }
             continue;
         }

@@ -207,30 +207,11 @@ impl RunTable {
     /// Columns padded to their widest cell (counts right-aligned), each
     /// row's notes under it.
     fn layout(&self) -> String {
-        let (rows, notes) = (&self.rows, &self.notes);
-        let mut width = [0usize; 8];
-        for row in rows {
-            for (w, cell) in width.iter_mut().zip(row) {
-                *w = (*w).max(cell.chars().count());
-            }
-        }
         let mut out = String::new();
-        for (i, row) in rows.iter().enumerate() {
-            let mut line = String::new();
-            for (c, cell) in row.iter().enumerate() {
-                let pad = width[c].saturating_sub(cell.chars().count());
-                if c == 5 || c == 6 {
-                    line.push_str(&" ".repeat(pad));
-                    line.push_str(cell);
-                } else {
-                    line.push_str(cell);
-                    line.push_str(&" ".repeat(pad));
-                }
-                line.push_str("  ");
-            }
-            out.push_str(line.trim_end());
+        for (i, line) in column_lines(&self.rows, &[5, 6]).into_iter().enumerate() {
+            out.push_str(&line);
             out.push('\n');
-            for (after, note) in notes {
+            for (after, note) in &self.notes {
                 if *after == i + 1 {
                     out.push_str(&format!("    ! {note}\n"));
                 }
@@ -445,32 +426,40 @@ pub(crate) fn verify_json(reports: &[FileReport]) -> String {
 }
 
 /// Lay out rows of cells in aligned columns (numeric columns right-aligned).
-fn columns(rows: &[Vec<String>], right: &[usize]) -> String {
-    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
+pub(crate) fn columns<R: AsRef<[String]>>(rows: &[R], right: &[usize]) -> String {
+    column_lines(rows, right)
+        .into_iter()
+        .map(|l| l + "\n")
+        .collect()
+}
+
+/// Each row as one line: cells padded to their column's widest cell, two
+/// spaces apart, the columns in `right` right-aligned, trailing blanks cut.
+fn column_lines<R: AsRef<[String]>>(rows: &[R], right: &[usize]) -> Vec<String> {
+    let n = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
     let mut width = vec![0usize; n];
     for row in rows {
-        for (w, cell) in width.iter_mut().zip(row) {
+        for (w, cell) in width.iter_mut().zip(row.as_ref()) {
             *w = (*w).max(cell.chars().count());
         }
     }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            let pad = width[c].saturating_sub(cell.chars().count());
-            if right.contains(&c) {
-                line.push_str(&" ".repeat(pad));
-                line.push_str(cell);
-            } else {
-                line.push_str(cell);
-                line.push_str(&" ".repeat(pad));
+    rows.iter()
+        .map(|row| {
+            let mut line = String::new();
+            for (c, cell) in row.as_ref().iter().enumerate() {
+                let pad = " ".repeat(width[c].saturating_sub(cell.chars().count()));
+                if right.contains(&c) {
+                    line.push_str(&pad);
+                    line.push_str(cell);
+                } else {
+                    line.push_str(cell);
+                    line.push_str(&pad);
+                }
+                line.push_str("  ");
             }
-            line.push_str("  ");
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+            line.trim_end().to_string()
+        })
+        .collect()
 }
 
 pub(crate) fn search_table(hits: &[Hit], stats: &Stats) -> String {

@@ -272,24 +272,7 @@ fn json_line<T: Serialize>(kind: &str, v: &T) -> String {
 
 /// Left-aligned columns, two spaces apart.
 fn columns(rows: &[Vec<String>]) -> String {
-    let n = rows.iter().map(Vec::len).max().unwrap_or(0);
-    let mut width = vec![0usize; n];
-    for row in rows {
-        for (w, cell) in width.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    for row in rows {
-        let mut line = String::new();
-        for (c, cell) in row.iter().enumerate() {
-            line.push_str(cell);
-            line.push_str(&" ".repeat(width[c].saturating_sub(cell.chars().count()) + 2));
-        }
-        out.push_str(line.trim_end());
-        out.push('\n');
-    }
-    out
+    super::output::columns(rows, &[])
 }
 
 fn days_left(l: &RequestLine) -> String {

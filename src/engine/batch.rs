@@ -347,7 +347,7 @@ pub(crate) async fn execute(run: &mut RuleRun<'_, '_>) -> Result<(), Error> {
     // what is left (the partitions that straddle the cutoff, or hold a held
     // subject). Not under `--shard`: a partition is not one shard's share.
     let dropped = if rule.partitions == Partitions::Drop && run.ctx.opts.shard.is_none() {
-        partitions::drop_whole(run.ctx, db, rule, sql, run.report, run.bar).await?
+        partitions::drop_whole(run).await?
     } else {
         vec![]
     };
@@ -358,7 +358,7 @@ pub(crate) async fn execute(run: &mut RuleRun<'_, '_>) -> Result<(), Error> {
     };
     let workers = windows::workers(db, rule, sql);
     if workers > 1 {
-        return windows::execute(run.ctx, db, rule, sql, run.report, run.bar, workers).await;
+        return windows::execute(run, workers).await;
     }
     let mut walk = Walk {
         // Numbered after the partitions dropped whole, if any.

@@ -205,23 +205,18 @@ enum Kept {
 /// dropped ones as (schema, name) so the batch loop skips them. Partitions
 /// it keeps are listed in the report with the reason.
 pub(super) async fn drop_whole(
-    ctx: &mut JobCtx<'_>,
-    db: &Db,
-    rule: &Rule,
-    sql: &RuleSql,
-    report: &mut RuleReport,
-    bar: &mut Option<Box<dyn RuleProgress>>,
+    rule_run: &mut super::batch::RuleRun<'_, '_>,
 ) -> Result<Vec<(String, String)>, Error> {
     let mut run = DropRun {
-        ctx,
-        db,
-        rule,
-        sql,
-        report,
-        bar,
+        ctx: &mut *rule_run.ctx,
+        db: rule_run.db,
+        rule: rule_run.rule,
+        sql: rule_run.sql,
+        report: &mut *rule_run.report,
+        bar: &mut *rule_run.bar,
     };
     let mut dropped = Vec::new();
-    for w in whole_partitions(db, sql).await? {
+    for w in whole_partitions(run.db, run.sql).await? {
         if w.rows == 0 {
             continue;
         }

@@ -97,14 +97,11 @@ async fn split(db: &Db, sql: &RuleSql, matched: u64, workers: usize) -> Result<V
 
 /// Delete the rule's rows with `workers` side-by-side windows.
 pub(super) async fn execute(
-    ctx: &mut JobCtx<'_>,
-    db: &Db,
-    rule: &Rule,
-    sql: &RuleSql,
-    report: &mut RuleReport,
-    bar: &mut Option<Box<dyn RuleProgress>>,
+    run: &mut super::batch::RuleRun<'_, '_>,
     workers: usize,
 ) -> Result<(), Error> {
+    let (ctx, db, rule, sql) = (&mut *run.ctx, run.db, run.rule, run.sql);
+    let (report, bar) = (&mut *run.report, &mut *run.bar);
     let windows = split(db, sql, report.matched, workers).await?;
     // Numbered after the partitions dropped whole, if any.
     let recorded = report.batches;

@@ -141,15 +141,22 @@ impl RuleSql {
         Some(b.finish())
     }
 
-    /// Count of child rows a child rule would touch, for the plan.
-    pub fn count_child(&self, d: &dyn Dialect, path: &[usize]) -> Stmt {
-        let mut b = Builder::new(d);
+    /// The child rules from the top down to the one at `path` (indexes
+    /// into each level's children); empty for the rule's own table.
+    fn chain(&self, path: &[usize]) -> Vec<&ChildSql> {
         let mut chain: Vec<&ChildSql> = Vec::new();
         let mut level = &self.children;
         for &i in path {
             chain.push(&level[i]);
             level = &level[i].children;
         }
+        chain
+    }
+
+    /// Count of child rows a child rule would touch, for the plan.
+    pub fn count_child(&self, d: &dyn Dialect, path: &[usize]) -> Stmt {
+        let mut b = Builder::new(d);
+        let chain = self.chain(path);
         let leaf = chain.last().expect("path is not empty");
         b.push("SELECT COUNT(*) FROM ")
             .push(&leaf.table.from)
@@ -173,12 +180,7 @@ impl RuleSql {
         value: &str,
     ) -> Stmt {
         let mut b = Builder::new(d);
-        let mut chain: Vec<&ChildSql> = Vec::new();
-        let mut level = &self.children;
-        for &i in path {
-            chain.push(&level[i]);
-            level = &level[i].children;
-        }
+        let chain = self.chain(path);
         let table = chain.last().map_or(&self.table, |c| &c.table);
         b.push("SELECT COUNT(*) FROM ")
             .push(&table.from)
