@@ -98,18 +98,7 @@ pub(crate) async fn child_rows_tx(
     sql: &RuleSql,
     keys: &[String],
 ) -> Result<ChildObjectRows, Error> {
-    let mut out = Vec::new();
-    for (i, c) in linked_children(sql) {
-        let mut rows = Vec::new();
-        for chunk in keys.chunks(5_000) {
-            rows.extend(
-                tx.fetch(db, &c.select_objects(db.dialect(), &sql.key, chunk))
-                    .await?,
-            );
-        }
-        out.push((i, rows));
-    }
-    Ok(out)
+    child_rows_in(Some(tx), db, sql, keys).await
 }
 
 /// The same, outside a transaction (plan).
@@ -118,14 +107,25 @@ pub(crate) async fn child_rows(
     sql: &RuleSql,
     keys: &[String],
 ) -> Result<ChildObjectRows, Error> {
+    child_rows_in(None, db, sql, keys).await
+}
+
+/// Read in chunks of 5,000 parent keys, in `tx` when there is one.
+async fn child_rows_in(
+    mut tx: Option<&mut crate::sql::Tx>,
+    db: &crate::sql::Db,
+    sql: &RuleSql,
+    keys: &[String],
+) -> Result<ChildObjectRows, Error> {
     let mut out = Vec::new();
     for (i, c) in linked_children(sql) {
         let mut rows = Vec::new();
         for chunk in keys.chunks(5_000) {
-            rows.extend(
-                db.fetch(&c.select_objects(db.dialect(), &sql.key, chunk))
-                    .await?,
-            );
+            let stmt = c.select_objects(db.dialect(), &sql.key, chunk);
+            rows.extend(match tx.as_deref_mut() {
+                Some(tx) => tx.fetch(db, &stmt).await?,
+                None => db.fetch(&stmt).await?,
+            });
         }
         out.push((i, rows));
     }
