@@ -117,6 +117,25 @@ async fn make_lag(throttle: &mut Throttle<'_>, over: Duration) {
     }
 }
 
+/// A throttle on `replica`'s lag (over 1 s pauses), checked to wait not at
+/// all while the replica is caught up.
+async fn caught_up_lag_throttle(replica: String, source: &Db) -> Throttle<'_> {
+    let pause_when = PauseWhen {
+        replica: Some(replica),
+        max_lag: Some(Duration::from_secs(1)),
+        ..when()
+    };
+    let mut throttle = Throttle::connect(pause_when, source)
+        .await
+        .expect("connect");
+    let waited = throttle
+        .wait(&CancellationToken::new())
+        .await
+        .expect("wait");
+    assert_eq!(waited.total(), 0.0, "{waited:?}");
+    throttle
+}
+
 #[tokio::test]
 async fn replica_lag_pauses_the_loop_until_replay_resumes() {
     let _one = REPLICA.lock().await;
@@ -124,20 +143,8 @@ async fn replica_lag_pauses_the_loop_until_replay_resumes() {
     let db = TestDb::create(Engine::Postgres).await;
     let writer = Writer::start(&db).await;
     let source = db.connect().await;
-    let pause_when = PauseWhen {
-        replica: Some(pg_replica_url()),
-        max_lag: Some(Duration::from_secs(1)),
-        ..when()
-    };
-    let mut throttle = Throttle::connect(pause_when, &source)
-        .await
-        .expect("connect");
     // Caught up: no wait at all.
-    let waited = throttle
-        .wait(&CancellationToken::new())
-        .await
-        .expect("wait");
-    assert_eq!(waited.total(), 0.0, "{waited:?}");
+    let mut throttle = caught_up_lag_throttle(pg_replica_url(), &source).await;
 
     make_lag(&mut throttle, Duration::from_millis(1500)).await;
     let resumer = tokio::spawn(async {
@@ -465,19 +472,7 @@ async fn mariadb_replica_stopped_applying_pauses_the_loop() {
         ))
         .await
         .expect("table");
-    let pause_when = PauseWhen {
-        replica: Some(replica_url.clone()),
-        max_lag: Some(Duration::from_secs(1)),
-        ..when()
-    };
-    let mut throttle = Throttle::connect(pause_when, &source)
-        .await
-        .expect("connect");
-    let waited = throttle
-        .wait(&CancellationToken::new())
-        .await
-        .expect("wait");
-    assert_eq!(waited.total(), 0.0, "{waited:?}");
+    let mut throttle = caught_up_lag_throttle(replica_url.clone(), &source).await;
 
     replica
         .execute(&raw("STOP SLAVE SQL_THREAD"))
