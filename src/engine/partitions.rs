@@ -3,8 +3,8 @@
 //!
 //! Owns: finding the rule's partitions that are wholly due (bounds read from
 //! the catalog through the dialect statements), recording each one's keys
-//! digest and subjects as a batch record (an index-only walk of the key, in
-//! key order, a page at a time), and dropping it. What it must never do:
+//! digest and subjects as a batch record (the digest computed by the server
+//! where it can, else a walk of the key a page at a time), and dropping it. What it must never do:
 //! drop a partition that straddles the cutoff, that holds a subject a legal
 //! hold lists, whose bound it cannot read, or whose rows changed between the
 //! read and the drop. Those partitions stay, and the batch loop after this
@@ -14,7 +14,10 @@
 //! application waits only for a checksum and a DDL statement:
 //! 1. In one snapshot (REPEATABLE READ), nothing locked: a checksum of the
 //!    partition (`COUNT`, and `SUM(hashtext(key))` on PostgreSQL or
-//!    `BIT_XOR(CRC32(key))` on MariaDB), its keys and its subjects.
+//!    `BIT_XOR(CRC32(key))` on MariaDB), its keys digest and its subjects.
+//!    PostgreSQL hashes the keys itself in the checksum's scan
+//!    (`sha256(string_agg(key, E'\n' ORDER BY key))`), so no key leaves the
+//!    server; MariaDB's keys are read in key order a page at a time.
 //! 2. Lock: PostgreSQL `LOCK TABLE parent IN ACCESS EXCLUSIVE MODE` (with a
 //!    `lock_timeout`; parent first, as `DETACH` and the application's own
 //!    statements take theirs), MariaDB `LOCK TABLES t WRITE`. The checksum
@@ -31,6 +34,7 @@ use super::{
 use crate::audit::PartitionDropped;
 use crate::config::Rule;
 use crate::error::Error;
+use crate::keys::keys_sha256;
 use crate::sql::statements::RuleSql;
 use crate::sql::{Db, Stmt, TextRow, Tx};
 use serde::Serialize;
@@ -183,17 +187,68 @@ async fn read_keys(tx: &mut Tx, db: &Db, sql: &RuleSql, from: &str) -> Result<Re
 /// PostgreSQL `SUM(hashtext(key))`, MariaDB `BIT_XOR(CRC32(key))`. Equal
 /// before and after the lock means no row came or went in between.
 fn checksum(db: &Db, sql: &RuleSql, from: &str) -> Stmt {
+    checksum_and(db, sql, from, None)
+}
+
+/// The checksum with a third column `extra` computed in the same scan.
+fn checksum_and(db: &Db, sql: &RuleSql, from: &str, extra: Option<&str>) -> Stmt {
     let d = db.dialect();
     let k = d.to_text(&sql.table.col(d, &sql.key.name));
     let sum = d.key_checksum(&k);
     Stmt {
         sql: format!(
-            "SELECT {}, {} FROM {from}",
+            "SELECT {}, {}{} FROM {from}",
             d.to_text("COUNT(*)"),
-            d.to_text(&sum)
+            d.to_text(&sum),
+            extra.map(|e| format!(", {e}")).unwrap_or_default()
         ),
         binds: vec![],
     }
+}
+
+/// Above this many rows a partition's keys are hashed by Lethe a page at a
+/// time even where the server could: PostgreSQL's `string_agg` builds the
+/// whole joined text in memory, and a text value ends at 1 GB.
+const SERVER_DIGEST_MAX_ROWS: u64 = 10_000_000;
+
+/// The snapshot statement that also has the server hash the keys (count,
+/// checksum, keys digest in one scan), where the engine can and the
+/// partition is small enough.
+fn checksum_and_digest(db: &Db, sql: &RuleSql, from: &str, rows: u64) -> Option<Stmt> {
+    if rows > SERVER_DIGEST_MAX_ROWS {
+        return None;
+    }
+    let d = db.dialect();
+    let kc = sql.table.col(d, &sql.key.name);
+    let digest = d.keys_digest(&d.to_text(&kc), &kc)?;
+    Some(checksum_and(db, sql, from, Some(&digest)))
+}
+
+/// The distinct subjects of a partition (the keys are hashed by the server).
+async fn read_subjects(
+    tx: &mut Tx,
+    db: &Db,
+    sql: &RuleSql,
+    from: &str,
+) -> Result<BTreeSet<String>, Error> {
+    let d = db.dialect();
+    let Some(s) = &sql.subject else {
+        return Ok(BTreeSet::new());
+    };
+    let sc = sql.table.col(d, &s.name);
+    let stmt = Stmt {
+        sql: format!(
+            "SELECT DISTINCT {} FROM {from} WHERE {sc} IS NOT NULL",
+            d.to_text(&sc)
+        ),
+        binds: vec![],
+    };
+    Ok(tx
+        .fetch(db, &stmt)
+        .await?
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect())
 }
 
 /// Why a partition that looked wholly due is batched after all.
@@ -267,6 +322,9 @@ struct Part<'a> {
     from: String,
     /// Its checksum query, run in the snapshot and again under the lock.
     sum: Stmt,
+    /// The snapshot's checksum with the server's keys digest, where the
+    /// engine computes one ([`checksum_and_digest`]).
+    sum_and_digest: Option<Stmt>,
     /// PostgreSQL (transactional DDL, `LOCK TABLE`) rather than MariaDB
     /// (`LOCK TABLES`, DDL that commits itself).
     postgres: bool,
@@ -292,6 +350,7 @@ async fn drop_one(
         sql,
         w,
         sum: checksum(db, sql, &from),
+        sum_and_digest: checksum_and_digest(db, sql, &from, w.rows),
         from,
         postgres: d.transactional_ddl(),
     };
@@ -390,6 +449,24 @@ impl Part<'_> {
                 &plain("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"),
             )
             .await?;
+        }
+        if let Some(stmt) = &self.sum_and_digest {
+            // One scan for the checksum and the digest; only the subjects
+            // travel (the keys are hashed where they are).
+            let mut row = tx.fetch(self.db, stmt).await?.into_iter().next();
+            let digest = row.as_mut().and_then(|r| r.pop()).flatten();
+            let count = row
+                .as_ref()
+                .and_then(|r| r.first().cloned().flatten())
+                .and_then(|c| c.parse().ok())
+                .unwrap_or(0);
+            let subjects = read_subjects(tx, self.db, self.sql, &self.from).await?;
+            let read = Read {
+                count,
+                keys_sha256: digest.unwrap_or_else(|| keys_sha256(&[])),
+                subjects,
+            };
+            return Ok((row, read));
         }
         let before = tx.fetch(self.db, &self.sum).await?.into_iter().next();
         let read = read_keys(tx, self.db, self.sql, &self.from).await?;

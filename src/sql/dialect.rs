@@ -348,6 +348,16 @@ pub trait Dialect: Send + Sync {
         format!("BIT_XOR(CRC32({k}))")
     }
 
+    /// The server's own keys digest of a partition: the hex SHA-256 of the
+    /// text keys `k` in the order of `order`, joined by newlines, the value
+    /// `keys::keys_sha256` computes (NULL for no rows). `None` where the
+    /// engine has no aggregate for it; there the keys are read in pages and
+    /// hashed by Lethe, which costs a round trip per page and every key on
+    /// the wire.
+    fn keys_digest(&self, _k: &str, _order: &str) -> Option<String> {
+        None
+    }
+
     /// Whether DDL runs inside a transaction (PostgreSQL): a partition is
     /// read in a snapshot, locked with a timeout, detached and dropped in
     /// one transaction; elsewhere DDL commits itself and tables are locked

@@ -307,6 +307,12 @@ impl Dialect for Postgres {
         format!("COALESCE(SUM(CAST(hashtext({k}) AS BIGINT)), 0)")
     }
 
+    fn keys_digest(&self, k: &str, order: &str) -> Option<String> {
+        Some(format!(
+            "encode(sha256(convert_to(string_agg({k}, E'\\n' ORDER BY {order}), 'UTF8')), 'hex')"
+        ))
+    }
+
     fn transactional_ddl(&self) -> bool {
         true
     }
