@@ -10,6 +10,7 @@
 //! It never changes a row.
 
 use crate::config::{Child, Loaded, Rule};
+use crate::engine::throttle::{Error as ThrottleError, Throttle};
 use crate::plan::Sources;
 use crate::plan::{self, Graph};
 use crate::sql::Db;
@@ -80,6 +81,7 @@ pub async fn check_with(loaded: &Loaded, as_of: DateTime<Utc>, opts: CheckOption
         }
     }
     stores(loaded, &mut report).await;
+    throttles(loaded, &mut sources, &mut report).await;
     crate::requests::process::calendar_warnings(loaded, as_of, &mut report.warnings).await;
     for job in &loaded.jobs {
         for rule in &job.rules {
@@ -164,6 +166,48 @@ async fn stores(loaded: &Loaded, report: &mut CheckReport) {
     }
     for job in &loaded.jobs {
         report.rules_checked += job.object_rules.len();
+    }
+}
+
+/// What every source's `pause_when` reads now (a note), whether a run
+/// started now would pause (a warning), and a replica that cannot be read
+/// or is no replica (a problem: every rule on the source would fail on its
+/// first batch).
+async fn throttles(loaded: &Loaded, sources: &mut Sources<'_>, report: &mut CheckReport) {
+    for (name, src) in &loaded.config.sources {
+        let Some(when) = &src.pause_when else {
+            continue;
+        };
+        let Ok(db) = sources.get(name).await else {
+            continue;
+        };
+        let at = format!("source `{name}`: pause_when");
+        let readings = match Throttle::connect(when.clone(), db).await {
+            Ok(mut t) => t.readings().await.map(|r| {
+                (
+                    t.describe(&r),
+                    t.over(&r)
+                        .map(|(reason, reading)| (reason, reading, t.threshold(reason))),
+                )
+            }),
+            Err(e) => Err(e),
+        };
+        match readings {
+            Ok((now, over)) => {
+                report.notes.push(format!("{at}: now {now}"));
+                if let Some((reason, reading, threshold)) = over {
+                    report.warnings.push(format!(
+                        "{at}: a run started now would pause: {} is {reading}, over {threshold}",
+                        reason.as_str()
+                    ));
+                }
+            }
+            // These name the source and `pause_when` themselves.
+            Err(e @ (ThrottleError::NotAReplica { .. } | ThrottleError::GaveUp { .. })) => {
+                report.problems.push(e.to_string())
+            }
+            Err(e) => report.problems.push(format!("{at}: {e}")),
+        }
     }
 }
 

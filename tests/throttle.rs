@@ -53,6 +53,7 @@ async fn set_replay(paused: bool) {
 fn when() -> PauseWhen {
     PauseWhen {
         replica: None,
+        replica_connection: None,
         max_lag: None,
         active_sessions: None,
         lock_waits: None,
@@ -430,8 +431,13 @@ const MY_PAIR_HINT: &str = "start it with scripts/replica.sh start mariadb";
 /// uses the pair `scripts/replica.sh start mariadb` starts: a primary on
 /// 3308 and its replica on 3307 (`LETHE_TEST_MY_PRIMARY_URL` /
 /// `LETHE_TEST_MY_REPLICA_URL` point it elsewhere).
+/// The MariaDB replica's SQL thread is stopped by one test, and the other
+/// reads the same replica's default connection: one at a time.
+static MY_REPLICA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test]
 async fn mariadb_replica_stopped_applying_pauses_the_loop() {
+    let _one = MY_REPLICA.lock().await;
     let primary = my_url(
         "LETHE_TEST_MY_PRIMARY_URL",
         "mysql://root@127.0.0.1:3308/mysql",
@@ -515,6 +521,81 @@ async fn mariadb_replica_stopped_applying_pauses_the_loop() {
         .expect("drop");
 }
 
+/// MariaDB multi-source: `replica_connection` reads that connection's lag
+/// (`SHOW SLAVE 'name' STATUS`), not the default one's. On the test pair's
+/// replica, whose default connection is applying, a second connection is
+/// configured and never started (to a port nothing listens on): read by
+/// name it is not applying and pauses the loop; a name the replica does not
+/// have is a typed error naming it.
+#[tokio::test]
+async fn mariadb_named_replica_connection_is_the_one_read() {
+    let _one = MY_REPLICA.lock().await;
+    let primary = my_url(
+        "LETHE_TEST_MY_PRIMARY_URL",
+        "mysql://root@127.0.0.1:3308/mysql",
+    );
+    let replica_url = my_url(
+        "LETHE_TEST_MY_REPLICA_URL",
+        "mysql://root@127.0.0.1:3307/mysql",
+    );
+    let source = Db::connect("app", &primary, 1, Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("the MariaDB primary of the test pair ({primary}) is not reachable ({e}); {MY_PAIR_HINT}")
+        });
+    let replica = Db::connect("replica", &replica_url, 1, Duration::ZERO)
+        .await
+        .unwrap_or_else(|e| {
+            panic!("the MariaDB replica ({replica_url}) is not reachable ({e}); {MY_PAIR_HINT}")
+        });
+    let id = uuid::Uuid::new_v4();
+    let conn = format!("lethe_t_{}", &id.simple().to_string()[..12]);
+    // Two connections may not name one host and port: a port of its own
+    // (nothing listens there), so a connection an earlier failed run left
+    // behind is no conflict.
+    let port = 1 + id.as_u128() % 1000;
+    replica
+        .execute(&raw(&format!(
+            "CHANGE MASTER '{conn}' TO MASTER_HOST = '127.0.0.1', MASTER_PORT = {port}, \
+             MASTER_USER = 'nobody', MASTER_USE_GTID = no"
+        )))
+        .await
+        .unwrap_or_else(|e| panic!("CHANGE MASTER '{conn}' on {replica_url}: {e}"));
+    let lag_of = |connection: Option<String>| PauseWhen {
+        replica: Some(replica_url.clone()),
+        replica_connection: connection,
+        max_lag: Some(Duration::from_secs(5)),
+        ..when()
+    };
+    // The default connection applies: a figure.
+    let mut default = Throttle::connect(lag_of(None), &source)
+        .await
+        .expect("connect");
+    let r = default.readings().await.expect("readings");
+    assert!(matches!(r.lag, Some(Some(_))), "default connection: {r:?}");
+    // The named one was never started: no figure, which is over max_lag.
+    let mut named = Throttle::connect(lag_of(Some(conn.clone())), &source)
+        .await
+        .expect("connect");
+    let r = named.readings().await.expect("readings");
+    assert_eq!(r.lag, Some(None), "connection {conn} is not applying");
+    // A name the replica does not have.
+    let mut missing = Throttle::connect(lag_of(Some(format!("{conn}_x"))), &source)
+        .await
+        .expect("connect");
+    let err = missing.readings().await.expect_err("no such connection");
+    assert!(
+        err.to_string()
+            .contains(&format!("no replication connection named `{conn}_x`")),
+        "{err}"
+    );
+    replica
+        .execute(&raw(&format!("RESET SLAVE '{conn}' ALL")))
+        .await
+        .expect("reset");
+    replica.close().await;
+}
+
 /// Through the real binary: `pause_when` in lethe.toml holds the batch loop
 /// while another session is busy, the run's JSON says how long and why.
 async fn run_with_a_busy_session(pause_when: &str, sleep_s: u32) -> common::Output {
@@ -543,6 +624,64 @@ async fn run_job_with_a_busy_session(job: &str, pause_when: &str, sleep_s: u32) 
     .expect("lethe");
     sleeper.await.expect("sleeper");
     out
+}
+
+/// `lethe check` reads every `pause_when` signal once: the reading beside
+/// its threshold as a note, a warning when a run started now would pause,
+/// and an error (a failed check) when the replica it names is no replica.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_shows_what_pause_when_reads_now() {
+    let db = TestDb::create(Engine::Postgres).await;
+    db.seed(10, common::now()).await;
+    let ws = common::Workspace::new(&db.url, &[("logs.toml", common::LOGS_JOB)]);
+    let config = ws.config();
+    let base = std::fs::read_to_string(&config).expect("config");
+    let with = |table: &str| {
+        std::fs::write(
+            &config,
+            format!("{base}\n[sources.app.pause_when]\n{table}\n"),
+        )
+        .expect("config");
+    };
+    // Idle: a note with the reading, no warning.
+    with("lock_waits = 0");
+    let out = ws.lethe(&["check"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("note: source `app`: pause_when: now 0 lock waits (pauses above 0)"),
+        "{}",
+        out.all()
+    );
+    assert!(!out.stdout.contains("would pause"), "{}", out.all());
+    // A busy session: the warning says a run would wait, and why.
+    with("active_sessions = 0");
+    let busy = db.connect().await;
+    let sleeper = tokio::spawn(async move {
+        busy.execute(&raw("SELECT pg_sleep(4)"))
+            .await
+            .expect("sleep");
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let out = tokio::task::block_in_place(|| ws.lethe(&["check"]));
+    sleeper.await.expect("sleeper");
+    assert!(
+        out.stdout.contains(
+            "warning: source `app`: pause_when: a run started now would pause: active_sessions is 1, over 0"
+        ),
+        "{}",
+        out.all()
+    );
+    // The primary named as the replica: the check fails.
+    with(&format!("replica = \"{}\"\nmax_lag = \"5s\"", db.url));
+    let out = ws.lethe(&["check"]);
+    assert_ne!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("error: source `app`: pause_when.replica is not a replica: the server is not in recovery"),
+        "{}",
+        out.all()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -29,6 +29,11 @@ pub struct RawPauseWhen {
     /// URL of the replica whose lag is watched (`${VAR}` expands).
     #[serde(default)]
     pub replica: Option<Spanned<String>>,
+    /// MariaDB multi-source: the replication connection on `replica` whose
+    /// lag is watched (`SHOW SLAVE 'name' STATUS`); the default connection
+    /// when absent.
+    #[serde(default)]
+    pub replica_connection: Option<Spanned<String>>,
     /// Pause while the replica is further behind than this (`5s`, `500ms`).
     #[serde(default)]
     pub max_lag: Option<Spanned<String>>,
@@ -53,6 +58,9 @@ pub struct PauseWhen {
     /// print it. Without one, a PostgreSQL source's lag is read from
     /// `pg_stat_replication` on the source itself.
     pub replica: Option<String>,
+    /// MariaDB: the named replication connection of `replica` that is read
+    /// (`None`: the default connection).
+    pub replica_connection: Option<String>,
     /// The replica lag above which the loop pauses.
     pub max_lag: Option<Duration>,
     /// Active sessions (other than Lethe's own) above which the loop pauses.
@@ -122,6 +130,7 @@ pub fn validate(raw: &Spanned<RawPauseWhen>, cx: &mut Cx) -> PauseWhen {
         );
     }
     let replica = replica_url(r, cx, source_family);
+    let replica_connection = replica_connection(r, cx, source_family);
     let max_lag = r.max_lag.as_ref().and_then(|s| positive(cx, s, "max_lag"));
     let active_sessions = r
         .active_sessions
@@ -169,12 +178,47 @@ pub fn validate(raw: &Spanned<RawPauseWhen>, cx: &mut Cx) -> PauseWhen {
     }
     PauseWhen {
         replica,
+        replica_connection,
         max_lag,
         active_sessions,
         lock_waits,
         check_every,
         max_wait,
     }
+}
+
+/// `replica_connection`: only on a MariaDB/MySQL source with a `replica`,
+/// and a name that can be written inside a string literal as it is.
+fn replica_connection(r: &RawPauseWhen, cx: &mut Cx, source_family: Family) -> Option<String> {
+    let at = r.replica_connection.as_ref()?;
+    let name = at.get_ref();
+    if source_family != Family::MySql {
+        cx.err(
+            at,
+            "replica_connection names a MariaDB multi-source replication connection; this source is not MariaDB/MySQL",
+        );
+        return None;
+    }
+    if r.replica.is_none() {
+        cx.err(
+            at,
+            "replica_connection is read on the replica: add `replica = \"mysql://…\"`",
+        );
+        return None;
+    }
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !valid {
+        cx.err(
+            at,
+            "replica_connection must be 1 to 64 letters, digits, `_`, `-` or `.` (a MariaDB connection name)",
+        );
+        return None;
+    }
+    Some(name.clone())
 }
 
 fn replica_url(r: &RawPauseWhen, cx: &mut Cx, source_family: Family) -> Option<String> {
@@ -277,6 +321,7 @@ mod tests {
             p,
             PauseWhen {
                 replica: Some("postgres://lethe:s3cret@replica/app".into()),
+                replica_connection: None,
                 max_lag: Some(Duration::from_secs(5)),
                 active_sessions: Some(20),
                 lock_waits: Some(0),
@@ -328,6 +373,37 @@ mod tests {
         assert!(errors[0].contains("only read for max_lag"), "{errors:?}");
         let (_, errors) = check("[pause_when]\nlock_waits = 1\n", "sqlite://var/app.db");
         assert!(errors[0].contains("SQLite"), "{errors:?}");
+    }
+
+    #[test]
+    fn a_named_replica_connection_is_mariadb_only_and_a_plain_name() {
+        const MY: &str = "mysql://root@db/app";
+        let (p, errors) = check(
+            "[pause_when]\nreplica = \"mysql://root@replica/app\"\nreplica_connection = \"eu-west.1\"\nmax_lag = \"5s\"\n",
+            MY,
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(p.replica_connection.as_deref(), Some("eu-west.1"));
+        let (_, errors) = check(
+            "[pause_when]\nreplica = \"mysql://root@replica/app\"\nreplica_connection = \"x' STATUS; --\"\nmax_lag = \"5s\"\n",
+            MY,
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(
+            errors[0].starts_with("lethe.toml:3:22: ") && errors[0].contains("1 to 64 letters"),
+            "{errors:?}"
+        );
+        let (_, errors) = check(
+            "[pause_when]\nreplica_connection = \"a\"\nactive_sessions = 3\n",
+            MY,
+        );
+        assert!(errors[0].contains("add `replica"), "{errors:?}");
+        let (_, errors) = check(
+            "[pause_when]\nreplica = \"postgres://r/app\"\nreplica_connection = \"a\"\nmax_lag = \"5s\"\n",
+            PG,
+        );
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("not MariaDB/MySQL"), "{errors:?}");
     }
 
     #[test]

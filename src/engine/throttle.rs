@@ -153,7 +153,8 @@ impl<'a> Throttle<'a> {
             let replica = Db::connect(&name, &url, 1, Duration::ZERO).await?;
             return Ok(Self::new(when, source, Some(replica)));
         }
-        let replica = health::Replica::connect(&name, &url).await?;
+        let replica =
+            health::Replica::connect(&name, &url, when.replica_connection.as_deref()).await?;
         let mut throttle = Self::new(when, source, None);
         throttle.my_replica = Some(replica);
         Ok(throttle)
@@ -216,12 +217,45 @@ impl<'a> Throttle<'a> {
         }
     }
 
-    fn threshold(&self, reason: Reason) -> String {
+    /// The threshold of `reason`, as text (`5s`, `20`).
+    pub fn threshold(&self, reason: Reason) -> String {
         match reason {
             Reason::ReplicaLag => format!("{:?}", self.when.max_lag.unwrap_or_default()),
             Reason::LockWaits => self.when.lock_waits.unwrap_or_default().to_string(),
             Reason::ActiveSessions => self.when.active_sessions.unwrap_or_default().to_string(),
         }
+    }
+
+    /// The first signal of `r` over its threshold, with its reading as text
+    /// (what [`Throttle::wait`] would pause for).
+    pub fn over(&self, r: &Readings) -> Option<(Reason, String)> {
+        over(&self.when, r)
+    }
+
+    /// Every watched reading of `r` beside its threshold, for `check`:
+    /// `replica lag 0.2 s (pauses above 5s), 3 active sessions (above 20)`.
+    pub fn describe(&self, r: &Readings) -> String {
+        let mut parts = Vec::new();
+        if let (Some(lag), Some(max)) = (r.lag, self.when.max_lag) {
+            let reading = match lag {
+                Some(l) => format!("{:.1} s", l.as_secs_f64()),
+                None => "not applying".into(),
+            };
+            let conn = match &self.when.replica_connection {
+                Some(c) => format!(" (connection `{c}`)"),
+                None => String::new(),
+            };
+            parts.push(format!(
+                "replica lag{conn} {reading} (pauses above {max:?})"
+            ));
+        }
+        if let (Some(n), Some(max)) = (r.active_sessions, self.when.active_sessions) {
+            parts.push(format!("{n} active sessions (pauses above {max})"));
+        }
+        if let (Some(n), Some(max)) = (r.lock_waits, self.when.lock_waits) {
+            parts.push(format!("{n} lock waits (pauses above {max})"));
+        }
+        parts.join(", ")
     }
 
     /// Read every watched signal once (also what `check` or `status` would show).
@@ -282,13 +316,17 @@ impl<'a> Throttle<'a> {
         Ok(Some(seconds(first_cell(&rows).as_deref())))
     }
 
-    /// `Seconds_Behind_Master` of the replica's default connection; NULL
-    /// (the SQL thread stopped, or the I/O thread cannot connect) is `None`.
+    /// `Seconds_Behind_Master` of the replica's connection (the default one,
+    /// or `replica_connection`); NULL (the SQL thread stopped, or the I/O
+    /// thread cannot connect) is `None`.
     async fn my_replica_lag(&self, replica: &health::Replica) -> Result<Option<Duration>, Error> {
         match replica.lag().await? {
             ReplicaLag::NotConfigured => Err(Error::NotAReplica {
                 source_name: self.source.name.clone(),
-                message: "SHOW SLAVE STATUS is empty (no replication configured)".into(),
+                message: match &self.when.replica_connection {
+                    Some(c) => format!("the replica has no replication connection named `{c}`"),
+                    None => "SHOW SLAVE STATUS is empty (no replication configured)".into(),
+                },
             }),
             ReplicaLag::NotApplying => Ok(None),
             ReplicaLag::Behind(d) => Ok(Some(d)),
@@ -429,6 +467,7 @@ mod tests {
     fn when() -> PauseWhen {
         PauseWhen {
             replica: None,
+            replica_connection: None,
             max_lag: Some(Duration::from_secs(1)),
             active_sessions: Some(10),
             lock_waits: Some(0),

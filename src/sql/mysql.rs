@@ -30,6 +30,18 @@ impl MySql {
     /// The column of [`MySql::REPLICA_STATUS`] that says how far behind the
     /// replica applies (NULL while it does not apply at all).
     pub(crate) const SECONDS_BEHIND: &'static str = "Seconds_Behind_Master";
+
+    /// [`MySql::REPLICA_STATUS`] of one named connection of a MariaDB
+    /// multi-source replica (`SHOW SLAVE 'name' STATUS`). `name` is checked
+    /// by the validation pass (letters, digits, `_`, `-`, `.`), so it cannot
+    /// leave the string literal.
+    pub(crate) fn replica_status_of(name: &str) -> String {
+        format!("SHOW SLAVE '{name}' STATUS")
+    }
+
+    /// The error a MariaDB replica gives for a connection name it does not
+    /// have (`ER_MASTER_CONNECTION_NOT_EXIST`, "There is no master connection").
+    pub(crate) const NO_SUCH_CONNECTION: u16 = 1617;
 }
 
 impl Dialect for MySql {
