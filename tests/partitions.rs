@@ -205,9 +205,9 @@ async fn wholly_due_partition_is_dropped_and_the_straddling_one_batched(
         h1_subjects,
         "and names every subject in it"
     );
-    // The digest is of exactly the partition's keys, in key order (on
-    // PostgreSQL the server computes it, on MariaDB Lethe does): the value
-    // an auditor recomputes from a list of keys.
+    // The digest is of exactly the partition's keys, in key order (the
+    // server computes it): the value an auditor recomputes from a list of
+    // keys.
     let digest = records
         .iter()
         .find_map(|r| match &r.event {

@@ -15,9 +15,11 @@
 //! 1. In one snapshot (REPEATABLE READ), nothing locked: a checksum of the
 //!    partition (`COUNT`, and `SUM(hashtext(key))` on PostgreSQL or
 //!    `BIT_XOR(CRC32(key))` on MariaDB), its keys digest and its subjects.
-//!    PostgreSQL hashes the keys itself in the checksum's scan
-//!    (`sha256(string_agg(key, E'\n' ORDER BY key))`), so no key leaves the
-//!    server; MariaDB's keys are read in key order a page at a time.
+//!    The server hashes the keys itself in the checksum's scan (PostgreSQL
+//!    `sha256(string_agg(key, E'\n' ORDER BY key))`, MariaDB
+//!    `SHA2(GROUP_CONCAT(…), 256)`), so no key leaves it; where it cannot
+//!    (a partition over 10M rows, keys longer than MariaDB will join) the
+//!    keys are read in key order a page at a time.
 //! 2. Lock: PostgreSQL `LOCK TABLE parent IN ACCESS EXCLUSIVE MODE` (with a
 //!    `lock_timeout`; parent first, as `DETACH` and the application's own
 //!    statements take theirs), MariaDB `LOCK TABLES t WRITE`. The checksum
@@ -451,19 +453,29 @@ impl Part<'_> {
             .await?;
         }
         if let Some(stmt) = &self.sum_and_digest {
+            if let Some(setup) = self.db.dialect().keys_digest_setup() {
+                tx.execute(self.db, &plain(setup)).await?;
+            }
             // One scan for the checksum and the digest; only the subjects
             // travel (the keys are hashed where they are).
             let mut row = tx.fetch(self.db, stmt).await?.into_iter().next();
             let digest = row.as_mut().and_then(|r| r.pop()).flatten();
-            let count = row
+            let count: u64 = row
                 .as_ref()
                 .and_then(|r| r.first().cloned().flatten())
                 .and_then(|c| c.parse().ok())
                 .unwrap_or(0);
+            let keys_sha256 = match digest {
+                Some(d) => d,
+                None if count == 0 => keys_sha256(&[]),
+                // The server could not join every key (MariaDB's
+                // group_concat_max_len): Lethe hashes them, page by page.
+                None => return Ok((row, read_keys(tx, self.db, self.sql, &self.from).await?)),
+            };
             let subjects = read_subjects(tx, self.db, self.sql, &self.from).await?;
             let read = Read {
                 count,
-                keys_sha256: digest.unwrap_or_else(|| keys_sha256(&[])),
+                keys_sha256,
                 subjects,
             };
             return Ok((row, read));

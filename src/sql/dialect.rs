@@ -358,6 +358,13 @@ pub trait Dialect: Send + Sync {
         None
     }
 
+    /// What the session must run before [`Dialect::keys_digest`] in it
+    /// (MariaDB: lift `group_concat_max_len`, whose 1 MiB default would cut
+    /// the joined keys short).
+    fn keys_digest_setup(&self) -> Option<&'static str> {
+        None
+    }
+
     /// Whether DDL runs inside a transaction (PostgreSQL): a partition is
     /// read in a snapshot, locked with a timeout, detached and dropped in
     /// one transaction; elsewhere DDL commits itself and tables are locked

@@ -45,6 +45,23 @@ impl MySql {
 }
 
 impl Dialect for MySql {
+    /// `SHA2(GROUP_CONCAT(k ORDER BY key SEPARATOR X'0A'), 256)` (a hex
+    /// separator, so `NO_BACKSLASH_ESCAPES` cannot turn it into `\n`), or
+    /// NULL when the joined text came out shorter than the keys and their
+    /// separators (cut at `group_concat_max_len`): the caller then reads the
+    /// keys in pages instead.
+    fn keys_digest(&self, k: &str, order: &str) -> Option<String> {
+        let joined = format!("GROUP_CONCAT({k} ORDER BY {order} SEPARATOR X'0A')");
+        Some(format!(
+            "CASE WHEN LENGTH({joined}) = SUM(LENGTH({k})) + COUNT(*) - 1 \
+             THEN SHA2({joined}, 256) END"
+        ))
+    }
+
+    fn keys_digest_setup(&self) -> Option<&'static str> {
+        Some("SET SESSION group_concat_max_len = 4294967295")
+    }
+
     fn engine(&self) -> Engine {
         if self.mariadb {
             Engine::MariaDb
