@@ -184,18 +184,32 @@ async fn cascade_with_anonymized_children_and_holds(engine: Engine) {
 /// Behaviour logs are pseudonymized consistently (same user, same code) and
 /// a second run re-touches nothing.
 async fn pseudonymize_is_deterministic_and_idempotent(engine: Engine) {
+    pseudonymize_in_batches_of(engine, 150).await;
+}
+
+/// The same with batches of 1,000 rows: on SQLite, where Lethe binds the
+/// hashes, a batch is several `UPDATE`s of at most 256 rows each, and every
+/// row must still get its own key's hash (and none be left for a rerun).
+async fn pseudonymize_in_large_batches(engine: Engine) {
+    pseudonymize_in_batches_of(engine, 1000).await;
+}
+
+async fn pseudonymize_in_batches_of(engine: Engine, batch_size: u32) {
     let (db, _) = seeded(engine).await;
-    let job = r#"
+    let job = format!(
+        r#"
 name = "logs"
 policy = "II(2)2"
 [[rules]]
 name = "pseudonymize-events"
 target = "app.events"
 subject = "user_ref"
-select = { column = "created_at", older_than = "30d" }
-action = { anonymize = { user_ref = "hash", device_id = "null", ip = "null" } }
-batch_size = 150
-"#;
+select = {{ column = "created_at", older_than = "30d" }}
+action = {{ anonymize = {{ user_ref = "hash", device_id = "null", ip = "null" }} }}
+batch_size = {batch_size}
+"#
+    );
+    let job = job.as_str();
     let cut = cutoff_sql(engine, 30);
     let due = db
         .count(&format!(
@@ -232,6 +246,10 @@ batch_size = 150
         })
         .sum();
     assert_eq!(done, due);
+    assert!(
+        due > 256,
+        "{due} due rows: too few for a batch of several statements"
+    );
     let before = db.fingerprint().await;
     let again = ws.lethe(&["run", "--as-of", AS_OF]);
     assert_eq!(again.code, 0, "{}", again.all());
@@ -775,6 +793,7 @@ on_every_engine!(
     age_based_delete,
     cascade_with_anonymized_children_and_holds,
     pseudonymize_is_deterministic_and_idempotent,
+    pseudonymize_in_large_batches,
     shipped_jobs_are_idempotent,
     dry_run_changes_nothing,
     guard_trip_touches_nothing,
