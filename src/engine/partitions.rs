@@ -189,23 +189,18 @@ async fn read_keys(tx: &mut Tx, db: &Db, sql: &RuleSql, from: &str) -> Result<Re
 /// PostgreSQL `SUM(hashtext(key))`, MariaDB `BIT_XOR(CRC32(key))`. Equal
 /// before and after the lock means no row came or went in between.
 fn checksum(db: &Db, sql: &RuleSql, from: &str) -> Stmt {
-    checksum_and(db, sql, from, None)
-}
-
-/// The checksum with a third column `extra` computed in the same scan.
-fn checksum_and(db: &Db, sql: &RuleSql, from: &str, extra: Option<&str>) -> Stmt {
-    let d = db.dialect();
-    let k = d.to_text(&sql.table.col(d, &sql.key.name));
-    let sum = d.key_checksum(&k);
+    let (count, sum) = checksum_columns(db, sql);
     Stmt {
-        sql: format!(
-            "SELECT {}, {}{} FROM {from}",
-            d.to_text("COUNT(*)"),
-            d.to_text(&sum),
-            extra.map(|e| format!(", {e}")).unwrap_or_default()
-        ),
+        sql: format!("SELECT {count}, {sum} FROM {from}"),
         binds: vec![],
     }
+}
+
+/// The checksum's two text columns (count, key checksum).
+fn checksum_columns(db: &Db, sql: &RuleSql) -> (String, String) {
+    let d = db.dialect();
+    let k = d.to_text(&sql.table.col(d, &sql.key.name));
+    (d.to_text("COUNT(*)"), d.to_text(&d.key_checksum(&k)))
 }
 
 /// Above this many rows a partition's keys are hashed by Lethe a page at a
@@ -222,8 +217,12 @@ fn checksum_and_digest(db: &Db, sql: &RuleSql, from: &str, rows: u64) -> Option<
     }
     let d = db.dialect();
     let kc = sql.table.col(d, &sql.key.name);
-    let digest = d.keys_digest(&d.to_text(&kc), &kc)?;
-    Some(checksum_and(db, sql, from, Some(&digest)))
+    let (count, sum) = checksum_columns(db, sql);
+    let stmt = d.checksum_and_digest(&count, &sum, &d.to_text(&kc), &kc, from)?;
+    Some(Stmt {
+        sql: stmt,
+        binds: vec![],
+    })
 }
 
 /// The distinct subjects of a partition (the keys are hashed by the server).

@@ -348,17 +348,25 @@ pub trait Dialect: Send + Sync {
         format!("BIT_XOR(CRC32({k}))")
     }
 
-    /// The server's own keys digest of a partition: the hex SHA-256 of the
-    /// text keys `k` in the order of `order`, joined by newlines, the value
-    /// `keys::keys_sha256` computes (NULL for no rows). `None` where the
-    /// engine has no aggregate for it; there the keys are read in pages and
-    /// hashed by Lethe, which costs a round trip per page and every key on
-    /// the wire.
-    fn keys_digest(&self, _k: &str, _order: &str) -> Option<String> {
+    /// One scan of the partition `from` that returns `count`, `checksum`
+    /// (both text expressions) and the server's own keys digest: the hex
+    /// SHA-256 of the text keys `k` in the order of `order`, joined by
+    /// newlines, the value `keys::keys_sha256` computes (NULL for no rows,
+    /// or when the server could not join them all). `None` where the engine
+    /// has no aggregate for it; there the keys are read in pages and hashed
+    /// by Lethe, which costs a round trip per page and every key on the wire.
+    fn checksum_and_digest(
+        &self,
+        _count: &str,
+        _checksum: &str,
+        _k: &str,
+        _order: &str,
+        _from: &str,
+    ) -> Option<String> {
         None
     }
 
-    /// What the session must run before [`Dialect::keys_digest`] in it
+    /// What the session must run before [`Dialect::checksum_and_digest`] in it
     /// (MariaDB: lift `group_concat_max_len`, whose 1 MiB default would cut
     /// the joined keys short).
     fn keys_digest_setup(&self) -> Option<&'static str> {

@@ -48,13 +48,22 @@ impl Dialect for MySql {
     /// `SHA2(GROUP_CONCAT(k ORDER BY key SEPARATOR X'0A'), 256)` (a hex
     /// separator, so `NO_BACKSLASH_ESCAPES` cannot turn it into `\n`), or
     /// NULL when the joined text came out shorter than the keys and their
-    /// separators (cut at `group_concat_max_len`): the caller then reads the
-    /// keys in pages instead.
-    fn keys_digest(&self, k: &str, order: &str) -> Option<String> {
-        let joined = format!("GROUP_CONCAT({k} ORDER BY {order} SEPARATOR X'0A')");
+    /// separators (cut at `group_concat_max_len` or `max_allowed_packet`):
+    /// the caller then reads the keys in pages instead. The keys are joined
+    /// once, in a derived table, for both the length check and the hash.
+    fn checksum_and_digest(
+        &self,
+        count: &str,
+        checksum: &str,
+        k: &str,
+        order: &str,
+        from: &str,
+    ) -> Option<String> {
         Some(format!(
-            "CASE WHEN LENGTH({joined}) = SUM(LENGTH({k})) + COUNT(*) - 1 \
-             THEN SHA2({joined}, 256) END"
+            "SELECT c, s, CASE WHEN LENGTH(j) = l THEN SHA2(j, 256) END FROM (\
+             SELECT {count} AS c, {checksum} AS s, \
+             GROUP_CONCAT({k} ORDER BY {order} SEPARATOR X'0A') AS j, \
+             SUM(LENGTH({k})) + COUNT(*) - 1 AS l FROM {from}) AS lethe_digest"
         ))
     }
 

@@ -307,9 +307,18 @@ impl Dialect for Postgres {
         format!("COALESCE(SUM(CAST(hashtext({k}) AS BIGINT)), 0)")
     }
 
-    fn keys_digest(&self, k: &str, order: &str) -> Option<String> {
+    fn checksum_and_digest(
+        &self,
+        count: &str,
+        checksum: &str,
+        k: &str,
+        order: &str,
+        from: &str,
+    ) -> Option<String> {
         Some(format!(
-            "encode(sha256(convert_to(string_agg({k}, E'\\n' ORDER BY {order}), 'UTF8')), 'hex')"
+            "SELECT {count}, {checksum}, \
+             encode(sha256(convert_to(string_agg({k}, E'\\n' ORDER BY {order}), 'UTF8')), 'hex') \
+             FROM {from}"
         ))
     }
 
