@@ -425,19 +425,14 @@ fn my_url(var: &str, default: &str) -> String {
 
 const MY_PAIR_HINT: &str = "start it with scripts/replica.sh start mariadb";
 
-/// MariaDB: `STOP SLAVE SQL_THREAD` on the replica stops applying (its
-/// `Seconds_Behind_Master` turns NULL): the loop waits until it is started
-/// again. The machine's MariaDB on 3306 writes no binary log, so this test
-/// uses the pair `scripts/replica.sh start mariadb` starts: a primary on
-/// 3308 and its replica on 3307 (`LETHE_TEST_MY_PRIMARY_URL` /
-/// `LETHE_TEST_MY_REPLICA_URL` point it elsewhere).
 /// The MariaDB replica's SQL thread is stopped by one test, and the other
 /// reads the same replica's default connection: one at a time.
 static MY_REPLICA: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-#[tokio::test]
-async fn mariadb_replica_stopped_applying_pauses_the_loop() {
-    let _one = MY_REPLICA.lock().await;
+/// The test pair `scripts/replica.sh start mariadb` starts (or the one
+/// `LETHE_TEST_MY_PRIMARY_URL` / `LETHE_TEST_MY_REPLICA_URL` name): the
+/// primary's URL and a connection to it, the replica's URL and one to it.
+async fn my_pair() -> (String, Db, String, Db) {
     let primary = my_url(
         "LETHE_TEST_MY_PRIMARY_URL",
         "mysql://root@127.0.0.1:3308/mysql",
@@ -456,6 +451,19 @@ async fn mariadb_replica_stopped_applying_pauses_the_loop() {
         .unwrap_or_else(|e| {
             panic!("the MariaDB replica ({replica_url}) is not reachable ({e}); {MY_PAIR_HINT}")
         });
+    (primary, admin, replica_url, replica)
+}
+
+/// MariaDB: `STOP SLAVE SQL_THREAD` on the replica stops applying (its
+/// `Seconds_Behind_Master` turns NULL): the loop waits until it is started
+/// again. The machine's MariaDB on 3306 writes no binary log, so this test
+/// uses the pair `scripts/replica.sh start mariadb` starts: a primary on
+/// 3308 and its replica on 3307 (`LETHE_TEST_MY_PRIMARY_URL` /
+/// `LETHE_TEST_MY_REPLICA_URL` point it elsewhere).
+#[tokio::test]
+async fn mariadb_replica_stopped_applying_pauses_the_loop() {
+    let _one = MY_REPLICA.lock().await;
+    let (primary, admin, replica_url, replica) = my_pair().await;
     replica
         .execute(&raw("START SLAVE SQL_THREAD"))
         .await
@@ -530,24 +538,7 @@ async fn mariadb_replica_stopped_applying_pauses_the_loop() {
 #[tokio::test]
 async fn mariadb_named_replica_connection_is_the_one_read() {
     let _one = MY_REPLICA.lock().await;
-    let primary = my_url(
-        "LETHE_TEST_MY_PRIMARY_URL",
-        "mysql://root@127.0.0.1:3308/mysql",
-    );
-    let replica_url = my_url(
-        "LETHE_TEST_MY_REPLICA_URL",
-        "mysql://root@127.0.0.1:3307/mysql",
-    );
-    let source = Db::connect("app", &primary, 1, Duration::ZERO)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("the MariaDB primary of the test pair ({primary}) is not reachable ({e}); {MY_PAIR_HINT}")
-        });
-    let replica = Db::connect("replica", &replica_url, 1, Duration::ZERO)
-        .await
-        .unwrap_or_else(|e| {
-            panic!("the MariaDB replica ({replica_url}) is not reachable ({e}); {MY_PAIR_HINT}")
-        });
+    let (_, source, replica_url, replica) = my_pair().await;
     let id = uuid::Uuid::new_v4();
     let conn = format!("lethe_t_{}", &id.simple().to_string()[..12]);
     // Two connections may not name one host and port: a port of its own
