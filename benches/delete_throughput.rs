@@ -137,6 +137,8 @@ impl Shape {
 fn not_applicable(method: &str, shape: Shape, kind: Kind) -> Option<&'static str> {
     match method {
         "raw" | "lethe" | "default" => None,
+        "throttled" if kind == Kind::Sqlite => Some("a SQLite file has no pause_when"),
+        "throttled" => None,
         "drop" | "lethe_drop" if shape != Shape::Partitioned => {
             Some("only on the partitioned table")
         }
@@ -258,7 +260,7 @@ impl Params {
         let mut methods = Vec::new();
         for m in env_or(
             "LETHE_BENCH_METHODS",
-            "raw,drop,reference,pt-archiver,default,lethe,lethe-drop",
+            "raw,drop,reference,pt-archiver,default,throttled,lethe,lethe-drop",
         )
         .split(',')
         {
@@ -266,6 +268,7 @@ impl Params {
                 "raw" => "raw",
                 "drop" => "drop",
                 "lethe-drop" | "lethe_drop" => "lethe_drop",
+                "throttled" | "lethe-throttled" => "throttled",
                 "pt-archiver" | "pt_archiver" | "pt" => "pt_archiver",
                 "default" | "lethe-default" => "default",
                 "loop" | "plain_loop" => "plain_loop",
@@ -274,7 +277,7 @@ impl Params {
                 "lethe" => "lethe",
                 other => {
                     return Err(format!(
-                        "LETHE_BENCH_METHODS: unknown method `{other}` (raw, drop, reference, loop, pt-archiver, default, lethe, lethe-drop, bare)"
+                        "LETHE_BENCH_METHODS: unknown method `{other}` (raw, drop, reference, loop, pt-archiver, default, throttled, lethe, lethe-drop, bare)"
                     )
                     .into());
                 }
@@ -1631,6 +1634,18 @@ fn toml_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialize")
 }
 
+/// What a Lethe run adds to the defaults besides `batch_size` and
+/// `concurrency`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Variant {
+    Plain,
+    /// `partitions = "drop"`.
+    DropPartitions,
+    /// `[sources.app.pause_when]` with thresholds no run reaches: what
+    /// reading the server's status views costs the loop.
+    Throttled,
+}
+
 /// A config and a job in a temp dir, loaded as `lethe` loads them. `batch`
 /// `None` and `workers` 1 leave both settings out: the defaults a user ships.
 fn lethe_config(
@@ -1638,7 +1653,7 @@ fn lethe_config(
     shape: Shape,
     batch: Option<usize>,
     workers: usize,
-    drop_partitions: bool,
+    variant: Variant,
 ) -> Res<(tempfile::TempDir, lethe::config::Loaded)> {
     let dir = tempfile::Builder::new()
         .prefix("lethe_bench_cfg_")
@@ -1654,7 +1669,7 @@ fn lethe_config(
             "# written by benches/delete_throughput.rs\n\
              [sources.app]\n\
              url = \"${{LETHE_BENCH_SOURCE_URL}}\"\n\
-             {}\n\
+             {}{}\n\
              [audit]\n\
              dir = {}\n\n\
              [state]\n\
@@ -1663,6 +1678,11 @@ fn lethe_config(
                 format!("max_connections = {workers}\n")
             } else {
                 String::new()
+            },
+            if variant == Variant::Throttled {
+                "[sources.app.pause_when]\nlock_waits = 1000000\nactive_sessions = 1000000\n"
+            } else {
+                ""
             },
             toml_str(&root.join("audit").display().to_string()),
             toml_str(&state_url),
@@ -1694,7 +1714,7 @@ fn lethe_config(
     if workers > 1 {
         job.push_str(&format!("concurrency = {workers}\n"));
     }
-    if drop_partitions {
+    if variant == Variant::DropPartitions {
         job.push_str("partitions = \"drop\"\n");
     }
     if shape == Shape::Cascade {
@@ -1722,9 +1742,9 @@ async fn lethe_run(
     shape: Shape,
     batch: Option<usize>,
     workers: usize,
-    drop_partitions: bool,
+    variant: Variant,
 ) -> Res<Outcome> {
-    let (_dir, loaded) = lethe_config(t, shape, batch, workers, drop_partitions)?;
+    let (_dir, loaded) = lethe_config(t, shape, batch, workers, variant)?;
     let batch_size = loaded.jobs[0].rules[0].batch_size;
     // A production state store was migrated by an earlier run: do that
     // outside the measurement, so a first-ever run's schema setup is not timed.
@@ -1770,14 +1790,23 @@ async fn lethe_run(
         )
         .into());
     }
+    if !rule.throttled.is_empty() {
+        return Err(format!(
+            "lethe: the run paused ({:?}): its thresholds are meant never to be reached",
+            rule.throttled
+        )
+        .into());
+    }
     let mut o = Outcome::new(
-        match (drop_partitions, batch) {
-            (true, _) => "lethe_drop",
-            (false, None) => "default",
-            (false, Some(_)) => "lethe",
+        match (variant, batch) {
+            (Variant::DropPartitions, _) => "lethe_drop",
+            (Variant::Throttled, _) => "throttled",
+            (Variant::Plain, None) => "default",
+            (Variant::Plain, Some(_)) => "lethe",
         },
         match (batch, workers) {
-            _ if drop_partitions => format!(
+            _ if variant == Variant::Throttled => "lethe (defaults, pause_when)".to_string(),
+            _ if variant == Variant::DropPartitions => format!(
                 "lethe, partitions = drop ({})",
                 rule.partitions
                     .iter()
@@ -1805,7 +1834,7 @@ async fn lethe_run(
 /// engine's counts, lease, state store or audit log. `lethe` minus `bare` is
 /// the engine's bookkeeping; `bare` against `raw` is the price of batching.
 async fn bare_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
-    let (_dir, loaded) = lethe_config(t, Shape::Indexed, Some(batch), 1, false)?;
+    let (_dir, loaded) = lethe_config(t, Shape::Indexed, Some(batch), 1, Variant::Plain)?;
     let rule = &loaded.jobs[0].rules[0];
     let src = &loaded.config.sources["app"];
     let started = Instant::now();
@@ -2018,6 +2047,7 @@ async fn bench_shape(
             "pt_archiver" => {}
             "default" => plan.push(("default", 0, 1)),
             "lethe_drop" => plan.push(("lethe_drop", 0, 1)),
+            "throttled" => plan.push(("throttled", 0, 1)),
             _ => {
                 plan.extend(p.lethe_batches.iter().map(|b| ("lethe", *b, 1)));
                 // Side-by-side windows apply to a plain delete only.
@@ -2087,9 +2117,10 @@ async fn bench_shape(
                 "bare" => bare_run(t, p, batch).await,
                 "reference" => reference_loop(t, p).await,
                 "pt_archiver" => pt_archiver(t, p, pt.expect("planned only when found")).await,
-                "default" => lethe_run(t, p, shape, None, 1, false).await,
-                "lethe_drop" => lethe_run(t, p, shape, None, 1, true).await,
-                _ => lethe_run(t, p, shape, Some(batch), workers, false).await,
+                "default" => lethe_run(t, p, shape, None, 1, Variant::Plain).await,
+                "lethe_drop" => lethe_run(t, p, shape, None, 1, Variant::DropPartitions).await,
+                "throttled" => lethe_run(t, p, shape, None, 1, Variant::Throttled).await,
+                _ => lethe_run(t, p, shape, Some(batch), workers, Variant::Plain).await,
             };
             stop.cancel();
             let during = match during {
@@ -2239,6 +2270,13 @@ async fn bench_shape(
             ));
         }
         println!("{line}");
+    }
+    if let (Some(th), Some(def)) = (find("throttled"), find("default")) {
+        println!(
+            "  Lethe's defaults with pause_when (lock_waits and active_sessions, read every check_every = 1s): {:.2} s, {:.2}× the defaults' time",
+            th.secs,
+            th.secs / def.secs
+        );
     }
     if let (Some(drop), Some(raw)) = (find("drop"), raw_rate) {
         println!(

@@ -312,6 +312,69 @@ async fn active_sessions_pause_the_loop_mariadb() {
     active_sessions_pause_the_loop(Engine::MariaDb).await;
 }
 
+/// While the database is healthy its signals are read every `check_every`,
+/// not at every batch boundary: a session that turns busy just after a
+/// healthy reading is not seen until `check_every` has passed, and then it
+/// pauses the loop.
+#[tokio::test]
+async fn a_healthy_reading_is_trusted_for_check_every() {
+    let db = TestDb::create(Engine::Postgres).await;
+    let source = db.connect().await;
+    let busy = db.connect().await;
+    let check_every = Duration::from_secs(3);
+    let mut throttle = Throttle::new(
+        PauseWhen {
+            active_sessions: Some(0),
+            check_every,
+            ..when()
+        },
+        &source,
+        None,
+    );
+    let cancel = CancellationToken::new();
+    assert_eq!(throttle.wait(&cancel).await.expect("wait").total(), 0.0);
+    let healthy_at = Instant::now();
+    let sleeper = tokio::spawn(async move {
+        busy.execute(&raw("SELECT pg_sleep(6)"))
+            .await
+            .expect("sleep");
+    });
+    // A second throttle watches for the busy session (reading through the
+    // first would be the fresh reading this test is about).
+    let mut observer = Throttle::new(
+        PauseWhen {
+            active_sessions: Some(0),
+            ..when()
+        },
+        &source,
+        None,
+    );
+    while observer.readings().await.expect("readings").active_sessions != Some(1) {
+        assert!(
+            healthy_at.elapsed() < Duration::from_secs(2),
+            "the sleeping session took too long to show as active"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let trusted = throttle.wait(&cancel).await.expect("wait");
+    assert_eq!(
+        trusted.total(),
+        0.0,
+        "within check_every of a healthy reading nothing is read again"
+    );
+    assert!(
+        healthy_at.elapsed() < check_every,
+        "the test was too slow to see the cached reading"
+    );
+    tokio::time::sleep_until((healthy_at + check_every + Duration::from_millis(100)).into()).await;
+    let waited = throttle.wait(&cancel).await.expect("wait");
+    sleeper.await.expect("sleeper");
+    assert!(
+        waited.of(Reason::ActiveSessions) >= 1.5,
+        "after check_every the busy session is read and waited for: {waited:?}"
+    );
+}
+
 /// An UPDATE blocked on a row another transaction holds: the loop waits
 /// until the holder commits.
 async fn lock_waits_pause_the_loop(engine: Engine) {

@@ -120,6 +120,11 @@ pub struct Throttle<'a> {
     /// A MariaDB/MySQL replica, whose status row [`Db`] cannot read.
     my_replica: Option<health::Replica>,
     lock_view: Option<LockView>,
+    /// When the last reading found every signal under its threshold. For
+    /// `check_every` after it, [`Throttle::wait`] trusts it instead of
+    /// asking again: reading `pg_locks` and `pg_stat_activity` at every
+    /// boundary of 2,000-row batches made a PostgreSQL run 1.3–1.5× slower.
+    healthy_at: Option<Instant>,
 }
 
 fn stmt(sql: &str) -> Stmt {
@@ -139,6 +144,7 @@ impl<'a> Throttle<'a> {
             replica,
             my_replica: None,
             lock_view: None,
+            healthy_at: None,
         }
     }
 
@@ -166,9 +172,18 @@ impl<'a> Throttle<'a> {
     }
 
     /// Wait until every watched signal is at or under its threshold.
-    /// Returns at once when all are; returns early (with what was waited)
-    /// when `cancel` fires, so the loop's own cancellation check stops it.
+    /// Returns at once when all are, or when the last reading, less than
+    /// `check_every` ago, found them so (the signals are read every
+    /// `check_every`, not at every batch boundary); returns early (with
+    /// what was waited) when `cancel` fires, so the loop's own cancellation
+    /// check stops it.
     pub async fn wait(&mut self, cancel: &CancellationToken) -> Result<Waited, Error> {
+        if self
+            .healthy_at
+            .is_some_and(|at| at.elapsed() < self.when.check_every)
+        {
+            return Ok(Waited::default());
+        }
         let start = Instant::now();
         let mut waited = Waited::default();
         let mut pausing: Option<Reason> = None;
@@ -270,6 +285,7 @@ impl<'a> Throttle<'a> {
         if self.when.lock_waits.is_some() {
             r.lock_waits = Some(self.lock_waits().await?);
         }
+        self.healthy_at = over(&self.when, &r).is_none().then(Instant::now);
         Ok(r)
     }
 
