@@ -4,11 +4,12 @@
 //! Owns: finding the rule's partitions that are wholly due (bounds read from
 //! the catalog through the dialect statements), recording each one's keys
 //! digest and subjects as a batch record (the digest computed by the server
-//! where it can, else a walk of the key a page at a time), and dropping it. What it must never do:
-//! drop a partition that straddles the cutoff, that holds a subject a legal
-//! hold lists, whose bound it cannot read, or whose rows changed between the
-//! read and the drop. Those partitions stay, and the batch loop after this
-//! step deletes their due rows as it always did (holds respected row by row).
+//! where it can, else a walk of the key a page at a time), and dropping it.
+//! What it must never do: drop a partition that straddles the cutoff, that
+//! holds a subject a legal hold lists, whose bound it cannot read, or whose
+//! rows changed between the read and the drop. Those partitions stay, and the
+//! batch loop after this step deletes their due rows as it always did (holds
+//! respected row by row).
 //!
 //! Order of a drop, so the log never misses a row that went, and the
 //! application waits only for a checksum and a DDL statement:

@@ -248,7 +248,7 @@ impl<'a> Throttle<'a> {
     }
 
     /// Every watched reading of `r` beside its threshold, for `check`:
-    /// `replica lag 0.2 s (pauses above 5s), 3 active sessions (above 20)`.
+    /// `replica lag 0.2 s (pauses above 5s), 3 active sessions (pauses above 20)`.
     pub fn describe(&self, r: &Readings) -> String {
         let mut parts = Vec::new();
         if let (Some(lag), Some(max)) = (r.lag, self.when.max_lag) {
@@ -273,7 +273,8 @@ impl<'a> Throttle<'a> {
         parts.join(", ")
     }
 
-    /// Read every watched signal once (also what `check` or `status` would show).
+    /// Read every watched signal once (also what `check` shows), and remember
+    /// whether all were under their thresholds (see [`Throttle::wait`]).
     pub async fn readings(&mut self) -> Result<Readings, Error> {
         let mut r = Readings::default();
         if self.when.max_lag.is_some() {
