@@ -722,3 +722,57 @@ on_every_engine!(
     time_sized_batches_stay_within_bounds,
     plan_notes_each_child_without_an_index,
 );
+
+/// On a partitioned MariaDB table the one-statement delete orders by the
+/// select column alone: with the key as a tie-break (`ORDER BY created_at,
+/// id LIMIT n`) MariaDB sorts every due row of every partition for every
+/// batch, where `ORDER BY created_at LIMIT n` reads the index in order and
+/// stops after n rows.
+#[tokio::test]
+async fn mariadb_partitioned_delete_reads_the_index_in_order() {
+    let db = TestDb::create(Engine::MariaDb).await;
+    db.exec(
+        "CREATE TABLE evp (id BIGINT NOT NULL, created_at DATETIME NOT NULL, note VARCHAR(64), \
+         PRIMARY KEY (id, created_at), KEY evp_created (created_at)) ENGINE=InnoDB \
+         PARTITION BY RANGE COLUMNS (created_at) (\
+         PARTITION p2020 VALUES LESS THAN ('2021-01-01'), \
+         PARTITION p2021 VALUES LESS THAN ('2022-01-01'), \
+         PARTITION pnew VALUES LESS THAN (MAXVALUE))",
+    )
+    .await;
+    db.exec(&format!(
+        "INSERT INTO evp SELECT seq, IF(seq % 10 < 3, TIMESTAMP '2020-01-01 00:00:00' + INTERVAL seq * 20 MINUTE, \
+         TIMESTAMP '2026-06-01 00:00:00' + INTERVAL seq SECOND), CONCAT('n', seq) FROM seq_1_to_{ROWS}"
+    ))
+    .await;
+    db.exec("ANALYZE TABLE evp").await;
+    let job = r#"
+name = "logs"
+policy = "II(2)2"
+[[rules]]
+name = "delete-old"
+target = "app.evp"
+key = "id"
+select = { column = "created_at", older_than = "180d" }
+action = "delete"
+batch_size = 500
+"#;
+    let ws = Workspace::new(&db.url, &[("logs.toml", job)]);
+    let conn = db.connect().await;
+    let sql = prepared(&conn, &ws).await;
+    assert!(sql.table.info.partitioned, "the catalog says partitioned");
+    // The batch after one that ended on 2020-03-01.
+    let stmt = sql.delete_batch(conn.dialect(), None, Some("2020-03-01 00:00:00"), None);
+    conn.close().await;
+    let plan = explain(&db, &stmt).await;
+    let (access, key, _) = mariadb_access(&plan);
+    assert_eq!(
+        (access.as_str(), key.as_str()),
+        ("range", "evp_created"),
+        "{plan}"
+    );
+    assert!(
+        !plan.contains("filesort"),
+        "no sort of the due rows: {plan}"
+    );
+}

@@ -276,9 +276,13 @@ pub trait Dialect: Send + Sync {
 
     /// Whether the engine's indexes end with the primary key or row id, so
     /// ordering ties on the select column by the key costs nothing
-    /// (InnoDB, SQLite); PostgreSQL pays an incremental sort per batch.
-    fn tie_break_is_free(&self) -> bool {
-        true
+    /// (InnoDB, SQLite); PostgreSQL pays an incremental sort per batch. Not
+    /// on a partitioned MariaDB table: there `ORDER BY col, key LIMIT n`
+    /// sorts every due row of every partition ("Using filesort", 140 ms a
+    /// batch of 2,000), where `ORDER BY col LIMIT n` reads the index in
+    /// order and stops after n.
+    fn tie_break_is_free(&self, info: &TableInfo) -> bool {
+        !info.partitioned
     }
 
     /// Whether a batched delete of `info` (or of its leaf `part`) may use the

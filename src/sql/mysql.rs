@@ -336,12 +336,20 @@ async fn table_info(d: &MySql, db: &Db, t: &TableRef) -> Result<Option<TableInfo
     let pk = firsts(&pk);
     let fks = schema::referencing_keys(db, t, &pk).await?;
     let idx = db.fetch(&d.leading_index_columns(t)).await?;
+    let partitioned = db
+        .count(&catalog(
+            "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = DATABASE() \
+             AND TABLE_NAME = ? AND CREATE_OPTIONS LIKE '%partitioned%'",
+            vec![Val::Text(t.table.clone())],
+        ))
+        .await?
+        > 0;
     Ok(Some(TableInfo {
         table: t.clone(),
         columns: schema::columns(d.engine(), &cols, 3, |r| s(&r[2]) == "YES"),
         primary_key: pk,
         referenced_by: fks,
-        partitioned: false,
+        partitioned,
         leaves: vec![],
         has_rowid: false,
         indexed: firsts(&idx),

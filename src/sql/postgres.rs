@@ -230,7 +230,7 @@ impl Dialect for Postgres {
         data_type.contains("with time zone")
     }
 
-    fn tie_break_is_free(&self) -> bool {
+    fn tie_break_is_free(&self, _info: &TableInfo) -> bool {
         false
     }
 

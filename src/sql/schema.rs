@@ -87,7 +87,8 @@ pub struct TableInfo {
     pub columns: Vec<ColumnInfo>,
     pub primary_key: Vec<String>,
     pub referenced_by: Vec<ForeignKey>,
-    /// PostgreSQL: partitioned, or parent of inheritance children.
+    /// PostgreSQL: partitioned, or parent of inheritance children;
+    /// MariaDB/MySQL: `PARTITION BY` (its `CREATE_OPTIONS` say so).
     pub partitioned: bool,
     /// PostgreSQL, when `partitioned`: every physical table that holds rows
     /// (leaf partitions, inheritance members and the parent itself), as

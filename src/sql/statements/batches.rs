@@ -224,11 +224,14 @@ impl RuleSql {
         let key_sql = self.table.col(d, &self.key.name);
         // This path keeps no cursor, so rows that tie on the select column
         // need no tie-break. On PostgreSQL one costs an incremental sort per
-        // batch (an index on the select column does not end with the key);
-        // InnoDB and SQLite indexes end with the primary key / rowid, where
-        // the tie-break is free, so they keep it.
+        // batch (an index on the select column does not end with the key),
+        // and on a partitioned MariaDB table a sort of every due row; InnoDB
+        // and SQLite indexes of a plain table end with the primary key /
+        // rowid, where the tie-break is free, so they keep it.
         let order = match self.walked_select() {
-            Some(sel) if !d.tie_break_is_free() => self.table.col(d, &sel.column.name),
+            Some(sel) if !d.tie_break_is_free(&self.table.info) => {
+                self.table.col(d, &sel.column.name)
+            }
             _ => self.order_sql(d),
         };
         let returning = self.returning(d);
