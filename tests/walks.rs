@@ -776,3 +776,77 @@ batch_size = 500
         "no sort of the due rows: {plan}"
     );
 }
+
+/// The keyed loop on a partitioned MariaDB table (here `HASH(id)`, so the
+/// key can be the whole primary key): `ORDER BY created_at, id` over the
+/// index on `created_at` sorts every due row for every batch, because
+/// MariaDB merges the partitions' scans on the index's own columns only.
+/// Lethe walks the key instead, reads it in order, and anonymizes exactly
+/// the due rows; once an index names both columns it walks the select
+/// column again, in order.
+#[tokio::test]
+async fn mariadb_partitioned_keyed_loop_never_sorts_the_due_rows() {
+    let db = TestDb::create(Engine::MariaDb).await;
+    db.exec(
+        "CREATE TABLE evp (id BIGINT NOT NULL PRIMARY KEY, created_at DATETIME NOT NULL, \
+         user_ref VARCHAR(64), note VARCHAR(64), KEY evp_created (created_at)) ENGINE=InnoDB \
+         PARTITION BY HASH (id) PARTITIONS 4",
+    )
+    .await;
+    db.exec(&format!(
+        "INSERT INTO evp SELECT seq, IF(seq % 10 < 3, TIMESTAMP '2020-01-01 00:00:00' + INTERVAL seq MINUTE, \
+         TIMESTAMP '2026-06-01 00:00:00' + INTERVAL seq SECOND), CONCAT('u', seq), CONCAT('n', seq) FROM seq_1_to_{ROWS}"
+    ))
+    .await;
+    db.exec("ANALYZE TABLE evp").await;
+    let ws = Workspace::new(&db.url, &[("logs.toml", &anonymize_job(1_000, ""))]);
+    let conn = db.connect().await;
+    let sql = prepared(&conn, &ws).await;
+    assert_eq!(sql.walk, lethe::config::Walk::Key, "{}", sql.walk_why);
+    assert!(
+        sql.walk_why
+            .contains("no index leads with (`created_at`, `id`)"),
+        "{}",
+        sql.walk_why
+    );
+    let cur = after_first_batch(&conn, &sql).await;
+    let plan = explain(&db, &sql.select_batch(conn.dialect(), Some(&cur), true)).await;
+    assert!(!plan.contains("filesort"), "the key read in order: {plan}");
+    assert_eq!(mariadb_access(&plan).1, "PRIMARY", "{plan}");
+    conn.close().await;
+
+    let check = ws.lethe(&["check"]);
+    assert_eq!(check.code, 0, "{}", check.all());
+    assert!(
+        check.stdout.contains("batches walk the key `id`"),
+        "{}",
+        check.all()
+    );
+    let out = ws.lethe(&["run", "--as-of", AS_OF]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM evp WHERE note IS NULL")
+            .await,
+        u64::from(due(ROWS)),
+        "every due row anonymized"
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM evp WHERE note IS NULL AND created_at > '2026-01-01'")
+            .await,
+        0,
+        "no young row touched"
+    );
+    let verify = ws.lethe(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.all());
+
+    // An index that names both columns orders the walk by itself.
+    db.exec("CREATE INDEX evp_created_id ON evp (created_at, id)")
+        .await;
+    let conn = db.connect().await;
+    let sql = prepared(&conn, &ws).await;
+    assert_eq!(sql.walk, lethe::config::Walk::Select, "{}", sql.walk_why);
+    let first = sql.select_batch(conn.dialect(), None, true);
+    conn.close().await;
+    let plan = explain(&db, &first).await;
+    assert!(!plan.contains("filesort"), "read in index order: {plan}");
+}

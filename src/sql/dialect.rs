@@ -285,6 +285,15 @@ pub trait Dialect: Send + Sync {
         !info.partitioned
     }
 
+    /// Whether the keyed loop's `ORDER BY select, key LIMIT n` over a range
+    /// of an index on `select` sorts every row of the range, each batch,
+    /// instead of reading the index in order (sorting at most the ties, as
+    /// PostgreSQL's incremental sort and SQLite's temporary b-tree do).
+    /// Each batch then costs the rows still due: quadratic in a run.
+    fn sorts_every_due_row(&self, _info: &TableInfo, _select: &str, _key: &str) -> bool {
+        false
+    }
+
     /// Whether a batched delete of `info` (or of its leaf `part`) may use the
     /// engine's physical row id (PostgreSQL `ctid`, SQLite `rowid`).
     fn physical_id(&self, _info: &TableInfo, _part: Option<&str>) -> bool {

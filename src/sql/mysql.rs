@@ -149,6 +149,19 @@ impl Dialect for MySql {
         self.mariadb
     }
 
+    /// On a partitioned table MariaDB merges the partitions' index scans in
+    /// the order of the index's own columns only; the primary key that
+    /// InnoDB appends to a secondary index does not count. `ORDER BY
+    /// created_at, id` over an index on `created_at` alone is then "Using
+    /// filesort" of every due row, unless an index names both.
+    fn sorts_every_due_row(&self, info: &TableInfo, select: &str, key: &str) -> bool {
+        info.partitioned
+            && !info
+                .index_pairs
+                .iter()
+                .any(|(a, b)| a == select && b == key)
+    }
+
     /// Only InnoDB keeps foreign keys: MyISAM tables and partitioned tables
     /// have none here (see [`Dialect::keyless_tables`]). A session with
     /// `foreign_key_checks = 0` enforces none.
@@ -344,6 +357,21 @@ async fn table_info(d: &MySql, db: &Db, t: &TableRef) -> Result<Option<TableInfo
         ))
         .await?
         > 0;
+    let index_pairs = if partitioned {
+        let rows = db
+            .fetch(&catalog(
+                "SELECT CAST(a.COLUMN_NAME AS CHAR), CAST(b.COLUMN_NAME AS CHAR) \
+                 FROM information_schema.STATISTICS a JOIN information_schema.STATISTICS b \
+                   ON b.TABLE_SCHEMA = a.TABLE_SCHEMA AND b.TABLE_NAME = a.TABLE_NAME \
+                  AND b.INDEX_NAME = a.INDEX_NAME AND b.SEQ_IN_INDEX = 2 \
+                 WHERE a.TABLE_SCHEMA = DATABASE() AND a.TABLE_NAME = ? AND a.SEQ_IN_INDEX = 1",
+                vec![Val::Text(t.table.clone())],
+            ))
+            .await?;
+        rows.iter().map(|r| (s(&r[0]), s(&r[1]))).collect()
+    } else {
+        vec![]
+    };
     Ok(Some(TableInfo {
         table: t.clone(),
         columns: schema::columns(d.engine(), &cols, 3, |r| s(&r[2]) == "YES"),
@@ -353,6 +381,7 @@ async fn table_info(d: &MySql, db: &Db, t: &TableRef) -> Result<Option<TableInfo
         leaves: vec![],
         has_rowid: false,
         indexed: firsts(&idx),
+        index_pairs,
     }))
 }
 

@@ -438,6 +438,7 @@ async fn table_info(d: &Postgres, db: &Db, t: &TableRef) -> Result<Option<TableI
         leaves,
         has_rowid: false,
         indexed: firsts(&idx),
+        index_pairs: vec![],
     }))
 }
 

@@ -98,6 +98,12 @@ pub struct TableInfo {
     pub has_rowid: bool,
     /// Columns that lead some index (so a filter or FK on them is cheap).
     pub indexed: Vec<String>,
+    /// MariaDB/MySQL, when `partitioned`: the first two columns of every
+    /// index of two or more, as (first, second). There an index's hidden
+    /// primary-key suffix does not order a scan across partitions, so only
+    /// an index that names both columns reads `ORDER BY first, second` in
+    /// order. Empty elsewhere.
+    pub index_pairs: Vec<(String, String)>,
 }
 
 impl TableInfo {

@@ -230,5 +230,6 @@ async fn table_info(d: &Sqlite, db: &Db, t: &TableRef) -> Result<Option<TableInf
         leaves: vec![],
         has_rowid,
         indexed,
+        index_pairs: vec![],
     }))
 }

@@ -265,6 +265,7 @@ mod tests {
             leaves: vec![],
             has_rowid: true,
             indexed: vec!["id".into(), "created_at".into()],
+            index_pairs: vec![],
         };
         RuleSql {
             table: TableSql::new(d, info),

@@ -59,17 +59,30 @@ fn cutoff_for(
 /// leads with is a scan and sort of the whole table, every batch (rows² /
 /// batch in total); walking the key forward with a moving lower bound and
 /// the cutoff as a filter passes each row once.
+///
+/// `sorts` is [`Dialect::sorts_every_due_row`] for the keyed loop (never for
+/// a one-statement delete, which orders by the select column alone): an
+/// index on the select column that the engine would sort in full every
+/// batch is no better than none.
 fn choose_walk(
     forced: Option<Walk>,
     info: &TableInfo,
     select: Option<&SelectSql>,
     key: &ColumnInfo,
+    sorts: bool,
 ) -> (Walk, String) {
     let key_indexed = info.indexed.contains(&key.name);
     match (forced, select) {
         (Some(Walk::Key), _) => (Walk::Key, "walk = \"key\" in the rule".into()),
         (Some(Walk::Select), Some(_)) => (Walk::Select, "walk = \"select\" in the rule".into()),
         (_, None) => (Walk::Key, "the rule has no select column".into()),
+        (None, Some(sel)) if sorts && key_indexed => (
+            Walk::Key,
+            format!(
+                "the table is partitioned and no index leads with (`{}`, `{}`): batches in that order would each sort every due row",
+                sel.column.name, key.name
+            ),
+        ),
         (None, Some(sel)) if info.indexed.contains(&sel.column.name) => (
             Walk::Select,
             format!("an index leads with `{}`", sel.column.name),
@@ -253,7 +266,12 @@ impl RuleSql {
         }
         let table = TableSql::new(d, info.clone());
         let key = key.expect("checked");
-        let (walk, walk_why) = choose_walk(rule.walk, info, select.as_ref(), &key);
+        let keyed_loop = !(one_statement && rule.objects.is_empty());
+        let sorts = keyed_loop
+            && select
+                .as_ref()
+                .is_some_and(|s| d.sorts_every_due_row(info, &s.column.name, &key.name));
+        let (walk, walk_why) = choose_walk(rule.walk, info, select.as_ref(), &key, sorts);
         Ok(RuleSql {
             display: rule.target.to_string(),
             table,
