@@ -236,6 +236,18 @@ fn indexes(db: &Db, rule: &Rule, sql: &RuleSql, at: &str, report: &mut CheckRepo
             rule.target, sel.column.name
         ));
     }
+    let d = db.dialect();
+    if sql.walk == crate::config::Walk::Select
+        && !sql.fast_delete(d)
+        && let Some(sel) = &sql.select
+        && sql.table.info.indexed.contains(&sel.column.name)
+        && d.sorts_every_due_row(&sql.table.info, &sel.column.name, &sql.key.name)
+    {
+        report.warnings.push(format!(
+            "{at}: {} is partitioned and no index leads with (`{}`, `{}`): every batch of walk = \"select\" sorts all the rows still due; add that index, or let Lethe walk the key",
+            rule.target, sel.column.name, sql.key.name
+        ));
+    }
     if rule.concurrency > 1 {
         if let Some(why) = crate::plan::walk::why_one_worker(db, sql) {
             report.warnings.push(format!(

@@ -838,6 +838,19 @@ async fn mariadb_partitioned_keyed_loop_never_sorts_the_due_rows() {
     );
     let verify = ws.lethe(&["audit", "verify"]);
     assert_eq!(verify.code, 0, "{}", verify.all());
+    // Forcing the select walk there is allowed, and `check` says what it costs.
+    let forced = Workspace::new(
+        &db.url,
+        &[("logs.toml", &anonymize_job(1_000, "walk = \"select\""))],
+    );
+    let check = forced.lethe(&["check"]);
+    assert!(
+        check.stdout.contains(
+            "app.evp is partitioned and no index leads with (`created_at`, `id`): every batch of walk = \"select\" sorts all the rows still due"
+        ),
+        "{}",
+        check.all()
+    );
 
     // An index that names both columns orders the walk by itself.
     db.exec("CREATE INDEX evp_created_id ON evp (created_at, id)")
@@ -849,4 +862,10 @@ async fn mariadb_partitioned_keyed_loop_never_sorts_the_due_rows() {
     conn.close().await;
     let plan = explain(&db, &first).await;
     assert!(!plan.contains("filesort"), "read in index order: {plan}");
+    let check = forced.lethe(&["check"]);
+    assert!(
+        !check.stdout.contains("sorts all the rows"),
+        "{}",
+        check.all()
+    );
 }
