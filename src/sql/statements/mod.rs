@@ -308,6 +308,28 @@ mod tests {
         );
     }
 
+    /// Only a partitioned MariaDB/MySQL table sorts every due row for the
+    /// keyed loop's order, and not once an index names both columns.
+    #[test]
+    fn only_partitioned_mariadb_sorts_every_due_row() {
+        let my = MySql { mariadb: true };
+        let plain = events_rule(&my, false).table.info;
+        let mut parted = events_rule(&my, true).table.info;
+        assert!(!my.sorts_every_due_row(&plain, "created_at", "id"));
+        assert!(my.sorts_every_due_row(&parted, "created_at", "id"));
+        parted.index_pairs = vec![("id".into(), "created_at".into())];
+        assert!(
+            my.sorts_every_due_row(&parted, "created_at", "id"),
+            "the pair's order matters"
+        );
+        parted.index_pairs.push(("created_at".into(), "id".into()));
+        assert!(!my.sorts_every_due_row(&parted, "created_at", "id"));
+        for d in [&Postgres as &dyn Dialect, &Sqlite] {
+            let info = events_rule(d, true).table.info;
+            assert!(!d.sorts_every_due_row(&info, "created_at", "id"));
+        }
+    }
+
     #[test]
     fn postgres_fast_delete_uses_the_key_on_partitioned_tables() {
         let d = Postgres;
