@@ -238,20 +238,27 @@ async fn select_walk_continues_on_an_index_bound(engine: Engine) {
 /// key's index (never a scan and sort of the table).
 async fn key_walk_is_bounded_on_the_key_index(engine: Engine) {
     let db = evp(engine, false).await;
-    let delete_job = r#"
+    // PostgreSQL deletes such a table by walking its heap (see
+    // `postgres_heap_walk_reads_page_ranges`); its key walk is forced here.
+    let delete_job = format!(
+        r#"
 name = "logs"
 policy = "II(2)2"
 [[rules]]
 name = "delete-old"
 target = "app.evp"
-select = { column = "created_at", older_than = "180d" }
+select = {{ column = "created_at", older_than = "180d" }}
 action = "delete"
 batch_size = 500
-"#;
-    for (job, keyed) in [
-        (anonymize_job(500, ""), true),
-        (delete_job.to_string(), false),
-    ] {
+{}
+"#,
+        if engine == Engine::Postgres {
+            "walk = \"key\""
+        } else {
+            ""
+        }
+    );
+    for (job, keyed) in [(anonymize_job(500, ""), true), (delete_job, false)] {
         let ws = Workspace::new(&db.url, &[("logs.toml", &job)]);
         let conn = db.connect().await;
         let sql = prepared(&conn, &ws).await;
@@ -366,15 +373,24 @@ batch_size = 97
 "#
         );
         let ws = Workspace::new(&db.url, &[("logs.toml", &job)]);
+        // PostgreSQL deletes by walking the heap; everything else walks the key.
+        let heap = engine == Engine::Postgres && action == "\"delete\"";
+        let (by, column, says) = if heap {
+            (
+                "heap",
+                "ctid",
+                "batches walk the heap `ctid` (no index leads with `created_at`: the pages in order, each read once)",
+            )
+        } else {
+            (
+                "key",
+                "id",
+                "batches walk the key `id` (no index leads with `created_at`)",
+            )
+        };
         let check = ws.lethe(&["check"]);
         assert_eq!(check.code, 0, "{}", check.all());
-        assert!(
-            check
-                .stdout
-                .contains("batches walk the key `id` (no index leads with `created_at`)"),
-            "{}",
-            check.all()
-        );
+        assert!(check.stdout.contains(says), "{}", check.all());
         let plan = ws.lethe(&["plan", "--as-of", AS_OF, "--output", "json"]);
         let rule: serde_json::Value = plan
             .stdout
@@ -382,11 +398,11 @@ batch_size = 97
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
             .find(|v| v["type"] == "rule")
             .unwrap_or_else(|| panic!("no rule line: {}", plan.all()));
-        assert_eq!(rule["walk"]["by"], "key", "{rule}");
-        assert_eq!(rule["walk"]["column"], "id", "{rule}");
+        assert_eq!(rule["walk"]["by"], by, "{rule}");
+        assert_eq!(rule["walk"]["column"], column, "{rule}");
         let table = ws.lethe(&["plan", "--as-of", AS_OF]);
         assert!(
-            table.stdout.contains("walks the key `id`"),
+            table.stdout.contains(&format!("walks the {by} `{column}`")),
             "{}",
             table.all()
         );
@@ -868,4 +884,114 @@ async fn mariadb_partitioned_keyed_loop_never_sorts_the_due_rows() {
         "{}",
         check.all()
     );
+}
+
+/// A plain delete on PostgreSQL whose select column no index leads with
+/// walks the heap: each batch is a TID Range Scan of a window of pages
+/// (never a scan of the table, nor a fetch row by row through the key).
+/// Side-by-side windows split the key instead, and the keyed loop cannot
+/// walk the heap at all.
+#[tokio::test]
+async fn postgres_heap_walk_reads_page_ranges() {
+    let db = evp(Engine::Postgres, false).await;
+    let job = |extra: &str| {
+        format!(
+            r#"
+name = "logs"
+policy = "II(2)2"
+[[rules]]
+name = "delete-old"
+target = "app.evp"
+select = {{ column = "created_at", older_than = "180d" }}
+action = "delete"
+batch_size = 500
+{extra}
+"#
+        )
+    };
+    let ws = Workspace::new(&db.url, &[("logs.toml", &job(""))]);
+    let conn = db.connect().await;
+    let sql = prepared(&conn, &ws).await;
+    assert_eq!(sql.walk, lethe::config::Walk::Heap, "{}", sql.walk_why);
+    let stmt = sql.delete_heap_batch(conn.dialect(), "(10,0)", 40);
+    let plan = explain(&db, &stmt).await;
+    assert!(plan.contains("Tid Range Scan"), "{plan}");
+    assert!(
+        plan.contains("TID Cond: ((ctid > '(10,0)'::tid) AND (ctid < '(40,0)'::tid))"),
+        "{plan}"
+    );
+    assert!(!plan.contains("Seq Scan"), "{plan}");
+
+    let ws2 = Workspace::new(&db.url, &[("logs.toml", &job("concurrency = 2"))]);
+    let sql = prepared(&conn, &ws2).await;
+    assert_eq!(sql.walk, lethe::config::Walk::Key, "windows split the key");
+
+    let forced = Workspace::new(
+        &db.url,
+        &[("logs.toml", &anonymize_job(500, "walk = \"heap\""))],
+    );
+    let loaded = lethe::config::load(&forced.config(), &forced.jobs()).expect("loads");
+    let err = lethe::engine::prepare_rule(&conn, &loaded.jobs[0].rules[0], now())
+        .await
+        .expect_err("the keyed loop cannot walk the heap");
+    assert!(
+        err.iter()
+            .any(|p| p.contains("walk = \"heap\" needs a plain delete")),
+        "{err:?}"
+    );
+    conn.close().await;
+}
+
+/// The heap walk for real over an uneven table: a dense run of due rows
+/// (full batches, each continuing after the last row it deleted), a long
+/// stretch with none (windows grow), then a sparse tail. Exactly the due
+/// rows go, no batch is over its size, the batch records add up, and the
+/// audit log verifies.
+#[tokio::test]
+async fn postgres_heap_walk_deletes_exactly_the_due_rows_of_an_uneven_table() {
+    let db = TestDb::create(Engine::Postgres).await;
+    db.exec("CREATE TABLE evp (id BIGINT PRIMARY KEY, created_at TIMESTAMP NOT NULL, user_ref TEXT, note TEXT)")
+        .await;
+    db.exec(
+        "INSERT INTO evp SELECT g, CASE WHEN g <= 2000 OR (g > 18000 AND g % 2 = 0) \
+         THEN TIMESTAMP '2020-01-01' + g * INTERVAL '1 minute' \
+         ELSE TIMESTAMP '2026-06-01' + g * INTERVAL '1 second' END, 'u' || g, 'n' || g \
+         FROM generate_series(1, 20000) g",
+    )
+    .await;
+    db.exec("ANALYZE evp").await;
+    let due = 2000 + 1000;
+    let job = r#"
+name = "logs"
+policy = "II(2)2"
+[[rules]]
+name = "delete-old"
+target = "app.evp"
+select = { column = "created_at", older_than = "180d" }
+action = "delete"
+batch_size = 300
+"#;
+    let ws = Workspace::new(&db.url, &[("logs.toml", job)]);
+    let out = ws.lethe(&["run", "--as-of", AS_OF]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(db.count("SELECT COUNT(*) FROM evp").await, 20000 - due);
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM evp WHERE created_at < '2026-01-01'")
+            .await,
+        0,
+        "no due row left"
+    );
+    let mut counted = 0;
+    let mut batches = 0;
+    for r in ws.last_records() {
+        if let Event::Batch { count, .. } = r.event {
+            assert!(count <= 300, "a batch of {count} rows, over its size");
+            counted += count;
+            batches += 1;
+        }
+    }
+    assert_eq!(counted, due, "the batch records add up");
+    assert!(batches >= due / 300, "{batches} batches");
+    let verify = ws.lethe(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.all());
 }

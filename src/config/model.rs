@@ -544,6 +544,11 @@ pub enum Walk {
     /// The key's index, filtering on the cutoff: for a select column no
     /// index leads with, where an ordered batch would sort the table.
     Key,
+    /// PostgreSQL's heap in page order (`ctid` ranges, a TID Range Scan),
+    /// filtering on the cutoff: a one-statement delete whose select column
+    /// no index leads with reads each page once, as a sequential scan
+    /// would, instead of fetching row by row through the key's index.
+    Heap,
 }
 
 impl Walk {
@@ -552,6 +557,7 @@ impl Walk {
         match self {
             Walk::Select => "select",
             Walk::Key => "key",
+            Walk::Heap => "heap",
         }
     }
 }

@@ -241,7 +241,7 @@ pub struct RawRule {
     /// Ceiling of a time-sized batch.
     #[serde(default)]
     pub batch_size_max: Option<Spanned<i64>>,
-    /// `"select"` or `"key"`: force the order batches walk the table in.
+    /// `"select"`, `"key"` or `"heap"`: force the order batches walk the table in.
     #[serde(default)]
     pub walk: Option<Spanned<String>>,
     /// Batches in flight at once (plain deletes only).

@@ -373,7 +373,19 @@ pub(crate) async fn execute(run: &mut RuleRun<'_, '_>) -> Result<(), Error> {
         fast,
     };
     // One-statement deletes walk each physical table in turn (a ctid is
-    // unique only within one); every other path has a single part.
+    // unique only within one); every other path has a single part. The heap
+    // walk is of one table by page.
+    if sql.walk == crate::config::Walk::Heap {
+        if !walk.heap(run).await? {
+            run.report.status = RuleStatus::Interrupted;
+            run.report.batch_sizes = walk.sizer.as_ref().map(|s| s.stats());
+            tracing::warn!("interrupted at a batch boundary");
+            return Ok(());
+        }
+        run.report.batch_sizes = walk.sizer.map(|s| s.stats());
+        run.report.status = RuleStatus::Done;
+        return Ok(());
+    }
     for part in &parts {
         if !walk.part(run, part.as_deref()).await? {
             run.report.status = RuleStatus::Interrupted;
@@ -486,6 +498,108 @@ impl Walk<'_> {
         }
     }
 
+    /// The heap walk ([`crate::config::Walk::Heap`]): a window of pages that
+    /// slides forward, each batch the first `batch_size` due rows by `ctid`
+    /// between where the last batch ended and the window's end. The window
+    /// is sized from the due rows per page seen so far (at most twice the
+    /// pages of the last), so a batch is usually full or nearly so; a full
+    /// one is followed by one that starts after its last row. The walk ends
+    /// with the last page the table had when the rule started: rows written
+    /// later go to new pages and are young, and a due row that an `UPDATE`
+    /// moves behind the walk during the run is left for the next run.
+    /// `false` when the run was cancelled at a batch boundary.
+    async fn heap(&mut self, run: &mut RuleRun<'_, '_>) -> Result<bool, Error> {
+        let db = run.db;
+        let end: u64 = db
+            .fetch(&self.sized.heap_pages())
+            .await?
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let span_for = |rows: usize, per_page: f64| -> u64 {
+            ((rows as f64 / per_page.max(1e-6)).ceil() as u64).clamp(1, end.max(1))
+        };
+        // Due rows per page: first from the count, then as met.
+        let mut per_page = run.report.matched.max(1) as f64 / end.max(1) as f64;
+        let mut span = span_for(self.sized.batch_size, per_page);
+        let mut from = 0u64;
+        let mut after = "(0,0)".to_string();
+        loop {
+            let waited = wait_for_health(self.throttle.as_mut(), &run.ctx.opts.cancel).await?;
+            run.report.add_throttled(waited);
+            if run.ctx.opts.cancel.is_cancelled() {
+                return Ok(false);
+            }
+            if let Some(s) = &self.sizer {
+                self.sized.batch_size = s.size();
+            }
+            let limit = self.sizer.as_ref().map(|s| s.size() as u64);
+            let below = (from + span).min(end);
+            let started = Instant::now();
+            let mut tx = match db.begin().await {
+                Ok(tx) => tx,
+                Err(e) => {
+                    self.outage.wait(&db.name, db.reconnect_for, e).await?;
+                    continue;
+                }
+            };
+            let stmt = self.sized.delete_heap_batch(db.dialect(), &after, below);
+            let outcome = match tx.fetch(db, &stmt).await {
+                Ok(rows) => {
+                    self.sized
+                        .parse_deleted(db.dialect(), rows)
+                        .map_err(|e| Error::Database {
+                            source_name: db.name.clone(),
+                            message: e,
+                            kind: crate::error::DbErrorKind::Other,
+                        })
+                }
+                Err(e) => Err(e),
+            };
+            let del = match outcome {
+                Ok(del) => del,
+                Err(e @ Error::Connection { .. }) => {
+                    let _ = tx.rollback(db).await;
+                    self.outage.wait(&db.name, db.reconnect_for, e).await?;
+                    run.report.retries += 1;
+                    continue;
+                }
+                Err(e) => {
+                    roll_back_or_retry(db, tx, e, &mut self.conflicts).await?;
+                    run.report.retries += 1;
+                    continue;
+                }
+            };
+            let count = del.count;
+            let last = del
+                .bound
+                .as_deref()
+                .and_then(tid_page)
+                .zip(del.bound.clone());
+            let begun = Begun { tx, limit, started };
+            let full = self
+                .commit_deleted(run, begun, del, &mut Position::default())
+                .await?;
+            let scanned = match (full, last) {
+                (true, Some((page, tid))) => {
+                    let scanned = page - from + 1;
+                    (from, after) = (page, tid);
+                    scanned
+                }
+                _ if below >= end => return Ok(true),
+                _ => {
+                    let scanned = below - from;
+                    (from, after) = (below, format!("({below},0)"));
+                    scanned
+                }
+            };
+            per_page = (per_page + count as f64 / scanned.max(1) as f64) / 2.0;
+            span = span_for(self.sized.batch_size, per_page).min(span * 2);
+            between_batches(db).await;
+        }
+    }
+
     /// Record and commit a one-statement batch; `false` when it was the
     /// last of its part (nothing deleted, or fewer rows than asked for).
     async fn commit_deleted(
@@ -571,6 +685,11 @@ impl Walk<'_> {
         }
         self.outage = Outage::default();
     }
+}
+
+/// The page of a `ctid` as PostgreSQL prints it, `(page,offset)`.
+fn tid_page(tid: &str) -> Option<u64> {
+    tid.strip_prefix('(')?.split(',').next()?.parse().ok()
 }
 
 /// The first half of a keyed batch, inside its transaction: select (and

@@ -20,6 +20,7 @@ pub struct WalkReport {
 pub fn walk_report(sql: &RuleSql) -> WalkReport {
     let column = match (sql.walk, &sql.select) {
         (crate::config::Walk::Select, Some(s)) => s.column.name.clone(),
+        (crate::config::Walk::Heap, _) => "ctid".into(),
         _ => sql.key.name.clone(),
     };
     WalkReport {
@@ -35,6 +36,8 @@ pub(crate) fn why_one_worker(db: &Db, sql: &RuleSql) -> Option<&'static str> {
     let d = db.dialect();
     if !sql.fast_delete(d) {
         Some("the rule is not a one-statement delete on this engine")
+    } else if sql.walk == crate::config::Walk::Heap {
+        Some("the heap walk goes through the pages in order, one batch at a time")
     } else if d.single_writer() {
         Some("SQLite lets one writer in at a time")
     } else if sql.delete_parts(d).len() > 1 {

@@ -382,6 +382,7 @@ async fn table_info(d: &MySql, db: &Db, t: &TableRef) -> Result<Option<TableInfo
         has_rowid: false,
         indexed: firsts(&idx),
         index_pairs,
+        heap_walk: false,
     }))
 }
 

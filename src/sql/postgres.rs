@@ -398,7 +398,8 @@ async fn table_info(d: &Postgres, db: &Db, t: &TableRef) -> Result<Option<TableI
     let rel = regclass(d, t);
     let found = db
         .fetch(&catalog(
-            "SELECT CAST(c.relkind AS TEXT), CAST((c.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)) AS TEXT) \
+            "SELECT CAST(c.relkind AS TEXT), CAST((c.relkind = 'p' OR EXISTS (SELECT 1 FROM pg_inherits i WHERE i.inhparent = c.oid)) AS TEXT), \
+                    CAST(current_setting('server_version_num')::int >= 140000 AS TEXT) \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
             vec![Val::Text(schema), Val::Text(t.table.clone())],
         ))
@@ -407,6 +408,7 @@ async fn table_info(d: &Postgres, db: &Db, t: &TableRef) -> Result<Option<TableI
         return Ok(None);
     };
     let partitioned = s(&row[1]) == "true";
+    let heap_walk = s(&row[0]) == "r" && !partitioned && s(&row[2]) == "true";
     let cols = db
         .fetch(&catalog(
             "SELECT a.attname::text, format_type(a.atttypid, a.atttypmod), CAST(NOT a.attnotnull AS TEXT) \
@@ -439,6 +441,7 @@ async fn table_info(d: &Postgres, db: &Db, t: &TableRef) -> Result<Option<TableI
         has_rowid: false,
         indexed: firsts(&idx),
         index_pairs: vec![],
+        heap_walk,
     }))
 }
 

@@ -104,6 +104,10 @@ pub struct TableInfo {
     /// an index that names both columns reads `ORDER BY first, second` in
     /// order. Empty elsewhere.
     pub index_pairs: Vec<(String, String)>,
+    /// PostgreSQL 14 or later, an ordinary table that is not partitioned:
+    /// its heap can be walked by `ctid` ranges (a TID Range Scan; before 14
+    /// such a range is a sequential scan of the whole table).
+    pub heap_walk: bool,
 }
 
 impl TableInfo {

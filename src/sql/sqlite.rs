@@ -231,5 +231,6 @@ async fn table_info(d: &Sqlite, db: &Db, t: &TableRef) -> Result<Option<TableInf
         has_rowid,
         indexed,
         index_pairs: vec![],
+        heap_walk: false,
     }))
 }

@@ -231,10 +231,11 @@ fn walk(cx: &mut Ctx, w: &Spanned<String>, has_select: bool) -> Option<Walk> {
         }
         "select" => Some(Walk::Select),
         "key" => Some(Walk::Key),
+        "heap" => Some(Walk::Heap),
         other => {
             cx.err(
                 w,
-                format!("unknown walk `{other}` (use \"select\" or \"key\")"),
+                format!("unknown walk `{other}` (use \"select\", \"key\" or \"heap\")"),
             );
             None
         }

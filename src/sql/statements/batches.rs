@@ -6,7 +6,7 @@ use super::{ActionSql, BatchRow, Cursor, Deleted, RuleSql};
 use crate::keys::keys_sha256;
 use crate::sql::dialect::{DeleteSummary, DeleteTarget, Dialect};
 use crate::sql::schema::{ColumnInfo, ColumnKind};
-use crate::sql::{Builder, Stmt, TextRow};
+use crate::sql::{Builder, Stmt, TextRow, Val};
 use std::collections::BTreeSet;
 
 impl RuleSql {
@@ -255,6 +255,55 @@ impl RuleSql {
             self.batch_size,
         );
         b.finish()
+    }
+
+    /// A heap walk's batch (PostgreSQL, [`crate::config::Walk::Heap`]): the
+    /// first `batch_size` due rows in `ctid` order after the tuple `after`
+    /// (`(page,offset)`, exclusive) and before page `below`, deleted and
+    /// summarized in one statement. The summary's bound is the last deleted
+    /// `ctid`, where a full batch's successor continues.
+    pub fn delete_heap_batch(&self, d: &dyn Dialect, after: &str, below: u64) -> Stmt {
+        let mut b = Builder::new(d);
+        let key_sql = self.table.col(d, &self.key.name);
+        let subject = match &self.subject {
+            Some(s) => d.to_text(&d.quote(&s.name)),
+            None => "CAST(NULL AS TEXT)".into(),
+        };
+        let returning = format!(
+            "{} AS k, {subject} AS s, ctid AS o",
+            d.to_text(&d.quote(&self.key.name))
+        );
+        let target = DeleteTarget {
+            table_sql: &self.table.from,
+            key_sql: &key_sql,
+            order_sql: "ctid",
+            returning_sql: &returning,
+            physical_id: true,
+            summarize: true,
+        };
+        d.push_delete_batch(
+            &mut b,
+            &target,
+            &|b| {
+                self.push_eligible(d, b);
+                b.push(" AND ctid > CAST(")
+                    .bind(Val::Text(after.to_string()))
+                    .push(" AS tid) AND ctid < CAST(")
+                    .bind(Val::Text(format!("({below},0)")))
+                    .push(" AS tid)");
+            },
+            self.batch_size,
+        );
+        b.finish()
+    }
+
+    /// The heap walk's end: the table's size in pages when the rule starts
+    /// (rows appended later, in new pages, are young).
+    pub fn heap_pages(&self) -> Stmt {
+        Stmt {
+            sql: "SELECT CAST(pg_relation_size(to_regclass($1)) / current_setting('block_size')::bigint AS TEXT)".into(),
+            binds: vec![Val::Text(self.table.from.clone())],
+        }
     }
 
     /// Read (and lock) the next batch: key, subject, order value, hashed columns.

@@ -81,7 +81,7 @@ impl RuleSql {
     pub(super) fn walked_select(&self) -> Option<&SelectSql> {
         match self.walk {
             Walk::Select => self.select.as_ref(),
-            Walk::Key => None,
+            Walk::Key | Walk::Heap => None,
         }
     }
 

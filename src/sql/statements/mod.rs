@@ -266,6 +266,7 @@ mod tests {
             has_rowid: true,
             indexed: vec!["id".into(), "created_at".into()],
             index_pairs: vec![],
+            heap_walk: !partitioned,
         };
         RuleSql {
             table: TableSql::new(d, info),

@@ -5,7 +5,7 @@
 
 use super::{ActionSql, ChildSql, CutoffValue, RuleSql, SelectSql, TableSql, Tables};
 use crate::config::{Action, Child, ObjectLink, Rule, TimeFormat, Walk};
-use crate::sql::dialect::Dialect;
+use crate::sql::dialect::{DeleteSummary, Dialect};
 use crate::sql::schema::{ColumnInfo, ColumnKind, TableInfo};
 use chrono::{DateTime, Utc};
 
@@ -63,17 +63,22 @@ fn cutoff_for(
 /// `sorts` is [`Dialect::sorts_every_due_row`] for the keyed loop (never for
 /// a one-statement delete, which orders by the select column alone): an
 /// index on the select column that the engine would sort in full every
-/// batch is no better than none.
+/// batch is no better than none. `heap`: the rule is a one-statement delete
+/// of one batch at a time on a table whose heap can be walked
+/// ([`TableInfo::heap_walk`]); without an index on the select column that
+/// walk reads each page once, where the key walk fetches row by row.
 fn choose_walk(
     forced: Option<Walk>,
     info: &TableInfo,
     select: Option<&SelectSql>,
     key: &ColumnInfo,
     sorts: bool,
+    heap: bool,
 ) -> (Walk, String) {
     let key_indexed = info.indexed.contains(&key.name);
     match (forced, select) {
         (Some(Walk::Key), _) => (Walk::Key, "walk = \"key\" in the rule".into()),
+        (Some(Walk::Heap), _) => (Walk::Heap, "walk = \"heap\" in the rule".into()),
         (Some(Walk::Select), Some(_)) => (Walk::Select, "walk = \"select\" in the rule".into()),
         (_, None) => (Walk::Key, "the rule has no select column".into()),
         (None, Some(sel)) if sorts && key_indexed => (
@@ -86,6 +91,13 @@ fn choose_walk(
         (None, Some(sel)) if info.indexed.contains(&sel.column.name) => (
             Walk::Select,
             format!("an index leads with `{}`", sel.column.name),
+        ),
+        (None, Some(sel)) if heap && !info.indexed.contains(&sel.column.name) => (
+            Walk::Heap,
+            format!(
+                "no index leads with `{}`: the pages in order, each read once",
+                sel.column.name
+            ),
         ),
         (None, Some(sel)) if key_indexed => (
             Walk::Key,
@@ -271,7 +283,20 @@ impl RuleSql {
             && select
                 .as_ref()
                 .is_some_and(|s| d.sorts_every_due_row(info, &s.column.name, &key.name));
-        let (walk, walk_why) = choose_walk(rule.walk, info, select.as_ref(), &key, sorts);
+        // The heap walk: a one-statement delete, PostgreSQL 14+, one table
+        // (not partitioned), and chosen only for one batch at a time (side
+        // by side windows split the key).
+        let heap_ok =
+            !keyed_loop && info.heap_walk && d.delete_summary() == DeleteSummary::InStatement;
+        if rule.walk == Some(Walk::Heap) && !heap_ok {
+            problems.push(format!(
+                "walk = \"heap\" needs a plain delete (no children, no objects) of a PostgreSQL 14+ table that is not partitioned; {} is not that",
+                rule.target
+            ));
+            return Err(problems);
+        }
+        let heap = heap_ok && rule.concurrency <= 1;
+        let (walk, walk_why) = choose_walk(rule.walk, info, select.as_ref(), &key, sorts, heap);
         Ok(RuleSql {
             display: rule.target.to_string(),
             table,
