@@ -17,7 +17,10 @@
 #            per batch); then ROWS × 4 (walk = "select" there only with
 #            SELECT_X4=1: it took 219 s at 1.6M rows).
 #
-# Environment: ROWS (400000), AROWS (2000000), PG (postgres://postgres@127.0.0.1:5432),
+# delete also runs the key walk (walk = "key") beside the walk Lethe
+# chooses (the heap on PostgreSQL 14+).
+#
+# Environment: ROWS (400000), AROWS (2000000), LAYOUT (correlated; or random), PG (postgres://postgres@127.0.0.1:5432),
 # MY (mysql://root@127.0.0.1:3306; the `mariadb` client on 127.0.0.1:3306 as root),
 # CARGO_TARGET_DIR (target), LETHE_BIN (skip the build, use this binary). Each case gets a database of its own, dropped at
 # the end. Prints one line per measurement; figures are wall-clock seconds of
@@ -60,6 +63,10 @@ export LETHE_AUDIT_KEY="bench-walks-secret-0123456789"
 AS_OF="2026-06-15T12:00:00Z"   # cutoff 180 days before: 2025-12-17
 
 # fill N [index]: events(id, created_at, user_ref, payload), 30 % before the cutoff.
+# LAYOUT=random writes the rows in random key order (the key walk then jumps
+# around the heap; the heap walk does not).
+order=""
+if [ "${LAYOUT:-}" = random ]; then order="ORDER BY random()"; fi
 fill() {
   psql "$PG/postgres" -qAtc "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null
   psql "$PG/postgres" -qAtc "CREATE DATABASE $db" >/dev/null
@@ -67,7 +74,7 @@ fill() {
   q -c "INSERT INTO events SELECT g,
           CASE WHEN g % 10 < 3 THEN TIMESTAMP '2024-01-01' + (g % 5000) * INTERVAL '1 hour'
                ELSE TIMESTAMP '2026-01-01' + (g % 5000) * INTERVAL '1 minute' END,
-          'user-' || (g % 100000), repeat('x', 60) FROM generate_series(1, $1) g"
+          'user-' || (g % 100000), repeat('x', 60) FROM generate_series(1, $1) g $order"
   if [ "${2:-}" = index ]; then q -c "CREATE INDEX events_created ON events (created_at)"; fi
   q -c "VACUUM ANALYZE events"
 }
@@ -121,13 +128,15 @@ if [ "$what" = delete ] || [ "$what" = all ]; then
     fill "$rows"
     r=$(raw "DELETE FROM events WHERE created_at < '2025-12-17 12:00:00'")
     left=$(q -c "SELECT COUNT(*) FROM events")
-    echo "delete rows=$rows expired=$expired no-index raw_delete ${r}s left=$left"
+    echo "delete rows=$rows expired=$expired no-index layout=${LAYOUT:-correlated} raw_delete ${r}s left=$left"
     for batch in 1000 5000; do
-      fill "$rows"
-      read -r t longest walk < <(lethe_run delete '"delete"' "$batch")
-      left=$(q -c "SELECT COUNT(*) FROM events")
-      ratio=$(echo "scale=3; $r / $t" | bc)
-      echo "delete rows=$rows expired=$expired no-index lethe batch=$batch walk=$walk ${t}s longest_batch=${longest}ms left=$left ratio_vs_raw=$ratio"
+      for forced in "" 'walk = "key"'; do
+        fill "$rows"
+        read -r t longest walk < <(lethe_run delete '"delete"' "$batch" "$PG/$db" events "$forced")
+        left=$(q -c "SELECT COUNT(*) FROM events")
+        ratio=$(echo "scale=3; $r / $t" | bc)
+        echo "delete rows=$rows expired=$expired no-index layout=${LAYOUT:-correlated} lethe batch=$batch walk=$walk ${t}s longest_batch=${longest}ms left=$left ratio_vs_raw=$ratio"
+      done
     done
   done
 fi
