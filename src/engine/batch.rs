@@ -375,27 +375,25 @@ pub(crate) async fn execute(run: &mut RuleRun<'_, '_>) -> Result<(), Error> {
     // One-statement deletes walk each physical table in turn (a ctid is
     // unique only within one); every other path has a single part. The heap
     // walk is of one table by page.
-    if sql.walk == crate::config::Walk::Heap {
-        if !walk.heap(run).await? {
-            run.report.status = RuleStatus::Interrupted;
-            run.report.batch_sizes = walk.sizer.as_ref().map(|s| s.stats());
-            tracing::warn!("interrupted at a batch boundary");
-            return Ok(());
+    let finished = if sql.walk == crate::config::Walk::Heap {
+        walk.heap(run).await?
+    } else {
+        let mut finished = true;
+        for part in &parts {
+            if !walk.part(run, part.as_deref()).await? {
+                finished = false;
+                break;
+            }
         }
-        run.report.batch_sizes = walk.sizer.map(|s| s.stats());
-        run.report.status = RuleStatus::Done;
-        return Ok(());
-    }
-    for part in &parts {
-        if !walk.part(run, part.as_deref()).await? {
-            run.report.status = RuleStatus::Interrupted;
-            run.report.batch_sizes = walk.sizer.as_ref().map(|s| s.stats());
-            tracing::warn!("interrupted at a batch boundary");
-            return Ok(());
-        }
-    }
+        finished
+    };
     run.report.batch_sizes = walk.sizer.map(|s| s.stats());
-    run.report.status = RuleStatus::Done;
+    run.report.status = if finished {
+        RuleStatus::Done
+    } else {
+        tracing::warn!("interrupted at a batch boundary");
+        RuleStatus::Interrupted
+    };
     Ok(())
 }
 
@@ -433,28 +431,69 @@ struct Position {
 }
 
 impl Walk<'_> {
+    /// At a batch boundary: wait while `pause_when` says so, then size the
+    /// batch. `None` when the run was cancelled; else the size the sizer
+    /// chose, if it chooses.
+    async fn before_batch(
+        &mut self,
+        run: &mut RuleRun<'_, '_>,
+    ) -> Result<Option<Option<u64>>, Error> {
+        let waited = wait_for_health(self.throttle.as_mut(), &run.ctx.opts.cancel).await?;
+        run.report.add_throttled(waited);
+        if run.ctx.opts.cancel.is_cancelled() {
+            return Ok(None);
+        }
+        if let Some(s) = &self.sizer {
+            self.sized.batch_size = s.size();
+        }
+        Ok(Some(self.sizer.as_ref().map(|s| s.size() as u64)))
+    }
+
+    /// The batch's transaction; `None` after waiting out a lost connection
+    /// (within `reconnect_for`), when the batch is to be tried again.
+    async fn begin(&mut self, db: &Db) -> Result<Option<Tx>, Error> {
+        match db.begin().await {
+            Ok(tx) => Ok(Some(tx)),
+            Err(e) => {
+                self.outage.wait(&db.name, db.reconnect_for, e).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The first half of a batch failed, before anything of it was recorded
+    /// or committed: roll back, then wait out a lost connection or back off
+    /// from a conflict. `Ok` means the batch is to be tried again.
+    async fn retry_after(
+        &mut self,
+        run: &mut RuleRun<'_, '_>,
+        tx: Tx,
+        e: Error,
+    ) -> Result<(), Error> {
+        let db = run.db;
+        match e {
+            e @ Error::Connection { .. } => {
+                let _ = tx.rollback(db).await;
+                self.outage.wait(&db.name, db.reconnect_for, e).await?;
+            }
+            e => roll_back_or_retry(db, tx, e, &mut self.conflicts).await?,
+        }
+        run.report.retries += 1;
+        Ok(())
+    }
+
     /// Batch one part of the table until nothing is left; `false` when the
     /// run was cancelled at a batch boundary.
     async fn part(&mut self, run: &mut RuleRun<'_, '_>, part: Option<&str>) -> Result<bool, Error> {
         let db = run.db;
         let mut pos = Position::default();
         loop {
-            let waited = wait_for_health(self.throttle.as_mut(), &run.ctx.opts.cancel).await?;
-            run.report.add_throttled(waited);
-            if run.ctx.opts.cancel.is_cancelled() {
+            let Some(limit) = self.before_batch(run).await? else {
                 return Ok(false);
-            }
-            if let Some(s) = &self.sizer {
-                self.sized.batch_size = s.size();
-            }
-            let limit = self.sizer.as_ref().map(|s| s.size() as u64);
+            };
             let started = Instant::now();
-            let mut tx = match db.begin().await {
-                Ok(tx) => tx,
-                Err(e) => {
-                    self.outage.wait(&db.name, db.reconnect_for, e).await?;
-                    continue;
-                }
+            let Some(mut tx) = self.begin(db).await? else {
+                continue;
             };
             let outcome = match self.fast {
                 true => {
@@ -466,16 +505,8 @@ impl Walk<'_> {
             };
             let fetched = match outcome {
                 Ok(r) => r,
-                Err(e @ Error::Connection { .. }) => {
-                    // Nothing of the batch was recorded or committed.
-                    let _ = tx.rollback(db).await;
-                    self.outage.wait(&db.name, db.reconnect_for, e).await?;
-                    run.report.retries += 1;
-                    continue;
-                }
                 Err(e) => {
-                    roll_back_or_retry(db, tx, e, &mut self.conflicts).await?;
-                    run.report.retries += 1;
+                    self.retry_after(run, tx, e).await?;
                     continue;
                 }
             };
@@ -526,23 +557,13 @@ impl Walk<'_> {
         let mut from = 0u64;
         let mut after = "(0,0)".to_string();
         loop {
-            let waited = wait_for_health(self.throttle.as_mut(), &run.ctx.opts.cancel).await?;
-            run.report.add_throttled(waited);
-            if run.ctx.opts.cancel.is_cancelled() {
+            let Some(limit) = self.before_batch(run).await? else {
                 return Ok(false);
-            }
-            if let Some(s) = &self.sizer {
-                self.sized.batch_size = s.size();
-            }
-            let limit = self.sizer.as_ref().map(|s| s.size() as u64);
+            };
             let below = (from + span).min(end);
             let started = Instant::now();
-            let mut tx = match db.begin().await {
-                Ok(tx) => tx,
-                Err(e) => {
-                    self.outage.wait(&db.name, db.reconnect_for, e).await?;
-                    continue;
-                }
+            let Some(mut tx) = self.begin(db).await? else {
+                continue;
             };
             let stmt = self.sized.delete_heap_batch(db.dialect(), &after, below);
             let outcome = match tx.fetch(db, &stmt).await {
@@ -559,15 +580,8 @@ impl Walk<'_> {
             };
             let del = match outcome {
                 Ok(del) => del,
-                Err(e @ Error::Connection { .. }) => {
-                    let _ = tx.rollback(db).await;
-                    self.outage.wait(&db.name, db.reconnect_for, e).await?;
-                    run.report.retries += 1;
-                    continue;
-                }
                 Err(e) => {
-                    roll_back_or_retry(db, tx, e, &mut self.conflicts).await?;
-                    run.report.retries += 1;
+                    self.retry_after(run, tx, e).await?;
                     continue;
                 }
             };
