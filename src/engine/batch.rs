@@ -541,13 +541,19 @@ impl Walk<'_> {
     /// `false` when the run was cancelled at a batch boundary.
     async fn heap(&mut self, run: &mut RuleRun<'_, '_>) -> Result<bool, Error> {
         let db = run.db;
+        // Unreadable is an error, never "no pages": that would end the walk
+        // with every due row left and the rule reported done.
         let end: u64 = db
             .fetch(&self.sized.heap_pages())
             .await?
             .first()
             .and_then(|r| r.first().cloned().flatten())
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+            .ok_or_else(|| Error::Database {
+                source_name: db.name.clone(),
+                message: format!("cannot read the size of {} in pages", self.sized.display),
+                kind: crate::error::DbErrorKind::Other,
+            })?;
         let span_for = |rows: usize, per_page: f64| -> u64 {
             ((rows as f64 / per_page.max(1e-6)).ceil() as u64).clamp(1, end.max(1))
         };
