@@ -94,6 +94,23 @@ batch_size = {batch_size}
     )
 }
 
+/// A plain delete: the one-statement path.
+fn delete_job(batch_size: u32, extra: &str) -> String {
+    format!(
+        r#"
+name = "logs"
+policy = "II(2)2"
+[[rules]]
+name = "delete-old"
+target = "app.evp"
+select = {{ column = "created_at", older_than = "180d" }}
+action = "delete"
+batch_size = {batch_size}
+{extra}
+"#
+    )
+}
+
 /// Where the keyed loop stands after its first batch: the cursor the engine
 /// would continue from.
 async fn after_first_batch(db: &Db, sql: &RuleSql) -> Cursor {
@@ -240,25 +257,15 @@ async fn key_walk_is_bounded_on_the_key_index(engine: Engine) {
     let db = evp(engine, false).await;
     // PostgreSQL deletes such a table by walking its heap (see
     // `postgres_heap_walk_reads_page_ranges`); its key walk is forced here.
-    let delete_job = format!(
-        r#"
-name = "logs"
-policy = "II(2)2"
-[[rules]]
-name = "delete-old"
-target = "app.evp"
-select = {{ column = "created_at", older_than = "180d" }}
-action = "delete"
-batch_size = 500
-{}
-"#,
-        if engine == Engine::Postgres {
-            "walk = \"key\""
-        } else {
-            ""
-        }
-    );
-    for (job, keyed) in [(anonymize_job(500, ""), true), (delete_job, false)] {
+    let forced = if engine == Engine::Postgres {
+        "walk = \"key\""
+    } else {
+        ""
+    };
+    for (job, keyed) in [
+        (anonymize_job(500, ""), true),
+        (delete_job(500, forced), false),
+    ] {
         let ws = Workspace::new(&db.url, &[("logs.toml", &job)]);
         let conn = db.connect().await;
         let sql = prepared(&conn, &ws).await;
@@ -762,18 +769,7 @@ async fn mariadb_partitioned_delete_reads_the_index_in_order() {
     ))
     .await;
     db.exec("ANALYZE TABLE evp").await;
-    let job = r#"
-name = "logs"
-policy = "II(2)2"
-[[rules]]
-name = "delete-old"
-target = "app.evp"
-key = "id"
-select = { column = "created_at", older_than = "180d" }
-action = "delete"
-batch_size = 500
-"#;
-    let ws = Workspace::new(&db.url, &[("logs.toml", job)]);
+    let ws = Workspace::new(&db.url, &[("logs.toml", &delete_job(500, "key = \"id\""))]);
     let conn = db.connect().await;
     let sql = prepared(&conn, &ws).await;
     assert!(sql.table.info.partitioned, "the catalog says partitioned");
@@ -894,22 +890,7 @@ async fn mariadb_partitioned_keyed_loop_never_sorts_the_due_rows() {
 #[tokio::test]
 async fn postgres_heap_walk_reads_page_ranges() {
     let db = evp(Engine::Postgres, false).await;
-    let job = |extra: &str| {
-        format!(
-            r#"
-name = "logs"
-policy = "II(2)2"
-[[rules]]
-name = "delete-old"
-target = "app.evp"
-select = {{ column = "created_at", older_than = "180d" }}
-action = "delete"
-batch_size = 500
-{extra}
-"#
-        )
-    };
-    let ws = Workspace::new(&db.url, &[("logs.toml", &job(""))]);
+    let ws = Workspace::new(&db.url, &[("logs.toml", &delete_job(500, ""))]);
     let conn = db.connect().await;
     let sql = prepared(&conn, &ws).await;
     assert_eq!(sql.walk, lethe::config::Walk::Heap, "{}", sql.walk_why);
@@ -922,7 +903,10 @@ batch_size = 500
     );
     assert!(!plan.contains("Seq Scan"), "{plan}");
 
-    let ws2 = Workspace::new(&db.url, &[("logs.toml", &job("concurrency = 2"))]);
+    let ws2 = Workspace::new(
+        &db.url,
+        &[("logs.toml", &delete_job(500, "concurrency = 2"))],
+    );
     let sql = prepared(&conn, &ws2).await;
     assert_eq!(sql.walk, lethe::config::Walk::Key, "windows split the key");
 
@@ -961,17 +945,7 @@ async fn postgres_heap_walk_deletes_exactly_the_due_rows_of_an_uneven_table() {
     .await;
     db.exec("ANALYZE evp").await;
     let due = 2000 + 1000;
-    let job = r#"
-name = "logs"
-policy = "II(2)2"
-[[rules]]
-name = "delete-old"
-target = "app.evp"
-select = { column = "created_at", older_than = "180d" }
-action = "delete"
-batch_size = 300
-"#;
-    let ws = Workspace::new(&db.url, &[("logs.toml", job)]);
+    let ws = Workspace::new(&db.url, &[("logs.toml", &delete_job(300, ""))]);
     let out = ws.lethe(&["run", "--as-of", AS_OF]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert_eq!(db.count("SELECT COUNT(*) FROM evp").await, 20000 - due);
