@@ -77,38 +77,36 @@ async fn prepared(db: &Db, ws: &Workspace) -> RuleSql {
         .unwrap_or_else(|p| panic!("{p:?}"))
 }
 
-/// An anonymize rule: the keyed loop (select, then update by key).
-fn anonymize_job(batch_size: u32, walk: &str) -> String {
+/// One rule on `evp` (due after 180 days), with `extra` lines of its own.
+fn evp_job(name: &str, action: &str, batch_size: u32, extra: &str) -> String {
     format!(
         r#"
 name = "logs"
 policy = "II(2)2"
 [[rules]]
-name = "pseudonymize"
+name = "{name}"
 target = "app.evp"
 select = {{ column = "created_at", older_than = "180d" }}
-action = {{ anonymize = {{ note = "null" }} }}
+action = {action}
 batch_size = {batch_size}
-{walk}
+{extra}
 "#
+    )
+}
+
+/// An anonymize rule: the keyed loop (select, then update by key).
+fn anonymize_job(batch_size: u32, walk: &str) -> String {
+    evp_job(
+        "pseudonymize",
+        r#"{ anonymize = { note = "null" } }"#,
+        batch_size,
+        walk,
     )
 }
 
 /// A plain delete: the one-statement path.
 fn delete_job(batch_size: u32, extra: &str) -> String {
-    format!(
-        r#"
-name = "logs"
-policy = "II(2)2"
-[[rules]]
-name = "delete-old"
-target = "app.evp"
-select = {{ column = "created_at", older_than = "180d" }}
-action = "delete"
-batch_size = {batch_size}
-{extra}
-"#
-    )
+    evp_job("delete-old", r#""delete""#, batch_size, extra)
 }
 
 /// Where the keyed loop stands after its first batch: the cursor the engine
