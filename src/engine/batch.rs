@@ -81,11 +81,7 @@ pub async fn delete_next_batch(
     below: Option<&str>,
 ) -> Result<Deleted, Error> {
     let d = db.dialect();
-    let unreadable = |e: &str| Error::Database {
-        source_name: db.name.clone(),
-        message: e.to_string(),
-        kind: crate::error::DbErrorKind::Other,
-    };
+    let unreadable = |e: &str| unreadable(db, e);
     let delete = sql.delete_batch(d, part, bound, below);
     if let Some(summary) = sql.summarize_batch(d, part, bound, below) {
         let del = sql
@@ -549,10 +545,9 @@ impl Walk<'_> {
             .first()
             .and_then(|r| r.first().cloned().flatten())
             .and_then(|v| v.parse().ok())
-            .ok_or_else(|| Error::Database {
-                source_name: db.name.clone(),
-                message: format!("cannot read the size of {} in pages", self.sized.display),
-                kind: crate::error::DbErrorKind::Other,
+            .ok_or_else(|| {
+                let what = format!("cannot read the size of {} in pages", self.sized.display);
+                unreadable(db, &what)
             })?;
         let span_for = |rows: usize, per_page: f64| -> u64 {
             ((rows as f64 / per_page.max(1e-6)).ceil() as u64).clamp(1, end.max(1))
@@ -573,15 +568,10 @@ impl Walk<'_> {
             };
             let stmt = self.sized.delete_heap_batch(db.dialect(), &after, below);
             let outcome = match tx.fetch(db, &stmt).await {
-                Ok(rows) => {
-                    self.sized
-                        .parse_deleted(db.dialect(), rows)
-                        .map_err(|e| Error::Database {
-                            source_name: db.name.clone(),
-                            message: e,
-                            kind: crate::error::DbErrorKind::Other,
-                        })
-                }
+                Ok(rows) => self
+                    .sized
+                    .parse_deleted(db.dialect(), rows)
+                    .map_err(|e| unreadable(db, &e)),
                 Err(e) => Err(e),
             };
             let del = match outcome {
@@ -603,7 +593,7 @@ impl Walk<'_> {
                 .await?;
             let scanned = match (full, last) {
                 (true, Some((page, tid))) => {
-                    let scanned = page - from + 1;
+                    let scanned = page.saturating_sub(from) + 1;
                     (from, after) = (page, tid);
                     scanned
                 }
@@ -704,6 +694,15 @@ impl Walk<'_> {
             s.observe(rows, started.elapsed());
         }
         self.outage = Outage::default();
+    }
+}
+
+/// An answer from `db` that Lethe cannot read (a batch summary, a size).
+fn unreadable(db: &Db, message: &str) -> Error {
+    Error::Database {
+        source_name: db.name.clone(),
+        message: message.to_string(),
+        kind: crate::error::DbErrorKind::Other,
     }
 }
 

@@ -20,6 +20,12 @@ impl RuleSql {
     }
 
     fn returning(&self, d: &dyn Dialect) -> String {
+        self.returning_with(d, &d.quote(&self.bound_column().name))
+    }
+
+    /// What a one-statement delete returns per row: key, subject and
+    /// `order`, the expression whose greatest value is the batch's bound.
+    fn returning_with(&self, d: &dyn Dialect, order: &str) -> String {
         let key = d.to_text(&d.quote(&self.key.name));
         let subj = match &self.subject {
             Some(s) => d.to_text(&d.quote(&s.name)),
@@ -33,13 +39,10 @@ impl RuleSql {
                 } else {
                     "CAST(NULL AS TEXT)".into()
                 },
-                d.quote(&self.bound_column().name)
+                order
             ),
             DeleteSummary::SelectFirst => String::new(),
-            DeleteSummary::Rows => format!(
-                "{key}, {subj}, {}",
-                d.to_text(&d.quote(&self.bound_column().name))
-            ),
+            DeleteSummary::Rows => format!("{key}, {subj}, {}", d.to_text(order)),
         }
     }
 
@@ -265,14 +268,7 @@ impl RuleSql {
     pub fn delete_heap_batch(&self, d: &dyn Dialect, after: &str, below: u64) -> Stmt {
         let mut b = Builder::new(d);
         let key_sql = self.table.col(d, &self.key.name);
-        let subject = match &self.subject {
-            Some(s) => d.to_text(&d.quote(&s.name)),
-            None => "CAST(NULL AS TEXT)".into(),
-        };
-        let returning = format!(
-            "{} AS k, {subject} AS s, ctid AS o",
-            d.to_text(&d.quote(&self.key.name))
-        );
+        let returning = self.returning_with(d, "ctid");
         let target = DeleteTarget {
             table_sql: &self.table.from,
             key_sql: &key_sql,
