@@ -669,6 +669,91 @@ fn walk_and_batch_time_keys_are_validated_with_positions() {
     }
 }
 
+/// A rule that names no `batch_size` is sized by time (50 ms, from a first
+/// batch of 2,000, within `batch_size_max`); a number alone fixes every
+/// batch, and then a `batch_size_max` is refused with its position.
+#[tokio::test]
+async fn batches_are_sized_by_time_unless_a_number_fixes_them() {
+    let db = small_evp(Engine::Sqlite, 3_000).await;
+    let due = (1..=3_000u64).filter(|i| i % 10 < 3 && i % 50 != 0).count() as u64;
+    let job = |sizing: &str| {
+        format!(
+            "name = \"logs\"\npolicy = \"II(2)2\"\n[[rules]]\nname = \"old\"\ntarget = \"app.evp\"\nsubject = \"user_ref\"\nhold = \"app.holds.user_ref\"\nselect = {{ column = \"created_at\", older_than = \"180d\" }}\naction = \"delete\"\n{sizing}"
+        )
+    };
+    let rule_line = |out: &common::Output| -> serde_json::Value {
+        out.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["type"] == "rule")
+            .unwrap_or_else(|| panic!("no rule line: {}", out.all()))
+    };
+
+    // Nothing named: sized by time, the first batch 2,000 capped by the ceiling.
+    let ws = Workspace::new(&db.url, &[("logs.toml", &job("batch_size_max = 300\n"))]);
+    let out = ws.lethe(&["run", "--as-of", AS_OF, "--output", "json"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let rule = rule_line(&out);
+    let sizes = &rule["batch_sizes"];
+    assert_eq!(sizes["target_ms"], 50, "{rule}");
+    assert_eq!(sizes["first"], 300, "{rule}");
+    let mut total = 0;
+    for r in ws.last_records() {
+        if let Event::Batch {
+            count, batch_size, ..
+        } = r.event
+        {
+            let size = batch_size.expect("a time-sized batch records its size");
+            assert!(
+                count <= size && size <= 300,
+                "{count} rows in a batch of {size}"
+            );
+            total += count;
+        }
+    }
+    assert_eq!(total, due, "exactly the due, unheld rows");
+
+    // A number alone: every batch that size, and no sizes reported.
+    let db = small_evp(Engine::Sqlite, 3_000).await;
+    let ws = Workspace::new(&db.url, &[("logs.toml", &job("batch_size = 100\n"))]);
+    let out = ws.lethe(&["run", "--as-of", AS_OF, "--output", "json"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let rule = rule_line(&out);
+    assert!(rule["batch_sizes"].is_null(), "{rule}");
+    let counts: Vec<u64> = ws
+        .last_records()
+        .into_iter()
+        .filter_map(|r| match r.event {
+            Event::Batch {
+                count, batch_size, ..
+            } => {
+                assert_eq!(batch_size, None, "a fixed batch records no chosen size");
+                Some(count)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(counts.len() as u64, due.div_ceil(100), "{counts:?}");
+    assert!(counts.iter().all(|c| *c <= 100), "{counts:?}");
+
+    // A number and a ceiling: refused, with the ceiling's position.
+    let ws = Workspace::new(
+        &db.url,
+        &[(
+            "logs.toml",
+            &job("batch_size = 100\nbatch_size_max = 300\n"),
+        )],
+    );
+    let out = ws.lethe(&["check"]);
+    assert_eq!(out.code, 78, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("logs.toml:11:18: batch_size_max bounds a batch sized by time, and a batch_size number alone fixes the size"),
+        "{}",
+        out.stderr
+    );
+}
+
 /// A child found through a column no index leads with is scanned whole by
 /// every batch: the plan says so, with the numbers, per child.
 async fn plan_notes_each_child_without_an_index(engine: Engine) {
