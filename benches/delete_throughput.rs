@@ -1212,6 +1212,9 @@ struct Outcome {
     method: &'static str,
     label: String,
     batch_size: Option<usize>,
+    /// Lethe's `batch_time` where its batches are sized by time (then
+    /// `batch_size` is the first batch).
+    batch_time_ms: Option<u64>,
     /// Lethe's `concurrency` (1 for every other method).
     workers: usize,
     /// Rows deleted (or anonymized).
@@ -1240,6 +1243,7 @@ impl Outcome {
             method,
             label: label.into(),
             batch_size,
+            batch_time_ms: None,
             workers: 1,
             deleted: 0,
             secs: 0.0,
@@ -1746,6 +1750,9 @@ async fn lethe_run(
 ) -> Res<Outcome> {
     let (_dir, loaded) = lethe_config(t, shape, batch, workers, variant)?;
     let batch_size = loaded.jobs[0].rules[0].batch_size;
+    let batch_time_ms = loaded.jobs[0].rules[0]
+        .batch_time
+        .map(|t| t.as_millis() as u64);
     // A production state store was migrated by an earlier run: do that
     // outside the measurement, so a first-ever run's schema setup is not timed.
     lethe::state::State::open(&loaded.config.state.url, loaded.config.state.lease_ttl)
@@ -1819,6 +1826,7 @@ async fn lethe_run(
         },
         Some(batch_size),
     );
+    o.batch_time_ms = batch_time_ms;
     o.workers = workers;
     o.deleted = rule.done;
     o.secs = secs;
@@ -1949,9 +1957,11 @@ fn row(o: &Outcome, raw_rate: Option<f64>, range: Option<(f64, f64)>) -> String 
     format!(
         "  {:<26} {:>7} {:>11} {:>9.3} {:>11} {:>6} {:>9} {:>7} {:>7} {:>25} {:>9}{}",
         o.label,
-        o.batch_size
-            .map(|b| group(b as u64))
-            .unwrap_or_else(|| "-".into()),
+        match (o.batch_time_ms, o.batch_size) {
+            (Some(t), _) => format!("{t} ms"),
+            (None, Some(b)) => group(b as u64),
+            (None, None) => "-".into(),
+        },
         group(o.deleted),
         o.secs,
         group(o.rate().round() as u64),
@@ -2146,6 +2156,7 @@ async fn bench_shape(
                 "round": round,
                 "method": o.method,
                 "batch_size": o.batch_size,
+                "batch_time_ms": o.batch_time_ms,
                 "concurrency": o.workers,
                 "deleted": o.deleted,
                 "seconds": (o.secs * 1e4).round() / 1e4,
@@ -2195,6 +2206,7 @@ async fn bench_shape(
             "method": o.method,
             "label": o.label,
             "batch_size": o.batch_size,
+            "batch_time_ms": o.batch_time_ms,
             "concurrency": o.workers,
             "deleted": o.deleted,
             "rounds": p.repeat,
