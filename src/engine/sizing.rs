@@ -9,6 +9,17 @@
 //! Growth is at most ×2 per batch, so one fast batch on an empty range does
 //! not make the next one hold locks for seconds; shrinking is immediate.
 //!
+//! Shrinking helps only while a batch's time is its rows' time. When it is
+//! not (a plan that scans the whole table per statement, a lock wait), a
+//! smaller batch takes as long as a larger one, and shrinking to the floor
+//! would multiply the batches, each as long as before: measured on MariaDB
+//! after its optimizer turned a cascade's three statements into scans, every
+//! batch took ~130 ms from 1,600 rows down to 10, and the run went from 3 s
+//! to 14 s. So when a smaller batch took no less time than the larger one
+//! before it, the size is held there: not shrunk further until a batch meets
+//! the target again (a lock wait that made one batch long is then forgotten
+//! by the next, short one).
+//!
 //! This module only does arithmetic on the durations it is given (tests
 //! inject them); it never reads the clock and never touches a database.
 
@@ -22,6 +33,9 @@ const MAX_GROWTH: f64 = 2.0;
 /// Smallest batch the controller chooses (unless the ceiling is lower):
 /// below it the round trips, not the rows, are the cost.
 const MIN_ROWS: usize = 10;
+/// A batch of at most this fraction of the last one's rows that took more
+/// than this fraction of its time was no shorter: shrinking did not help.
+const SHORTER: f64 = 0.9;
 
 /// `batch_time`: grows or shrinks the next batch from how long the last
 /// ones took, within `batch_size_max`, to keep each transaction near the
@@ -34,6 +48,12 @@ pub struct BatchSizer {
     size: usize,
     /// Rows per second, weighted average of the batches so far.
     rate: Option<f64>,
+    /// The last batch's rows and time.
+    last: Option<(u64, Duration)>,
+    /// The size the batch is not shrunk below: `min`, or the size of a
+    /// batch that took no less time than the larger one before it (until
+    /// one meets the target).
+    floor: usize,
     stats: BatchSizes,
 }
 
@@ -50,6 +70,8 @@ impl BatchSizer {
             max,
             size,
             rate: None,
+            last: None,
+            floor: min,
             stats: BatchSizes {
                 target_ms: target.as_millis() as u64,
                 first: size,
@@ -78,9 +100,19 @@ impl BatchSizer {
             None => now,
         };
         self.rate = Some(rate);
+        if took <= self.target {
+            self.floor = self.min;
+        } else if let Some((prev_rows, prev_took)) = self.last
+            && (rows as f64) <= prev_rows as f64 * SHORTER
+            && took.as_secs_f64() > prev_took.as_secs_f64() * SHORTER
+        {
+            // Fewer rows, no shorter: shrinking does not help; hold here.
+            self.floor = (rows as usize).clamp(self.min, self.max);
+        }
+        self.last = Some((rows, took));
         let want = rate * self.target.as_secs_f64();
         let ceiling = (self.size as f64 * MAX_GROWTH).min(self.max as f64);
-        let next = want.min(ceiling).round().max(self.min as f64) as usize;
+        let next = want.min(ceiling).round().max(self.floor as f64) as usize;
         self.size = next.clamp(self.min, self.max);
         self.stats.min = self.stats.min.min(self.size);
         self.stats.max = self.stats.max.max(self.size);
@@ -133,10 +165,19 @@ mod tests {
         let mut s = BatchSizer::new(8_000, 50 * MS, 20_000);
         // 8,000 rows took 400 ms: 20,000 rows/s → 1,000 rows per 50 ms.
         assert_eq!(s.observe(8_000, 400 * MS), 1_000);
-        // Then 1,000 rows in 500 ms (a lock wait): the average halves the rate.
-        let next = s.observe(1_000, 500 * MS);
+        // Then 1,000 rows in 300 ms: slower per row again, and shorter, so
+        // the average rate falls and the batch shrinks further.
+        let next = s.observe(1_000, 300 * MS);
         assert!((10..1_000).contains(&next), "{next}");
         assert_eq!(s.stats().min, next);
+        // A batch that took as long with fewer rows (a lock wait) holds the
+        // size instead of shrinking it on that evidence.
+        let mut w = BatchSizer::new(8_000, 50 * MS, 20_000);
+        w.observe(8_000, 400 * MS);
+        assert_eq!(w.observe(1_000, 500 * MS), 1_000);
+        // Met: the hold is lifted and the averaged rate decides again.
+        let after = w.observe(1_000, 40 * MS);
+        assert!((800..1_000).contains(&after), "{after}");
     }
 
     #[test]
@@ -153,6 +194,47 @@ mod tests {
         assert_eq!(s.size(), MIN_ROWS, "never below the floor");
         let tiny = BatchSizer::new(100, 50 * MS, 4);
         assert_eq!(tiny.size(), 4, "a ceiling below the floor wins");
+    }
+
+    #[test]
+    fn a_shrink_that_does_not_shorten_the_batch_is_held() {
+        // Every statement became a scan: ~130 ms a batch whatever its size.
+        let mut s = BatchSizer::new(1_600, 50 * MS, 20_000);
+        let first = s.observe(1_600, 130 * MS);
+        assert!(
+            first < 1_600,
+            "a slow batch first shrinks the next: {first}"
+        );
+        let held = s.observe(first as u64, 131 * MS);
+        assert_eq!(held, first, "no shorter with fewer rows: held");
+        for _ in 0..20 {
+            assert_eq!(
+                s.observe(first as u64, 130 * MS),
+                first,
+                "not shrunk to the floor"
+            );
+        }
+        // A batch that meets the target lifts the hold again.
+        s.observe(first as u64, 20 * MS);
+        let mut size = s.size();
+        for _ in 0..10 {
+            size = s.observe(size as u64, MS * ((size as u32 * 100 / 1_600).max(1)));
+        }
+        assert!(
+            size < 1_600,
+            "rows that cost their time shrink as before: {size}"
+        );
+    }
+
+    #[test]
+    fn a_shrink_that_shortens_the_batch_goes_on() {
+        // The rows themselves got slower (10 µs each): time follows size.
+        let mut s = BatchSizer::new(20_000, 50 * MS, 20_000);
+        let mut size = s.size();
+        for _ in 0..10 {
+            size = s.observe(size as u64, Duration::from_micros(size as u64 * 10));
+        }
+        assert!((4_000..=6_000).contains(&size), "{size}");
     }
 
     #[test]
