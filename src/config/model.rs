@@ -762,16 +762,13 @@ impl Template {
     }
 }
 
-/// First batch of a rule that names neither `batch_size` nor `batch_time`
-/// (then sized by `DEFAULT_BATCH_TIME`).
+/// Default rows per batch: short transactions, few round trips.
 pub const DEFAULT_BATCH_SIZE: usize = 2_000;
 /// Largest accepted batch (keeps IN-lists under every engine's bind limit).
 pub const MAX_BATCH_SIZE: usize = 20_000;
-/// First batch of a rule with `batch_size = "auto"` or `batch_time` but no
-/// number of rows.
+/// First batch of a time-sized rule without `batch_size`.
 pub const DEFAULT_AUTO_FIRST_BATCH: usize = 1_000;
-/// `batch_time` of a rule that names none but is sized by time (no
-/// `batch_size`, or `batch_size = "auto"`).
+/// Default `batch_time` for `batch_size = "auto"`.
 pub const DEFAULT_BATCH_TIME: Duration = Duration::from_millis(50);
 /// Largest accepted rule `concurrency` (each worker holds a connection).
 pub const MAX_RULE_CONCURRENCY: usize = 16;

@@ -36,18 +36,10 @@ pub(super) fn guards(cx: &mut Ctx, r: &RawRule) -> (Option<u64>, Option<f64>) {
 
 /// `batch_size` (a number or `"auto"`), `batch_time` and `batch_size_max`
 /// of a SQL rule: (first or fixed size, target duration, ceiling).
-///
-/// A rule that names no size is sized by time (`DEFAULT_BATCH_TIME`,
-/// starting at `DEFAULT_BATCH_SIZE` rows): one fixed row count is too small
-/// for a fast engine (PostgreSQL deletes 2,000 indexed rows in ~3 ms, so the
-/// commits dominate) and too large for a slow shape (a cascade or an
-/// anonymize of wide rows holds its locks for hundreds of milliseconds), and
-/// the transaction's length is what the other sessions feel. A number alone
-/// still fixes the size.
 pub(super) fn batch_sizing(cx: &mut Ctx, r: &RawRule) -> (usize, Option<Duration>, usize) {
     let (size, auto) = batch_size(cx, r.batch_size.as_ref());
     let time = match &r.batch_time {
-        None if auto || r.batch_size.is_none() => Some(DEFAULT_BATCH_TIME),
+        None if auto => Some(DEFAULT_BATCH_TIME),
         None => None,
         Some(t) => {
             let d = parse_pause(cx, t);
@@ -64,7 +56,7 @@ pub(super) fn batch_sizing(cx: &mut Ctx, r: &RawRule) -> (usize, Option<Duration
         Some(m) => {
             let v = *m.get_ref();
             if time.is_none() {
-                cx.err(m, "batch_size_max bounds a batch sized by time, and a batch_size number alone fixes the size: drop batch_size, or set batch_time too");
+                cx.err(m, "batch_size_max bounds a batch sized by time: set batch_time (or batch_size = \"auto\") too");
             }
             if v < 1 || v as usize > MAX_BATCH_SIZE {
                 cx.err(
@@ -79,8 +71,8 @@ pub(super) fn batch_sizing(cx: &mut Ctx, r: &RawRule) -> (usize, Option<Duration
     };
     let first = match (size, time) {
         (Some(n), _) => n,
-        (None, Some(_)) if auto || r.batch_time.is_some() => DEFAULT_AUTO_FIRST_BATCH.min(max),
-        (None, _) => DEFAULT_BATCH_SIZE.min(max),
+        (None, Some(_)) => DEFAULT_AUTO_FIRST_BATCH.min(max),
+        (None, None) => DEFAULT_BATCH_SIZE,
     };
     if time.is_some()
         && first > max
