@@ -794,6 +794,60 @@ async fn mariadb_partitioned_delete_reads_the_index_in_order() {
 /// Lethe walks the key instead, reads it in order, and anonymizes exactly
 /// the due rows; once an index names both columns it walks the select
 /// column again, in order.
+/// A MariaDB batch runs at READ COMMITTED: the key walk of a table without
+/// an index on `created_at` reads the young rows between its due ones, and
+/// at the server's REPEATABLE READ it would keep every one of them locked
+/// until the batch commits, so the application's `UPDATE` of a young row
+/// waits. Here, with the batch still open, that `UPDATE` goes through, and
+/// a due row the batch deleted stays locked.
+#[tokio::test]
+async fn mariadb_batch_leaves_the_young_rows_it_passes_unlocked() {
+    let db = evp(Engine::MariaDb, false).await;
+    let ws = Workspace::new(&db.url, &[("logs.toml", &delete_job(500, ""))]);
+    let conn = db.connect().await;
+    let sql = prepared(&conn, &ws).await;
+    assert_eq!(sql.walk, lethe::config::Walk::Key, "{}", sql.walk_why);
+    let mut tx = conn.begin().await.expect("a transaction");
+    let level = tx
+        .fetch(&conn, &common::raw("SELECT @@tx_isolation"))
+        .await
+        .expect("the isolation level");
+    let deleted = tx
+        .fetch(&conn, &sql.delete_batch(conn.dialect(), None, None, None))
+        .await
+        .expect("the first batch");
+    assert_eq!(deleted.len(), 500, "batch_size rows");
+    // Rows 1..=1,666 hold the first 500 due ones (id % 10 < 3); 5 and 1,005
+    // are young, between them.
+    let app = db.connect().await;
+    let mut updates = Vec::new();
+    for id in [5, 1_005, 10] {
+        let stmt = common::raw(&format!(
+            "SET STATEMENT innodb_lock_wait_timeout = 1 FOR UPDATE evp SET note = 'app' WHERE id = {id}"
+        ));
+        updates.push((id, app.execute(&stmt).await));
+    }
+    // Rolled back before any assertion: an open batch would keep the test
+    // database from being dropped.
+    tx.rollback(&conn).await.expect("rollback");
+    app.close().await;
+    conn.close().await;
+    assert_eq!(level[0][0].as_deref(), Some("READ-COMMITTED"));
+    for (id, r) in updates {
+        match id {
+            10 => assert!(
+                r.is_err(),
+                "the deleted due row 10 stays locked to the commit"
+            ),
+            young => assert!(
+                r.is_ok(),
+                "young row {young} is locked by the open batch: {:?}",
+                r.err()
+            ),
+        }
+    }
+}
+
 #[tokio::test]
 async fn mariadb_partitioned_keyed_loop_never_sorts_the_due_rows() {
     let db = TestDb::create(Engine::MariaDb).await;

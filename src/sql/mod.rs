@@ -213,6 +213,31 @@ fn sqlite_foreign_keys(url: &str) -> (String, bool) {
     }
 }
 
+/// Every MySQL/MariaDB connection of a source runs its transactions at READ
+/// COMMITTED, where the binary log allows it. At the server's default,
+/// REPEATABLE READ, InnoDB keeps a lock on every row a batch's statement
+/// reads until the batch commits, also on the rows its WHERE rejects: a key
+/// walk over a table without an index on the select column then blocks the
+/// application's writes to every young row between the batch's first and
+/// last due row (an `UPDATE` of one waited out `innodb_lock_wait_timeout`),
+/// and range scans take gap locks that block inserts. At READ COMMITTED a
+/// rejected row's lock is released at once and no gap locks are taken; the
+/// rows a batch acts on stay locked to its commit either way. A
+/// statement-format binary log refuses such writes, so there the session
+/// keeps the server's level. (The partition drop asks for its own snapshot.)
+async fn read_committed(conn: &mut sqlx::MySqlConnection) -> Result<(), sqlx::Error> {
+    use sqlx::Executor;
+    let (log_bin, format): (i64, String) =
+        sqlx::query_as("SELECT CAST(@@log_bin AS SIGNED), CAST(@@binlog_format AS CHAR)")
+            .fetch_one(&mut *conn)
+            .await?;
+    if log_bin == 0 || !format.eq_ignore_ascii_case("STATEMENT") {
+        conn.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
+            .await?;
+    }
+    Ok(())
+}
+
 impl Db {
     /// Connect eagerly, so an unreachable source fails here with a clear message.
     pub async fn connect(
@@ -258,6 +283,7 @@ impl Db {
             let pool = MySqlPoolOptions::new()
                 .max_connections(max_connections)
                 .acquire_timeout(Duration::from_secs(15))
+                .after_connect(|conn, _meta| Box::pin(read_committed(conn)))
                 .connect(&url)
                 .await
                 .map_err(fail)?;
