@@ -238,7 +238,7 @@ fn indexes(db: &Db, rule: &Rule, sql: &RuleSql, at: &str, report: &mut CheckRepo
     }
     let d = db.dialect();
     if sql.walk == crate::config::Walk::Select
-        && !sql.fast_delete(d)
+        && !sql.one_statement(d)
         && let Some(sel) = &sql.select
         && sql.table.info.indexed.contains(&sel.column.name)
         && d.sorts_every_due_row(&sql.table.info, &sel.column.name, &sql.key.name)

@@ -17,6 +17,7 @@ use crate::anonymize::hash::rehash;
 use crate::audit::{ChildCount, Event};
 use crate::config::{Partitions, Rule};
 use crate::error::Error;
+use crate::keys::Keys;
 use crate::objects::{Stores, linked};
 use crate::plan::sources::Outage;
 use crate::sql::anonymize::hash_source;
@@ -69,12 +70,14 @@ pub(crate) async fn roll_back_or_retry(
     Ok(())
 }
 
-/// Run one one-statement batch (`RuleSql::fast_delete`) inside `tx` and
-/// say what it deleted. `bound` is the previous batch's `Deleted::bound`
-/// (or where the caller's window starts); `below` ends the window.
-pub async fn delete_next_batch(
+/// Run one one-statement batch (`RuleSql::one_statement`: a delete, or on
+/// PostgreSQL an anonymize) inside `tx` and say what it did. `bound` is the
+/// previous batch's `Deleted::bound` (or where the caller's window starts);
+/// `below` ends the window. `keys` gives the pseudonym key of `hash`.
+pub async fn act_next_batch(
     tx: &mut Tx,
     db: &Db,
+    keys: &Keys,
     sql: &RuleSql,
     part: Option<&str>,
     bound: Option<&str>,
@@ -82,6 +85,11 @@ pub async fn delete_next_batch(
 ) -> Result<Deleted, Error> {
     let d = db.dialect();
     let unreadable = |e: &str| unreadable(db, e);
+    if sql.fast_anonymize(d) {
+        let stmt = sql.anonymize_batch(d, &keys.pseudonym_pads(), bound, below);
+        let rows = tx.fetch(db, &stmt).await?;
+        return sql.parse_deleted(d, rows).map_err(|e| unreadable(&e));
+    }
     let delete = sql.delete_batch(d, part, bound, below);
     if let Some(summary) = sql.summarize_batch(d, part, bound, below) {
         let del = sql
@@ -338,7 +346,7 @@ pub(crate) fn count_batch(
 pub(crate) async fn execute(run: &mut RuleRun<'_, '_>) -> Result<(), Error> {
     let (db, rule, sql) = (run.db, run.rule, run.sql);
     let d = db.dialect();
-    let fast = sql.fast_delete(d);
+    let fast = sql.one_statement(d);
     // Wholly due partitions first, dropped whole; the loop below batches
     // what is left (the partitions that straddle the cutoff, or hold a held
     // subject). Not under `--shard`: a partition is not one shard's share.
@@ -406,7 +414,7 @@ struct Walk<'t> {
     sized: RuleSql,
     /// A lost connection, retried within the source's `reconnect_for`.
     outage: Outage,
-    /// One-statement deletes (`RuleSql::fast_delete`).
+    /// One-statement batches (`RuleSql::one_statement`).
     fast: bool,
 }
 
@@ -493,7 +501,9 @@ impl Walk<'_> {
             };
             let outcome = match self.fast {
                 true => {
-                    delete_next_batch(&mut tx, db, &self.sized, part, pos.bound.as_deref(), None)
+                    let keys = run.ctx.keys;
+                    let bound = pos.bound.as_deref();
+                    act_next_batch(&mut tx, db, keys, &self.sized, part, bound, None)
                         .await
                         .map(Fetched::Deleted)
                 }
@@ -637,6 +647,7 @@ impl Walk<'_> {
         };
         commit_batch(run, begun.tx, done, begun.started).await?;
         self.committed(del.count, begun.started);
+        anonymize_converges(run.db, &self.sized, run.report)?;
         pos.bound = del.bound;
         Ok(del.count >= self.sized.batch_size as u64)
     }
@@ -695,6 +706,32 @@ impl Walk<'_> {
         }
         self.outage = Outage::default();
     }
+}
+
+/// A one-statement anonymize ends when no row matches the rule any more;
+/// it relies on every row it writes ceasing to match (`needs`). Should the
+/// written values not stick (a trigger that writes them back, say), the
+/// walk would go on forever: stop the rule once it has done far more rows
+/// than were due when it started.
+pub(crate) fn anonymize_converges(
+    db: &Db,
+    sql: &RuleSql,
+    report: &RuleReport,
+) -> Result<(), Error> {
+    let limit = report
+        .matched
+        .saturating_mul(2)
+        .saturating_add(2 * sql.batch_size as u64);
+    if sql.fast_anonymize(db.dialect()) && report.done > limit {
+        return Err(unreadable(
+            db,
+            &format!(
+                "{} rows anonymized but {} were due: the values written do not stop matching the rule (does a trigger or a default write them back?); stopped",
+                report.done, report.matched
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// An answer from `db` that Lethe cannot read (a batch summary, a size).

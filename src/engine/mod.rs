@@ -32,7 +32,7 @@ pub(crate) mod sizing;
 pub mod throttle;
 mod windows;
 pub use crate::plan::{Sources, WalkReport};
-pub use batch::delete_next_batch;
+pub use batch::act_next_batch;
 pub use options::{Mode, Progress, RuleProgress, RunOptions, Shard};
 pub use partitions::PartitionReport;
 pub use pending::PendingLine;

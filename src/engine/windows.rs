@@ -15,8 +15,8 @@
 
 use super::sizing::{self, BatchSizer};
 use super::{
-    BatchDone, JobCtx, RuleProgress, RuleReport, RuleStatus, batch_event, count_batch,
-    delete_next_batch, roll_back_or_retry, rollback_event,
+    BatchDone, JobCtx, RuleProgress, RuleReport, RuleStatus, act_next_batch, batch_event,
+    count_batch, roll_back_or_retry, rollback_event,
 };
 use crate::config::Rule;
 use crate::error::Error;
@@ -200,6 +200,7 @@ async fn walk(
         }
     };
     let cancel = lock(shared).ctx.opts.cancel.clone();
+    let keys = lock(shared).ctx.keys;
     loop {
         let waited = super::batch::wait_for_health(throttle.as_mut(), &cancel).await?;
         lock(shared).report.add_throttled(waited);
@@ -215,9 +216,10 @@ async fn walk(
         let limit = sizer.as_ref().map(|s| s.size() as u64);
         let started = Instant::now();
         let mut tx = db.begin().await?;
-        let deleted = delete_next_batch(
+        let deleted = act_next_batch(
             &mut tx,
             db,
+            keys,
             sql,
             None,
             bound.as_deref(),
@@ -254,6 +256,7 @@ async fn walk(
             let mut guard = lock(shared);
             let s = &mut *guard;
             count_batch(s.report, s.bar, done, started);
+            super::batch::anonymize_converges(db, sql, s.report)?;
         }
         conflicts = 0;
         if let Some(s) = sizer.as_mut() {

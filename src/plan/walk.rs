@@ -34,8 +34,8 @@ pub fn walk_report(sql: &RuleSql) -> WalkReport {
 /// here, if it does: the path or the engine gains nothing from more.
 pub(crate) fn why_one_worker(db: &Db, sql: &RuleSql) -> Option<&'static str> {
     let d = db.dialect();
-    if !sql.fast_delete(d) {
-        Some("the rule is not a one-statement delete on this engine")
+    if !sql.one_statement(d) {
+        Some("the rule's batches are not one statement each on this engine")
     } else if sql.walk == crate::config::Walk::Heap {
         Some("the heap walk goes through the pages in order, one batch at a time")
     } else if d.single_writer() {

@@ -191,6 +191,15 @@ pub trait Dialect: Send + Sync {
         DeleteSummary::Rows
     }
 
+    /// `DeleteSummary::InStatement`: the text before and after a
+    /// data-modifying statement whose `RETURNING` names `k` (key), `s`
+    /// (subject) and `o` (walked column), that turns its rows into the one
+    /// summary row (count, the keys' SHA-256, greatest `o`, distinct
+    /// subjects as a JSON array). `None` for the other summaries.
+    fn summary_around(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+
     /// Foreign keys that reference `t`, one row per constraint, every value
     /// text: (constraint name, referencing schema — empty for the
     /// connection's default —, referencing table — for a partition, the

@@ -356,6 +356,39 @@ lease_ttl = "30s"
         }
     }
 
+    /// `lethe` with `args`, killed after `secs` seconds: for a test whose
+    /// failure would be a run that never ends. `None` when it was killed.
+    pub fn lethe_within(&self, secs: u64, args: &[&str]) -> Option<Output> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lethe"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .arg("--jobs")
+            .arg(self.jobs())
+            .env_remove("APP_DATABASE_URL")
+            .env("LETHE_AUDIT_KEY", KEY)
+            .env("LETHE_LOG", "lethe=info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run lethe");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        while child.try_wait().expect("wait for lethe").is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let out = child.wait_with_output().expect("lethe's output");
+        Some(Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        })
+    }
+
     /// The audit files written so far, oldest first.
     pub fn audit_files(&self) -> Vec<PathBuf> {
         lethe::audit::verify::audit_files(&self.audit_dir()).unwrap_or_default()

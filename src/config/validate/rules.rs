@@ -242,7 +242,10 @@ fn walk(cx: &mut Ctx, w: &Spanned<String>, has_select: bool) -> Option<Walk> {
     }
 }
 
-/// Workers side by side: above 1 only for a plain delete.
+/// Workers side by side: above 1 only for a plain delete or anonymize (one
+/// table, nothing per row). Whether the engine runs such a rule's batches
+/// as one statement each (an anonymize only on PostgreSQL) is known only
+/// against the live database: `check` and the run say it there.
 fn concurrency(cx: &mut Ctx, c: &Spanned<i64>, r: &RawRule, act: &Action) -> usize {
     let v = *c.get_ref();
     if v < 1 || v as usize > MAX_RULE_CONCURRENCY {
@@ -252,12 +255,14 @@ fn concurrency(cx: &mut Ctx, c: &Spanned<i64>, r: &RawRule, act: &Action) -> usi
         );
         1
     } else if v > 1
-        && (!matches!(act, Action::Delete) || !r.children.is_empty() || !r.objects.is_empty())
+        && (!matches!(act, Action::Delete | Action::Anonymize(_))
+            || !r.children.is_empty()
+            || !r.objects.is_empty())
     {
         cx.err(
             c,
-            "concurrency above 1 applies only to a plain delete \
-             (action = \"delete\", no children, no objects)",
+            "concurrency above 1 applies only to a plain delete or anonymize \
+             of one table (no children, no objects)",
         );
         1
     } else {

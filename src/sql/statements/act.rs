@@ -32,6 +32,7 @@ pub(super) fn act(
                     key,
                     cols,
                     hashes,
+                    from: None,
                 },
                 scope,
             );

@@ -19,6 +19,29 @@ impl RuleSql {
             && d.delete_returning()
     }
 
+    /// Whether the one-statement anonymize applies: an anonymize with
+    /// nothing to do per row but audit its subject, on an engine that
+    /// summarizes a batch inside the statement and hashes in SQL
+    /// (PostgreSQL), of a table that is not walked leaf by leaf (an
+    /// `UPDATE` through a leaf could not move a row whose partition key it
+    /// rewrites).
+    pub fn fast_anonymize(&self, d: &dyn Dialect) -> bool {
+        matches!(self.action, ActionSql::Anonymize(_))
+            && self.children.is_empty()
+            && self.objects.is_empty()
+            && d.summary_around().is_some()
+            && d.hashes_in_sql()
+            && !d.deletes_per_leaf(&self.table.info)
+    }
+
+    /// Whether each batch is one statement that acts and summarizes at once
+    /// ([`RuleSql::fast_delete`], [`RuleSql::fast_anonymize`]): no rows
+    /// travel to Lethe, batches continue from the last one's bound, and
+    /// side-by-side windows apply.
+    pub fn one_statement(&self, d: &dyn Dialect) -> bool {
+        self.fast_delete(d) || self.fast_anonymize(d)
+    }
+
     fn returning(&self, d: &dyn Dialect) -> String {
         self.returning_with(d, &d.quote(&self.bound_column().name))
     }
@@ -257,6 +280,94 @@ impl RuleSql {
             },
             self.batch_size,
         );
+        b.finish()
+    }
+
+    /// Anonymize the next batch in one statement ([`RuleSql::fast_anonymize`]):
+    ///
+    /// ```sql
+    /// WITH lethe_batch AS (UPDATE t SET …
+    ///   FROM (SELECT ctid AS lethe_id, key AS k, subject AS s, sel AS o
+    ///         FROM t WHERE <eligible> AND sel >= <bound> ORDER BY sel LIMIT n) AS lethe_sel
+    ///   WHERE t.ctid = lethe_sel.lethe_id AND <needs> RETURNING lethe_sel.k, lethe_sel.s, lethe_sel.o)
+    /// SELECT <summary> FROM lethe_batch
+    /// ```
+    ///
+    /// `RETURNING` gives the values from before the update, so a subject
+    /// column the rule hashes is audited as it was, and the bound is the
+    /// walked column's old value. The walk needs no tie-break: a row once
+    /// anonymized no longer matches `needs` (every strategy's result is its
+    /// own fixed point), so the rows of the bound's value that a batch
+    /// already did are not selected again, and every batch either
+    /// anonymizes a row or ends the walk. A row an application changes
+    /// between the select and the update is re-checked by the update
+    /// (PostgreSQL follows the row to its new version and tests the
+    /// `WHERE` again); a new version's `ctid` differs, so such a row is
+    /// left to a later batch or run, never anonymized from a stale read.
+    pub fn anonymize_batch(
+        &self,
+        d: &dyn Dialect,
+        pads: &crate::keys::HashPads,
+        bound: Option<&str>,
+        below: Option<&str>,
+    ) -> Stmt {
+        let ActionSql::Anonymize(cols) = &self.action else {
+            unreachable!("anonymize_batch of a delete");
+        };
+        let (open, close) = d
+            .summary_around()
+            .expect("fast_anonymize: the engine summarizes in the statement");
+        let mut b = Builder::new(d);
+        let id = if d.physical_id(&self.table.info, None) {
+            "ctid".to_string()
+        } else {
+            self.table.col(d, &self.key.name)
+        };
+        let walked = self.table.col(d, &self.bound_column().name);
+        let subject = match &self.subject {
+            Some(s) => d.to_text(&self.table.col(d, &s.name)),
+            None => "CAST(NULL AS TEXT)".into(),
+        };
+        let key = d.to_text(&self.table.col(d, &self.key.name));
+        let from = |b: &mut Builder<'_>| {
+            b.push(&format!(
+                "(SELECT {id} AS lethe_id, {key} AS k, {subject} AS s, {walked} AS o FROM {} WHERE ",
+                self.table.from
+            ));
+            self.push_eligible(d, b);
+            self.push_window(d, b, bound, below);
+            b.push(&format!(
+                " ORDER BY {walked} LIMIT {}) AS lethe_sel",
+                self.batch_size
+            ));
+        };
+        let scope = |b: &mut Builder<'_>| {
+            let target = if id == "ctid" {
+                format!("{}.ctid", self.table.name)
+            } else {
+                id.clone()
+            };
+            b.push(&format!("{target} = lethe_sel.lethe_id"));
+        };
+        b.push(open);
+        let hashes = if !self.action.hash_columns().is_empty() {
+            super::Hashes::InSql(pads)
+        } else {
+            super::Hashes::None
+        };
+        crate::sql::anonymize::push_update(
+            &mut b,
+            &crate::sql::anonymize::Update {
+                table: &self.table,
+                key: Some(&self.key),
+                cols,
+                hashes,
+                from: Some(&from),
+            },
+            &scope,
+        );
+        b.push(" RETURNING lethe_sel.k AS k, lethe_sel.s AS s, lethe_sel.o AS o");
+        b.push(close);
         b.finish()
     }
 
