@@ -1853,13 +1853,14 @@ async fn bare_run(t: &Target, p: &Params, batch: usize) -> Res<Outcome> {
     if !sql.fast_delete(db.dialect()) {
         return Err("bare: this engine has no one-statement batch delete".into());
     }
+    let keys = lethe::keys::Keys::from_secret(b"bench-bare-never-hashes");
     let (mut deleted, mut batches, mut longest) = (0u64, 0u64, Duration::ZERO);
     let mut bound: Option<String> = None;
     loop {
         let batch_started = Instant::now();
         let mut tx = db.begin().await?;
         let got =
-            lethe::engine::delete_next_batch(&mut tx, &db, &sql, None, bound.as_deref(), None)
+            lethe::engine::act_next_batch(&mut tx, &db, &keys, &sql, None, bound.as_deref(), None)
                 .await?;
         let n = got.count as usize;
         if n == 0 {
@@ -2060,10 +2061,16 @@ async fn bench_shape(
             "throttled" => plan.push(("throttled", 0, 1)),
             _ => {
                 plan.extend(p.lethe_batches.iter().map(|b| ("lethe", *b, 1)));
-                // Side-by-side windows apply to a plain delete only.
+                // Side-by-side windows apply to one-statement batches only:
+                // a plain delete, and on PostgreSQL an anonymize.
+                let one_statement = match shape {
+                    Shape::Cascade => false,
+                    Shape::Anonymize => t.kind == Kind::Postgres,
+                    _ => true,
+                };
                 if let Some(&largest) = p.lethe_batches.iter().max()
                     && t.kind != Kind::Sqlite
-                    && !matches!(shape, Shape::Anonymize | Shape::Cascade)
+                    && one_statement
                 {
                     plan.extend(p.lethe_workers.iter().map(|w| ("lethe", largest, *w)));
                 }
