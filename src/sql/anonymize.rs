@@ -102,10 +102,6 @@ pub(crate) struct Update<'a> {
     pub key: Option<&'a ColumnInfo>,
     pub cols: &'a [(ColumnInfo, Strategy)],
     pub hashes: Hashes<'a>,
-    /// `UPDATE t SET … FROM <from> WHERE …`: a one-statement batch joins
-    /// the rows it selected, so its `RETURNING` can give their values from
-    /// before the update (a hashed subject column is audited as it was).
-    pub from: Option<&'a dyn Fn(&mut Builder<'_>)>,
 }
 
 /// `UPDATE t SET … WHERE scope AND needs`: every strategy's column set at
@@ -140,14 +136,7 @@ pub(crate) fn push_update(b: &mut Builder<'_>, u: &Update<'_>, scope: &dyn Fn(&m
         // Nothing to set (only hashed columns, none changing): a
         // no-op that matches no row.
         let c = d.quote(&u.cols[0].0.name);
-        b.push(&format!("{c} = {c}"));
-    }
-    if let Some(from) = u.from {
-        b.push(" FROM ");
-        from(b);
-    }
-    if set == 0 {
-        b.push(" WHERE 1 = 0");
+        b.push(&format!("{c} = {c} WHERE 1 = 0"));
         return;
     }
     b.push(" WHERE ");

@@ -191,12 +191,12 @@ pub trait Dialect: Send + Sync {
         DeleteSummary::Rows
     }
 
-    /// `DeleteSummary::InStatement`: the text before and after a
-    /// data-modifying statement whose `RETURNING` names `k` (key), `s`
-    /// (subject) and `o` (walked column), that turns its rows into the one
-    /// summary row (count, the keys' SHA-256, greatest `o`, distinct
-    /// subjects as a JSON array). `None` for the other summaries.
-    fn summary_around(&self) -> Option<(&'static str, &'static str)> {
+    /// `DeleteSummary::InStatement`: what follows a data-modifying CTE
+    /// `lethe_batch` whose rows are `k` (key), `s` (subject) and `o`
+    /// (walked column), turning them into the one summary row (count, the
+    /// keys' SHA-256, greatest `o`, distinct subjects as a JSON array).
+    /// `None` for the other summaries.
+    fn summary_of_batch(&self) -> Option<&'static str> {
         None
     }
 

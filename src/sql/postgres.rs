@@ -167,17 +167,16 @@ impl Dialect for Postgres {
         DeleteSummary::InStatement
     }
 
-    fn summary_around(&self) -> Option<(&'static str, &'static str)> {
+    fn summary_of_batch(&self) -> Option<&'static str> {
         // The keys joined by newlines, hashed by the server: the same value
         // as `keys::keys_sha256` of the rows in RETURNING order.
-        Some((
-            "WITH lethe_batch AS (",
-            ") SELECT CAST(COUNT(*) AS TEXT), \
+        Some(
+            " SELECT CAST(COUNT(*) AS TEXT), \
              encode(sha256(convert_to(string_agg(k, E'\\n'), 'UTF8')), 'hex'), \
              CAST(MAX(o) AS TEXT), \
              CAST(json_agg(DISTINCT s) FILTER (WHERE s IS NOT NULL) AS TEXT) \
              FROM lethe_batch",
-        ))
+        )
     }
 
     fn push_delete_batch(
@@ -188,9 +187,9 @@ impl Dialect for Postgres {
         limit: usize,
     ) {
         let id = if t.physical_id { "ctid" } else { t.key_sql };
-        let around = self.summary_around().filter(|_| t.summarize);
-        if let Some((open, _)) = around {
-            b.push(open);
+        let summary = self.summary_of_batch().filter(|_| t.summarize);
+        if summary.is_some() {
+            b.push("WITH lethe_batch AS (");
         }
         b.push(&format!(
             "DELETE FROM {tbl} WHERE {id} = ANY(ARRAY(SELECT {id} FROM {tbl} WHERE ",
@@ -201,8 +200,8 @@ impl Dialect for Postgres {
             " ORDER BY {} LIMIT {limit})) RETURNING {}",
             t.order_sql, t.returning_sql
         ));
-        if let Some((_, close)) = around {
-            b.push(close);
+        if let Some(summary) = summary {
+            b.push(")").push(summary);
         }
     }
 

@@ -32,7 +32,6 @@ pub(super) fn act(
                     key,
                     cols,
                     hashes,
-                    from: None,
                 },
                 scope,
             );
