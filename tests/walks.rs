@@ -467,41 +467,7 @@ batch_size = 97
             u64::from(N) - due.len() as u64 + held as u64,
             "{action}: young and held rows are kept"
         );
-        let keys = lethe::keys::Keys::from_secret(KEY.as_bytes());
-        let mut seen: Vec<String> = Vec::new();
-        let mut counted = 0;
-        for r in ws.last_records() {
-            if let Event::Batch {
-                count, subjects, ..
-            } = r.event
-            {
-                assert_eq!(count as usize, subjects.len(), "one subject per row");
-                counted += count;
-                seen.extend(subjects);
-            }
-        }
-        let mut want: Vec<String> = acted
-            .iter()
-            .map(|i| keys.subject(&format!("u{i}")))
-            .collect();
-        want.sort();
-        seen.sort();
-        assert_eq!(counted as usize, acted.len(), "{action}");
-        assert_eq!(
-            seen, want,
-            "{action}: every due row's subject in exactly one batch record"
-        );
-        let verify = ws.lethe(&["audit", "verify"]);
-        assert_eq!(verify.code, 0, "{}", verify.all());
-        // A second run finds nothing left.
-        let again = ws.lethe(&["run", "--as-of", AS_OF]);
-        assert_eq!(again.code, 0, "{}", again.all());
-        assert!(
-            !ws.last_records()
-                .iter()
-                .any(|r| matches!(r.event, Event::Batch { .. })),
-            "{action}: nothing left for a second run"
-        );
+        audited_once_each(&ws, &acted, 97, action);
     }
 }
 
@@ -1122,39 +1088,7 @@ concurrency = {concurrency}
                 assert_eq!(r[2], Some(format!("n{id}")), "row {id} kept");
             }
         }
-        let mut seen: Vec<String> = Vec::new();
-        let mut counted = 0;
-        for r in ws.last_records() {
-            if let Event::Batch {
-                count, subjects, ..
-            } = r.event
-            {
-                assert!(count <= 97, "a batch of {count}");
-                counted += count;
-                seen.extend(subjects);
-            }
-        }
-        let mut want: Vec<String> = acted
-            .iter()
-            .map(|i| keys.subject(&format!("u{i}")))
-            .collect();
-        want.sort();
-        seen.sort();
-        assert_eq!(counted as usize, acted.len(), "×{concurrency}");
-        assert_eq!(
-            seen, want,
-            "×{concurrency}: every row's subject as it was, in exactly one record"
-        );
-        let verify = ws.lethe(&["audit", "verify"]);
-        assert_eq!(verify.code, 0, "{}", verify.all());
-        let again = ws.lethe(&["run", "--as-of", AS_OF]);
-        assert_eq!(again.code, 0, "{}", again.all());
-        assert!(
-            !ws.last_records()
-                .iter()
-                .any(|r| matches!(r.event, Event::Batch { .. })),
-            "×{concurrency}: nothing left for a second run"
-        );
+        audited_once_each(&ws, &acted, 97, &format!("×{concurrency}"));
     }
 }
 
@@ -1198,4 +1132,50 @@ async fn postgres_anonymize_that_does_not_stick_fails_the_rule() {
     );
     let verify = ws.lethe(&["audit", "verify"]);
     assert_eq!(verify.code, 0, "{}", verify.all());
+}
+
+/// The audit of a walk that acted on the rows `acted` of `evp` (subject
+/// `u<id>`): batches of at most `max` rows, one subject per row, every
+/// row's subject in exactly one batch record; the log verifies; a second
+/// run finds nothing left.
+fn audited_once_each(ws: &Workspace, acted: &[u32], max: u64, what: &str) {
+    let keys = lethe::keys::Keys::from_secret(KEY.as_bytes());
+    let mut seen: Vec<String> = Vec::new();
+    let mut counted = 0;
+    for r in ws.last_records() {
+        if let Event::Batch {
+            count, subjects, ..
+        } = r.event
+        {
+            assert!(count <= max, "{what}: a batch of {count}");
+            assert_eq!(
+                count as usize,
+                subjects.len(),
+                "{what}: one subject per row"
+            );
+            counted += count;
+            seen.extend(subjects);
+        }
+    }
+    let mut want: Vec<String> = acted
+        .iter()
+        .map(|i| keys.subject(&format!("u{i}")))
+        .collect();
+    want.sort();
+    seen.sort();
+    assert_eq!(counted as usize, acted.len(), "{what}");
+    assert_eq!(
+        seen, want,
+        "{what}: every row's subject as it was, in exactly one batch record"
+    );
+    let verify = ws.lethe(&["audit", "verify"]);
+    assert_eq!(verify.code, 0, "{}", verify.all());
+    let again = ws.lethe(&["run", "--as-of", AS_OF]);
+    assert_eq!(again.code, 0, "{}", again.all());
+    assert!(
+        !ws.last_records()
+            .iter()
+            .any(|r| matches!(r.event, Event::Batch { .. })),
+        "{what}: nothing left for a second run"
+    );
 }
