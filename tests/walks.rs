@@ -557,14 +557,7 @@ batch_size = 4
         "already hashed: kept"
     );
     // Idempotent: nothing left to touch, nothing audited but start and end.
-    let again = ws.lethe(&["run", "--as-of", AS_OF]);
-    assert_eq!(again.code, 0, "{}", again.all());
-    assert!(
-        !ws.last_records()
-            .iter()
-            .any(|r| matches!(r.event, Event::Batch { .. })),
-        "a second run touches nothing"
-    );
+    second_run_finds_nothing(&ws, "hash");
     let after = db
         .rows(&format!(
             "SELECT CAST(id AS {cast}), name, phone, note FROM people ORDER BY people.id"
@@ -1170,6 +1163,11 @@ fn audited_once_each(ws: &Workspace, acted: &[u32], max: u64, what: &str) {
     );
     let verify = ws.lethe(&["audit", "verify"]);
     assert_eq!(verify.code, 0, "{}", verify.all());
+    second_run_finds_nothing(ws, what);
+}
+
+/// Run the job again: it succeeds and records no batch.
+fn second_run_finds_nothing(ws: &Workspace, what: &str) {
     let again = ws.lethe(&["run", "--as-of", AS_OF]);
     assert_eq!(again.code, 0, "{}", again.all());
     assert!(
