@@ -334,11 +334,9 @@ impl RuleSql {
             .summary_of_batch()
             .expect("fast_anonymize: the engine summarizes in the statement");
         let mut b = Builder::new(d);
-        let id = if d.physical_id(&self.table.info, None) {
-            "ctid".to_string()
-        } else {
-            d.quote(&self.key.name)
-        };
+        // `fast_anonymize` leaves out partitioned tables, the only ones
+        // whose `ctid` is not unique.
+        debug_assert!(d.physical_id(&self.table.info, None));
         let walked = self.table.col(d, &self.bound_column().name);
         let subject = match &self.subject {
             Some(s) => d.to_text(&self.table.col(d, &s.name)),
@@ -346,7 +344,7 @@ impl RuleSql {
         };
         let key = d.to_text(&self.table.col(d, &self.key.name));
         b.push(&format!(
-            "WITH lethe_sel AS (SELECT {id} AS lethe_id, {key} AS k, {subject} AS s, {walked} AS o FROM {} WHERE ",
+            "WITH lethe_sel AS (SELECT ctid AS lethe_id, {key} AS k, {subject} AS s, {walked} AS o FROM {} WHERE ",
             self.table.from
         ));
         self.push_eligible(d, &mut b);
@@ -357,7 +355,7 @@ impl RuleSql {
         ));
         let scope = |b: &mut Builder<'_>| {
             b.push(&format!(
-                "{}.{id} = ANY(ARRAY(SELECT lethe_id FROM lethe_sel))",
+                "{}.ctid = ANY(ARRAY(SELECT lethe_id FROM lethe_sel))",
                 self.table.name
             ));
         };
